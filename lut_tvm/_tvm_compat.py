@@ -1,0 +1,51 @@
+"""Every call that depends on the TVM release (0.27 here) sits in this one module.
+
+The next TVM release should need changes here only: constant nodes, tensor creation,
+targets, the VM, the library exporter and the thread count.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tvm
+from tvm.ir.expr import Constant as _Constant
+
+TVM_VERSION = tvm.__version__
+
+
+def is_constant(expr) -> bool:
+    """Whether a Relax expression is a constant tensor (``relax.Constant`` before 0.27)."""
+    return isinstance(expr, _Constant)
+
+
+def constant_value(expr) -> np.ndarray:
+    """The NumPy value of a Relax constant."""
+    return expr.value.numpy()
+
+
+def to_device(array: np.ndarray, device=None):
+    """A TVM runtime tensor holding ``array`` (``tvm.nd.array`` before 0.27)."""
+    return tvm.runtime.tensor(np.ascontiguousarray(array), device or tvm.cpu())
+
+
+def make_target(spec) -> tvm.target.Target:
+    """A TVM target from a dict (0.27 targets are dicts, not CLI strings)."""
+    return tvm.target.Target(spec)
+
+
+def virtual_machine(executable, device=None):
+    """A Relax VM over a compiled or loaded executable."""
+    return tvm.relax.VirtualMachine(executable, device or tvm.cpu())
+
+
+def load_module(path: str):
+    """Load an exported shared library as a VM executable."""
+    return tvm.runtime.load_module(path)
+
+
+def set_num_threads(num_threads: int | None) -> None:
+    """Ask TVM's thread pool for ``num_threads`` workers (read when the pool starts)."""
+    if num_threads:
+        os.environ["TVM_NUM_THREADS"] = str(num_threads)

@@ -1,0 +1,185 @@
+"""The LUT plan: per layer, the weight it binds to, K, V and the centroids; a versioned .npz file.
+
+A plan file is an ``.npz`` holding each layer's centroids as ``layer<i>.centroids`` and the
+metadata as UTF-8 JSON in ``__plan__``; it is read with ``allow_pickle=False``. Loading checks
+every field and names the layer and field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PlanError
+from .weights import LayerKind, reduction_length
+
+PLAN_FORMAT = "lut_tvm.plan"
+PLAN_VERSION = 1
+META_KEY = "__plan__"
+
+
+class TableQuant(str, Enum):
+    """How the tables are quantized."""
+
+    INT8_PER_LAYER = "int8_per_layer"
+
+
+@dataclass
+class LayerPlan:
+    """One layer's LUT: which weight it replaces and the centroids ``[C, K, V]`` it encodes with."""
+
+    name: str
+    kind: LayerKind
+    weight_shape: tuple[int, ...]
+    weight_fingerprint: str
+    centroids: np.ndarray
+    table_quant: TableQuant = TableQuant.INT8_PER_LAYER
+
+    @property
+    def num_codebooks(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def num_centroids(self) -> int:
+        return int(self.centroids.shape[1])
+
+    @property
+    def sub_vector_len(self) -> int:
+        return int(self.centroids.shape[2])
+
+    def validate(self) -> None:
+        """Raise PlanError naming this layer and the field that is wrong."""
+        where = f"plan layer {self.name!r}"
+        try:
+            kind = LayerKind(self.kind)
+        except ValueError:
+            raise PlanError(f"{where}: field 'kind' is {self.kind!r}, not one of "
+                            f"{[k.value for k in LayerKind]}") from None
+        expected_rank = 2 if kind is LayerKind.DENSE else 4
+        if len(self.weight_shape) != expected_rank or min(self.weight_shape) < 1:
+            raise PlanError(f"{where}: field 'weight_shape' {list(self.weight_shape)} is not a "
+                            f"{expected_rank}-D {kind.value} weight shape")
+        cents = self.centroids
+        if not isinstance(cents, np.ndarray) or cents.ndim != 3:
+            raise PlanError(f"{where}: field 'centroids' must be a 3-D array [C, K, V]")
+        if cents.dtype != np.float32 or not np.isfinite(cents).all():
+            raise PlanError(f"{where}: field 'centroids' must be finite float32 "
+                            f"(got {cents.dtype})")
+        depth = reduction_length(kind, self.weight_shape)
+        if self.num_codebooks * self.sub_vector_len != depth:
+            raise PlanError(f"{where}: field 'centroids' has C*V = {self.num_codebooks}*"
+                            f"{self.sub_vector_len}, but the weight's reduction length D is {depth}")
+        if not 2 <= self.num_centroids <= 256:
+            raise PlanError(f"{where}: field 'centroids' has K = {self.num_centroids}; "
+                            "K must be in [2, 256] (codes are uint8)")
+        try:
+            TableQuant(self.table_quant)
+        except ValueError:
+            raise PlanError(f"{where}: field 'table_quant' is {self.table_quant!r}, not one of "
+                            f"{[q.value for q in TableQuant]}") from None
+
+
+@dataclass
+class Plan:
+    """All planned layers of one model, plus free-form provenance (how it was built)."""
+
+    layers: list[LayerPlan]
+    provenance: dict = field(default_factory=dict)
+
+    def by_fingerprint(self) -> dict[str, LayerPlan]:
+        """Layers keyed by the fingerprint of the weight they bind to."""
+        return {layer.weight_fingerprint: layer for layer in self.layers}
+
+    def validate(self) -> None:
+        """Validate every layer and that no two layers bind the same weight."""
+        seen: dict[str, str] = {}
+        for layer in self.layers:
+            layer.validate()
+            if layer.weight_fingerprint in seen:
+                raise PlanError(f"plan layers {seen[layer.weight_fingerprint]!r} and "
+                                f"{layer.name!r} bind the same weight")
+            seen[layer.weight_fingerprint] = layer.name
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the plan atomically to ``path`` (an ``.npz``)."""
+        self.validate()
+        path = Path(path)
+        meta = {
+            "format": PLAN_FORMAT,
+            "version": PLAN_VERSION,
+            "provenance": self.provenance,
+            "layers": [
+                {
+                    "name": layer.name,
+                    "kind": LayerKind(layer.kind).value,
+                    "weight_shape": list(layer.weight_shape),
+                    "weight_fingerprint": layer.weight_fingerprint,
+                    "table_quant": TableQuant(layer.table_quant).value,
+                }
+                for layer in self.layers
+            ],
+        }
+        arrays = {f"layer{i}.centroids": layer.centroids for i, layer in enumerate(self.layers)}
+        arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
+            np.savez(tmp, **arrays)
+        os.replace(tmp.name, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Plan":
+        """Read and validate a plan file; raise PlanError naming the file, layer and field."""
+        path = Path(path)
+        if not path.is_file():
+            raise PlanError(f"plan file {str(path)!r} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        except (ValueError, OSError, EOFError) as err:
+            raise PlanError(f"plan file {str(path)!r} is not a readable .npz: {err}") from None
+        if META_KEY not in arrays:
+            raise PlanError(f"plan file {str(path)!r} has no '{META_KEY}' metadata entry")
+        try:
+            meta = json.loads(arrays[META_KEY].tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise PlanError(f"plan file {str(path)!r}: metadata is not JSON: {err}") from None
+        if meta.get("format") != PLAN_FORMAT:
+            raise PlanError(f"plan file {str(path)!r}: field 'format' is {meta.get('format')!r}, "
+                            f"expected {PLAN_FORMAT!r}")
+        if meta.get("version") != PLAN_VERSION:
+            raise PlanError(f"plan file {str(path)!r}: version {meta.get('version')!r} is not "
+                            f"supported (this lut_tvm reads version {PLAN_VERSION})")
+        layers = []
+        for index, entry in enumerate(meta.get("layers", [])):
+            name = entry.get("name", f"#{index}")
+            missing = {"kind", "weight_shape", "weight_fingerprint"} - set(entry)
+            if missing:
+                raise PlanError(f"plan file {str(path)!r}, layer {name!r}: missing field(s) "
+                                f"{sorted(missing)}")
+            key = f"layer{index}.centroids"
+            if key not in arrays:
+                raise PlanError(f"plan file {str(path)!r}, layer {name!r}: missing array {key!r}")
+            layers.append(LayerPlan(
+                name=name,
+                kind=entry["kind"],
+                weight_shape=tuple(int(d) for d in entry["weight_shape"]),
+                weight_fingerprint=str(entry["weight_fingerprint"]),
+                centroids=arrays[key],
+                table_quant=entry.get("table_quant", TableQuant.INT8_PER_LAYER.value),
+            ))
+        plan = cls(layers=layers, provenance=meta.get("provenance", {}))
+        try:
+            plan.validate()
+        except PlanError as err:
+            raise PlanError(f"plan file {str(path)!r}: {err}") from None
+        for layer in plan.layers:
+            layer.kind = LayerKind(layer.kind)
+            layer.table_quant = TableQuant(layer.table_quant)
+        return plan

@@ -1,0 +1,93 @@
+"""NumPy reference of the LUT math (im2col, encode, tables, lookup/accumulate), independent of TVM.
+
+Tests check the compiled kernels against these functions; the graph passes use
+``build_tables``/``quantize_tables`` so that the tables a model runs with are defined once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INT8_MAX = 127
+
+
+def im2col_nchw(x, kernel, strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
+    """Rows ``[N*OH*OW, C_in*kh*kw]`` of an NCHW input, flattened in ``(c_in, kh, kw)`` order.
+
+    ``padding`` is ``(top, left, bottom, right)``, as in Relax's conv2d.
+    """
+    batch, channels, height, width = x.shape
+    kh, kw = kernel
+    top, left, bottom, right = padding
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    out_h = (height + top + bottom - dilation[0] * (kh - 1) - 1) // strides[0] + 1
+    out_w = (width + left + right - dilation[1] * (kw - 1) - 1) // strides[1] + 1
+    cols = np.empty((batch, out_h, out_w, channels, kh, kw), dtype=x.dtype)
+    for r in range(kh):
+        for s in range(kw):
+            row0, col0 = r * dilation[0], s * dilation[1]
+            window = padded[
+                :,
+                :,
+                row0 : row0 + strides[0] * (out_h - 1) + 1 : strides[0],
+                col0 : col0 + strides[1] * (out_w - 1) + 1 : strides[1],
+            ]
+            cols[..., r, s] = window.transpose(0, 2, 3, 1)
+    return cols.reshape(batch * out_h * out_w, channels * kh * kw), (batch, out_h, out_w)
+
+
+def centroid_distances(rows, centroids):
+    """Distances ``||P||^2 - 2 x.P`` ``[M, C, K]`` in float64 (``||x||^2`` does not move the argmin)."""
+    num_codebooks, _, sub_len = centroids.shape
+    subs = rows.reshape(rows.shape[0], num_codebooks, sub_len).astype(np.float64)
+    cents = centroids.astype(np.float64)
+    return (cents**2).sum(-1)[None] - 2.0 * np.einsum("mcv,ckv->mck", subs, cents)
+
+
+def encode(rows, centroids):
+    """Nearest-centroid codes ``[M, C]`` (uint8) of ``rows [M, C*V]``, first index on a tie."""
+    return centroid_distances(rows, centroids).argmin(-1).astype(np.uint8)
+
+
+def encode_margin(rows, centroids):
+    """Gap between the two smallest distances per ``[M, C]``: small values mark near-ties."""
+    two = np.partition(centroid_distances(rows, centroids), 1, axis=-1)
+    return two[..., 1] - two[..., 0]
+
+
+def build_tables(centroids, weight_dn):
+    """Real-valued tables ``T[c, k, n] = P[c, k] . W[cV:(c+1)V, n]`` for ``W [D, N]``."""
+    num_codebooks, _, sub_len = centroids.shape
+    blocks = weight_dn.reshape(num_codebooks, sub_len, weight_dn.shape[1]).astype(np.float64)
+    return np.einsum("ckv,cvn->ckn", centroids.astype(np.float64), blocks)
+
+
+def quantize_tables(tables):
+    """INT8 tables with one scale per layer (``max|T| / 127``): returns ``(int8 tables, scale)``."""
+    peak = float(np.abs(tables).max())
+    scale = peak / INT8_MAX if peak > 0 else 1.0
+    quantized = np.clip(np.rint(tables / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return quantized, np.float32(scale)
+
+
+def lookup_accumulate(codes, tables_q):
+    """Exact int32 accumulator ``acc[m, n] = sum_c T[c, code[m, c], n]``."""
+    num_codebooks = tables_q.shape[0]
+    gathered = tables_q[np.arange(num_codebooks)[None, :], codes.astype(np.int64), :]
+    return gathered.astype(np.int32).sum(axis=1, dtype=np.int32)
+
+
+def lut_matmul(rows, centroids, weight_dn, bias=None):
+    """A whole LUT dense layer on ``rows [M, D]``: encode, lookup, ``acc * scale + bias``."""
+    tables_q, scale = quantize_tables(build_tables(centroids, weight_dn))
+    acc = lookup_accumulate(encode(rows, centroids), tables_q)
+    out = acc.astype(np.float32) * scale
+    return out if bias is None else out + bias.astype(np.float32)
+
+
+def lut_conv2d(x, centroids, weight_oihw, bias=None, strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
+    """A whole LUT conv layer on NCHW ``x`` through im2col; returns NCHW."""
+    out_channels = weight_oihw.shape[0]
+    rows, (batch, out_h, out_w) = im2col_nchw(x, weight_oihw.shape[2:], strides, padding, dilation)
+    flat = lut_matmul(rows, centroids, weight_oihw.reshape(out_channels, -1).T, bias)
+    return flat.reshape(batch, out_h, out_w, out_channels).transpose(0, 3, 1, 2)

@@ -1,0 +1,116 @@
+"""FuseLUTEpilogue: fold a bias add and a ReLU that follow a LUT lookup into the lookup itself.
+
+Before: RewriteDenseToLUT / RewriteConv2dToLUT emitted ``y = lookup(codes, table, scale,
+bias=0)``, followed as the frontends leave it by ``add(y, b)`` or ``add(b, y)`` with a constant
+``b`` that varies only along the output-channel axis, and maybe ``relu``. After: one lookup
+call with the summed bias and, where a ReLU followed, the ReLU variant of the kernel. Only
+fuses when the lookup's result has no other use; the bypassed calls are left for
+DeadCodeElimination.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+from tvm.ir import IRModule, Op
+from tvm.ir.transform import PassContext, module_pass
+from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, mutator, visitor
+
+from lut_tvm._tvm_compat import constant_value, is_constant
+from schedules.attrs import LUT_KIND_ATTR, LutKind
+from schedules.lut_kernels import lookup_conv2d_func, lookup_dense_func
+
+from .lut_layer_builder import rewrite_relax_functions
+
+
+@visitor
+class _UseCounter(PyExprVisitor):
+    def __init__(self):
+        super().__init__()
+        self.uses: dict = {}
+
+    def visit_var_(self, var):  # pylint: disable=arguments-renamed
+        self.uses[var] = self.uses.get(var, 0) + 1
+
+    def visit_dataflow_var_(self, var):  # pylint: disable=arguments-renamed
+        self.uses[var] = self.uses.get(var, 0) + 1
+
+
+def _channel_vector(bias: np.ndarray, out_shape, channel_axis: int) -> np.ndarray | None:
+    """``bias`` as a vector over the channel axis if it broadcasts along that axis only."""
+    rank = len(out_shape)
+    if bias.ndim > rank:
+        return None
+    full = (1,) * (rank - bias.ndim) + tuple(bias.shape)
+    if any(size != 1 for axis, size in enumerate(full) if axis != channel_axis):
+        return None
+    vector = bias.reshape(-1)
+    if vector.size == 1:
+        vector = np.full(out_shape[channel_axis], vector[0], dtype=np.float32)
+    return vector if vector.size == out_shape[channel_axis] else None
+
+
+@mutator
+class _EpilogueFuser(PyExprMutator):
+    def __init__(self, mod: IRModule, uses: dict):
+        super().__init__(mod)
+        self.mod = mod
+        self.uses = uses
+        self.add_op, self.relu_op = Op.get("relax.add"), Op.get("relax.nn.relu")
+
+    def _lookup_of(self, expr):
+        """``(call, kind, relu)`` if ``expr`` is a single-use var bound to a LUT lookup call."""
+        if not isinstance(expr, relax.Var) or self.uses.get(expr, 0) != 1:
+            return None
+        bound = self.builder_.lookup_binding(expr)
+        if not isinstance(bound, relax.Call) or not isinstance(bound.args[0], relax.GlobalVar):
+            return None
+        func = self.builder_.get()[bound.args[0]]
+        kind = func.attrs.get(LUT_KIND_ATTR) if func.attrs else None
+        if kind not in (LutKind.LOOKUP_DENSE, LutKind.LOOKUP_CONV2D):
+            return None
+        return bound, kind, bool(int(func.attrs["lut_tvm.relu"]))
+
+    def _relaunch(self, call, kind, relu, bias):
+        codes, table, scale, _ = call.args[1].fields
+        codes_shape = [int(d) for d in codes.ty.shape.values]
+        num_centroids, out_features = int(table.ty.shape[1]), int(table.ty.shape[2])
+        if kind == LutKind.LOOKUP_DENSE:
+            func = lookup_dense_func(*codes_shape, num_centroids, out_features, relu)
+        else:
+            func = lookup_conv2d_func(codes_shape, num_centroids, out_features, relu)
+        gvar = self.builder_.add_func(func, f"lut_{kind}" + ("_relu" if relu else ""))
+        return relax.call_tir(gvar, [codes, table, scale, bias], call.ty)
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
+        call = super().visit_call_(call)
+        if call.op == self.relu_op:
+            found = self._lookup_of(call.args[0])
+            if found and not found[2]:
+                lookup, kind, _ = found
+                return self._relaunch(lookup, kind, True, lookup.args[1].fields[3])
+        elif call.op == self.add_op:
+            for lhs, rhs in (call.args, reversed(call.args)):
+                found = self._lookup_of(lhs)
+                if found and not found[2] and is_constant(rhs):
+                    lookup, kind, _ = found
+                    out_shape = [int(d) for d in lookup.ty.shape.values]
+                    extra = _channel_vector(constant_value(rhs), out_shape, 1)
+                    if extra is not None:
+                        bias = constant_value(lookup.args[1].fields[3]) + extra.astype(np.float32)
+                        return self._relaunch(lookup, kind, False, relax.const(bias))
+        return call
+
+
+@module_pass(opt_level=0, name="FuseLUTEpilogue")
+class FuseLUTEpilogue:
+    """Fold bias adds and ReLUs into the LUT lookups they follow."""
+
+    def transform_module(self, mod: IRModule, _ctx: PassContext) -> IRModule:
+        counter = _UseCounter()
+        for _, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                counter.visit_expr(func)
+        return relax.transform.DeadCodeElimination()(
+            rewrite_relax_functions(mod, _EpilogueFuser(mod, counter.uses))
+        )

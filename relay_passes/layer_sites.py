@@ -1,0 +1,110 @@
+"""Recognise the dense and conv2d calls with constant weights that a LUT plan can replace.
+
+Matches on ops, attributes and types only. Expects constants folded (``FoldConstant``), so
+that torch's ``matmul(x, permute_dims(W))`` and ONNX's ``Gemm``/``MatMul`` all read
+``matmul(x, const W[D, N])``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+from tvm.ir import Op
+
+from lut_tvm._tvm_compat import constant_value, is_constant
+
+from lut_tvm.weights import LayerKind, fingerprint
+from schedules.lut_compute import Conv2dGeometry
+
+LOG = logging.getLogger("lut_tvm.passes")
+
+
+@dataclass(frozen=True)
+class LayerSite:
+    """A replaceable layer: its kind, canonical weight, fingerprint and (for conv) geometry."""
+
+    kind: LayerKind
+    weight: np.ndarray
+    fingerprint: str
+    input_shape: tuple[int, ...]
+    geometry: Conv2dGeometry | None = None
+
+
+def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    """The static shape of a float32 tensor expression, or None."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.dtype != "float32" or ty.shape is None:
+        return None
+    try:
+        return tuple(int(d) for d in ty.shape.values)
+    except (TypeError, AttributeError):
+        return None
+
+
+def _is_op(call: relax.Expr, name: str) -> bool:
+    return isinstance(call, relax.Call) and isinstance(call.op, Op) and call.op.name == name
+
+
+def match_dense(call: relax.Expr) -> LayerSite | None:
+    """A ``matmul(x, const W[D, N])`` on float32, or None."""
+    if not _is_op(call, "relax.matmul"):
+        return None
+    data, weight = call.args
+    input_shape = static_shape(data)
+    if not is_constant(weight) or input_shape is None or len(input_shape) < 2:
+        return None
+    matrix = constant_value(weight)
+    if matrix.ndim != 2 or matrix.dtype != np.float32:
+        return None
+    return LayerSite(LayerKind.DENSE, matrix, fingerprint(matrix), input_shape)
+
+
+def match_conv2d(call: relax.Expr) -> LayerSite | None:
+    """An NCHW/OIHW float32 ``conv2d(x, const W)`` with groups = 1, or None (reason logged)."""
+    if not _is_op(call, "relax.nn.conv2d"):
+        return None
+    data, weight = call.args
+    attrs = call.attrs
+    input_shape = static_shape(data)
+    if not is_constant(weight) or input_shape is None:
+        return None
+    kernel = constant_value(weight)
+    reason = None
+    if int(attrs.groups) != 1:
+        reason = f"grouped conv (groups={int(attrs.groups)}) stays dense"
+    elif (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
+        reason = f"layout {attrs.data_layout}/{attrs.kernel_layout} is not NCHW/OIHW"
+    elif kernel.dtype != np.float32:
+        reason = f"weight dtype {kernel.dtype} is not float32"
+    if reason:
+        LOG.info("conv2d with weight %s left dense: %s", list(kernel.shape), reason)
+        return None
+    geometry = Conv2dGeometry(
+        kernel=(int(kernel.shape[2]), int(kernel.shape[3])),
+        strides=tuple(int(s) for s in attrs.strides),
+        padding=tuple(int(p) for p in attrs.padding),
+        dilation=tuple(int(d) for d in attrs.dilation),
+    )
+    return LayerSite(LayerKind.CONV2D, kernel, fingerprint(kernel), input_shape, geometry)
+
+
+def match_layer(call: relax.Expr) -> LayerSite | None:
+    """A dense or conv2d site, or None."""
+    return match_dense(call) or match_conv2d(call)
+
+
+def collect_layer_sites(func: relax.Function) -> list[tuple[relax.Call, LayerSite]]:
+    """Every replaceable call in ``func``, in binding order."""
+    sites = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call):
+            site = match_layer(expr)
+            if site is not None:
+                sites.append((expr, site))
+
+    relax.analysis.post_order_visit(func.body, visit)
+    return sites

@@ -1,0 +1,67 @@
+"""Emit one planned layer as encode + lookup/accumulate call_tirs, with its tables built here.
+
+Shared by the dense and conv2d rewrite passes: both turn ``(site, plan layer)`` into the
+constants (centroids, norms, INT8 tables, scale, zero bias) and the two kernel calls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from lut_tvm.errors import PlanError
+from lut_tvm.plan import LayerPlan
+from lut_tvm.reference import build_tables, quantize_tables
+from lut_tvm.weights import as_dense_matrix, output_length
+from schedules.lut_compute import CODE_DTYPE
+
+from .layer_sites import LayerSite
+
+
+def _const(array: np.ndarray) -> relax.Constant:
+    return relax.const(np.ascontiguousarray(array))
+
+
+class LutLayerConstants:
+    """The constant operands of one LUT layer, computed from its plan entry and weight."""
+
+    def __init__(self, site: LayerSite, layer: LayerPlan):
+        if tuple(site.weight.shape) != tuple(layer.weight_shape):
+            raise PlanError(f"plan layer {layer.name!r}: field 'weight_shape' "
+                            f"{list(layer.weight_shape)} does not match the model's weight "
+                            f"{list(site.weight.shape)}")
+        centroids = layer.centroids.astype(np.float32)
+        tables_q, scale = quantize_tables(build_tables(centroids, as_dense_matrix(site.kind, site.weight)))
+        self.out_features = output_length(site.kind, site.weight.shape)
+        self.num_codebooks, self.num_centroids, self.sub_len = centroids.shape
+        self.centroids = _const(centroids)
+        self.norms = _const((centroids.astype(np.float64) ** 2).sum(-1).astype(np.float32))
+        self.table = _const(tables_q)
+        self.scale = _const(np.full(self.out_features, scale, dtype=np.float32))
+        self.bias = _const(np.zeros(self.out_features, dtype=np.float32))
+
+
+def emit_encode(builder: relax.BlockBuilder, func, name: str, data, consts: LutLayerConstants, codes_shape):
+    """Emit ``codes = encode(data, centroids, norms)``; returns the codes var."""
+    gvar = builder.add_func(func, name)
+    call = relax.call_tir(
+        gvar, [data, consts.centroids, consts.norms], relax.TensorType(codes_shape, CODE_DTYPE)
+    )
+    return builder.emit(call)
+
+
+def lookup_call(gvar, codes, consts: LutLayerConstants, out_shape) -> relax.Call:
+    """The ``lookup(codes, table, scale, bias)`` call producing float32 ``out_shape``."""
+    return relax.call_tir(
+        gvar,
+        [codes, consts.table, consts.scale, consts.bias],
+        relax.TensorType(out_shape, "float32"),
+    )
+
+
+def rewrite_relax_functions(mod, rewriter) -> "relax.IRModule":
+    """Run a PyExprMutator over every Relax function of ``mod``; returns the new module."""
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+    return rewriter.builder_.finalize()

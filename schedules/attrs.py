@@ -1,0 +1,17 @@
+"""Attribute keys that tag lut_tvm's own PrimFuncs, defined once."""
+
+# Function attribute naming which LUT primitive a PrimFunc computes (a value of LutKind).
+LUT_KIND_ATTR = "lut_tvm.kind"
+# Relax's operator-pattern attribute; kOpaque keeps FuseOps from fusing our kernels away.
+OP_PATTERN_ATTR = "op_pattern"
+OP_PATTERN_OPAQUE = 8
+
+
+class LutKind:
+    """Values of LUT_KIND_ATTR."""
+
+    ENCODE_DENSE = "encode_dense"
+    ENCODE_CONV2D = "encode_conv2d"
+    LOOKUP_DENSE = "lookup_dense"
+    LOOKUP_CONV2D = "lookup_conv2d"
+    ALL = (ENCODE_DENSE, ENCODE_CONV2D, LOOKUP_DENSE, LOOKUP_CONV2D)

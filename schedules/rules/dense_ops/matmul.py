@@ -1,0 +1,91 @@
+"""Register-blocked CPU schedule for (batched) matmul / dense C[.., i, j] += A[.., i, k] * B[.., k, j]."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from ._loops import MAX_VECTOR_EXTENT, is_cpu_target, largest_divisor, prod, vector_lanes
+from ._tiling import MAX_ACC_VECTORS, index_vars, operand_reads, register_tile, same_var
+from ._tiling import split_main_block
+
+MAX_ROW_TILE = 8
+
+
+def _is_nn_matmul(sch: s_tir.Schedule, info) -> bool:
+    """A[.., i, k] and B[.., k, j] (either operand order) writing C[.., i, j]."""
+    stmt = sch.get(info.block_rv)
+    ivars = [iv.var for iv in stmt.iter_vars]
+    i, j, k = ivars[-3], ivars[-2], ivars[-1]
+    reads, out = operand_reads(sch, info.block_rv)
+    out_idx = index_vars(out)
+    if len(reads) != 2 or not out_idx or len(out_idx) < 2:
+        return False
+    if not (same_var(out_idx[-2], i) and same_var(out_idx[-1], j)):
+        return False
+    idx = [index_vars(r) for r in reads]
+    if any(not x or len(x) < 2 for x in idx):
+        return False
+
+    def is_a(x):
+        return same_var(x[-2], i) and same_var(x[-1], k)
+
+    def is_b(x):
+        return same_var(x[-2], k) and same_var(x[-1], j)
+
+    return (is_a(idx[0]) and is_b(idx[1])) or (is_a(idx[1]) and is_b(idx[0]))
+
+
+def pick_tiles(m: int, n: int, lanes: int) -> tuple[int, int]:
+    """(row tile mr, column tile nr) with nr | n vectorized and mr | m unrolled."""
+    if n <= MAX_VECTOR_EXTENT:
+        nr = n
+    else:
+        nr = (
+            largest_divisor(n, MAX_VECTOR_EXTENT, lanes)
+            or largest_divisor(n, MAX_VECTOR_EXTENT, max(lanes // 2, 1))
+            or largest_divisor(n, MAX_VECTOR_EXTENT)
+        )
+    n_vec = -(-nr // lanes)
+    mr = largest_divisor(m, max(1, min(MAX_ROW_TILE, MAX_ACC_VECTORS // n_vec)))
+    return mr, nr
+
+
+class Matmul(ScheduleRule):
+    """GEMM / batched GEMM with fused injective prologue and epilogue (bias, relu, ...).
+
+    Loop nest: parallel(batch, j_outer, i_outer) -> k -> unroll(i_inner) -> vector(j_inner),
+    accumulating an mr x nr tile in registers, with the epilogue applied at write-back.
+    """
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool):
+        if not isinstance(func, tirx.PrimFunc) or not is_cpu_target(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if not infos:
+            return None
+        main = [i for i in infos if not i.is_injective()]
+        if len(main) != 1 or len(main[0].dom_kind()) < 3:
+            return None
+        kinds = main[0].dom_kind()
+        if kinds[-1] != "R" or set(kinds[:-1]) != {"S"}:
+            return None
+        split = split_main_block(sch, kinds)
+        if split is None or not _is_nn_matmul(sch, split[0]):
+            return None
+        info, epilogue = split
+        block = info.block_rv
+        dom = info.dom()
+        m, n = dom[-3], dom[-2]
+        lanes = vector_lanes(target, 32)
+        mr, nr = pick_tiles(m, n, lanes)
+        *batch, i, j, kl = sch.get_loops(block)
+        io, ii = sch.split(i, factors=[None, mr])
+        jo, ji = sch.split(j, factors=[None, nr])
+        sch.reorder(jo, io, kl, ii, ji)
+        work = prod(dom)
+        register_tile(sch, block, [*batch, jo, io], [kl], [ii], ji, epilogue, lanes, work)
+        return sch

@@ -1,0 +1,74 @@
+"""CPU schedule for reductions: softmax, layer_norm, mean/sum, max/avg pool, generic S..SR..R."""
+
+from __future__ import annotations
+
+import re
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.s_tir.dlight.cpu import Reduction as DlightCPUReduction
+from tvm.target import Target
+
+from ._loops import MIN_PARALLEL_WORK, attempt, extent, is_cpu_target, parallel_vectorize
+from ._loops import prod, vector_lanes, write_dtype_bits
+from ._tiling import split_main_block
+
+# Keep reduction loops inside the innermost spatial loop when that spatial loop is
+# shorter than this (vectorizing it would buy little).
+MIN_VECTOR_SPATIAL = 4
+
+
+class Reduction(ScheduleRule):
+    """Two strategies, first match wins:
+
+    1. dlight's ``cpu.Reduction`` for multi-block row reductions whose last block is
+       injective (softmax, layer_norm, mean with its divide, avg pool).
+    2. A single reduction block ``S..S R..R`` (+ injective prologue / epilogue, e.g. max pool,
+       sum, matmuls the Matmul rule rejects): parallelize the outer spatial loops, move the
+       reduction loops outside the innermost spatial loop and vectorize that loop.
+    """
+
+    def __init__(self):
+        self._dlight = DlightCPUReduction()
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not is_cpu_target(target):
+            return None
+        try:
+            sch = self._dlight.apply(func, target, tunable)
+        except Exception:  # pylint: disable=broad-except
+            sch = None
+        if sch is not None:
+            return sch
+        return self._single_reduction(func, target)
+
+    @staticmethod
+    def _single_reduction(func: tirx.PrimFunc, target: Target):
+        sch = s_tir.Schedule(func)
+        split = split_main_block(sch)
+        if split is None:
+            return None
+        info, epilogue = split
+        kinds = info.dom_kind()
+        if not re.fullmatch("S+R+", kinds):
+            return None
+        block = info.block_rv
+        n_s = len(kinds) - len(kinds.lstrip("S"))
+        loops = sch.get_loops(block)
+        spatial, reduce = loops[:n_s], loops[n_s:]
+        work = prod(info.dom())
+        last = extent(sch, spatial[-1])
+        lanes = vector_lanes(target, write_dtype_bits(sch, block))
+        if n_s >= 2 and last is not None and last >= MIN_VECTOR_SPATIAL:
+            sch.reorder(*reduce, spatial[-1])
+            sch.decompose_reduction(block, reduce[0])
+            attempt(sch, lambda s: s.vectorize(spatial[-1]))
+            outer = spatial[:-1]
+        else:
+            outer = spatial
+        if work >= MIN_PARALLEL_WORK:
+            fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+            attempt(sch, lambda s: s.parallel(fused))
+        for epi in epilogue:
+            parallel_vectorize(sch, sch.get_loops(epi), lanes)
+        return sch
