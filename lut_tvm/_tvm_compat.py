@@ -49,3 +49,30 @@ def set_num_threads(num_threads: int | None) -> None:
     """Ask TVM's thread pool for ``num_threads`` workers (read when the pool starts)."""
     if num_threads:
         os.environ["TVM_NUM_THREADS"] = str(num_threads)
+
+
+def cpu_device():
+    """The host CPU device."""
+    return tvm.cpu()
+
+
+def default_schedule_pass(rules):
+    """dlight's pass applying the first matching schedule rule to every PrimFunc."""
+    from tvm.s_tir import dlight  # pylint: disable=import-outside-toplevel
+
+    return dlight.ApplyDefaultSchedule(*rules)
+
+
+def build_executable(mod, target):
+    """Lower a scheduled Relax module to a VM executable with the CPU backend's late phases."""
+    from tvm.relax.backend.cpu_generic import pipeline  # pylint: disable=import-outside-toplevel
+
+    late = tvm.transform.Sequential(
+        pipeline.dataflow_lower_passes(target) + pipeline.finalize_passes(target)
+    )
+    return tvm.compile(mod, target, relax_pipeline=late)
+
+
+def var_name(var) -> str:
+    """The name of a Relax variable (``name_hint`` before 0.27)."""
+    return str(var.name)

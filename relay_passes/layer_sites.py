@@ -108,3 +108,13 @@ def collect_layer_sites(func: relax.Function) -> list[tuple[relax.Call, LayerSit
 
     relax.analysis.post_order_visit(func.body, visit)
     return sites
+
+
+def unique_layer_sites(func: relax.Function) -> list[tuple[relax.Call, LayerSite]]:
+    """The first call of each distinct weight (a shared weight is one layer), in binding order."""
+    seen, unique = set(), []
+    for call, site in collect_layer_sites(func):
+        if site.fingerprint not in seen:
+            seen.add(site.fingerprint)
+            unique.append((call, site))
+    return unique

@@ -1,0 +1,1 @@
+"""TE compute of the LUT primitives, their PrimFunc builders and the per-target schedule rules."""

@@ -1,0 +1,16 @@
+"""Default schedule rules in priority order: LUT kernels, then the dense ops left in the graph.
+
+The first rule that returns a schedule wins (dlight's ``ApplyDefaultSchedule`` contract); the
+dense-op list ends with a fallback that schedules any PrimFunc, so nothing is left unscheduled.
+"""
+
+from .dense_ops import DENSE_OP_RULES
+from .lut_encode import LutEncodeRule
+from .lut_lookup import LutLookupRule
+
+LUT_RULES = [LutEncodeRule(), LutLookupRule()]
+
+
+def default_rules() -> list:
+    """Every default rule, LUT kernels first."""
+    return [*LUT_RULES, *DENSE_OP_RULES]

@@ -1,0 +1,119 @@
+"""The compile pipeline, as named stages read top to bottom: import, bind plan, LUT rewrite,
+legalize + fuse, schedule, build. ``dump_ir`` writes the module after each stage."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+from relay_passes import FuseLUTEpilogue, RewriteConv2dToLUT, RewriteDenseToLUT
+from relay_passes.layer_sites import LayerSite, unique_layer_sites
+from schedules.rules import default_rules
+
+from . import _tvm_compat
+from .errors import PlanError
+from .frontends import ImportedModel, import_model
+from .plan import Plan
+from .runtime import ArtifactInfo, CompiledModel
+from .targets import resolve_target
+
+LOG = logging.getLogger("lut_tvm")
+
+
+def layer_sites(imported: ImportedModel) -> list[LayerSite]:
+    """The replaceable layers of an imported model, in graph order, one per distinct weight."""
+    return [site for _, site in unique_layer_sites(imported.mod["main"])]
+
+
+def bind_plan(plan: Plan, imported: ImportedModel) -> list[str]:
+    """Check every plan layer binds to a weight of the model; returns the bound layer names."""
+    sites = {site.fingerprint: site for site in layer_sites(imported)}
+    unbound = [layer for layer in plan.layers if layer.weight_fingerprint not in sites]
+    if unbound:
+        first = unbound[0]
+        raise PlanError(
+            f"plan layer {first.name!r} ({first.kind.value} weight {list(first.weight_shape)}, "
+            f"fingerprint {first.weight_fingerprint}) matches no weight of {imported.source}"
+            + (f" (and {len(unbound) - 1} more plan layers do not either)" if len(unbound) > 1 else "")
+            + ": the plan was made for another model"
+        )
+    for layer in plan.layers:
+        site = sites[layer.weight_fingerprint]
+        if site.kind is not layer.kind:
+            raise PlanError(f"plan layer {layer.name!r}: field 'kind' is {layer.kind.value}, "
+                            f"the model's layer is {site.kind.value}")
+    return [layer.name for layer in plan.layers]
+
+
+def lut_rewrite_passes(plan: Plan) -> list:
+    """Stage 3: planned layers to encode + lookup/accumulate, bias and ReLU folded in."""
+    return [RewriteDenseToLUT(plan), RewriteConv2dToLUT(plan), FuseLUTEpilogue()]
+
+
+def legalize_passes() -> list:
+    """Stage 4: every remaining op to TIR, fused the way the CPU backend fuses it."""
+    return [
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ]
+
+
+def _dump(dump_dir: Path | None, index: int, stage: str, mod: tvm.IRModule) -> None:
+    if dump_dir is not None:
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        (dump_dir / f"{index:02d}_{stage}.py").write_text(mod.script(show_meta=False))
+
+
+def build_relax(mod: tvm.IRModule, tvm_target, dump_dir: Path | None = None):
+    """Stages 4-6: legalize and fuse, schedule every PrimFunc, build the VM executable."""
+    with tvm_target:
+        mod = tvm.transform.Sequential(legalize_passes(), name="legalize")(mod)
+        _dump(dump_dir, 3, "legalized", mod)
+        mod = _tvm_compat.default_schedule_pass(default_rules())(mod)
+        _dump(dump_dir, 4, "scheduled", mod)
+    return _tvm_compat.build_executable(mod, tvm_target)
+
+
+def compile(  # pylint: disable=redefined-builtin
+    model,
+    plan: Plan | str | None = None,
+    target="native",
+    example_inputs=None,
+    *,
+    dump_ir: str | Path | None = None,
+) -> CompiledModel:
+    """Compile a torch module / ``.onnx`` / ``.pt2`` model, with the plan's layers as LUTs.
+
+    ``plan`` is a Plan, a plan file path, or None (everything dense). ``target`` is a
+    friendly name (``native``, ``x86-avx2``, ``x86-avx512``, ``arm64``) or a TVM target dict.
+    """
+    tvm_target = resolve_target(target)
+    dump_dir = Path(dump_ir) if dump_ir else None
+    imported = import_model(model, example_inputs)
+    _dump(dump_dir, 1, "imported", imported.mod)
+
+    if isinstance(plan, (str, Path)):
+        plan = Plan.load(plan)
+    plan = plan or Plan(layers=[])
+    bound = bind_plan(plan, imported)
+    LOG.info("LUT layers: %s", ", ".join(bound) or "none")
+
+    with tvm_target:
+        mod = tvm.transform.Sequential(lut_rewrite_passes(plan), name="lut_rewrite")(imported.mod)
+    _dump(dump_dir, 2, "lut_rewrite", mod)
+    executable = build_relax(mod, tvm_target, dump_dir)
+    info = ArtifactInfo(
+        input_names=imported.input_names,
+        input_shapes=[list(s) for s in imported.input_shapes],
+        target=str(tvm_target),
+        lut_layers=bound,
+        source=imported.source,
+    )
+    return CompiledModel(executable, info)

@@ -1,0 +1,133 @@
+"""Import a model into Relax with TVM's own frontends: torch.export for modules, from_onnx for files.
+
+Also records the model's own name of each weight by fingerprint, so that plans and messages
+can call a layer what the user calls it (``features.3``, not ``matmul_7``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from . import _tvm_compat
+from .errors import ModelLoadError
+from .weights import fingerprint
+
+
+@dataclass
+class ImportedModel:
+    """A Relax module with constants folded, its input names/shapes, and weight names."""
+
+    mod: tvm.IRModule
+    input_names: list[str]
+    input_shapes: list[tuple[int, ...]]
+    weight_names: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+
+def _canonical_names(named_arrays) -> dict[str, str]:
+    """Fingerprint -> name, for both a weight and its transpose (dense weights are [N, D] in torch)."""
+    names = {}
+    for name, array in named_arrays:
+        if array.ndim == 2:
+            names.setdefault(fingerprint(array.T), name)
+        names.setdefault(fingerprint(array), name)
+    return names
+
+
+def _as_tuple(example_inputs) -> tuple:
+    if example_inputs is None:
+        return ()
+    return tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+
+
+def from_torch(module, example_inputs) -> ImportedModel:
+    """Import a ``torch.nn.Module`` through ``torch.export`` and Relax's exported-program frontend."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    inputs = tuple(torch.as_tensor(np.asarray(x)) for x in _as_tuple(example_inputs))
+    if not inputs:
+        raise ModelLoadError("compiling a torch.nn.Module needs example_inputs (one per input)")
+    module = module.eval()
+    try:
+        with torch.no_grad():
+            exported = torch.export.export(module, inputs)
+    except Exception as err:
+        raise ModelLoadError(f"torch.export failed for {type(module).__name__}: {err}") from None
+    return _from_exported(exported, type(module).__name__,
+                          [(n, p.detach().cpu().numpy()) for n, p in module.state_dict().items()])
+
+
+def from_exported_program_file(path: Path) -> ImportedModel:
+    """Import a ``torch.export.save``'d ``.pt2`` file."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    try:
+        exported = torch.export.load(str(path))
+    except Exception as err:
+        raise ModelLoadError(f"{str(path)!r} is not a loadable torch.export .pt2 file: {err}") from None
+    weights = [(n, t.detach().cpu().numpy()) for n, t in exported.state_dict.items()]
+    return _from_exported(exported, str(path), weights)
+
+
+def _from_exported(exported, source: str, named_weights) -> ImportedModel:
+    from tvm.relax.frontend.torch import from_exported_program  # pylint: disable=import-outside-toplevel
+
+    mod = from_exported_program(exported, keep_params_as_input=False)
+    return _finish(mod, source, _canonical_names(named_weights))
+
+
+def from_onnx_file(path: Path, example_inputs: tuple = ()) -> ImportedModel:
+    """Import an ONNX file with Relax's ONNX frontend (example inputs fix dynamic dims)."""
+    import onnx  # pylint: disable=import-outside-toplevel
+    from onnx import numpy_helper  # pylint: disable=import-outside-toplevel
+    from tvm.relax.frontend.onnx import from_onnx  # pylint: disable=import-outside-toplevel
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as err:
+        raise ModelLoadError(f"{str(path)!r} is not a valid ONNX model: {err}") from None
+    initializers = {init.name for init in model.graph.initializer}
+    graph_inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    input_shapes = {name: np.shape(x) for name, x in zip(graph_inputs, example_inputs)} or None
+    try:
+        mod = from_onnx(model, shape_dict=input_shapes, keep_params_in_input=False)
+    except Exception as err:
+        raise ModelLoadError(f"TVM's ONNX frontend could not import {str(path)!r}: {err}") from None
+    weights = [(init.name, numpy_helper.to_array(init)) for init in model.graph.initializer]
+    return _finish(mod, str(path), _canonical_names(weights))
+
+
+def _finish(mod: tvm.IRModule, source: str, weight_names: dict[str, str]) -> ImportedModel:
+    mod = relax.transform.FoldConstant()(mod)
+    main = mod["main"]
+    names = [_tvm_compat.var_name(param) for param in main.params]
+    shapes = []
+    for param in main.params:
+        try:
+            shapes.append(tuple(int(d) for d in param.ty.shape.values))
+        except (TypeError, AttributeError):
+            raise ModelLoadError(f"{source}: input {_tvm_compat.var_name(param)!r} has a dynamic shape; "
+                                 "pass example inputs with static shapes") from None
+    return ImportedModel(mod, names, shapes, weight_names, source)
+
+
+def import_model(model, example_inputs=None) -> ImportedModel:
+    """Import a torch module, an ``.onnx`` path or a ``.pt2`` path into Relax."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise ModelLoadError(f"model file {str(path)!r} does not exist")
+        if path.suffix == ".pt2":
+            return from_exported_program_file(path)
+        return from_onnx_file(path, _as_tuple(example_inputs))
+    if type(model).__module__.startswith("torch") or hasattr(model, "state_dict"):
+        return from_torch(model, example_inputs)
+    raise ModelLoadError(f"cannot import a {type(model).__name__}: pass a torch.nn.Module, "
+                         "an .onnx file or a torch.export .pt2 file")

@@ -1,0 +1,197 @@
+"""Build a LUT plan by k-means on each layer's real inputs: the MADDNESS-style baseline.
+
+The calibration inputs run through the model itself (compiled dense, with ``TapLayerInputs``),
+so the layers and their order are exactly those the compile passes see, for torch and ONNX
+models alike. Each layer's (im2col'd) input rows are split into codebooks and clustered with
+scikit-learn's KMeans.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import numpy as np
+from sklearn.cluster import KMeans
+from tqdm.auto import tqdm
+
+from relay_passes import TapLayerInputs
+
+from . import _tvm_compat
+from .compiler import build_relax, layer_sites
+from .errors import PlanError
+from .frontends import import_model
+from .plan import LayerPlan, Plan
+from .reference import im2col_nchw
+from .targets import resolve_target
+from .weights import LayerKind, reduction_length
+
+LOG = logging.getLogger("lut_tvm")
+
+
+@dataclass
+class PlanPolicy:
+    """Which layers become LUTs and with which K and V (LUT-NN's defaults)."""
+
+    VERSION: ClassVar[int] = 1
+
+    num_centroids: int = 16
+    dense_sub_len: int = 16
+    conv_sub_len: int | None = None  # None: kh*kw (9 for a 3x3 conv: one channel's window)
+    conv1x1_sub_len: int = 4
+    skip_first_conv: bool = True
+    skip_last_dense: bool = True
+    sub_len_overrides: dict[str, int] = field(default_factory=dict)
+    only: list[str] | None = None
+    exclude: list[str] = field(default_factory=list)
+    max_rows: int = 4096
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 2 <= self.num_centroids <= 256:
+            raise PlanError(f"policy: num_centroids = {self.num_centroids}, must be in [2, 256]")
+        for name, value in [("dense_sub_len", self.dense_sub_len),
+                            ("conv1x1_sub_len", self.conv1x1_sub_len),
+                            ("conv_sub_len", self.conv_sub_len or 1),
+                            *self.sub_len_overrides.items()]:
+            if int(value) < 1:
+                raise PlanError(f"policy: sub-vector length {name} = {value} must be >= 1")
+        if self.max_rows < self.num_centroids:
+            raise PlanError(f"policy: max_rows = {self.max_rows} is below K = {self.num_centroids}")
+
+    def to_dict(self) -> dict:
+        return {"version": self.VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PlanPolicy":
+        data = dict(data)
+        version = data.pop("version", cls.VERSION)
+        if version != cls.VERSION:
+            raise PlanError(f"policy version {version} is not supported (expected {cls.VERSION})")
+        return cls(**data)
+
+    def sub_len(self, name: str, kind: LayerKind, weight_shape) -> int:
+        """V for one layer."""
+        if name in self.sub_len_overrides:
+            return int(self.sub_len_overrides[name])
+        if kind is LayerKind.DENSE:
+            return self.dense_sub_len
+        kernel_area = int(weight_shape[2]) * int(weight_shape[3])
+        if kernel_area == 1:
+            return self.conv1x1_sub_len
+        return self.conv_sub_len or kernel_area
+
+
+def layer_name(imported, site, index: int) -> str:
+    """The model's own name of a layer's weight (``fc1`` for ``fc1.weight``), else kind+index."""
+    name = imported.weight_names.get(site.fingerprint)
+    if name is None:
+        return f"{site.kind.value}{index}"
+    return name[: -len(".weight")] if name.endswith(".weight") else name
+
+
+def select_layers(imported, policy: PlanPolicy):
+    """``[(name, site)]`` the policy plans, in graph order."""
+    sites = layer_sites(imported)
+    named = [(layer_name(imported, site, i), site) for i, site in enumerate(sites)]
+    convs = [s for _, s in named if s.kind is LayerKind.CONV2D]
+    denses = [s for _, s in named if s.kind is LayerKind.DENSE]
+    skipped = set()
+    if policy.skip_first_conv and convs:
+        skipped.add(convs[0].fingerprint)
+    if policy.skip_last_dense and denses:
+        skipped.add(denses[-1].fingerprint)
+    chosen = []
+    for name, site in named:
+        if policy.only is not None:
+            if name in policy.only:
+                chosen.append((name, site))
+            continue
+        if site.fingerprint not in skipped and name not in policy.exclude:
+            chosen.append((name, site))
+    unknown = set(policy.only or []) - {n for n, _ in named}
+    if unknown:
+        raise PlanError(f"policy names layer(s) {sorted(unknown)} that the model does not have; "
+                        f"its layers are {[n for n, _ in named]}")
+    return chosen
+
+
+def _layer_rows(site, inputs: np.ndarray) -> np.ndarray:
+    if site.kind is LayerKind.DENSE:
+        return inputs.reshape(-1, inputs.shape[-1])
+    geometry = site.geometry
+    rows, _ = im2col_nchw(inputs, geometry.kernel, geometry.strides, geometry.padding, geometry.dilation)
+    return rows
+
+
+def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, rng) -> list[np.ndarray]:
+    """Input rows of each site for the calibration samples, at most ``max_rows`` each."""
+    target = resolve_target("native")
+    tapped = TapLayerInputs()(imported.mod)
+    vm = _tvm_compat.virtual_machine(build_relax(tapped, target))
+    order = [site.fingerprint for site in layer_sites(imported)]
+    wanted = [order.index(site.fingerprint) for site in sites]
+    batch = imported.input_shapes[0][0]
+    chunks = [calibration[i : i + batch] for i in range(0, len(calibration) - batch + 1, batch)]
+    if not chunks:
+        raise PlanError(f"need at least {batch} calibration samples (the model's batch), "
+                        f"got {len(calibration)}")
+    rows: list[list[np.ndarray]] = [[] for _ in sites]
+    for chunk in tqdm(chunks, desc="calibration", unit="batch", leave=False):
+        outputs = vm["main"](_tvm_compat.to_device(chunk.astype(np.float32)))
+        for slot, index in enumerate(wanted):
+            rows[slot].append(_layer_rows(sites[slot], outputs[index].numpy()))
+    sampled = []
+    for parts in rows:
+        stacked = np.concatenate(parts)
+        if len(stacked) > max_rows:
+            stacked = stacked[rng.choice(len(stacked), max_rows, replace=False)]
+        sampled.append(stacked)
+    return sampled
+
+
+def kmeans_centroids(rows: np.ndarray, sub_len: int, num_centroids: int, seed: int) -> np.ndarray:
+    """``[C, K, V]`` centroids: scikit-learn KMeans on each codebook's sub-vectors."""
+    num_codebooks = rows.shape[1] // sub_len
+    subs = rows.reshape(len(rows), num_codebooks, sub_len)
+    centroids = np.empty((num_codebooks, num_centroids, sub_len), dtype=np.float32)
+    for c in range(num_codebooks):
+        km = KMeans(n_clusters=num_centroids, n_init=1, max_iter=100, random_state=seed)
+        centroids[c] = km.fit(subs[:, c, :].astype(np.float64)).cluster_centers_
+    return centroids
+
+
+def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, example_inputs=None) -> Plan:
+    """A plan whose centroids are k-means of each planned layer's inputs on ``calibration``.
+
+    ``calibration`` is an array of samples stacked on axis 0 (the model's first input). For a
+    torch module, ``example_inputs`` defaults to a batch of the calibration data.
+    """
+    policy = policy or PlanPolicy()
+    calibration = np.asarray(calibration, dtype=np.float32)
+    if example_inputs is None and not isinstance(model, str) and hasattr(model, "state_dict"):
+        example_inputs = (calibration[: min(64, len(calibration))],)
+    imported = import_model(model, example_inputs)
+    chosen = select_layers(imported, policy)
+    specs = []
+    for name, site in chosen:
+        sub_len = policy.sub_len(name, site.kind, site.weight.shape)
+        depth = reduction_length(site.kind, site.weight.shape)
+        if depth % sub_len:
+            raise PlanError(f"layer {name!r}: reduction length D = {depth} is not a multiple of "
+                            f"V = {sub_len}; set another V for it (sub_len_overrides)")
+        specs.append((name, site, sub_len))
+    rng = np.random.default_rng(policy.seed)
+    rows = collect_layer_rows(imported, calibration, [s for _, s, _ in specs], policy.max_rows, rng)
+    layers = []
+    for (name, site, sub_len), layer_rows in tqdm(list(zip(specs, rows)), desc="k-means", unit="layer"):
+        if len(layer_rows) < policy.num_centroids:
+            raise PlanError(f"layer {name!r}: {len(layer_rows)} calibration rows for "
+                            f"K = {policy.num_centroids} centroids; give more calibration data")
+        centroids = kmeans_centroids(layer_rows, sub_len, policy.num_centroids, policy.seed)
+        layers.append(LayerPlan(name, site.kind, tuple(site.weight.shape), site.fingerprint, centroids))
+        LOG.info("planned %s: %s %s, V=%d, C=%d", name, site.kind.value,
+                 list(site.weight.shape), sub_len, centroids.shape[0])
+    return Plan(layers, provenance={"method": "kmeans", "policy": policy.to_dict(),
+                                    "model": imported.source, "samples": int(len(calibration))})

@@ -1,0 +1,65 @@
+"""Friendly target names (x86-avx2, x86-avx512, arm64, native) and their TVM target dicts."""
+
+from __future__ import annotations
+
+import os
+
+from . import _tvm_compat
+from .errors import TargetError
+
+TARGETS = {
+    "x86-avx2": {"kind": "llvm", "mcpu": "haswell"},
+    "x86-avx512": {"kind": "llvm", "mcpu": "skylake-avx512"},
+    "arm64": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+}
+
+
+def _host_cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_target_name() -> str:
+    """The friendly name that fits this machine's CPU best."""
+    flags = _host_cpu_flags()
+    if os.uname().machine in ("aarch64", "arm64"):
+        return "arm64"
+    if "avx512bw" in flags:
+        return "x86-avx512"
+    if "avx2" in flags:
+        return "x86-avx2"
+    raise TargetError("this CPU has neither AVX2 nor NEON; pass a TVM target dict instead")
+
+
+def resolve_target(target, num_cores: int | None = None):
+    """A TVM target from a friendly name or a TVM target dict; raises TargetError otherwise."""
+    if isinstance(target, str):
+        name = native_target_name() if target == "native" else target
+        if name not in TARGETS:
+            raise TargetError(f"unknown target {target!r}; use one of "
+                              f"{sorted([*TARGETS, 'native'])} or a TVM target dict")
+        spec = dict(TARGETS[name])
+    elif isinstance(target, dict):
+        spec = dict(target)
+    else:
+        return target
+    if num_cores is None and spec.get("mtriple") is None:
+        num_cores = os.cpu_count()
+    if num_cores:
+        spec.setdefault("num-cores", int(num_cores))
+    try:
+        return _tvm_compat.make_target(spec)
+    except Exception as err:  # TVM raises several error types for bad dicts
+        raise TargetError(f"invalid target {target!r}: {err}") from None
+
+
+def is_host_runnable(target) -> bool:
+    """Whether code for ``target`` runs on this machine (no cross triple)."""
+    mtriple = str(target.attrs.get("mtriple", "")) if target.attrs else ""
+    return not mtriple or mtriple.startswith(os.uname().machine)
