@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     if args.threads:
         from . import _tvm_compat  # pylint: disable=import-outside-toplevel
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import tvm_ffi
+
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
+
+get_realize = tvm_ffi.get_global_func("s_tir.schedule.GetSBlockRealize")
 
 # Below this many output elements (times reduction extent) a kernel is run serially:
 # the thread-pool launch costs more than the work itself.
@@ -65,6 +69,12 @@ def root_blocks(sch: s_tir.Schedule) -> list[s_tir.schedule.SBlockRV]:
     return list(sch.get_child_blocks(sch.get_sblock("root")))
 
 
+def block_kinds(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> str:
+    """Iteration kinds of ``block`` ("S" data-parallel, "R" reduction, "O" other)."""
+    kind = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
+    return "".join(kind.get(iv.iter_type, "O") for iv in sch.get(block).iter_vars)
+
+
 def attempt(sch: s_tir.Schedule, step: Callable[[s_tir.Schedule], object]) -> bool:
     """Run a schedule step, swallowing ScheduleError (primitives are atomic)."""
     try:
@@ -104,6 +114,8 @@ def parallel_vectorize(
     """
     if not loops:
         return
+    if work is None:
+        work = prod(extent(sch, lp) or MIN_PARALLEL_WORK for lp in loops)
     outer = list(loops)
     inner_ext = extent(sch, loops[-1])
     if vectorize and inner_ext is not None and inner_ext > 1:
@@ -120,8 +132,6 @@ def parallel_vectorize(
                 lo, vec = sch.split(outer.pop(), factors=[None, factor])
                 outer.append(lo)
             attempt(sch, lambda s: s.vectorize(vec))
-    if work is None:
-        work = prod(extent(sch, lp) or MIN_PARALLEL_WORK for lp in loops)
     if outer and work >= MIN_PARALLEL_WORK:
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         attempt(sch, lambda s: s.parallel(fused))

@@ -3,47 +3,46 @@
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
+from tvm.s_tir.dlight.analysis import get_sblock_info
 
-from ._loops import MIN_PARALLEL_WORK, attempt, parallel_vectorize, try_inline_all
+from ._loops import MIN_PARALLEL_WORK, attempt, block_kinds, get_realize, parallel_vectorize
+from ._loops import root_blocks, try_inline_all
 
 # Accumulator vector registers a micro-kernel may use (AVX-512 has 32 zmm).
 MAX_ACC_VECTORS = 24
 
 
 def split_main_block(sch: s_tir.Schedule, kinds: str | None = None):
-    """Normalize ``sch`` and return (main reduction SBlockInfo, epilogue block RVs).
+    """Return (main reduction SBlockInfo, epilogue block RVs) of an unscheduled func.
 
-    Requires exactly one non-injective block, optionally with the iteration kinds
-    ``kinds`` (e.g. "SSR"); injective producers are inlined into it and injective
-    consumers are returned (after inlining among themselves) as the epilogue.
+    Requires exactly one reduction block among the root's children, optionally with kinds
+    ``kinds`` (e.g. "SSR"); injective producers are inlined into it and the blocks after
+    it are returned, in order, as the epilogue.
     """
-    infos = normalize_prim_func(sch)
-    if not infos:
+    blocks = root_blocks(sch)
+    kinds_of = [block_kinds(sch, b) for b in blocks]
+    if any("O" in k for k in kinds_of) or any(sch.get_child_blocks(b) for b in blocks):
         return None
-    reductions = [i for i in infos if not i.is_injective()]
+    reductions = [i for i, k in enumerate(kinds_of) if "R" in k]
     if len(reductions) != 1:
         return None
-    main = reductions[0]
-    if kinds is not None and main.dom_kind() != kinds:
-        return None
-    if any(not isinstance(d, int) for d in main.dom()):
-        return None
-    pos = infos.index(main)
-    pre = [i.block_rv for i in infos[:pos]]
-    post = [i.block_rv for i in infos[pos + 1 :]]
+    pos = reductions[0]
+    main, pre, post = blocks[pos], blocks[:pos], blocks[pos + 1 :]
     if try_inline_all(sch, pre):
         return None  # a producer we cannot fold in: leave to the generic rules
-    # Re-derive the iteration info: inlining producers keeps loops but be safe.
-    main = _refresh(sch, main)
-    return main, post
-
-
-def _refresh(sch: s_tir.Schedule, info: SBlockInfo) -> SBlockInfo:
-    for new in normalize_prim_func(sch) or []:
-        if sch.get(new.block_rv).same_as(sch.get(info.block_rv)):
-            return new
-    return info
+    # Expect the unscheduled form: one loop per block iter var, in order.
+    info = get_sblock_info(sch, main)
+    loops = sch.get_loops(main)
+    values = get_realize(sch, main).iter_values
+    if len(loops) != len(values) or not all(
+        sch.get(lp).loop_var.same_as(v) for lp, v in zip(loops, values)
+    ):
+        return None
+    if (kinds is not None and info.dom_kind() != kinds) or any(
+        not isinstance(d, int) for d in info.dom()
+    ):
+        return None
+    return info, post
 
 
 def index_vars(region) -> list:
@@ -93,16 +92,14 @@ def register_tile(
             leftover.append(epi)
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     sch.reverse_compute_at(wb, fused, preserve_unit_loops=True)
-    init = sch.decompose_reduction(block, reduce_loops[0])
+    if work >= MIN_PARALLEL_WORK and sch.get(fused).extent.value > 1:
+        sch.parallel(fused)
     for lp in unroll:
         sch.unroll(lp)
     sch.vectorize(vec)
-    depth = len(sch.get_loops(block)) - len(reduce_loops) - len(unroll) - 1
-    for blk in (init, wb):
-        loops = sch.get_loops(blk)
-        if len(loops) > depth:
-            attempt(sch, lambda s, lp=loops[-1]: s.vectorize(lp))
-    if work >= MIN_PARALLEL_WORK and sch.get(fused).extent.value > 1:
-        sch.parallel(fused)
+    attempt(sch, lambda s: s.vectorize(sch.get_loops(wb)[-1]))
+    # Decompose last: parallel/vectorize need the block to still be a reduction block.
+    init = sch.decompose_reduction(block, reduce_loops[0])
+    attempt(sch, lambda s: s.vectorize(sch.get_loops(init)[-1]))
     for epi in leftover:
         parallel_vectorize(sch, sch.get_loops(epi), lanes)

@@ -1,9 +1,8 @@
-"""Register-blocked CPU schedule for (batched) matmul / dense C[.., i, j] += A[.., i, k] * B[.., k, j]."""
+"""Register-blocked CPU matmul/dense schedule: C[.., i, j] += A[.., i, k] * B[.., k, j]."""
 
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
@@ -64,17 +63,13 @@ class Matmul(ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or not is_cpu_target(target):
             return None
         sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
-        if not infos:
+        split = split_main_block(sch)
+        if split is None:
             return None
-        main = [i for i in infos if not i.is_injective()]
-        if len(main) != 1 or len(main[0].dom_kind()) < 3:
+        kinds = split[0].dom_kind()
+        if len(kinds) < 3 or kinds[-1] != "R" or set(kinds[:-1]) != {"S"}:
             return None
-        kinds = main[0].dom_kind()
-        if kinds[-1] != "R" or set(kinds[:-1]) != {"S"}:
-            return None
-        split = split_main_block(sch, kinds)
-        if split is None or not _is_nn_matmul(sch, split[0]):
+        if not _is_nn_matmul(sch, split[0]):
             return None
         info, epilogue = split
         block = info.block_rv

@@ -9,7 +9,8 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.s_tir.dlight.cpu import Reduction as DlightCPUReduction
 from tvm.target import Target
 
-from ._loops import MIN_PARALLEL_WORK, attempt, extent, is_cpu_target, parallel_vectorize
+from ._loops import MAX_VECTOR_EXTENT, MIN_PARALLEL_WORK, attempt, extent, is_cpu_target
+from ._loops import largest_divisor, parallel_vectorize
 from ._loops import prod, vector_lanes, write_dtype_bits
 from ._tiling import split_main_block
 
@@ -21,11 +22,11 @@ MIN_VECTOR_SPATIAL = 4
 class Reduction(ScheduleRule):
     """Two strategies, first match wins:
 
-    1. dlight's ``cpu.Reduction`` for multi-block row reductions whose last block is
-       injective (softmax, layer_norm, mean with its divide, avg pool).
-    2. A single reduction block ``S..S R..R`` (+ injective prologue / epilogue, e.g. max pool,
-       sum, matmuls the Matmul rule rejects): parallelize the outer spatial loops, move the
-       reduction loops outside the innermost spatial loop and vectorize that loop.
+    1. A single reduction block ``S..S R..R`` (+ injective prologue / epilogue: max/avg pool,
+       mean, sum, matmuls the Matmul rule rejects): parallelize the outer spatial loops, move
+       the reduction loops outside the innermost spatial loop and vectorize that loop.
+    2. dlight's ``cpu.Reduction`` for multi-reduction row reductions whose last block is
+       injective (softmax, layer_norm): parallel rows, everything computed at the row.
     """
 
     def __init__(self):
@@ -34,13 +35,10 @@ class Reduction(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or not is_cpu_target(target):
             return None
-        try:
-            sch = self._dlight.apply(func, target, tunable)
-        except Exception:  # pylint: disable=broad-except
-            sch = None
+        sch = self._single_reduction(func, target)
         if sch is not None:
             return sch
-        return self._single_reduction(func, target)
+        return self._dlight.apply(func, target, tunable)
 
     @staticmethod
     def _single_reduction(func: tirx.PrimFunc, target: Target):
@@ -57,15 +55,21 @@ class Reduction(ScheduleRule):
         loops = sch.get_loops(block)
         spatial, reduce = loops[:n_s], loops[n_s:]
         work = prod(info.dom())
-        last = extent(sch, spatial[-1])
         lanes = vector_lanes(target, write_dtype_bits(sch, block))
-        if n_s >= 2 and last is not None and last >= MIN_VECTOR_SPATIAL:
-            sch.reorder(*reduce, spatial[-1])
+        last = extent(sch, spatial[-1]) or 0
+        factor = last
+        if last > MAX_VECTOR_EXTENT:
+            factor = largest_divisor(last, MAX_VECTOR_EXTENT, lanes)
+        outer = spatial
+        if factor >= MIN_VECTOR_SPATIAL and (n_s >= 2 or factor < last):
+            if factor < last:
+                so, si = sch.split(spatial[-1], factors=[None, factor])
+                outer = spatial[:-1] + [so]
+            else:
+                si, outer = spatial[-1], spatial[:-1]
+            sch.reorder(*reduce, si)
             sch.decompose_reduction(block, reduce[0])
-            attempt(sch, lambda s: s.vectorize(spatial[-1]))
-            outer = spatial[:-1]
-        else:
-            outer = spatial
+            attempt(sch, lambda s: s.vectorize(si))
         if work >= MIN_PARALLEL_WORK:
             fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
             attempt(sch, lambda s: s.parallel(fused))

@@ -1,0 +1,18 @@
+"""Default CPU schedule rules for dense (non-LUT) ops; first match wins, Fallback takes anything."""
+
+from ._loops import safe_rule
+from .conv2d_nchw import Conv2dNCHW
+from .fallback import Fallback
+from .injective import Injective
+from .matmul import Matmul
+from .reduction import Reduction
+
+DENSE_OP_RULES = [
+    safe_rule(Matmul()),
+    safe_rule(Conv2dNCHW()),
+    safe_rule(Reduction()),
+    safe_rule(Injective()),
+    safe_rule(Fallback()),
+]
+
+__all__ = ["DENSE_OP_RULES", "Matmul", "Conv2dNCHW", "Reduction", "Injective", "Fallback"]
