@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from lut_tvm.errors import PlanError
-from lut_tvm.plan import LayerPlan
+from lut_tvm.plan import LayerPlan, Plan
 from lut_tvm.reference import build_tables, quantize_tables
 from lut_tvm.weights import as_dense_matrix, output_length
 from schedules.lut_compute import CODE_DTYPE
@@ -65,3 +66,26 @@ def rewrite_relax_functions(mod, rewriter) -> "relax.IRModule":
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
     return rewriter.builder_.finalize()
+
+
+@mutator
+class PlannedLayerRewriter(PyExprMutator):
+    """Replaces every call that ``match`` recognises and the plan names by ``emit``'s result.
+
+    ``emit(builder, call, site, consts)`` emits the LUT kernels and returns the expression
+    that stands for the layer's output.
+    """
+
+    def __init__(self, mod, plan: Plan, match, emit):
+        super().__init__(mod)
+        self.layers = plan.by_fingerprint()
+        self.match = match
+        self.emit = emit
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
+        call = super().visit_call_(call)
+        site = self.match(call)
+        if site is None or site.fingerprint not in self.layers:
+            return call
+        consts = LutLayerConstants(site, self.layers[site.fingerprint])
+        return self.emit(self.builder_, call, site, consts)

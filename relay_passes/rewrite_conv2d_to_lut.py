@@ -13,38 +13,24 @@ from __future__ import annotations
 from tvm import relax
 from tvm.ir import IRModule
 from tvm.ir.transform import PassContext, module_pass
-from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from lut_tvm.plan import Plan
 from schedules.lut_kernels import encode_conv2d_func, lookup_conv2d_func
 
 from .layer_sites import match_conv2d
-from .lut_layer_builder import LutLayerConstants, emit_encode, lookup_call, rewrite_relax_functions
+from .lut_layer_builder import PlannedLayerRewriter, emit_encode, lookup_call, rewrite_relax_functions
 
 
-@mutator
-class _Conv2dRewriter(PyExprMutator):
-    def __init__(self, mod: IRModule, plan: Plan):
-        super().__init__(mod)
-        self.layers = plan.by_fingerprint()
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
-        call = super().visit_call_(call)
-        site = match_conv2d(call)
-        if site is None or site.fingerprint not in self.layers:
-            return call
-        consts = LutLayerConstants(site, self.layers[site.fingerprint])
-        batch, _, height, width = site.input_shape
-        out_h, out_w = site.geometry.output_hw(height, width)
-        codes_shape = (batch, out_h, out_w, consts.num_codebooks)
-        encode = encode_conv2d_func(site.input_shape, site.geometry, consts.num_codebooks,
-                                    consts.num_centroids, consts.sub_len)
-        codes = emit_encode(self.builder_, encode, "lut_encode_conv2d", call.args[0], consts,
-                            codes_shape)
-        lookup = lookup_conv2d_func(codes_shape, consts.num_centroids, consts.out_features,
-                                    relu=False)
-        gvar = self.builder_.add_func(lookup, "lut_lookup_conv2d")
-        return lookup_call(gvar, codes, consts, (batch, consts.out_features, out_h, out_w))
+def _emit_conv2d(builder, call: relax.Call, site, consts) -> relax.Expr:
+    batch, _, height, width = site.input_shape
+    out_h, out_w = site.geometry.output_hw(height, width)
+    codes_shape = (batch, out_h, out_w, consts.num_codebooks)
+    encode = encode_conv2d_func(site.input_shape, site.geometry, consts.num_codebooks,
+                                consts.num_centroids, consts.sub_len)
+    codes = emit_encode(builder, encode, "lut_encode_conv2d", call.args[0], consts, codes_shape)
+    lookup = lookup_conv2d_func(codes_shape, consts.num_centroids, consts.out_features, relu=False)
+    return lookup_call(builder.add_func(lookup, "lut_lookup_conv2d"), codes, consts,
+                       (batch, consts.out_features, out_h, out_w))
 
 
 @module_pass(opt_level=0, name="RewriteConv2dToLUT")
@@ -55,4 +41,6 @@ class RewriteConv2dToLUT:
         self.plan = plan
 
     def transform_module(self, mod: IRModule, _ctx: PassContext) -> IRModule:
-        return rewrite_relax_functions(mod, _Conv2dRewriter(mod, self.plan))
+        return rewrite_relax_functions(
+            mod, PlannedLayerRewriter(mod, self.plan, match_conv2d, _emit_conv2d)
+        )
