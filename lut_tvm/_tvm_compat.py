@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm.ir.expr import Constant as _Constant
 
 TVM_VERSION = tvm.__version__
@@ -76,3 +77,8 @@ def build_executable(mod, target):
 def var_name(var) -> str:
     """The name of a Relax variable (``name_hint`` before 0.27)."""
     return str(var.name)
+
+
+def register_ffi_error(cls):
+    """Let an exception class raised in a Python pass cross TVM's FFI as itself."""
+    return tvm_ffi.register_error(cls.__name__, cls)

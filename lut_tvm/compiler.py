@@ -102,6 +102,7 @@ def compile(  # pylint: disable=redefined-builtin
     if isinstance(plan, (str, Path)):
         plan = Plan.load(plan)
     plan = plan or Plan(layers=[])
+    plan.validate()  # an in-memory Plan is not checked by Plan.load
     bound = bind_plan(plan, imported)
     LOG.info("LUT layers: %s", ", ".join(bound) or "none")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -103,7 +104,7 @@ class Plan:
             layer.validate()
             if layer.weight_fingerprint in seen:
                 raise PlanError(f"plan layers {seen[layer.weight_fingerprint]!r} and "
-                                f"{layer.name!r} bind the same weight")
+                                f"{layer.name!r} bind the same weight (field 'weight_fingerprint')")
             seen[layer.weight_fingerprint] = layer.name
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -129,7 +130,12 @@ class Plan:
         arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
-            np.savez(tmp, **arrays)
+            try:
+                np.savez(tmp, **arrays)
+            except BaseException:
+                tmp.close()
+                os.unlink(tmp.name)
+                raise
         os.replace(tmp.name, path)
         return path
 
@@ -142,7 +148,7 @@ class Plan:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-        except (ValueError, OSError, EOFError) as err:
+        except (ValueError, OSError, EOFError, TypeError, zipfile.BadZipFile) as err:
             raise PlanError(f"plan file {str(path)!r} is not a readable .npz: {err}") from None
         if META_KEY not in arrays:
             raise PlanError(f"plan file {str(path)!r} has no '{META_KEY}' metadata entry")

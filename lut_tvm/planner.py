@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from sklearn.cluster import KMeans
 from tqdm.auto import tqdm
 
 from relay_passes import TapLayerInputs
@@ -153,6 +152,8 @@ def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, 
 
 def kmeans_centroids(rows: np.ndarray, sub_len: int, num_centroids: int, seed: int) -> np.ndarray:
     """``[C, K, V]`` centroids: scikit-learn KMeans on each codebook's sub-vectors."""
+    from sklearn.cluster import KMeans  # pylint: disable=import-outside-toplevel
+
     num_codebooks = rows.shape[1] // sub_len
     subs = rows.reshape(len(rows), num_codebooks, sub_len)
     centroids = np.empty((num_codebooks, num_centroids, sub_len), dtype=np.float32)

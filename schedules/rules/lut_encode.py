@@ -29,8 +29,12 @@ class LutEncodeRule(ScheduleRule):
         sch.reverse_compute_at(sch.get_sblock("encode_distance_red"), codebook)
         dot = sch.get_sblock("encode_dot")
         sch.compute_at(dot, codebook)
-        centroid, sub = sch.get_loops(dot)[-2:]
-        sch.reorder(sub, centroid)
-        sch.vectorize(centroid)
-        sch.decompose_reduction(dot, sub)
+        inner = sch.get_loops(dot)[2:]  # below the fused row loop and the codebook loop
+        if len(inner) == 2:  # (centroid, sub-vector); V = 1 leaves no sub-vector loop
+            centroid, sub = inner
+            sch.reorder(sub, centroid)
+            sch.vectorize(centroid)
+            sch.decompose_reduction(dot, sub)
+        else:
+            sch.vectorize(inner[-1])
         return sch

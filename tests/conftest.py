@@ -1,0 +1,8 @@
+"""Make the repository root importable (``lut_tvm``, ``schedules``, ``relay_passes``)."""
+
+import sys
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)

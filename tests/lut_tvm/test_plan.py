@@ -1,0 +1,300 @@
+"""Plan files: save/load round trip, every validation failure names its layer and field, atomic save."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from lut_tvm.errors import PlanError
+from lut_tvm.plan import META_KEY, PLAN_FORMAT, PLAN_VERSION, LayerPlan, Plan, TableQuant
+from lut_tvm.weights import LayerKind, fingerprint
+
+RNG = np.random.default_rng(0)
+DENSE_W = RNG.standard_normal((12, 5)).astype(np.float32)  # D = 12
+CONV_W = RNG.standard_normal((6, 2, 3, 3)).astype(np.float32)  # D = 18
+
+
+def dense_layer(**changes):
+    fields = dict(
+        name="fc1",
+        kind=LayerKind.DENSE,
+        weight_shape=DENSE_W.shape,
+        weight_fingerprint=fingerprint(DENSE_W),
+        centroids=np.random.default_rng(1).standard_normal((4, 16, 3)).astype(np.float32),
+    )
+    fields.update(changes)
+    return LayerPlan(**fields)
+
+
+def conv_layer(**changes):
+    fields = dict(
+        name="conv1",
+        kind=LayerKind.CONV2D,
+        weight_shape=CONV_W.shape,
+        weight_fingerprint=fingerprint(CONV_W),
+        centroids=np.random.default_rng(2).standard_normal((6, 256, 3)).astype(np.float32),
+    )
+    fields.update(changes)
+    return LayerPlan(**fields)
+
+
+def valid_plan():
+    return Plan([dense_layer(), conv_layer()], provenance={"tool": "test", "seed": 3})
+
+
+def write_raw(path, meta, arrays):
+    """Write a plan-shaped .npz without going through Plan.save (so nothing is validated)."""
+    payload = dict(arrays)
+    payload[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as handle:
+        np.savez(handle, **payload)
+
+
+def raw_meta(layers, **changes):
+    meta = {
+        "format": PLAN_FORMAT,
+        "version": PLAN_VERSION,
+        "provenance": {},
+        "layers": [
+            {
+                "name": layer.name,
+                "kind": getattr(layer.kind, "value", layer.kind),
+                "weight_shape": list(layer.weight_shape),
+                "weight_fingerprint": layer.weight_fingerprint,
+                "table_quant": "int8_per_layer",
+            }
+            for layer in layers
+        ],
+    }
+    meta.update(changes)
+    return meta
+
+
+def raw_arrays(layers):
+    return {f"layer{i}.centroids": layer.centroids for i, layer in enumerate(layers)}
+
+
+def test_round_trip(tmp_path):
+    plan = valid_plan()
+    path = plan.save(tmp_path / "sub" / "plan.npz")
+    assert path == tmp_path / "sub" / "plan.npz" and path.is_file()
+    loaded = Plan.load(path)
+    assert loaded.provenance == {"tool": "test", "seed": 3}
+    assert len(loaded.layers) == 2
+    for got, want in zip(loaded.layers, plan.layers):
+        assert got.name == want.name
+        assert isinstance(got.kind, LayerKind) and got.kind is want.kind
+        assert isinstance(got.table_quant, TableQuant)
+        assert got.table_quant is TableQuant.INT8_PER_LAYER
+        assert got.weight_shape == tuple(want.weight_shape)
+        assert all(type(d) is int for d in got.weight_shape)
+        assert got.weight_fingerprint == want.weight_fingerprint
+        assert got.centroids.dtype == np.float32
+        np.testing.assert_array_equal(got.centroids, want.centroids)
+    assert set(loaded.by_fingerprint()) == {fingerprint(DENSE_W), fingerprint(CONV_W)}
+    assert loaded.layers[1].num_centroids == 256
+
+
+def test_string_kinds_are_saved_as_enums(tmp_path):
+    plan = Plan([dense_layer(kind="dense", table_quant="int8_per_layer")])
+    loaded = Plan.load(plan.save(tmp_path / "p.npz"))
+    assert loaded.layers[0].kind is LayerKind.DENSE
+    assert loaded.layers[0].table_quant is TableQuant.INT8_PER_LAYER
+
+
+# (layer factory, field named in the message, extra text expected in the message)
+BAD_LAYERS = {
+    "c_times_v_not_d": (lambda: dense_layer(centroids=np.zeros((5, 16, 3), np.float32)), "centroids", "12"),
+    "conv_c_times_v_not_d": (lambda: conv_layer(centroids=np.zeros((4, 16, 3), np.float32)), "centroids", "18"),
+    "k_is_1": (lambda: dense_layer(centroids=np.zeros((4, 1, 3), np.float32)), "centroids", "K = 1"),
+    "k_is_300": (lambda: dense_layer(centroids=np.zeros((4, 300, 3), np.float32)), "centroids", "K = 300"),
+    "nan_centroids": (
+        lambda: dense_layer(centroids=np.where(np.eye(4, 48, dtype=bool).reshape(4, 16, 3), np.nan, 0).astype(np.float32)),
+        "centroids",
+        "finite",
+    ),
+    "inf_centroids": (lambda: dense_layer(centroids=np.full((4, 16, 3), np.inf, np.float32)), "centroids", "finite"),
+    "float64_centroids": (lambda: dense_layer(centroids=np.zeros((4, 16, 3), np.float64)), "centroids", "float64"),
+    "2d_centroids": (lambda: dense_layer(centroids=np.zeros((4, 48), np.float32)), "centroids", "3-D"),
+    "unknown_kind": (lambda: dense_layer(kind="lstm"), "kind", "lstm"),
+    "dense_shape_rank": (lambda: dense_layer(weight_shape=(12, 5, 1)), "weight_shape", "2-D"),
+    "conv_shape_rank": (lambda: conv_layer(weight_shape=(6, 18)), "weight_shape", "4-D"),
+    "zero_dim": (lambda: dense_layer(weight_shape=(12, 0)), "weight_shape", "[12, 0]"),
+    "table_quant": (lambda: dense_layer(table_quant="int4"), "table_quant", "int4"),
+}
+
+
+def _assert_names(err, *parts):
+    message = str(err.value)
+    for part in parts:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LAYERS))
+def test_invalid_layer_rejected_on_save(tmp_path, case):
+    make, field, detail = BAD_LAYERS[case]
+    plan = Plan([conv_layer(name="ok_layer"), make()])
+    path = tmp_path / "plan.npz"
+    with pytest.raises(PlanError) as err:
+        plan.save(path)
+    bad_name = plan.layers[1].name
+    _assert_names(err, repr(bad_name), f"'{field}'", detail)
+    assert "ok_layer" not in str(err.value)
+    # Nothing written, not even a temporary file.
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LAYERS))
+def test_invalid_layer_rejected_on_load(tmp_path, case):
+    make, field, detail = BAD_LAYERS[case]
+    layers = [conv_layer(name="ok_layer"), make()]
+    path = tmp_path / "plan.npz"
+    meta = raw_meta(layers)
+    meta["layers"][1]["table_quant"] = getattr(layers[1].table_quant, "value", layers[1].table_quant)
+    write_raw(path, meta, raw_arrays(layers))
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path), repr(layers[1].name), f"'{field}'", detail)
+
+
+def test_duplicate_fingerprint(tmp_path):
+    plan = Plan([dense_layer(name="first"), dense_layer(name="second")])
+    with pytest.raises(PlanError) as err:
+        plan.save(tmp_path / "plan.npz")
+    _assert_names(err, "'first'", "'second'", "weight_fingerprint")
+    assert list(tmp_path.iterdir()) == []
+
+    path = tmp_path / "raw.npz"
+    write_raw(path, raw_meta(plan.layers), raw_arrays(plan.layers))
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path), "'first'", "'second'", "weight_fingerprint")
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.npz"
+    with pytest.raises(PlanError, match=re.escape(str(path))):
+        Plan.load(path)
+    with pytest.raises(PlanError, match="does not exist"):
+        Plan.load(tmp_path)  # a directory is not a plan file either
+
+
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"this is not an npz file at all", id="text"),
+        pytest.param(b"PK\x03\x04 truncated zip", id="truncated_zip"),
+    ],
+)
+def test_not_an_npz(tmp_path, content):
+    path = tmp_path / "plan.npz"
+    path.write_bytes(content)
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path))
+
+
+def test_npy_file_named_npz(tmp_path):
+    """A bare .npy array under a .npz name is 'not a readable .npz', not a TypeError."""
+    path = tmp_path / "plan.npz"
+    with open(path, "wb") as handle:
+        np.save(handle, np.zeros(3, np.float32))
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path))
+
+
+def test_npz_without_metadata(tmp_path):
+    path = tmp_path / "plan.npz"
+    np.savez(path, x=np.zeros(3))
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path), META_KEY)
+
+
+def test_metadata_not_json(tmp_path):
+    path = tmp_path / "plan.npz"
+    np.savez(path, **{META_KEY: np.frombuffer(b"{not json", dtype=np.uint8)})
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path), "JSON")
+
+
+def test_wrong_format_string(tmp_path):
+    layers = [dense_layer()]
+    path = tmp_path / "plan.npz"
+    write_raw(path, raw_meta(layers, format="someone.elses.plan"), raw_arrays(layers))
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path), "'format'", "someone.elses.plan")
+
+
+@pytest.mark.parametrize("version", [PLAN_VERSION + 1, 0, "1"])
+def test_unsupported_version(tmp_path, version):
+    layers = [dense_layer()]
+    path = tmp_path / "plan.npz"
+    write_raw(path, raw_meta(layers, version=version), raw_arrays(layers))
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path), "version", repr(version))
+
+
+def test_missing_layer_field(tmp_path):
+    layers = [dense_layer()]
+    meta = raw_meta(layers)
+    del meta["layers"][0]["weight_fingerprint"]
+    path = tmp_path / "plan.npz"
+    write_raw(path, meta, raw_arrays(layers))
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path), "'fc1'", "weight_fingerprint")
+
+
+def test_missing_centroid_array(tmp_path):
+    layers = [dense_layer()]
+    path = tmp_path / "plan.npz"
+    write_raw(path, raw_meta(layers), {})
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path), "'fc1'", "layer0.centroids")
+
+
+def test_failed_save_keeps_existing_file(tmp_path):
+    path = tmp_path / "plan.npz"
+    valid_plan().save(path)
+    before = path.read_bytes()
+    bad = Plan([dense_layer(centroids=np.zeros((4, 300, 3), np.float32))])
+    with pytest.raises(PlanError):
+        bad.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.npz"]
+    assert Plan.load(path).layers[0].num_centroids == 16
+
+
+def test_save_overwrites_atomically(tmp_path):
+    path = tmp_path / "plan.npz"
+    valid_plan().save(path)
+    Plan([conv_layer()]).save(path)
+    assert [layer.name for layer in Plan.load(path).layers] == ["conv1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.npz"]
+
+
+def test_write_failure_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "plan.npz"
+    valid_plan().save(path)
+    before = path.read_bytes()
+
+    def broken_savez(handle, **arrays):
+        handle.write(b"PK\x03\x04partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError):
+        valid_plan().save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # the old plan survives the failed write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.npz"]

@@ -1,0 +1,255 @@
+"""FuseLUTEpilogue: bias adds and ReLUs after a LUT lookup fold into it, only when that is exact."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.ir import Op
+
+from lut_tvm import reference as ref
+from lut_tvm.plan import LayerPlan, Plan
+from lut_tvm.weights import LayerKind, fingerprint
+from relay_passes.fuse_lut_epilogue import FuseLUTEpilogue
+from relay_passes.rewrite_conv2d_to_lut import RewriteConv2dToLUT
+from relay_passes.rewrite_dense_to_lut import RewriteDenseToLUT
+
+
+def make_module(input_shape, body):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(input_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def run(mod, *inputs):
+    vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs]).numpy()
+
+
+def op_calls(mod, name):
+    calls = []
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: calls.append(e)
+        if isinstance(e, relax.Call) and isinstance(e.op, Op) and e.op.name == name else None,
+    )
+    return calls
+
+
+def lookups(mod):
+    """``(relu flag, bias vector)`` of every LUT lookup call in main."""
+    found = []
+    for call in op_calls(mod, "relax.call_tir"):
+        func = mod[call.args[0]]
+        kind = str(func.attrs["lut_tvm.kind"]) if func.attrs and "lut_tvm.kind" in func.attrs else ""
+        if kind.startswith("lookup"):
+            found.append((int(func.attrs["lut_tvm.relu"]), call.args[1].fields[3].value.numpy()))
+    return found
+
+
+RNG = np.random.default_rng(11)
+W = RNG.standard_normal((12, 8)).astype(np.float32)
+B = RNG.standard_normal(8).astype(np.float32)
+B2 = RNG.standard_normal(8).astype(np.float32)
+WC = RNG.standard_normal((6, 2, 3, 3)).astype(np.float32)
+BC = RNG.standard_normal(6).astype(np.float32)
+M = 5
+
+
+def dense_plan():
+    centroids = np.random.default_rng(1).standard_normal((4, 16, 3)).astype(np.float32)
+    return Plan([LayerPlan("fc", LayerKind.DENSE, W.shape, fingerprint(W), centroids)])
+
+
+def conv_plan():
+    centroids = np.random.default_rng(2).standard_normal((6, 16, 3)).astype(np.float32)
+    return Plan([LayerPlan("conv", LayerKind.CONV2D, WC.shape, fingerprint(WC), centroids)])
+
+
+def lut_dense(bb, x):
+    return bb.emit(relax.op.matmul(x, relax.const(W)))
+
+
+def dense_input(seed=3):
+    x = np.random.default_rng(seed).standard_normal((M, 12)).astype(np.float32)
+    assert ref.encode_margin(x, dense_plan().layers[0].centroids).min() > 1e-4
+    return x
+
+
+def dense_lut(x, bias=None):
+    return ref.lut_matmul(x, dense_plan().layers[0].centroids, W, bias)
+
+
+def rewrite_dense(mod):
+    return RewriteDenseToLUT(dense_plan())(mod)
+
+
+def test_relu_of_bias_add_fuses_into_one_lookup():
+    mod = make_module((M, 12), lambda bb, x: bb.emit(relax.op.nn.relu(
+        bb.emit(relax.op.add(lut_dense(bb, x), relax.const(B))))))
+    fused = FuseLUTEpilogue()(rewrite_dense(mod))
+    assert not op_calls(fused, "relax.add") and not op_calls(fused, "relax.nn.relu")
+    found = lookups(fused)
+    assert len(found) == 1 and found[0][0] == 1
+    np.testing.assert_array_equal(found[0][1], B)
+    x = dense_input()
+    want = np.maximum(dense_lut(x, B), 0)
+    assert (want == 0).any() and (want > 0).any()
+    np.testing.assert_allclose(run(fused, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_on_the_left_fuses_without_relu():
+    mod = make_module((M, 12), lambda bb, x: bb.emit(relax.op.add(relax.const(B), lut_dense(bb, x))))
+    fused = FuseLUTEpilogue()(rewrite_dense(mod))
+    assert not op_calls(fused, "relax.add")
+    found = lookups(fused)
+    assert len(found) == 1 and found[0][0] == 0
+    np.testing.assert_array_equal(found[0][1], B)
+    x = dense_input()
+    np.testing.assert_allclose(run(fused, x), dense_lut(x, B), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias_shape", [(1, 8), (1,), ()], ids=["row", "scalar1", "scalar0"])
+def test_broadcast_bias_shapes(bias_shape):
+    bias = np.full(bias_shape, 0.75, np.float32) if bias_shape in [(1,), ()] else B.reshape(bias_shape)
+    mod = make_module((M, 12), lambda bb, x: bb.emit(relax.op.add(lut_dense(bb, x), relax.const(bias))))
+    fused = FuseLUTEpilogue()(rewrite_dense(mod))
+    assert not op_calls(fused, "relax.add")
+    found = lookups(fused)
+    assert len(found) == 1
+    np.testing.assert_array_equal(found[0][1], np.broadcast_to(bias, (1, 8)).reshape(8))
+
+
+def test_two_bias_adds_then_relu_sum_into_one_lookup():
+    def body(bb, x):
+        first = bb.emit(relax.op.add(lut_dense(bb, x), relax.const(B)))
+        second = bb.emit(relax.op.add(relax.const(B2), first))
+        return bb.emit(relax.op.nn.relu(second))
+
+    fused = FuseLUTEpilogue()(rewrite_dense(make_module((M, 12), body)))
+    assert not op_calls(fused, "relax.add") and not op_calls(fused, "relax.nn.relu")
+    found = lookups(fused)
+    assert len(found) == 1 and found[0][0] == 1
+    np.testing.assert_allclose(found[0][1], B + B2, rtol=0, atol=0)
+    x = dense_input()
+    want = np.maximum(dense_lut(x, B + B2), 0)
+    np.testing.assert_allclose(run(fused, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_add_after_relu_is_not_folded_into_the_relu_kernel():
+    """relu(lookup) fuses; a later bias add must stay outside (relu(y) + b != relu(y + b))."""
+    def body(bb, x):
+        return bb.emit(relax.op.add(bb.emit(relax.op.nn.relu(lut_dense(bb, x))), relax.const(B)))
+
+    fused = FuseLUTEpilogue()(rewrite_dense(make_module((M, 12), body)))
+    assert len(op_calls(fused, "relax.add")) == 1 and not op_calls(fused, "relax.nn.relu")
+    found = lookups(fused)
+    assert len(found) == 1 and found[0][0] == 1 and not found[0][1].any()
+    x = dense_input()
+    want = np.maximum(dense_lut(x), 0) + B
+    np.testing.assert_allclose(run(fused, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_lookup_with_two_uses_is_not_fused():
+    def body(bb, x):
+        y = lut_dense(bb, x)
+        biased = bb.emit(relax.op.add(y, relax.const(B)))
+        return bb.emit(relax.op.multiply(biased, y))
+
+    fused = FuseLUTEpilogue()(rewrite_dense(make_module((M, 12), body)))
+    assert len(op_calls(fused, "relax.add")) == 1
+    found = lookups(fused)
+    assert len(found) == 1 and found[0][0] == 0 and not found[0][1].any()
+    x = dense_input()
+    lut = dense_lut(x)
+    np.testing.assert_allclose(run(fused, x), (lut + B) * lut, rtol=1e-5, atol=1e-5)
+
+
+def test_relu_of_shared_lookup_is_not_fused():
+    def body(bb, x):
+        y = lut_dense(bb, x)
+        return bb.emit(relax.op.subtract(bb.emit(relax.op.nn.relu(y)), y))
+
+    fused = FuseLUTEpilogue()(rewrite_dense(make_module((M, 12), body)))
+    assert len(op_calls(fused, "relax.nn.relu")) == 1
+    assert [relu for relu, _ in lookups(fused)] == [0]
+
+
+def test_bias_varying_along_rows_is_not_fused():
+    bias = RNG.standard_normal((M, 1)).astype(np.float32)
+    mod = make_module((M, 12), lambda bb, x: bb.emit(relax.op.nn.relu(
+        bb.emit(relax.op.add(lut_dense(bb, x), relax.const(bias))))))
+    fused = FuseLUTEpilogue()(rewrite_dense(mod))
+    assert len(op_calls(fused, "relax.add")) == 1 and len(op_calls(fused, "relax.nn.relu")) == 1
+    found = lookups(fused)
+    assert len(found) == 1 and found[0][0] == 0 and not found[0][1].any()
+    x = dense_input()
+    np.testing.assert_allclose(run(fused, x), np.maximum(dense_lut(x) + bias, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_non_constant_addend_is_not_fused():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((M, 12), "float32"))
+    b = relax.Var("b", relax.TensorType((8,), "float32"))
+    with bb.function("main", [x, b]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.add(lut_dense(bb, x), b)))
+        bb.emit_func_output(out)
+    fused = FuseLUTEpilogue()(rewrite_dense(bb.get()))
+    assert len(op_calls(fused, "relax.add")) == 1
+    assert [relu for relu, _ in lookups(fused)] == [0]
+
+
+# --- conv2d --------------------------------------------------------------------------------------
+
+CONV_IN = (1, 2, 9, 9)
+CONV_GEOMETRY = dict(strides=(2, 1), padding=(1, 0, 2, 1), dilation=(1, 2))
+
+
+def lut_conv(bb, x):
+    return bb.emit(relax.op.nn.conv2d(x, relax.const(WC), **CONV_GEOMETRY))
+
+
+def conv_input():
+    x = np.random.default_rng(4).standard_normal(CONV_IN).astype(np.float32)
+    rows, _ = ref.im2col_nchw(x, (3, 3), **CONV_GEOMETRY)
+    assert ref.encode_margin(rows, conv_plan().layers[0].centroids).min() > 1e-4
+    return x
+
+
+def conv_reference(x, bias=None):
+    return ref.lut_conv2d(x, conv_plan().layers[0].centroids, WC, bias, **CONV_GEOMETRY)
+
+
+def test_conv_relu_of_channel_bias_fuses():
+    bias = BC.reshape(1, 6, 1, 1)
+    mod = make_module(CONV_IN, lambda bb, x: bb.emit(relax.op.nn.relu(
+        bb.emit(relax.op.add(lut_conv(bb, x), relax.const(bias))))))
+    fused = FuseLUTEpilogue()(RewriteConv2dToLUT(conv_plan())(mod))
+    assert not op_calls(fused, "relax.add") and not op_calls(fused, "relax.nn.relu")
+    assert not op_calls(fused, "relax.nn.conv2d")
+    found = lookups(fused)
+    assert len(found) == 1 and found[0][0] == 1
+    np.testing.assert_array_equal(found[0][1], BC)
+    x = conv_input()
+    want = np.maximum(conv_reference(x, BC), 0)
+    assert (want == 0).any() and (want > 0).any()
+    np.testing.assert_allclose(run(fused, x), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias_shape", [(1, 1, 5, 1), (6,)], ids=["along_height", "along_width"])
+def test_conv_bias_along_spatial_axis_is_not_fused(bias_shape):
+    """(1, 1, OH, 1) varies along height; a bare (6,) broadcasts along width (OW = 6), not channels."""
+    x = conv_input()
+    out_shape = conv_reference(x).shape
+    assert out_shape == (1, 6, 5, 6)
+    bias = RNG.standard_normal(bias_shape).astype(np.float32)
+    mod = make_module(CONV_IN, lambda bb, v: bb.emit(relax.op.add(lut_conv(bb, v), relax.const(bias))))
+    fused = FuseLUTEpilogue()(RewriteConv2dToLUT(conv_plan())(mod))
+    assert len(op_calls(fused, "relax.add")) == 1
+    found = lookups(fused)
+    assert len(found) == 1 and not found[0][1].any()
+    np.testing.assert_allclose(run(fused, x), conv_reference(x) + bias, rtol=1e-5, atol=1e-5)
