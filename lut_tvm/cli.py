@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LutTvmError, ModelLoadError
+from .errors import ArtifactError, LutTvmError, ModelLoadError
 
 MODEL_HELP = "model file: .onnx, or a torch.export .pt2 (torch.export.save)"
 
@@ -86,9 +86,20 @@ def cmd_run(args) -> None:
 
     compiled = load(args.artifact)
     inputs = [_load_array(path, "input") for path in args.inputs]
+    info = compiled.info
+    if len(inputs) == len(info.input_names):  # a count mismatch is reported by the model
+        for path, name, shape, array in zip(args.inputs, info.input_names, info.input_shapes, inputs):
+            if list(array.shape) != list(shape):
+                raise ArtifactError(f"input file {path!r} has shape {list(array.shape)}, but "
+                                    f"{args.artifact!r} takes input {name!r} of shape {list(shape)}")
     outputs = compiled(*inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    # np.save/np.savez append .npy/.npz to a name without it: report the file really written
+    suffix = ".npy" if len(outputs) == 1 else ".npz"
     out = Path(args.output)
+    if out.suffix != suffix:
+        out = out.with_name(out.name + suffix)
+    out.parent.mkdir(parents=True, exist_ok=True)
     if len(outputs) == 1:
         np.save(out, outputs[0])
     else:

@@ -10,6 +10,7 @@ import tvm
 from tvm import relax
 
 from relay_passes import FuseLUTEpilogue, RewriteConv2dToLUT, RewriteDenseToLUT
+from relay_passes.conv2d_weight_hwio import Conv2dWeightHWIO
 from relay_passes.layer_sites import LayerSite, unique_layer_sites
 from schedules.rules import default_rules
 
@@ -56,6 +57,7 @@ def lut_rewrite_passes(plan: Plan) -> list:
 def legalize_passes() -> list:
     """Stage 4: every remaining op to TIR, fused the way the CPU backend fuses it."""
     return [
+        Conv2dWeightHWIO(),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

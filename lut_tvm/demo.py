@@ -49,7 +49,7 @@ def train_digits_cnn(x_train, y_train, seed: int = 0, epochs: int = 15):
     data = torch.utils.data.TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train))
     loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=True,
                                          generator=torch.Generator().manual_seed(seed))
-    bar = tqdm(range(epochs), desc="train digits CNN", unit="epoch")
+    bar = tqdm(range(epochs), desc="train digits CNN", unit="epoch", disable=None)
     for _ in bar:
         for xb, yb in loader:
             opt.zero_grad()

@@ -146,7 +146,10 @@ class Plan:
         if not path.is_file():
             raise PlanError(f"plan file {str(path)!r} does not exist")
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array (.npy), not a plan's named arrays")
+            with loaded as npz:
                 arrays = {key: npz[key] for key in npz.files}
         except (ValueError, OSError, EOFError, TypeError, zipfile.BadZipFile) as err:
             raise PlanError(f"plan file {str(path)!r} is not a readable .npz: {err}") from None

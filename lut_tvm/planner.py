@@ -109,10 +109,13 @@ def select_layers(imported, policy: PlanPolicy):
             continue
         if site.fingerprint not in skipped and name not in policy.exclude:
             chosen.append((name, site))
-    unknown = set(policy.only or []) - {n for n, _ in named}
-    if unknown:
-        raise PlanError(f"policy names layer(s) {sorted(unknown)} that the model does not have; "
-                        f"its layers are {[n for n, _ in named]}")
+    names = {n for n, _ in named}
+    for field_name, given in [("only", policy.only or []), ("exclude", policy.exclude),
+                              ("sub_len_overrides", list(policy.sub_len_overrides))]:
+        unknown = set(given) - names
+        if unknown:
+            raise PlanError(f"policy field {field_name!r} names layer(s) {sorted(unknown)} that "
+                            f"the model does not have; its layers are {[n for n, _ in named]}")
     return chosen
 
 
@@ -137,7 +140,7 @@ def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, 
         raise PlanError(f"need at least {batch} calibration samples (the model's batch), "
                         f"got {len(calibration)}")
     rows: list[list[np.ndarray]] = [[] for _ in sites]
-    for chunk in tqdm(chunks, desc="calibration", unit="batch", leave=False):
+    for chunk in tqdm(chunks, desc="calibration", unit="batch", leave=False, disable=None):
         outputs = vm["main"](_tvm_compat.to_device(chunk.astype(np.float32)))
         for slot, index in enumerate(wanted):
             rows[slot].append(_layer_rows(sites[slot], outputs[index].numpy()))
@@ -186,7 +189,7 @@ def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, exam
     rng = np.random.default_rng(policy.seed)
     rows = collect_layer_rows(imported, calibration, [s for _, s, _ in specs], policy.max_rows, rng)
     layers = []
-    for (name, site, sub_len), layer_rows in tqdm(list(zip(specs, rows)), desc="k-means", unit="layer"):
+    for (name, site, sub_len), layer_rows in tqdm(list(zip(specs, rows)), desc="k-means", unit="layer", disable=None):
         if len(layer_rows) < policy.num_centroids:
             raise PlanError(f"layer {name!r}: {len(layer_rows)} calibration rows for "
                             f"K = {policy.num_centroids} centroids; give more calibration data")

@@ -1,0 +1,217 @@
+"""Turn a torch model into a LUT model: choose layers, k-means centroids on their real inputs.
+
+``convert`` deep-copies the model and replaces the Linear / Conv2d layers that the config's
+``PlanPolicy`` chooses (by default all but the first conv and the last Linear, in registration
+order) by ``LutLinear`` / ``LutConv2d``. Each layer's centroids are k-means
+(``planner.kmeans_centroids``) of its own input rows, recorded by forward hooks on the original
+model over the calibration data. Layer names are module paths (``features.3``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import LutTvmError, PlanError
+from ..planner import PlanPolicy, kmeans_centroids
+from ..reference import encode_margin
+from ..weights import LayerKind, reduction_length
+from .layers import LutConv2d, LutLinear, conv_padding, conv_rows, replace_module
+
+LOG = logging.getLogger("lut_tvm")
+
+
+@dataclass
+class LutConfig:
+    """How ``convert`` builds a LUT model: the layer policy (K, V, which layers) and calibration."""
+
+    VERSION: ClassVar[int] = 1
+
+    policy: PlanPolicy = field(default_factory=PlanPolicy)
+    temperature: float | None = None  # initial t per layer; None: median nearest-two distance gap
+    calibration_samples: int = 1024
+    batch_size: int = 64
+
+    def __post_init__(self):
+        if isinstance(self.policy, dict):
+            self.policy = PlanPolicy.from_dict(self.policy)
+        if not isinstance(self.policy, PlanPolicy):
+            raise LutTvmError(f"LutConfig: field 'policy' must be a PlanPolicy or its dict, "
+                              f"got {type(self.policy).__name__}")
+        if self.temperature is not None and not (0 < float(self.temperature) < float("inf")):
+            raise LutTvmError(f"LutConfig: field 'temperature' = {self.temperature} must be a "
+                              "positive finite number (or None)")
+        for name in ("calibration_samples", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise LutTvmError(f"LutConfig: field {name!r} = {getattr(self, name)} must be >= 1")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["policy"] = self.policy.to_dict()
+        return {"version": self.VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LutConfig":
+        data = dict(data)
+        version = data.pop("version", cls.VERSION)
+        if version != cls.VERSION:
+            raise LutTvmError(f"LutConfig version {version} is not supported (expected {cls.VERSION})")
+        unknown = set(data) - {"policy", "temperature", "calibration_samples", "batch_size"}
+        if unknown:
+            raise LutTvmError(f"LutConfig: unknown field(s) {sorted(unknown)}")
+        return cls(**data)
+
+
+def _kind(module: nn.Module) -> LayerKind | None:
+    if isinstance(module, nn.Linear):
+        return LayerKind.DENSE
+    if isinstance(module, nn.Conv2d) and module.groups == 1:  # grouped convs stay dense (compiler too)
+        return LayerKind.CONV2D
+    return None
+
+
+def canonical_shape(module: nn.Module) -> tuple[int, ...]:
+    """The plan's weight shape of a Linear (``[D, N]``) or Conv2d (``[O, I, kh, kw]``)."""
+    shape = tuple(module.weight.shape)
+    return shape[::-1] if isinstance(module, nn.Linear) else shape
+
+
+def select_modules(model: nn.Module, policy: PlanPolicy) -> list[tuple[str, nn.Module, int]]:
+    """``[(module path, module, V)]`` the policy makes LUTs, as ``planner.select_layers`` does for
+    an imported graph (first conv / last dense by registration order, ``only``, ``exclude``)."""
+    named = [(n, m, _kind(m)) for n, m in model.named_modules() if _kind(m) is not None]
+    convs = [n for n, _, k in named if k is LayerKind.CONV2D]
+    denses = [n for n, _, k in named if k is LayerKind.DENSE]
+    skipped = set()
+    if policy.skip_first_conv and convs:
+        skipped.add(convs[0])
+    if policy.skip_last_dense and denses:
+        skipped.add(denses[-1])
+    unknown = set(policy.only or []) - {n for n, _, _ in named}
+    if unknown:
+        raise PlanError(f"policy names layer(s) {sorted(unknown)} that the model does not have; "
+                        f"its layers are {[n for n, _, _ in named]}")
+    chosen = []
+    for name, module, kind in named:
+        wanted = name in policy.only if policy.only is not None else (
+            name not in skipped and name not in policy.exclude)
+        if not wanted:
+            continue
+        shape = canonical_shape(module)
+        sub_len = policy.sub_len(name, kind, shape)
+        depth = reduction_length(kind, shape)
+        if depth % sub_len:
+            raise PlanError(f"layer {name!r}: reduction length D = {depth} is not a multiple of "
+                            f"V = {sub_len}; set another V for it (sub_len_overrides)")
+        if kind is LayerKind.CONV2D:
+            conv_padding(module)  # refuses the paddings a LutConv2d cannot reproduce, naming why
+        chosen.append((name, module, sub_len))
+    return chosen
+
+
+def input_rows(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The rows ``[M, D]`` a Linear / Conv2d multiplies its input by its weight in."""
+    if isinstance(module, nn.Conv2d):
+        return conv_rows(inputs, module.kernel_size, module.stride, conv_padding(module), module.dilation)[0]
+    return inputs.reshape(-1, inputs.shape[-1])
+
+
+def iter_batches(data, batch_size: int, limit: int | None = None):
+    """Input batches (tensors) from an array / tensor of samples or an iterable of batches
+    (``x`` or ``(x, y, ...)``), up to ``limit`` samples."""
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        data = torch.as_tensor(data)
+        data = data if limit is None else data[:limit]
+        yield from torch.split(data, batch_size)
+        return
+    seen = 0
+    for batch in data:
+        x = torch.as_tensor(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        if limit is not None:
+            x = x[: limit - seen]
+        if not len(x):
+            return
+        seen += len(x)
+        yield x
+
+
+def collect_rows(model: nn.Module, modules, data, config: LutConfig) -> list[np.ndarray]:
+    """Each module's input rows over the calibration data (forward hooks), at most ``max_rows``."""
+    policy = config.policy
+    rows: list[list[np.ndarray]] = [[] for _ in modules]
+
+    def hook(slot):
+        def record(module, args, _output):
+            rows[slot].append(input_rows(module, args[0].detach()).cpu().numpy().astype(np.float32))
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            batches = iter_batches(data, config.batch_size, config.calibration_samples)
+            for x in tqdm(batches, desc="calibration", unit="batch", leave=False):
+                model(x.to(torch.float32))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    rng = np.random.default_rng(policy.seed)
+    sampled = []
+    for parts in rows:
+        if not parts:
+            raise PlanError("the calibration data never reached a chosen layer (no batches?)")
+        stacked = np.concatenate(parts)
+        if len(stacked) > policy.max_rows:
+            stacked = stacked[rng.choice(len(stacked), policy.max_rows, replace=False)]
+        sampled.append(stacked)
+    return sampled
+
+
+def initial_temperature(rows: np.ndarray, centroids: np.ndarray, max_rows: int = 1024) -> float:
+    """Median gap between each sub-vector's two nearest centroids (ties left out), else 1."""
+    gaps = encode_margin(rows[:max_rows], centroids)
+    gaps = gaps[gaps > 0]
+    return float(np.median(gaps)) if gaps.size else 1.0
+
+
+def convert(model: nn.Module, config: LutConfig | None = None, calibration_data=None) -> nn.Module:
+    """A deep copy of ``model`` with the policy's layers as LUT layers, k-means-initialised.
+
+    ``calibration_data``: an array / tensor of input samples, or an iterable of batches (``x`` or
+    ``(x, y)``); the first ``config.calibration_samples`` samples are used. The original model
+    is not modified.
+    """
+    config = config or LutConfig()
+    if calibration_data is None:
+        raise LutTvmError("convert needs calibration_data: k-means runs on each layer's real inputs")
+    chosen = select_modules(model, config.policy)
+    if not chosen:
+        LOG.warning("convert: the policy chose no layer; the copy has no LUT layers")
+    rows = collect_rows(model, [m for _, m, _ in chosen], calibration_data, config) if chosen else []
+    lut_model = copy.deepcopy(model)
+    num_centroids = config.policy.num_centroids
+    for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc="k-means", unit="layer"):
+        if len(layer_rows) < num_centroids:
+            raise PlanError(f"layer {name!r}: {len(layer_rows)} calibration rows for "
+                            f"K = {num_centroids} centroids; give more calibration data")
+        centroids = kmeans_centroids(layer_rows, sub_len, num_centroids, config.policy.seed)
+        temperature = config.temperature or initial_temperature(layer_rows, centroids)
+        original = lut_model.get_submodule(name)
+        if isinstance(original, nn.Conv2d):
+            layer = LutConv2d.from_conv(original, centroids, temperature)
+        else:
+            layer = LutLinear.from_linear(original, centroids, temperature)
+        replace_module(lut_model, name, layer)
+        LOG.info("LUT layer %s: V=%d, C=%d, K=%d, t0=%.3g", name, sub_len, centroids.shape[0],
+                 num_centroids, temperature)
+    lut_model.lut_config = config.to_dict()
+    return lut_model

@@ -1,0 +1,260 @@
+"""Trainable LUT layers: hard argmin + INT8 tables in the forward pass, soft assignment in the backward.
+
+``LutLinear`` and ``LutConv2d`` hold the original layer's weight and bias, the centroids
+``[C, K, V]`` and a temperature ``t = exp(log_temperature)``, all trainable. Rows (a conv's
+im2col'd windows, flattened ``(c_in, kh, kw)`` like ``reference.im2col_nchw``) are split into
+``C`` sub-vectors of length ``V``; ``d = ||P||^2 - 2 x.P``.
+
+* hard: ``code = argmin_k d`` (first index on ties), tables ``T = P.W`` built and quantized to
+  INT8 exactly as ``reference.quantize_tables(reference.build_tables(P, W))`` (float64, one scale
+  ``max|T|/127``, round half to even, clip +-127), ``acc = sum_c Tq[c, code]`` and
+  ``acc * scale + bias`` in float32: the value the compiled kernels compute. The rounding is a
+  straight-through estimator, so the hard path alone passes gradients to P and W through the table.
+* soft: ``softmax(-d / t) @ T`` with the real-valued table.
+* ste (training default): the value of hard, the gradient of soft
+  (``hard.detach() + soft - soft.detach()``: the same gradient as ``soft + (hard - soft).detach()``,
+  but a value bit-identical to hard). Outside training or without autograd, ste runs hard only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..reference import INT8_MAX
+from ..weights import LayerKind
+
+MODES = ("ste", "hard", "soft")
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round half to even (like ``np.rint``) with an identity gradient."""
+    return x + (torch.round(x) - x).detach()
+
+
+def build_tables(centroids: torch.Tensor, weight_dn: torch.Tensor) -> torch.Tensor:
+    """``T[c, k, n] = P[c, k] . W[cV:(c+1)V, n]`` ``[C, K, N]``, in the inputs' dtype."""
+    num_codebooks, _, sub_len = centroids.shape
+    blocks = weight_dn.reshape(num_codebooks, sub_len, weight_dn.shape[1])
+    return torch.einsum("ckv,cvn->ckn", centroids, blocks)
+
+
+def quantize_tables(tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """INT8 levels of ``tables`` (float64, integer-valued, STE round) and the float64 scale.
+
+    Value-identical to ``reference.quantize_tables`` given float64 tables (build them from float64
+    centroids and weights, as the reference does); the scale is a constant for autograd.
+    """
+    tables = tables.double()
+    peak = tables.detach().abs().max()
+    scale = torch.where(peak > 0, peak / INT8_MAX, torch.ones_like(peak))
+    return torch.clamp(round_ste(tables / scale), -INT8_MAX, INT8_MAX), scale
+
+
+def centroid_distances(subs: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """``||P||^2 - 2 x.P`` ``[M, C, K]`` for sub-vectors ``[M, C, V]``, as the encode kernel computes it
+    (norms summed in float64, then the working dtype)."""
+    norms = (centroids.double() ** 2).sum(-1).to(centroids.dtype)
+    return norms - 2.0 * torch.einsum("mcv,ckv->mck", subs, centroids)
+
+
+def lut_matmul(rows, centroids, weight_dn, log_temperature, mode: str = "ste"):
+    """A LUT layer's ``[M, N]`` output (no bias) for ``rows [M, D]``; see the module doc for modes."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    num_codebooks, num_centroids, sub_len = centroids.shape
+    dist = centroid_distances(rows.reshape(len(rows), num_codebooks, sub_len), centroids)
+    flat = (len(rows), num_codebooks * num_centroids)
+    if mode != "hard":
+        assign = torch.softmax(-dist / log_temperature.exp(), dim=-1)
+        soft = assign.reshape(flat) @ build_tables(centroids, weight_dn).reshape(flat[1], -1)
+        if mode == "soft":
+            return soft
+    with torch.set_grad_enabled(mode == "hard" and torch.is_grad_enabled()):
+        one_hot = F.one_hot(dist.detach().argmin(-1), num_centroids).to(torch.float32)
+        levels, scale = quantize_tables(build_tables(centroids.double(), weight_dn.double()))
+        # Integer-valued float32 sums are exact (|acc| <= 127*C << 2**24): acc is the int32 accumulator.
+        acc = one_hot.reshape(flat) @ levels.to(torch.float32).reshape(flat[1], -1)
+        hard = (acc * scale.to(torch.float32)).to(rows.dtype)
+    if mode == "hard":
+        return hard
+    return hard.detach() + (soft - soft.detach())
+
+
+def conv_rows(x: torch.Tensor, kernel, stride, padding, dilation):
+    """im2col rows ``[N*OH*OW, C_in*kh*kw]`` of NCHW ``x`` in ``(c_in, kh, kw)`` order, and ``(N, OH, OW)``."""
+    batch, _, height, width = x.shape
+    out_h = (height + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # [N, D, L]
+    return cols.transpose(1, 2).reshape(batch * out_h * out_w, cols.shape[1]), (batch, out_h, out_w)
+
+
+class LutLayer(nn.Module):
+    """Common state of the LUT layers: weight, bias, centroids ``[C, K, V]``, log-temperature, mode."""
+
+    kind: LayerKind
+
+    def __init__(self, weight: torch.Tensor, bias, centroids, temperature: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        cents = torch.as_tensor(np.asarray(centroids), dtype=self.weight.dtype).clone()
+        depth = self.weight_dn().shape[0]
+        if cents.ndim != 3 or cents.shape[0] * cents.shape[2] != depth or not 2 <= cents.shape[1] <= 256:
+            raise ValueError(f"centroids {list(cents.shape)} are not [C, K, V] with C*V = D = {depth} "
+                             "and K in [2, 256]")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature {temperature} must be a positive finite number")
+        self.centroids = nn.Parameter(cents)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature), dtype=self.weight.dtype))
+        self.mode = "ste"
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """The current temperature (a detached value; training acts on ``log_temperature``)."""
+        return self.log_temperature.detach().exp()
+
+    def active_mode(self) -> str:
+        """``mode``, except that ste runs hard only outside training or without autograd."""
+        if self.mode == "ste" and not (self.training and torch.is_grad_enabled()):
+            return "hard"
+        return self.mode
+
+    def weight_dn(self) -> torch.Tensor:
+        """The weight as the ``[D, N]`` matrix the rows are multiplied by."""
+        raise NotImplementedError
+
+    def canonical_weight(self) -> np.ndarray:
+        """The weight in the layout plans fingerprint (``lut_tvm.weights``), float32."""
+        raise NotImplementedError
+
+    def to_dense(self) -> nn.Module:
+        """The original layer type with this layer's current weight and bias."""
+        raise NotImplementedError
+
+    def lut_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        out = lut_matmul(rows, self.centroids, self.weight_dn(), self.log_temperature, self.active_mode())
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        cents = self.centroids.shape
+        return f"C={cents[0]}, K={cents[1]}, V={cents[2]}, mode={self.mode!r}"
+
+
+class LutLinear(LutLayer):
+    """``nn.Linear`` as a LUT: ``y = LUT(x) + b`` over the last axis."""
+
+    kind = LayerKind.DENSE
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, centroids, temperature: float = 1.0) -> "LutLinear":
+        return cls(linear.weight, linear.bias, centroids, temperature)
+
+    def weight_dn(self):
+        return self.weight.t()
+
+    def canonical_weight(self):
+        return self.weight.detach().cpu().t().numpy().astype(np.float32)
+
+    def forward(self, x):
+        out = self.lut_rows(x.reshape(-1, x.shape[-1]))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def to_dense(self):
+        out_features, in_features = self.weight.shape
+        dense = nn.Linear(in_features, out_features, bias=self.bias is not None)
+        return _copy_params(self, dense)
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def conv_padding(conv: nn.Conv2d) -> tuple[int, int]:
+    """A Conv2d's symmetric zero padding as ``(ph, pw)``; string paddings resolved, others refused."""
+    if conv.groups != 1 or conv.padding_mode != "zeros":
+        raise ValueError(f"only groups=1, zero-padded convs become LUTs (groups={conv.groups}, "
+                         f"padding_mode={conv.padding_mode!r})")
+    if conv.padding == "valid":
+        return (0, 0)
+    if conv.padding == "same":
+        spans = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        if any(span % 2 for span in spans):
+            raise ValueError("padding='same' with an even kernel span pads asymmetrically: not supported")
+        return tuple(span // 2 for span in spans)
+    return _pair(conv.padding)
+
+
+class LutConv2d(LutLayer):
+    """``nn.Conv2d`` (groups = 1, zero padding) as a LUT over its im2col'd windows; NCHW in and out."""
+
+    kind = LayerKind.CONV2D
+
+    def __init__(self, weight, bias, centroids, temperature=1.0, stride=1, padding=0, dilation=1):
+        super().__init__(weight, bias, centroids, temperature)
+        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, centroids, temperature: float = 1.0) -> "LutConv2d":
+        return cls(conv.weight, conv.bias, centroids, temperature, conv.stride, conv_padding(conv),
+                   conv.dilation)
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return tuple(self.weight.shape[2:])
+
+    def weight_dn(self):
+        return self.weight.reshape(self.weight.shape[0], -1).t()
+
+    def canonical_weight(self):
+        return self.weight.detach().cpu().numpy().astype(np.float32)
+
+    def rows(self, x):
+        """im2col rows of ``x`` for this layer's geometry, and ``(N, OH, OW)``."""
+        return conv_rows(x, self.kernel_size, self.stride, self.padding, self.dilation)
+
+    def forward(self, x):
+        rows, (batch, out_h, out_w) = self.rows(x)
+        out = self.lut_rows(rows)
+        return out.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
+
+    def to_dense(self):
+        out_ch, in_ch = self.weight.shape[:2]
+        dense = nn.Conv2d(in_ch, out_ch, self.kernel_size, stride=self.stride, padding=self.padding,
+                          dilation=self.dilation, bias=self.bias is not None)
+        return _copy_params(self, dense)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, stride={self.stride}, padding={self.padding}"
+
+
+def _copy_params(lut: LutLayer, dense: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        dense.weight.copy_(lut.weight)
+        if lut.bias is not None:
+            dense.bias.copy_(lut.bias)
+    return dense.to(lut.weight.dtype)
+
+
+def lut_layers(model: nn.Module) -> list[tuple[str, LutLayer]]:
+    """``[(module path, layer)]`` of every LUT layer in ``model``, in registration order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LutLayer)]
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` at module path ``name`` (``features.3``) of ``model``."""
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+
+
+def set_mode(model: nn.Module, mode: str) -> None:
+    """Set every LUT layer's mode (``ste``, ``hard`` or ``soft``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    for _, layer in lut_layers(model):
+        layer.mode = mode

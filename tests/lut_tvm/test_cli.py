@@ -1,0 +1,436 @@
+"""The ``lut-tvm`` command line, called in-process through ``lut_tvm.cli.main`` (and once as a
+subprocess): plan -> compile -> run on a small ONNX CNN, checked against the Python API and the
+NumPy reference; its flags; its one-line errors (exit 2); its help texts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lut_tvm
+from lut_tvm import reference as ref
+from lut_tvm.cli import main
+
+pytestmark = [
+    # k-means on a codebook whose sub-vectors are all equal (a dead ReLU channel): benign
+    pytest.mark.filterwarnings("ignore:Number of distinct clusters:sklearn.exceptions.ConvergenceWarning"),
+    pytest.mark.filterwarnings("ignore:Renaming name:UserWarning"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+BATCH = 16  # the ONNX model's static batch
+NUM_CALIBRATION = 256  # a multiple of BATCH
+EXPECTED_LUT = ["conv2", "conv3", "fc1"]  # conv1 (first conv) and fc2 (last Linear) stay dense
+# default-policy centroids [C, K, V]: conv2 D=8*3*3, V=3*3; conv3 (1x1) D=16, V=4; fc1 D=256, V=16
+DEFAULT_SHAPES = {"conv2": (8, 16, 9), "conv3": (4, 16, 4), "fc1": (16, 16, 16)}
+LUT_TOL = dict(rtol=1e-5, atol=1e-5)
+MIN_ENCODE_MARGIN = 1e-5  # see test_compile_e2e: rows closer to a tie may flip code legitimately
+MIN_CLEAN_FRACTION = 0.75
+
+
+class CNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(16, 16, 1)
+        self.fc1 = nn.Linear(16 * 4 * 4, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.conv3(x))
+        x = torch.relu(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
+def _seeded_cnn(seed):
+    torch.manual_seed(seed)
+    return CNN().eval()
+
+
+def _export_onnx(model, x, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(x),), str(path), dynamo=False)
+    return path
+
+
+def _call(*argv):
+    """``main(argv)`` with stdout/stderr captured here (for module fixtures, where capsys is not)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def cli(capsys, *argv):
+    """``(exit code, stdout, stderr)`` of ``lut-tvm argv...`` run in-process."""
+    capsys.readouterr()  # drop anything printed before
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def cli_error(capsys, *argv) -> str:
+    """Run a command that must fail: exit 2, one ``lut-tvm <cmd>: error: ...`` line, no traceback."""
+    code, out, err = cli(capsys, *argv)
+    command = next(a for a in map(str, argv) if not a.startswith("-"))
+    assert code == 2, (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"lut-tvm {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The ONNX CNN, another CNN (same architecture, other weights), calibration and input .npy."""
+    from sklearn.datasets import load_digits
+
+    tmp = tmp_path_factory.mktemp("cli")
+    images = (load_digits().images / 16.0).astype(np.float32)[:, None]  # [1797, 1, 8, 8]
+    model = _seeded_cnn(3)
+    x = images[1000 : 1000 + BATCH]
+    f = SimpleNamespace(tmp=tmp, model=model, x=x)
+    f.onnx = _export_onnx(model, x, tmp / "cnn.onnx")
+    f.other_onnx = _export_onnx(_seeded_cnn(4), x, tmp / "other.onnx")
+    f.calibration = tmp / "calibration.npy"
+    np.save(f.calibration, images[:NUM_CALIBRATION])
+    f.input = tmp / "x.npy"
+    np.save(f.input, x)
+    return f
+
+
+@pytest.fixture(scope="module")
+def default_plan(files):
+    path = files.tmp / "plans" / "default.npz"
+    code, out, err = _call("plan", files.onnx, "--calibration", files.calibration, "-o", path)
+    assert code == 0, err
+    return SimpleNamespace(path=path, out=out)
+
+
+@pytest.fixture(scope="module")
+def cli_compiled(files, default_plan):
+    """``lut-tvm compile cnn.onnx --plan default.npz --dump-ir ir -o build/model.so``."""
+    lib = files.tmp / "build" / "model.so"
+    ir_dir = files.tmp / "ir"
+    code, out, err = _call("compile", files.onnx, "--plan", default_plan.path, "-o", lib,
+                           "--dump-ir", ir_dir)
+    assert code == 0, err
+    return SimpleNamespace(lib=lib, ir_dir=ir_dir, out=out)
+
+
+@pytest.fixture(scope="module")
+def api_output(files, default_plan):
+    """The Python API on the same model, plan and input."""
+    compiled = lut_tvm.compile(str(files.onnx), str(default_plan.path))
+    assert compiled.info.lut_layers == EXPECTED_LUT
+    return compiled(files.x)
+
+
+def plan_with(capsys, files, name, *flags):
+    """A plan made by ``lut-tvm plan`` with extra flags (few k-means rows, for speed)."""
+    path = files.tmp / "plans" / f"{name}.npz"
+    code, out, err = cli(capsys, "plan", files.onnx, "--calibration", files.calibration,
+                         "--max-rows", 512, "-o", path, *flags)
+    assert code == 0, err
+    assert f"wrote {path}" in out
+    plan = lut_tvm.Plan.load(path)
+    return {layer.name: layer.centroids.shape for layer in plan.layers}, plan
+
+
+# --------------------------------------------------------------------------- NumPy reference
+
+
+def _margin(rows, centroids):
+    """Per row: the smallest gap between the nearest and nearest *different* centroid."""
+    dist = ref.centroid_distances(rows, centroids)  # [M, C, K]
+    best = dist.argmin(-1)
+    best_vec = centroids[np.arange(centroids.shape[0])[None, :], best]
+    same = (centroids[None] == best_vec[:, :, None, :]).all(-1)
+    return (np.where(same, np.inf, dist).min(-1) - dist.min(-1)).min(-1)
+
+
+def cnn_reference(model, plan, x):
+    """Forward with ``reference.lut_conv2d``/``lut_matmul`` for the planned layers; also the mask
+    of samples without an encode near-tie on their path."""
+    import torch.nn.functional as F
+
+    w = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    cents = {layer.name: layer.centroids for layer in plan.layers}
+    clean = np.ones(len(x), dtype=bool)
+    used = []
+
+    def conv(h, name, stride, pad):
+        nonlocal clean
+        weight, bias = w[f"{name}.weight"], w[f"{name}.bias"]
+        if name not in cents:
+            return F.conv2d(torch.from_numpy(h), torch.from_numpy(weight), torch.from_numpy(bias),
+                            stride=stride, padding=pad).numpy()
+        used.append(name)
+        rows, _ = ref.im2col_nchw(h, weight.shape[2:], (stride, stride), (pad,) * 4)
+        clean &= _margin(rows, cents[name]).reshape(len(h), -1).min(1) > MIN_ENCODE_MARGIN
+        return ref.lut_conv2d(h, cents[name], weight, bias, (stride, stride), (pad,) * 4)
+
+    def linear(h, name):
+        nonlocal clean
+        weight, bias = w[f"{name}.weight"], w[f"{name}.bias"]
+        if name not in cents:
+            return h @ weight.T + bias
+        used.append(name)
+        clean &= _margin(h, cents[name]) > MIN_ENCODE_MARGIN
+        return ref.lut_matmul(h, cents[name], weight.T, bias)
+
+    relu = lambda a: np.maximum(a, 0)  # noqa: E731
+    h = relu(conv(x, "conv1", 1, 1))
+    h = relu(conv(h, "conv2", 2, 1))
+    h = relu(conv(h, "conv3", 1, 0))
+    h = relu(linear(h.reshape(len(h), -1), "fc1"))
+    return linear(h, "fc2"), clean, used
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def test_plan_default_writes_loadable_plan(files, default_plan):
+    plan = lut_tvm.Plan.load(default_plan.path)
+    assert [layer.name for layer in plan.layers] == EXPECTED_LUT
+    for layer in plan.layers:
+        layer.validate()
+        assert layer.centroids.shape == DEFAULT_SHAPES[layer.name], layer.name
+    assert plan.provenance["samples"] == NUM_CALIBRATION
+    # the summary names every planned layer and the file
+    listed = re.findall(r"^\s+(\w+)\s+(conv2d|dense)\b", default_plan.out, re.M)
+    assert [name for name, _ in listed] == EXPECTED_LUT
+    assert f"wrote {default_plan.path} (3 LUT layers)" in default_plan.out
+
+
+def test_plan_sub_len_overrides_one_layer_each(capsys, files):
+    shapes, _ = plan_with(capsys, files, "sub_len", "--sub-len", "conv2=8", "--sub-len", "fc1=32")
+    assert shapes == {"conv2": (9, 16, 8), "conv3": DEFAULT_SHAPES["conv3"], "fc1": (8, 16, 32)}
+
+
+def test_plan_only_plans_just_those_layers(capsys, files):
+    # --only wins over the default skips: fc2 is the last Linear
+    shapes, _ = plan_with(capsys, files, "only", "--only", "conv3", "fc2")
+    assert shapes == {"conv3": DEFAULT_SHAPES["conv3"], "fc2": (2, 16, 16)}
+
+
+def test_plan_exclude_drops_a_layer(capsys, files):
+    shapes, _ = plan_with(capsys, files, "exclude", "--exclude", "conv3")
+    assert list(shapes) == ["conv2", "fc1"]
+
+
+def test_plan_num_centroids(capsys, files):
+    shapes, plan = plan_with(capsys, files, "k8", "-K", "8")
+    assert shapes == {name: (c, 8, v) for name, (c, _, v) in DEFAULT_SHAPES.items()}
+    assert plan.provenance["policy"]["num_centroids"] == 8
+
+
+def test_plan_keep_first_conv_and_last_dense(capsys, files):
+    shapes, _ = plan_with(capsys, files, "keep", "--keep-first-conv", "--keep-last-dense",
+                          "--sub-len", "conv1=3")
+    assert list(shapes) == ["conv1", "conv2", "conv3", "fc1", "fc2"]
+    assert shapes["conv1"] == (3, 16, 3)
+
+
+def test_plan_sub_len_not_dividing_d_exits_2(capsys, files):
+    path = files.tmp / "plans" / "bad_sub_len.npz"
+    msg = cli_error(capsys, "plan", files.onnx, "--calibration", files.calibration, "-o", path,
+                    "--sub-len", "conv2=5")
+    assert "'conv2'" in msg and "72" in msg and "V = 5" in msg
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("bad", ["conv2", "conv2=", "conv2=x", "conv2=-3"])
+def test_plan_malformed_sub_len_exits_2(capsys, files, bad):
+    msg = cli_error(capsys, "plan", files.onnx, "--calibration", files.calibration,
+                    "-o", files.tmp / "plans" / "never.npz", "--sub-len", bad)
+    assert "--sub-len" in msg and repr(bad) in msg
+
+
+@pytest.mark.parametrize("flag", [["--only", "conv9"], ["--exclude", "conv9"],
+                                  ["--sub-len", "conv9=8"]])
+def test_plan_unknown_layer_name_exits_2(capsys, files, flag):
+    msg = cli_error(capsys, "plan", files.onnx, "--calibration", files.calibration,
+                    "-o", files.tmp / "plans" / "never.npz", *flag)
+    assert "conv9" in msg and "conv2" in msg  # names the typo and the model's real layers
+
+
+# --------------------------------------------------------------------------- compile / run
+
+
+def test_compile_writes_library_and_description(files, cli_compiled):
+    assert cli_compiled.lib.is_file() and cli_compiled.lib.stat().st_size > 0
+    meta = json.loads(cli_compiled.lib.with_name("model.so.json").read_text())
+    assert meta["lut_layers"] == EXPECTED_LUT
+    assert meta["input_shapes"] == [[BATCH, 1, 8, 8]]
+    assert f"wrote {cli_compiled.lib}" in cli_compiled.out
+    assert "LUT layers: conv2, conv3, fc1" in cli_compiled.out
+
+
+def test_run_matches_python_api_and_reference(capsys, files, default_plan, cli_compiled, api_output):
+    out_path = files.tmp / "run" / "y.npy"
+    code, out, err = cli(capsys, "run", cli_compiled.lib, files.input, "-o", out_path)
+    assert code == 0, err
+    assert f"wrote {out_path}: [{BATCH}, 10] float32" in out
+    y = np.load(out_path)
+    # the CLI's compile -> export -> load -> run is the Python API's compile, bit for bit
+    np.testing.assert_array_equal(y, api_output)
+
+    expected, clean, used = cnn_reference(files.model, lut_tvm.Plan.load(default_plan.path), files.x)
+    assert used == EXPECTED_LUT
+    assert clean.mean() >= MIN_CLEAN_FRACTION, f"only {clean.sum()}/{clean.size} clean samples"
+    np.testing.assert_allclose(y[clean], expected[clean], **LUT_TOL)
+    # and the LUT approximation shows, so the comparison above tells LUT from dense
+    with torch.no_grad():
+        dense = files.model(torch.from_numpy(files.x)).numpy()
+    assert np.abs(y - dense).max() > 1e-3
+
+
+def test_run_time_prints_latency(capsys, files, cli_compiled):
+    code, out, err = cli(capsys, "run", cli_compiled.lib, files.input,
+                         "-o", files.tmp / "run" / "timed.npy", "--time")
+    assert code == 0, err
+    match = re.search(r"^median latency: (\d+\.\d+) ms \((\d+) threads\)$", out, re.M)
+    assert match, out
+    assert 0 < float(match.group(1)) < 10_000
+
+
+def test_run_output_without_suffix_reports_the_file_written(capsys, files, cli_compiled):
+    """np.save appends .npy; the message must name that file (and its folder is created)."""
+    target = files.tmp / "run" / "new" / "dir" / "result"
+    code, out, err = cli(capsys, "run", cli_compiled.lib, files.input, "-o", target)
+    assert code == 0, err
+    written = target.with_name("result.npy")
+    assert written.is_file()
+    assert f"wrote {written}:" in out
+
+
+def test_compile_dump_ir_writes_each_stage(cli_compiled):
+    stages = ["01_imported", "02_lut_rewrite", "03_legalized", "04_scheduled"]
+    assert sorted(p.stem for p in cli_compiled.ir_dir.glob("*.py")) == stages
+    imported = (cli_compiled.ir_dir / "01_imported.py").read_text()
+    rewritten = (cli_compiled.ir_dir / "02_lut_rewrite.py").read_text()
+    scheduled = (cli_compiled.ir_dir / "04_scheduled.py").read_text()
+    assert "lut_encode" not in imported
+    for kernel in ("lut_encode_conv2d", "lut_lookup_conv2d", "lut_encode_dense", "lut_lookup_dense"):
+        assert kernel in rewritten, kernel
+        assert re.search(rf"def {kernel}\w*\(", scheduled), kernel
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_error_missing_model(capsys, files):
+    missing = files.tmp / "no_such_model.onnx"
+    for argv in (["plan", missing, "--calibration", files.calibration], ["compile", missing]):
+        msg = cli_error(capsys, *argv)
+        assert str(missing) in msg and "does not exist" in msg
+
+
+def test_error_not_an_onnx_file(capsys, files):
+    bogus = files.tmp / "notes.onnx"
+    bogus.write_text("this is not a protobuf\n")
+    for argv in (["compile", bogus], ["plan", bogus, "--calibration", files.calibration]):
+        msg = cli_error(capsys, *argv)
+        assert str(bogus) in msg and "not a valid ONNX model" in msg
+
+
+def test_error_unknown_target(capsys, files):
+    msg = cli_error(capsys, "compile", files.onnx, "--target", "riscv-magic",
+                    "-o", files.tmp / "never" / "m.so")
+    assert "unknown target 'riscv-magic'" in msg and "x86-avx2" in msg
+    assert not (files.tmp / "never").exists()
+
+
+def test_error_plan_for_another_model(capsys, files, default_plan):
+    msg = cli_error(capsys, "compile", files.other_onnx, "--plan", default_plan.path,
+                    "-o", files.tmp / "never" / "m.so")
+    assert "'conv2'" in msg and str(files.other_onnx) in msg and "another model" in msg
+
+
+def test_error_missing_plan_or_calibration_file(capsys, files):
+    msg = cli_error(capsys, "compile", files.onnx, "--plan", files.tmp / "no_plan.npz")
+    assert "no_plan.npz" in msg and "does not exist" in msg
+    msg = cli_error(capsys, "plan", files.onnx, "--calibration", files.tmp / "no_calib.npy")
+    assert "calibration" in msg and "no_calib.npy" in msg
+
+
+def test_error_missing_input_npy(capsys, files, cli_compiled):
+    missing = files.tmp / "no_input.npy"
+    msg = cli_error(capsys, "run", cli_compiled.lib, missing)
+    assert "input" in msg and str(missing) in msg and "does not exist" in msg
+
+
+def test_error_missing_artifact(capsys, files):
+    msg = cli_error(capsys, "run", files.tmp / "no_model.so", files.input)
+    assert "no_model.so" in msg and "does not exist" in msg
+
+
+def test_error_input_of_wrong_shape(capsys, files, cli_compiled):
+    msg = cli_error(capsys, "run", cli_compiled.lib, files.calibration,
+                    "-o", files.tmp / "run" / "never.npy")
+    assert str(files.calibration) in msg  # names the file at fault
+    assert f"[{NUM_CALIBRATION}, 1, 8, 8]" in msg and f"[{BATCH}, 1, 8, 8]" in msg
+    assert not (files.tmp / "run" / "never.npy").exists()
+
+
+def test_error_wrong_number_of_inputs(capsys, files, cli_compiled):
+    msg = cli_error(capsys, "run", cli_compiled.lib, files.input, files.input)
+    assert "1 input(s)" in msg and "got 2" in msg
+
+
+def test_subprocess_error_exit_code_and_one_line(files, cli_compiled):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lut_tvm.cli", "run", str(cli_compiled.lib), str(files.calibration)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("lut-tvm run: error: input file ") and str(files.calibration) in lines[0]
+    assert proc.stdout == ""
+
+
+# --------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("command, options", [
+    (None, ["plan", "compile", "run", "demo", "--threads", "--verbose"]),
+    ("plan", ["--calibration", "--sub-len", "LAYER=V", "--only", "--exclude", "--centroids", "-K",
+              "--keep-first-conv", "--keep-last-dense", "--batch", "--output"]),
+    ("compile", ["--plan", "--target", "x86-avx512", "--dump-ir", "--example", "--output"]),
+    ("run", ["artifact", "inputs", "--time", "--output"]),
+    ("demo", ["--out-dir", "--seed"]),
+])
+def test_help(capsys, monkeypatch, command, options):
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapping inside a name like x86-avx512
+    monkeypatch.setenv("NO_COLOR", "1")
+    argv = ([command] if command else []) + ["--help"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: lut-tvm{' ' + command if command else ''}")
+    for option in options:
+        assert option in out, option
