@@ -12,7 +12,7 @@ import importlib
 _EXPORTS = {
     "compile": "compiler",
     "build_kmeans_plan": "planner",
-    "PlanPolicy": "planner",
+    "PlanPolicy": "policy",
     "CompiledModel": "runtime",
     "load": "runtime",
     "LayerPlan": "plan",

@@ -79,6 +79,13 @@ def var_name(var) -> str:
     return str(var.name)
 
 
-def register_ffi_error(cls):
-    """Let an exception class raised in a Python pass cross TVM's FFI as itself."""
-    return tvm_ffi.register_error(cls.__name__, cls)
+def _register_ffi_errors() -> None:
+    """Let lut_tvm's exceptions raised in a Python pass cross TVM's FFI as themselves."""
+    from . import errors  # pylint: disable=import-outside-toplevel
+
+    for cls in (errors.LutTvmError, errors.PlanError, errors.ModelLoadError,
+                errors.TargetError, errors.ArtifactError):
+        tvm_ffi.register_error(cls.__name__, cls)
+
+
+_register_ffi_errors()

@@ -9,9 +9,6 @@ scikit-learn's KMeans.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
-from typing import ClassVar
-
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -21,65 +18,14 @@ from . import _tvm_compat
 from .compiler import build_relax, layer_sites
 from .errors import PlanError
 from .frontends import import_model
+from .kmeans import kmeans_centroids
 from .plan import LayerPlan, Plan
+from .policy import PlanPolicy
 from .reference import im2col_nchw
 from .targets import resolve_target
 from .weights import LayerKind, reduction_length
 
 LOG = logging.getLogger("lut_tvm")
-
-
-@dataclass
-class PlanPolicy:
-    """Which layers become LUTs and with which K and V (LUT-NN's defaults)."""
-
-    VERSION: ClassVar[int] = 1
-
-    num_centroids: int = 16
-    dense_sub_len: int = 16
-    conv_sub_len: int | None = None  # None: kh*kw (9 for a 3x3 conv: one channel's window)
-    conv1x1_sub_len: int = 4
-    skip_first_conv: bool = True
-    skip_last_dense: bool = True
-    sub_len_overrides: dict[str, int] = field(default_factory=dict)
-    only: list[str] | None = None
-    exclude: list[str] = field(default_factory=list)
-    max_rows: int = 4096
-    seed: int = 0
-
-    def __post_init__(self):
-        if not 2 <= self.num_centroids <= 256:
-            raise PlanError(f"policy: num_centroids = {self.num_centroids}, must be in [2, 256]")
-        for name, value in [("dense_sub_len", self.dense_sub_len),
-                            ("conv1x1_sub_len", self.conv1x1_sub_len),
-                            ("conv_sub_len", self.conv_sub_len or 1),
-                            *self.sub_len_overrides.items()]:
-            if int(value) < 1:
-                raise PlanError(f"policy: sub-vector length {name} = {value} must be >= 1")
-        if self.max_rows < self.num_centroids:
-            raise PlanError(f"policy: max_rows = {self.max_rows} is below K = {self.num_centroids}")
-
-    def to_dict(self) -> dict:
-        return {"version": self.VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PlanPolicy":
-        data = dict(data)
-        version = data.pop("version", cls.VERSION)
-        if version != cls.VERSION:
-            raise PlanError(f"policy version {version} is not supported (expected {cls.VERSION})")
-        return cls(**data)
-
-    def sub_len(self, name: str, kind: LayerKind, weight_shape) -> int:
-        """V for one layer."""
-        if name in self.sub_len_overrides:
-            return int(self.sub_len_overrides[name])
-        if kind is LayerKind.DENSE:
-            return self.dense_sub_len
-        kernel_area = int(weight_shape[2]) * int(weight_shape[3])
-        if kernel_area == 1:
-            return self.conv1x1_sub_len
-        return self.conv_sub_len or kernel_area
 
 
 def layer_name(imported, site, index: int) -> str:
@@ -151,19 +97,6 @@ def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, 
             stacked = stacked[rng.choice(len(stacked), max_rows, replace=False)]
         sampled.append(stacked)
     return sampled
-
-
-def kmeans_centroids(rows: np.ndarray, sub_len: int, num_centroids: int, seed: int) -> np.ndarray:
-    """``[C, K, V]`` centroids: scikit-learn KMeans on each codebook's sub-vectors."""
-    from sklearn.cluster import KMeans  # pylint: disable=import-outside-toplevel
-
-    num_codebooks = rows.shape[1] // sub_len
-    subs = rows.reshape(len(rows), num_codebooks, sub_len)
-    centroids = np.empty((num_codebooks, num_centroids, sub_len), dtype=np.float32)
-    for c in range(num_codebooks):
-        km = KMeans(n_clusters=num_centroids, n_init=1, max_iter=100, random_state=seed)
-        centroids[c] = km.fit(subs[:, c, :].astype(np.float64)).cluster_centers_
-    return centroids
 
 
 def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, example_inputs=None) -> Plan:

@@ -20,7 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import LutTvmError, PlanError
-from ..planner import PlanPolicy, kmeans_centroids
+from ..kmeans import kmeans_centroids
+from ..policy import PlanPolicy
 from ..reference import encode_margin
 from ..weights import LayerKind, reduction_length
 from .layers import LutConv2d, LutLinear, conv_padding, conv_rows, replace_module

@@ -74,7 +74,10 @@ def load_checkpoint(path: str | os.PathLike, recipe: str, settings: dict) -> dic
 
 def fit(model: nn.Module, loss_fn, data, *, recipe: str, settings: dict, params, epochs: int, lr: float,
         batch_size: int, seed: int, checkpoint=None, eval_data=None) -> list[dict]:
-    """The shared loop: ``loss_fn(x, y) -> (loss, logits)``; returns one record per epoch."""
+    """The shared loop: ``loss_fn(x, y) -> (loss, logits)``; returns one record per epoch.
+
+    ``settings`` (everything but ``epochs``) are stored in the checkpoint and must match on resume.
+    """
     x, y = _tensors(data)
     optimizer = torch.optim.Adam(params, lr=lr)
     start, history = 0, []
@@ -99,8 +102,10 @@ def fit(model: nn.Module, loss_fn, data, *, recipe: str, settings: dict, params,
             correct += int((logits.argmax(-1) == y[index]).sum())
             seen += len(index)
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
-                            **({"test": f"{history[-1]['test_acc']:.3f}"} if history and "test_acc" in history[-1] else {}))
+            shown = {"epoch": epoch + 1, "loss": f"{total_loss / seen:.4f}", "acc": f"{correct / seen:.3f}"}
+            if history and "test_acc" in history[-1]:
+                shown["test_acc"] = f"{history[-1]['test_acc']:.3f}"
+            bar.set_postfix(shown)
         record = {"epoch": epoch + 1, "loss": total_loss / seen, "train_acc": correct / seen}
         if eval_data is not None:
             record["test_acc"] = accuracy(model, eval_data)
@@ -116,6 +121,12 @@ def fit(model: nn.Module, loss_fn, data, *, recipe: str, settings: dict, params,
     return history
 
 
+def lut_parameters(model: nn.Module, with_weights: bool) -> list[nn.Parameter]:
+    """The LUT layers' centroids and log-temperatures, plus their weights and biases if asked."""
+    names = ("centroids", "log_temperature") + (("weight", "bias") if with_weights else ())
+    return [p for _, layer in lut_layers(model) for n, p in layer.named_parameters() if n in names]
+
+
 def distillation_loss(logits, teacher_logits, labels, tau: float, weight: float) -> torch.Tensor:
     """``CE(logits, labels) + weight * tau^2 * KL(softmax(teacher/tau) || softmax(logits/tau))``."""
     kl = F.kl_div(F.log_softmax(logits / tau, -1), F.log_softmax(teacher_logits / tau, -1),
@@ -124,10 +135,11 @@ def distillation_loss(logits, teacher_logits, labels, tau: float, weight: float)
 
 
 def train_lutnn(lut_model: nn.Module, teacher: nn.Module, train_data, *, epochs: int = 10,
-                lr: float = 1e-3, batch_size: int = 64, tau: float = 4.0, distill_weight: float = 1.0,
-                seed: int = 0, checkpoint=None, eval_data=None) -> list[dict]:
-    """LUT-NN's recipe: every parameter (centroids, temperatures, weights) by Adam on
-    cross-entropy plus distillation from the original model's logits."""
+                lr: float = 3e-3, batch_size: int = 64, tau: float = 4.0, distill_weight: float = 1.0,
+                train_weights: bool = True, seed: int = 0, checkpoint=None, eval_data=None) -> list[dict]:
+    """LUT-NN's recipe: Adam on cross-entropy plus distillation (KL at temperature ``tau``) from
+    the original model's logits, over the centroids and temperatures and, with ``train_weights``,
+    every weight and bias of the model."""
     teacher.eval()
 
     def loss_fn(x, y):
@@ -136,11 +148,12 @@ def train_lutnn(lut_model: nn.Module, teacher: nn.Module, train_data, *, epochs:
         logits = lut_model(x)
         return distillation_loss(logits, target, y, tau, distill_weight), logits
 
-    settings = {"lr": lr, "batch_size": batch_size, "tau": tau,
-                "distill_weight": distill_weight, "seed": seed, "samples": len(train_data[0])}
-    return fit(lut_model, loss_fn, train_data, recipe="lutnn", settings=settings,
-               params=lut_model.parameters(), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-               checkpoint=checkpoint, eval_data=eval_data)
+    settings = {"lr": lr, "batch_size": batch_size, "tau": tau, "distill_weight": distill_weight,
+                "train_weights": train_weights, "seed": seed, "samples": len(train_data[0])}
+    params = lut_model.parameters() if train_weights else lut_parameters(lut_model, False)
+    return fit(lut_model, loss_fn, train_data, recipe="lutnn", settings=settings, params=params,
+               epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, checkpoint=checkpoint,
+               eval_data=eval_data)
 
 
 def low_data_subset(train_data, fraction: float, seed: int):
@@ -153,12 +166,14 @@ def low_data_subset(train_data, fraction: float, seed: int):
 
 
 def train_reconstruction(lut_model: nn.Module, teacher: nn.Module, train_data, *, fraction: float = 0.05,
-                         epochs: int = 30, lr: float = 3e-3, batch_size: int = 32, task_weight: float = 0.0,
-                         seed: int = 0, checkpoint=None, eval_data=None) -> list[dict]:
-    """Low-data recipe (after eLUT-NN): on a seeded ``fraction`` of the data, train the LUT layers'
-    parameters on the sum over LUT layers of ``MSE(layer(x), original_layer(x))`` (same input
-    ``x``), plus ``task_weight`` times cross-entropy. Other layers stay frozen; without a task
-    loss each layer's input is detached, so every layer fits its own original."""
+                         epochs: int = 20, lr: float = 1e-2, batch_size: int = 32, task_weight: float = 0.0,
+                         train_weights: bool = False, seed: int = 0, checkpoint=None,
+                         eval_data=None) -> list[dict]:
+    """Low-data recipe (after eLUT-NN): on a seeded ``fraction`` of the data, Adam on the sum over
+    LUT layers of ``MSE(layer(x), original_layer(x))`` (same input ``x``), plus ``task_weight``
+    times cross-entropy. Trains the LUT layers' centroids and temperatures (and their weights and
+    biases with ``train_weights``); other layers stay frozen. Without a task loss each layer's
+    input is detached, so every layer fits its own original."""
     layers = lut_layers(lut_model)
     originals = {name: teacher.get_submodule(name) for name, _ in layers}
     recorded: list[torch.Tensor] = []
@@ -167,7 +182,9 @@ def train_reconstruction(lut_model: nn.Module, teacher: nn.Module, train_data, *
         return (args[0].detach(), *args[1:])
 
     def record(name):
-        def hook(_module, args, output):
+        def hook(module, args, output):
+            if not module.training:  # accuracy() between epochs
+                return
             with torch.no_grad():
                 target = originals[name](args[0])
             recorded.append(F.mse_loss(output, target))
@@ -184,11 +201,11 @@ def train_reconstruction(lut_model: nn.Module, teacher: nn.Module, train_data, *
     handles = [layer.register_forward_hook(record(name)) for name, layer in layers]
     if not task_weight:
         handles += [layer.register_forward_pre_hook(detach_input) for _, layer in layers]
-    settings = {"fraction": fraction, "lr": lr, "batch_size": batch_size,
-                "task_weight": task_weight, "seed": seed, "samples": len(train_data[0])}
+    settings = {"fraction": fraction, "lr": lr, "batch_size": batch_size, "task_weight": task_weight,
+                "train_weights": train_weights, "seed": seed, "samples": len(train_data[0])}
     try:
         return fit(lut_model, loss_fn, low_data_subset(train_data, fraction, seed), recipe="reconstruction",
-                   settings=settings, params=[p for _, layer in layers for p in layer.parameters()],
+                   settings=settings, params=lut_parameters(lut_model, train_weights),
                    epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, checkpoint=checkpoint,
                    eval_data=eval_data)
     finally:

@@ -1,0 +1,62 @@
+"""PlanPolicy: which layers become LUTs and with which K and V; shared by planner and training."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+from .errors import PlanError
+from .weights import LayerKind
+
+
+@dataclass
+class PlanPolicy:
+    """Which layers become LUTs and with which K and V (LUT-NN's defaults)."""
+
+    VERSION: ClassVar[int] = 1
+
+    num_centroids: int = 16
+    dense_sub_len: int = 16
+    conv_sub_len: int | None = None  # None: kh*kw (9 for a 3x3 conv: one channel's window)
+    conv1x1_sub_len: int = 4
+    skip_first_conv: bool = True
+    skip_last_dense: bool = True
+    sub_len_overrides: dict[str, int] = field(default_factory=dict)
+    only: list[str] | None = None
+    exclude: list[str] = field(default_factory=list)
+    max_rows: int = 4096
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 2 <= self.num_centroids <= 256:
+            raise PlanError(f"policy: num_centroids = {self.num_centroids}, must be in [2, 256]")
+        for name, value in [("dense_sub_len", self.dense_sub_len),
+                            ("conv1x1_sub_len", self.conv1x1_sub_len),
+                            ("conv_sub_len", self.conv_sub_len or 1),
+                            *self.sub_len_overrides.items()]:
+            if int(value) < 1:
+                raise PlanError(f"policy: sub-vector length {name} = {value} must be >= 1")
+        if self.max_rows < self.num_centroids:
+            raise PlanError(f"policy: max_rows = {self.max_rows} is below K = {self.num_centroids}")
+
+    def to_dict(self) -> dict:
+        return {"version": self.VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PlanPolicy":
+        data = dict(data)
+        version = data.pop("version", cls.VERSION)
+        if version != cls.VERSION:
+            raise PlanError(f"policy version {version} is not supported (expected {cls.VERSION})")
+        return cls(**data)
+
+    def sub_len(self, name: str, kind: LayerKind, weight_shape) -> int:
+        """V for one layer."""
+        if name in self.sub_len_overrides:
+            return int(self.sub_len_overrides[name])
+        if kind is LayerKind.DENSE:
+            return self.dense_sub_len
+        kernel_area = int(weight_shape[2]) * int(weight_shape[3])
+        if kernel_area == 1:
+            return self.conv1x1_sub_len
+        return self.conv_sub_len or kernel_area
