@@ -12,12 +12,13 @@ from ._loops import root_blocks, try_inline_all
 MAX_ACC_VECTORS = 24
 
 
-def split_main_block(sch: s_tir.Schedule, kinds: str | None = None):
+def split_main_block(sch: s_tir.Schedule, kinds: str | None = None, keep=None):
     """Return (main reduction SBlockInfo, epilogue block RVs) of an unscheduled func.
 
     Requires exactly one reduction block among the root's children, optionally with kinds
     ``kinds`` (e.g. "SSR"); injective producers are inlined into it and the blocks after
-    it are returned, in order, as the epilogue.
+    it are returned, in order, as the epilogue. ``keep(sch, main, producer)``, if given, may
+    claim producers that are to stay separate blocks (e.g. a conv's pad, tiled later).
     """
     blocks = root_blocks(sch)
     kinds_of = [block_kinds(sch, b) for b in blocks]
@@ -28,6 +29,8 @@ def split_main_block(sch: s_tir.Schedule, kinds: str | None = None):
         return None
     pos = reductions[0]
     main, pre, post = blocks[pos], blocks[:pos], blocks[pos + 1 :]
+    if keep is not None:
+        pre = [blk for blk in pre if not keep(sch, main, blk)]
     if try_inline_all(sch, pre):
         return None  # a producer we cannot fold in: leave to the generic rules
     # Expect the unscheduled form: one loop per block iter var, in order.

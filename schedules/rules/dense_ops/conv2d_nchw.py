@@ -1,4 +1,5 @@
-"""Register-blocked CPU schedule for conv2d NCHW/OIHW (with fused pad, bias add, relu)."""
+"""Register-blocked CPU schedule for conv2d with NCHW data (OIHW or HWIO weight; fused pad,
+bias add, relu)."""
 
 from __future__ import annotations
 
@@ -6,62 +7,145 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
-from ._loops import MAX_VECTOR_EXTENT, is_cpu_target, largest_divisor, prod, vector_lanes
-from ._tiling import MAX_ACC_VECTORS, index_vars, operand_reads, register_tile, same_var
-from ._tiling import split_main_block
+from ._loops import MIN_PARALLEL_WORK, attempt, is_cpu_target, largest_divisor, prod
+from ._loops import parallel_vectorize, vector_lanes
+from ._tiling import MAX_ACC_VECTORS, index_vars, operand_reads, same_var, split_main_block
 
-MAX_CHANNEL_TILE = 8
+# Most output positions per register tile (each costs one broadcast per reduction step).
+MAX_SPATIAL_TILE = 12
 
 
-def _is_conv2d_nchw(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
-    """out[n, f, y, x] += data[n, rc, ..., ...] * weight[f, rc, ry, rx]."""
+def _conv_operands(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV):
+    """(data read index, weight read index, weight layout "OIHW"/"HWIO") of a conv2d NCHW
+    block ``out[n, f, y, x] += data[n, rc, ..., ...] * weight[...]``, or None."""
     stmt = sch.get(block)
+    if len(stmt.iter_vars) != 7:
+        return None
     n, f, y, x, rc, ry, rx = [iv.var for iv in stmt.iter_vars]
     reads, out = operand_reads(sch, block)
     out_idx = index_vars(out)
     if len(reads) != 2 or not out_idx or len(out_idx) != 4:
-        return False
+        return None
     if not all(same_var(a, b) for a, b in zip(out_idx, (n, f, y, x))):
-        return False
-    for data, weight in (reads, reads[::-1]):
+        return None
+    layouts = {"OIHW": (f, rc, ry, rx), "HWIO": (ry, rx, rc, f)}
+    for d_pos, w_pos in ((0, 1), (1, 0)):
+        data, weight = reads[d_pos], reads[w_pos]
         w_idx = index_vars(weight)
-        if w_idx and len(w_idx) == 4 and all(
-            same_var(a, b) for a, b in zip(w_idx, (f, rc, ry, rx))
-        ):
-            d_mins = [r.min for r in data.region]
-            return len(d_mins) == 4 and same_var(d_mins[0], n) and same_var(d_mins[1], rc)
-    return False
+        d_mins = [r.min for r in data.region]
+        if not w_idx or len(w_idx) != 4 or len(d_mins) != 4:
+            continue
+        if not (same_var(d_mins[0], n) and same_var(d_mins[1], rc)):
+            continue
+        for name, want in layouts.items():
+            if all(same_var(a, b) for a, b in zip(w_idx, want)):
+                read_pos = [i for i, r in enumerate(stmt.reads) if r.source.same_as(data.source)]
+                w_read_pos = [
+                    i for i, r in enumerate(stmt.reads) if r.source.same_as(weight.source)
+                ]
+                return read_pos[0], w_read_pos[0], name
+    return None
+
+
+def pick_conv_tiles(n_f: int, n_y: int, n_x: int, lanes: int) -> tuple[int, int, int]:
+    """(channel tile fr, row tile yr, column tile xr): fr output channels are one or two
+    vectors; yr x xr output positions share each weight vector load."""
+    if n_f % (2 * lanes) == 0:
+        fr = 2 * lanes
+    elif n_f % lanes == 0:
+        fr = lanes
+    else:
+        fr = largest_divisor(n_f, 2 * lanes)
+    n_vec = -(-fr // lanes)
+    positions = max(1, min(MAX_SPATIAL_TILE, MAX_ACC_VECTORS // n_vec))
+    xr = largest_divisor(n_x, positions)
+    yr = largest_divisor(n_y, max(1, positions // xr)) if xr == n_x else 1
+    return fr, yr, xr
 
 
 class Conv2dNCHW(ScheduleRule):
-    """Direct conv2d NCHW: parallel(n, f_outer, y, x_outer) -> rc, ry, rx ->
-    unroll(f_inner) -> vector(x_inner); an f_inner x x_inner tile stays in registers,
-    padding is inlined into the input loads and the epilogue runs at write-back."""
+    """Direct conv2d with NCHW data and output, vectorized over output channels.
+
+    Loop nest: parallel(n, f_outer, y_outer, x_outer) -> [pad tile] -> rc, ry, rx ->
+    unroll(y_inner, x_inner) -> vector(f_inner). The (y_inner x x_inner) x f_inner
+    accumulator tile stays in registers (its local buffer is laid out channel-last); each
+    step broadcasts one input value per position against one weight vector. An OIHW weight
+    is repacked per call to [f_outer, rc, ry, rx, f_inner] (an HWIO weight, e.g. from
+    relay_passes.conv2d_weight_hwio, is used as is). The zero padding of the input tile is
+    materialized per parallel iteration, and the epilogue (bias, relu) runs at write-back.
+    """
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool):
         if not isinstance(func, tirx.PrimFunc) or not is_cpu_target(target):
             return None
         sch = s_tir.Schedule(func)
-        split = split_main_block(sch, "SSSSRRR")
-        if split is None or not _is_conv2d_nchw(sch, split[0].block_rv):
+        keep = []
+        split = split_main_block(sch, "SSSSRRR", keep=_keep_data_producer(keep))
+        if split is None:
             return None
         info, epilogue = split
         block = info.block_rv
+        found = _conv_operands(sch, block)
+        if found is None:
+            return None
+        _, w_pos, w_layout = found
         dom = info.dom()
-        n_f, n_x = dom[1], dom[3]
         lanes = vector_lanes(target, 32)
-        if n_x <= MAX_VECTOR_EXTENT:
-            xr = n_x
-        else:
-            xr = largest_divisor(n_x, MAX_VECTOR_EXTENT, lanes) or largest_divisor(
-                n_x, MAX_VECTOR_EXTENT
+        fr, yr, xr = pick_conv_tiles(dom[1], dom[2], dom[3], lanes)
+        work = prod(dom)
+
+        if w_layout == "OIHW":
+            packed = sch.cache_read(block, w_pos, "global")
+            sch.transform_layout(
+                packed, ("write", 0), lambda o, i, h, w: (o // fr, i, h, w, o % fr)
             )
-        n_vec = -(-xr // lanes)
-        fr = largest_divisor(n_f, max(1, min(MAX_CHANNEL_TILE, MAX_ACC_VECTORS // n_vec)))
+            parallel_vectorize(sch, sch.get_loops(packed)[:1], lanes, work=work, vectorize=False)
+
         nn, f, y, x, rc, ry, rx = sch.get_loops(block)
         fo, fi = sch.split(f, factors=[None, fr])
+        yo, yi = sch.split(y, factors=[None, yr])
         xo, xi = sch.split(x, factors=[None, xr])
-        sch.reorder(fo, y, xo, rc, ry, rx, fi, xi)
-        work = prod(dom)
-        register_tile(sch, block, [nn, fo, y, xo], [rc, ry, rx], [fi], xi, epilogue, lanes, work)
+        sch.reorder(nn, fo, yo, xo, rc, ry, rx, yi, xi, fi)
+
+        wb = sch.cache_write(block, 0, "local")
+        sch.transform_layout(block, ("write", 0), lambda a, b, c, d: (a, c, d, b))
+        leftover = []
+        for epi in epilogue:
+            if not attempt(sch, lambda s, e=epi: s.reverse_compute_inline(e)):
+                leftover.append(epi)
+        outer = sch.fuse(nn, fo, yo, xo)
+        sch.reverse_compute_at(wb, outer, preserve_unit_loops=True)
+        for pad in keep:
+            sch.compute_at(pad, outer, preserve_unit_loops=True)
+            pad_loops = sch.get_loops(pad)[1:]
+            if pad_loops:
+                attempt(sch, lambda s: s.vectorize(pad_loops[-1]))
+        if work >= MIN_PARALLEL_WORK and sch.get(outer).extent.value > 1:
+            sch.parallel(outer)
+        sch.unroll(yi)
+        sch.unroll(xi)
+        sch.vectorize(fi)
+        wb_loops = sch.get_loops(wb)
+        attempt(sch, lambda s: s.vectorize(wb_loops[-1]))
+        init = sch.decompose_reduction(block, rc)
+        attempt(sch, lambda s: s.vectorize(sch.get_loops(init)[-1]))
+        for epi in leftover:
+            parallel_vectorize(sch, sch.get_loops(epi), lanes)
         return sch
+
+
+def _keep_data_producer(kept: list):
+    """A ``split_main_block`` keep-callback: keep (do not inline) the producer of the conv's
+    data operand -- the pad block -- and record it in ``kept``."""
+
+    def keep(sch: s_tir.Schedule, main, producer) -> bool:
+        found = _conv_operands(sch, main)
+        if found is None:
+            return False
+        buf = sch.get(main).reads[found[0]].source
+        if any(w.source.same_as(buf) for w in sch.get(producer).writes):
+            kept.append(producer)
+            return True
+        return False
+
+    return keep
