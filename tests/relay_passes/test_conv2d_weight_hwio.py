@@ -1,0 +1,59 @@
+"""Conv2dWeightHWIO: constant OIHW conv weights become HWIO constants; results unchanged."""
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+from tvm.ir import Op
+
+from lut_tvm._tvm_compat import constant_value
+from relay_passes.conv2d_weight_hwio import Conv2dWeightHWIO
+
+
+def conv_module(weight, groups=1, strides=(1, 1), padding=(1, 1, 1, 1), input_shape=(2, 4, 9, 7)):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(input_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(
+                x, relax.const(weight), strides=strides, padding=padding, groups=groups))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def conv_calls(mod):
+    calls = []
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: calls.append(e) if isinstance(e, relax.Call) and isinstance(e.op, Op)
+        and e.op.name == "relax.nn.conv2d" else None,
+    )
+    return calls
+
+
+def run(mod, x):
+    vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+@pytest.mark.parametrize("strides,padding", [((1, 1), (1, 1, 1, 1)), ((2, 1), (0, 1, 2, 0))])
+def test_weight_transposed_and_results_unchanged(strides, padding):
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 4, 9, 7)).astype(np.float32)
+    after = Conv2dWeightHWIO()(conv_module(weight, strides=strides, padding=padding))
+    (call,) = conv_calls(after)
+    assert call.attrs.kernel_layout == "HWIO"
+    np.testing.assert_array_equal(constant_value(call.args[1]), weight.transpose(2, 3, 1, 0))
+    top, left, bottom, right = padding
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    expected = torch.nn.functional.conv2d(torch.from_numpy(padded), torch.from_numpy(weight),
+                                          stride=strides).numpy()
+    np.testing.assert_allclose(run(after, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_conv_is_left_alone():
+    weight = np.ones((4, 2, 3, 3), np.float32)
+    before = conv_module(weight, groups=2)
+    tvm.ir.assert_structural_equal(Conv2dWeightHWIO()(before), before)
