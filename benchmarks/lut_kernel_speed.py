@@ -1,0 +1,175 @@
+"""LUT lookup kernels at one thread: shuffle lookup vs gather lookup vs torch fp32 matmul.
+
+Usage: TVM_NUM_THREADS=1 .venv/bin/python benchmarks/lut_kernel_speed.py [--rows 128] [--repeat 15]
+
+For M rows and each (D, N) with V = 16 (C = D / 16 codebooks, K = 16):
+
+* shuffle — ``schedules.lut_shuffle_compute.lookup_dense_shuffle_func`` under
+  ``LutLookupShuffleRule`` (codes [C, M], tables [N, C, 16], vpshufb / int16 accumulation);
+* gather  — ``schedules.lut_kernels.lookup_dense_func`` under ``LutLookupRule`` (codes [M, C],
+  tables [C, 16, N], table rows gathered into int32);
+* torch   — ``torch.matmul`` fp32 [M, D] x [D, N] (oneDNN), ``torch.set_num_threads(1)``.
+
+TVM kernels are timed with ``time_evaluator`` (median of ``repeat`` runs, each averaging
+``number`` calls); torch with repeated ``time.perf_counter`` (median of the same). All three
+include the scale/bias epilogue where they have one (torch: none, a plain matmul).
+GFLOP/s-equivalent = 2 M D N / t. Lookups/s = M N C / t, compared with the shuffle peak:
+64 byte lookups per ``vpshufb zmm`` x 1 shuffle per cycle (port 5 only on Skylake-SP /
+Cascade Lake) x the clock read from /proc/cpuinfo ("cpu MHz", the nominal clock under this
+hypervisor; turbo is not visible, so the real peak may be higher).
+The encode step is not included (lookup kernels only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import tvm  # noqa: E402
+
+from schedules.lut_kernels import lookup_dense_func  # noqa: E402
+from schedules.lut_shuffle_compute import lookup_dense_shuffle_func  # noqa: E402
+from schedules.rules.lut_lookup import LutLookupRule  # noqa: E402
+from schedules.rules.lut_lookup_shuffle import LutLookupShuffleRule  # noqa: E402
+
+SHAPES = [(384, 384), (384, 1536), (1536, 384)]
+SUB_LEN = 16
+K = 16
+TARGET = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1}
+SHUFFLE_LANES = 64  # bytes looked up per vpshufb zmm
+SHUFFLES_PER_CYCLE = 1  # port 5 on SKX/CLX
+
+
+def cpu_mhz() -> float:
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("cpu MHz"):
+                return float(line.split(":")[1])
+    raise RuntimeError("no 'cpu MHz' in /proc/cpuinfo")
+
+
+def compile_scheduled(func, rule, target):
+    sch = rule.apply(func, target, False)
+    ex = tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), target)
+    return ex.jit()
+
+
+def time_tvm(mod, args, number, repeat) -> float:
+    evaluator = mod.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
+    return statistics.median(evaluator(*args).results)
+
+
+def time_torch(fn, number, repeat) -> float:
+    for _ in range(number):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - start) / number)
+    return statistics.median(samples)
+
+
+def bench_shape(rows, dim, out_features, number, repeat, target):
+    rng = np.random.default_rng(0)
+    num_codebooks = dim // SUB_LEN
+    codes = rng.integers(0, K, (rows, num_codebooks)).astype(np.uint8)
+    tables = rng.integers(-127, 128, (num_codebooks, K, out_features)).astype(np.int8)
+    scale = np.full(out_features, 0.01, np.float32)
+    bias = np.zeros(out_features, np.float32)
+    dev = tvm.cpu()
+    expected = tables[np.arange(num_codebooks)[None], codes.astype(np.int64)].astype(np.int32).sum(1)
+    expected = expected.astype(np.float32) * 0.01
+
+    shuffle = compile_scheduled(
+        lookup_dense_shuffle_func(rows, num_codebooks, out_features), LutLookupShuffleRule(), target
+    )
+    shuffle_args = [
+        tvm.runtime.tensor(a, dev)
+        for a in (np.ascontiguousarray(codes.T), np.ascontiguousarray(tables.transpose(2, 0, 1)),
+                  scale, bias, np.zeros((rows, out_features), np.float32))
+    ]
+    gather = compile_scheduled(
+        lookup_dense_func(rows, num_codebooks, K, out_features, False), LutLookupRule(), target
+    )
+    gather_args = [
+        tvm.runtime.tensor(a, dev)
+        for a in (codes, tables, scale, bias, np.zeros((rows, out_features), np.float32))
+    ]
+    for mod, args in ((shuffle, shuffle_args), (gather, gather_args)):
+        mod["main"](*args)
+        np.testing.assert_allclose(args[-1].numpy(), expected, rtol=1e-5, atol=1e-4)
+
+    x = torch.randn(rows, dim)
+    w = torch.randn(dim, out_features)
+    return {
+        "shuffle": time_tvm(shuffle, shuffle_args, number, repeat),
+        "gather": time_tvm(gather, gather_args, number, repeat),
+        "torch": time_torch(lambda: torch.matmul(x, w), number, repeat),
+        "lookups": rows * out_features * num_codebooks,
+        "flops": 2 * rows * dim * out_features,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=128)
+    parser.add_argument("--number", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "lut_kernel_speed.md"))
+    opts = parser.parse_args()
+    torch.set_num_threads(1)
+    target = tvm.target.Target(TARGET)
+    mhz = cpu_mhz()
+    peak = SHUFFLE_LANES * SHUFFLES_PER_CYCLE * mhz * 1e6
+
+    header = (
+        "| D | N | C | shuffle us | gather us | torch us | shuffle GFLOP/s-eq | gather GFLOP/s-eq "
+        "| torch GFLOP/s | gather/shuffle | torch/shuffle | shuffle Glookup/s | % of shuffle peak |"
+    )
+    lines = [header, "|" + "---|" * 13]
+    for dim, out_features in SHAPES:
+        r = bench_shape(opts.rows, dim, out_features, opts.number, opts.repeat, target)
+        lines.append(
+            f"| {dim} | {out_features} | {dim // SUB_LEN} "
+            f"| {r['shuffle'] * 1e6:.1f} | {r['gather'] * 1e6:.1f} | {r['torch'] * 1e6:.1f} "
+            f"| {r['flops'] / r['shuffle'] / 1e9:.1f} | {r['flops'] / r['gather'] / 1e9:.1f} "
+            f"| {r['flops'] / r['torch'] / 1e9:.1f} "
+            f"| {r['gather'] / r['shuffle']:.2f} | {r['torch'] / r['shuffle']:.2f} "
+            f"| {r['lookups'] / r['shuffle'] / 1e9:.2f} | {100 * r['lookups'] / r['shuffle'] / peak:.1f} |"
+        )
+        print(lines[-1], flush=True)
+
+    notes = [
+        f"# LUT lookup kernel speed, M = {opts.rows}, V = {SUB_LEN}, K = {K}, 1 thread",
+        "",
+        f"Command: `TVM_NUM_THREADS=1 .venv/bin/python benchmarks/lut_kernel_speed.py --rows {opts.rows} "
+        f"--number {opts.number} --repeat {opts.repeat}`",
+        f"Target: `{TARGET}`; torch {torch.__version__} fp32 matmul, 1 thread. Medians.",
+        f"Shuffle peak = 64 lookups/vpshufb zmm x {SHUFFLES_PER_CYCLE}/cycle (port 5, SKX) x "
+        f"{mhz:.0f} MHz (/proc/cpuinfo 'cpu MHz', nominal; turbo not visible) = {peak / 1e9:.0f} Glookup/s.",
+        "GFLOP/s-eq = 2 M D N / t (the matmul the lookup replaces). Lookups = M N C. Encode not included.",
+        "The machine is shared (2 cores, other jobs running): expect +-30% run-to-run noise.",
+        "",
+        header,
+        *lines[1:],
+        "",
+    ]
+    os.makedirs(os.path.dirname(opts.out), exist_ok=True)
+    with open(opts.out, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(notes))
+    print(f"wrote {opts.out}")
+
+
+if __name__ == "__main__":
+    main()
