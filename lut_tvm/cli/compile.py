@@ -1,0 +1,32 @@
+"""lut-tvm compile: a model (+ plan) to a shared library and its description."""
+
+from __future__ import annotations
+
+
+from .common import MODEL_HELP, load_array
+
+
+def cmd_compile(args) -> None:
+    from ..compiler import compile as compile_model  # pylint: disable=import-outside-toplevel
+
+    example = (load_array(args.example, "example input"),) if args.example else None
+    compiled = compile_model(args.model, args.plan, target=args.target, example_inputs=example,
+                             dump_ir=args.dump_ir)
+    compiled.export(args.output)
+    print(f"wrote {args.output} (target {compiled.info.target}; LUT layers: "
+          f"{', '.join(compiled.info.lut_layers) or 'none'})")
+
+
+def register(sub) -> None:
+    """Add the subcommand to the subparsers ``sub``."""
+    comp = sub.add_parser("compile", help="compile a model (+ plan) to a shared library",
+                          description="Compile a model; the plan's layers run as LUTs, the rest "
+                          "as scheduled dense TVM code. Writes OUTPUT and OUTPUT.json.")
+    comp.add_argument("model", help=MODEL_HELP)
+    comp.add_argument("--plan", help="LUT plan (.npz) from `lut-tvm plan`; omit for all-dense")
+    comp.add_argument("--target", default="native",
+                      help="native, x86-avx2, x86-avx512 or arm64 (default: native)")
+    comp.add_argument("--example", help=".npy input fixing the shapes of an ONNX model's dynamic dims")
+    comp.add_argument("-o", "--output", default="model.so", help="library to write (default: model.so)")
+    comp.add_argument("--dump-ir", metavar="DIR", help="write the IR after each stage to DIR")
+    comp.set_defaults(func=cmd_compile)

@@ -1,0 +1,59 @@
+"""lut-tvm plan: a k-means LUT plan from a model and calibration samples."""
+
+from __future__ import annotations
+
+from .common import MODEL_HELP, load_array, parse_overrides
+
+
+def cmd_plan(args) -> None:
+    from ..planner import PlanPolicy, build_kmeans_plan  # pylint: disable=import-outside-toplevel
+
+    calibration = load_array(args.calibration, "calibration", args.calibration_key)
+    policy = PlanPolicy(
+        num_centroids=args.centroids,
+        dense_sub_len=args.dense_sub_len,
+        conv_sub_len=args.conv_sub_len,
+        conv1x1_sub_len=args.conv1x1_sub_len,
+        skip_first_conv=not args.keep_first_conv,
+        skip_last_dense=not args.keep_last_dense,
+        sub_len_overrides=parse_overrides(args.sub_len),
+        only=args.only,
+        exclude=args.exclude or [],
+        max_rows=args.max_rows,
+        seed=args.seed,
+    )
+    example = (calibration[: args.batch],) if args.batch else None
+    plan = build_kmeans_plan(args.model, calibration, policy, example_inputs=example)
+    plan.save(args.output)
+    for layer in plan.layers:
+        print(f"  {layer.name:<24} {layer.kind.value:<6} weight {list(layer.weight_shape)}  "
+              f"C={layer.num_codebooks} K={layer.num_centroids} V={layer.sub_vector_len}")
+    print(f"wrote {args.output} ({len(plan.layers)} LUT layers)")
+
+
+def register(sub) -> None:
+    """Add the subcommand to the subparsers ``sub``."""
+    plan = sub.add_parser("plan", help="build a k-means LUT plan from calibration data",
+                          description="Run calibration samples through the model, k-means each "
+                          "planned layer's inputs per codebook, and write a plan (.npz).")
+    plan.add_argument("model", help=MODEL_HELP)
+    plan.add_argument("--calibration", required=True,
+                      help=".npy/.npz of input samples stacked on axis 0 (about 1024 is plenty)")
+    plan.add_argument("--calibration-key", help="array name inside a .npz calibration file")
+    plan.add_argument("-o", "--output", default="plan.npz", help="plan file to write (default: plan.npz)")
+    plan.add_argument("--centroids", "-K", type=int, default=16, help="centroids per codebook K (default 16)")
+    plan.add_argument("--dense-sub-len", type=int, default=16, help="V for dense layers (default 16)")
+    plan.add_argument("--conv-sub-len", type=int, default=None,
+                      help="V for kxk convs (default kh*kw: one input channel's window)")
+    plan.add_argument("--conv1x1-sub-len", type=int, default=4, help="V for 1x1 convs (default 4)")
+    plan.add_argument("--sub-len", action="append", default=[], metavar="LAYER=V",
+                      help="V for one layer by name (repeatable)")
+    plan.add_argument("--only", nargs="+", metavar="LAYER", help="plan only these layers")
+    plan.add_argument("--exclude", nargs="+", metavar="LAYER", help="never plan these layers")
+    plan.add_argument("--keep-first-conv", action="store_true", help="also plan the first conv")
+    plan.add_argument("--keep-last-dense", action="store_true", help="also plan the last dense layer")
+    plan.add_argument("--max-rows", type=int, default=4096, help="input rows per layer for k-means")
+    plan.add_argument("--batch", type=int, default=None,
+                      help="batch to import an ONNX model with dynamic batch at")
+    plan.add_argument("--seed", type=int, default=0)
+    plan.set_defaults(func=cmd_plan)

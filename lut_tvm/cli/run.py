@@ -1,0 +1,51 @@
+"""lut-tvm run: a compiled model on .npy inputs, output to .npy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError
+from .common import load_array
+
+
+def cmd_run(args) -> None:
+    from ..runtime import load  # pylint: disable=import-outside-toplevel
+
+    compiled = load(args.artifact)
+    inputs = [load_array(path, "input") for path in args.inputs]
+    info = compiled.info
+    if len(inputs) == len(info.input_names):  # a count mismatch is reported by the model
+        for path, name, shape, array in zip(args.inputs, info.input_names, info.input_shapes, inputs):
+            if list(array.shape) != list(shape):
+                raise ArtifactError(f"input file {path!r} has shape {list(array.shape)}, but "
+                                    f"{args.artifact!r} takes input {name!r} of shape {list(shape)}")
+    outputs = compiled(*inputs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    # np.save/np.savez append .npy/.npz to a name without it: report the file really written
+    suffix = ".npy" if len(outputs) == 1 else ".npz"
+    out = Path(args.output)
+    if out.suffix != suffix:
+        out = out.with_name(out.name + suffix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if len(outputs) == 1:
+        np.save(out, outputs[0])
+    else:
+        np.savez(out, *outputs)
+    print(f"wrote {out}: " + ", ".join(f"{list(o.shape)} {o.dtype}" for o in outputs))
+    if args.time:
+        print(f"median latency: {compiled.benchmark(*inputs) * 1e3:.3f} ms "
+              f"({os.environ.get('TVM_NUM_THREADS', os.cpu_count())} threads)")
+
+
+def register(sub) -> None:
+    """Add the subcommand to the subparsers ``sub``."""
+    run = sub.add_parser("run", help="run a compiled model on .npy inputs",
+                         description="Load a compiled model and run it on one .npy per input.")
+    run.add_argument("artifact", help="library written by `lut-tvm compile`")
+    run.add_argument("inputs", nargs="+", help="one .npy per model input")
+    run.add_argument("-o", "--output", default="output.npy", help="where to write the output(s)")
+    run.add_argument("--time", action="store_true", help="also report the median latency")
+    run.set_defaults(func=cmd_run)
