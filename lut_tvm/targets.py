@@ -14,11 +14,12 @@ TARGETS = {
 }
 
 
-def _host_cpu_flags() -> set[str]:
+def host_cpu_flags() -> set[str]:
+    """The host CPU's feature flags from /proc/cpuinfo (empty where unreadable)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("flags"):
+                if line.startswith(("flags", "Features")):  # x86 / ARM
                     return set(line.split(":", 1)[1].split())
     except OSError:
         pass
@@ -27,7 +28,7 @@ def _host_cpu_flags() -> set[str]:
 
 def native_target_name() -> str:
     """The friendly name that fits this machine's CPU best."""
-    flags = _host_cpu_flags()
+    flags = host_cpu_flags()
     if os.uname().machine in ("aarch64", "arm64"):
         return "arm64"
     if "avx512bw" in flags:

@@ -17,8 +17,8 @@ from tvm.ir.transform import PassContext, module_pass
 from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, mutator, visitor
 
 from lut_tvm._tvm_compat import constant_value, is_constant
-from schedules.attrs import LUT_KIND_ATTR, LutKind
-from schedules.lut_kernels import lookup_conv2d_func, lookup_dense_func
+from schedules.attrs import LUT_KIND_ATTR
+from schedules.lut_kernels import LOOKUP_KINDS, lookup_func_for
 
 from .lut_layer_builder import rewrite_relax_functions
 
@@ -67,18 +67,13 @@ class _EpilogueFuser(PyExprMutator):
             return None
         func = self.builder_.get()[bound.args[0]]
         kind = func.attrs.get(LUT_KIND_ATTR) if func.attrs else None
-        if kind not in (LutKind.LOOKUP_DENSE, LutKind.LOOKUP_CONV2D):
+        if kind not in LOOKUP_KINDS:
             return None
         return bound, kind, bool(int(func.attrs["lut_tvm.relu"]))
 
     def _relaunch(self, call, kind, relu, bias):
         codes, table, scale, _ = call.args[1].fields
-        codes_shape = [int(d) for d in codes.ty.shape.values]
-        num_centroids, out_features = int(table.ty.shape[1]), int(table.ty.shape[2])
-        if kind == LutKind.LOOKUP_DENSE:
-            func = lookup_dense_func(*codes_shape, num_centroids, out_features, relu)
-        else:
-            func = lookup_conv2d_func(codes_shape, num_centroids, out_features, relu)
+        func = lookup_func_for(kind, codes.ty.shape.values, table.ty.shape.values, relu)
         gvar = self.builder_.add_func(func, f"lut_{kind}" + ("_relu" if relu else ""))
         return relax.call_tir(gvar, [codes, table, scale, bias], call.ty)
 

@@ -37,6 +37,7 @@ class LutLayerConstants:
         self.num_codebooks, self.num_centroids, self.sub_len = centroids.shape
         self.centroids = _const(centroids)
         self.norms = _const((centroids.astype(np.float64) ** 2).sum(-1).astype(np.float32))
+        self.tables_q = tables_q
         self.table = _const(tables_q)
         self.scale = _const(np.full(self.out_features, scale, dtype=np.float32))
         self.bias = _const(np.zeros(self.out_features, dtype=np.float32))

@@ -3,22 +3,46 @@
 Before: ``FoldConstant`` has run, so dense layers read ``matmul(x, const W[D, N])`` (x of rank
 >= 2). After: for each matmul whose weight fingerprint the plan names, ``x`` is reshaped to
 ``[M, D]``, encoded to uint8 codes ``[M, C]``, and looked up into ``[M, N]`` (bias zero; a
-following bias add / ReLU is folded in by FuseLUTEpilogue). Other matmuls are left alone.
+following bias add / ReLU is folded in by FuseLUTEpilogue). The lookup is the byte-shuffle
+kernel (codes transposed to ``[C, M]``, tables ``[N, C, 16]``) where the current target has a
+shuffle instruction and the shape suits it (``use_shuffle_lookup``), else the row-gather
+kernel (tables ``[C, K, N]``). Other matmuls are left alone.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+import tvm
 from tvm import relax
 from tvm.ir import IRModule
 from tvm.ir.transform import PassContext, module_pass
 
 from lut_tvm.plan import Plan
+from schedules.intrin.lut_shuffle import LUT16_SHUFFLE_LANES, shuffle_intrin_for_target
 from schedules.lut_kernels import encode_dense_func, lookup_dense_func
+from schedules.lut_shuffle_compute import NUM_CENTROIDS, lookup_dense_shuffle_func
 
 from .layer_sites import match_dense
 from .lut_layer_builder import PlannedLayerRewriter, emit_encode, lookup_call, rewrite_relax_functions
+
+
+def use_shuffle_lookup(rows: int, consts) -> bool:
+    """Whether the byte-shuffle lookup serves this layer on the current target.
+
+    It needs K = 16 (one 16-byte table column per register lane), a target with a shuffle
+    intrinsic, at least one register of rows, and N divisible by 16 (the kernel's channel tile
+    must divide N).
+    """
+    target = tvm.target.Target.current(allow_none=True)
+    intrin = shuffle_intrin_for_target(target) if target is not None else None
+    return (
+        intrin is not None
+        and consts.num_centroids == NUM_CENTROIDS
+        and rows >= LUT16_SHUFFLE_LANES[intrin]
+        and consts.out_features % 16 == 0
+    )
 
 
 def _emit_dense(builder, call: relax.Call, site, consts) -> relax.Expr:
@@ -29,10 +53,18 @@ def _emit_dense(builder, call: relax.Call, site, consts) -> relax.Expr:
         data = builder.emit(relax.op.reshape(data, (rows, depth)))
     encode = encode_dense_func(rows, consts.num_codebooks, consts.num_centroids, consts.sub_len)
     codes = emit_encode(builder, encode, "lut_encode_dense", data, consts, (rows, consts.num_codebooks))
-    lookup = lookup_dense_func(rows, consts.num_codebooks, consts.num_centroids,
-                               consts.out_features, relu=False)
-    out = lookup_call(builder.add_func(lookup, "lut_lookup_dense"), codes, consts,
-                      (rows, consts.out_features))
+    out_ty = relax.TensorType((rows, consts.out_features), "float32")
+    if use_shuffle_lookup(rows, consts):
+        codes_by_codebook = builder.emit(relax.op.permute_dims(codes, [1, 0]))
+        lookup = lookup_dense_shuffle_func(rows, consts.num_codebooks, consts.out_features)
+        table = relax.const(np.ascontiguousarray(consts.tables_q.transpose(2, 0, 1)))
+        out = relax.call_tir(builder.add_func(lookup, "lut_lookup_dense_shuffle"),
+                             [codes_by_codebook, table, consts.scale, consts.bias], out_ty)
+    else:
+        lookup = lookup_dense_func(rows, consts.num_codebooks, consts.num_centroids,
+                                   consts.out_features, relu=False)
+        out = lookup_call(builder.add_func(lookup, "lut_lookup_dense"), codes, consts,
+                          (rows, consts.out_features))
     if len(lead) == 1:
         return out
     return relax.op.reshape(builder.emit(out), (*lead, consts.out_features))

@@ -16,6 +16,7 @@ from .lut_compute import (
     lookup_dense,
     to_prim_func,
 )
+from .lut_shuffle_compute import lookup_dense_shuffle_func
 
 
 def _centroid_inputs(num_codebooks: int, num_centroids: int, sub_len: int):
@@ -75,3 +76,20 @@ def lookup_accumulator_func(rows: int, num_codebooks: int, num_centroids: int, o
     table = te.placeholder((num_codebooks, num_centroids, out_features), TABLE_DTYPE, "table")
     acc = lookup_accumulator_dense(codes, table)
     return to_prim_func([codes, table, acc], LutKind.LOOKUP_DENSE, relu=0, epilogue=0)
+
+
+LOOKUP_KINDS = (LutKind.LOOKUP_DENSE, LutKind.LOOKUP_CONV2D, LutKind.LOOKUP_DENSE_SHUFFLE)
+
+
+def lookup_func_for(kind: str, codes_shape, table_shape, relu: bool) -> tirx.PrimFunc:
+    """The lookup PrimFunc of ``kind`` for its codes and table shapes (as a call passes them)."""
+    codes_shape = [int(d) for d in codes_shape]
+    table_shape = [int(d) for d in table_shape]
+    if kind == LutKind.LOOKUP_DENSE:
+        return lookup_dense_func(*codes_shape, table_shape[1], table_shape[2], relu)
+    if kind == LutKind.LOOKUP_CONV2D:
+        return lookup_conv2d_func(codes_shape, table_shape[1], table_shape[2], relu)
+    if kind == LutKind.LOOKUP_DENSE_SHUFFLE:
+        num_codebooks, rows = codes_shape
+        return lookup_dense_shuffle_func(rows, num_codebooks, table_shape[0], relu)
+    raise ValueError(f"{kind!r} is not a lookup kernel kind")

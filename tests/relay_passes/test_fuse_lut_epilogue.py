@@ -8,6 +8,7 @@ from tvm.ir import Op
 
 from lut_tvm import reference as ref
 from lut_tvm.plan import LayerPlan, Plan
+from lut_tvm.targets import host_cpu_flags
 from lut_tvm.weights import LayerKind, fingerprint
 from relay_passes.fuse_lut_epilogue import FuseLUTEpilogue
 from relay_passes.rewrite_conv2d_to_lut import RewriteConv2dToLUT
@@ -253,3 +254,31 @@ def test_conv_bias_along_spatial_axis_is_not_fused(bias_shape):
     found = lookups(fused)
     assert len(found) == 1 and not found[0][1].any()
     np.testing.assert_allclose(run(fused, x), conv_reference(x) + bias, rtol=1e-5, atol=1e-5)
+
+
+AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+
+
+@pytest.mark.skipif("avx512bw" not in host_cpu_flags(), reason="CPU has no AVX-512BW")
+def test_bias_and_relu_fuse_into_the_shuffle_lookup():
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((32, 16)).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    centroids = rng.standard_normal((8, 16, 4)).astype(np.float32)
+    plan = Plan([LayerPlan("fc", LayerKind.DENSE, weight.shape, fingerprint(weight), centroids)])
+
+    def body(bb, x):
+        out = bb.emit(relax.op.matmul(x, relax.const(weight)))
+        return bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(out, relax.const(bias)))))
+
+    with AVX512:
+        fused = FuseLUTEpilogue()(RewriteDenseToLUT(plan)(make_module((128, 32), body)))
+    calls = [c for c in op_calls(fused, "relax.call_tir")
+             if str(fused[c.args[0]].attrs.get("lut_tvm.kind", "")) == "lookup_dense_shuffle"]
+    assert len(calls) == 1 and int(fused[calls[0].args[0]].attrs["lut_tvm.relu"]) == 1
+    assert not op_calls(fused, "relax.add") and not op_calls(fused, "relax.nn.relu")
+    x = rng.standard_normal((128, 32)).astype(np.float32)
+    vm = relax.VirtualMachine(tvm.compile(fused, AVX512), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    expected = np.maximum(ref.lut_matmul(x, centroids, weight, bias), 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

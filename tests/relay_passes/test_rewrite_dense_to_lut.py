@@ -9,6 +9,7 @@ from tvm.ir import Op
 from lut_tvm import reference as ref
 from lut_tvm.errors import PlanError
 from lut_tvm.plan import LayerPlan, Plan
+from lut_tvm.targets import host_cpu_flags
 from lut_tvm.weights import LayerKind, fingerprint
 from relay_passes.rewrite_dense_to_lut import RewriteDenseToLUT
 
@@ -168,3 +169,26 @@ def test_weight_shape_mismatch_raises_plan_error():
     mod = make_module((5, 12), two_layer)
     with pytest.raises(PlanError, match="fc1"):
         RewriteDenseToLUT(_mismatched_plan())(mod)
+
+
+AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+
+
+@pytest.mark.skipif("avx512bw" not in host_cpu_flags(), reason="CPU has no AVX-512BW")
+@pytest.mark.parametrize("rows,out_features,expect_shuffle", [(128, 32, True), (100, 48, True),
+                                                              (16, 32, False), (128, 13, False)])
+def test_shuffle_lookup_chosen_by_target_and_shape(rows, out_features, expect_shuffle):
+    rng = np.random.default_rng(rows + out_features)
+    weight = rng.standard_normal((32, out_features)).astype(np.float32)
+    layer = dense_plan_layer("fc", weight, sub_len=4, seed=rows)
+    mod = make_module((rows, 32), lambda bb, x: bb.emit(relax.op.matmul(x, relax.const(weight))))
+    with AVX512:
+        rewritten = RewriteDenseToLUT(Plan([layer]))(mod)
+    kinds = [kind for kind, _ in lut_calls(rewritten)]
+    lookup = "lookup_dense_shuffle" if expect_shuffle else "lookup_dense"
+    assert kinds == ["encode_dense", lookup]
+    x = rng.standard_normal((rows, 32)).astype(np.float32)
+    assert_clear_codes(x, layer.centroids)
+    vm = relax.VirtualMachine(tvm.compile(rewritten, AVX512), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, ref.lut_matmul(x, layer.centroids, weight), rtol=1e-5, atol=1e-5)

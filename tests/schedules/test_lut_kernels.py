@@ -17,16 +17,13 @@ from schedules.lut_kernels import (
     lookup_conv2d_func,
     lookup_dense_func,
 )
+from lut_tvm.targets import host_cpu_flags
 from schedules.rules.lut_encode import LutEncodeRule
 from schedules.rules.lut_lookup import LutLookupRule
 
 
 def _has_avx512() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            return any(line.startswith("flags") and " avx512f" in line for line in handle)
-    except OSError:
-        return False
+    return "avx512f" in host_cpu_flags()
 
 
 TARGET = tvm.target.Target(

@@ -13,6 +13,7 @@ import tvm
 from tvm import s_tir
 
 from lut_tvm import reference as ref
+from lut_tvm.targets import host_cpu_flags
 from schedules.intrin.lut_shuffle import (
     LLVM_SHUFFLE,
     LUT16_SHUFFLE_AVX2,
@@ -29,17 +30,9 @@ from schedules.lut_kernels import lookup_dense_func
 from schedules.rules.lut_lookup_shuffle import LutLookupShuffleRule
 
 
-@functools.lru_cache(maxsize=None)
 def cpu_flags() -> frozenset:
-    """The host CPU's feature flags from /proc/cpuinfo (empty if unreadable)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    """The host CPU's feature flags."""
+    return frozenset(host_cpu_flags())
 
 
 AVX512 = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
