@@ -1,0 +1,201 @@
+"""The exact (LUT-NA) plan: per layer, the weight it binds to, its bits and quantization scales.
+
+Like ``lut_tvm.plan`` (a separate format, so neither reader accepts the other's file): an
+``.npz`` holding each layer's per-channel weight scales as ``layer<i>.w_scale`` (float32 [N])
+and the metadata as UTF-8 JSON in ``__exact_plan__`` (format, version, provenance, and per
+layer: name, kind, weight_shape, weight_fingerprint, bits, act_scale, piece_bits); read with
+``allow_pickle=False``. Layers bind by ``lut_tvm.weights.fingerprint`` of the (pruned) float
+weight in its canonical layout, so a plan made from one export applies to another.
+
+The quantized weight is not stored: it is ``reference.quantize_weight(W, bits, w_scale)`` of
+the bound weight (deterministic), so the plan cannot disagree with the model it binds to.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PlanError
+from ..weights import LayerKind, as_dense_matrix, fingerprint, output_length
+from .reference import MAX_BITS, MIN_BITS, quantize_weight, weight_scales
+
+EXACT_PLAN_FORMAT = "lut_tvm.exact_plan"
+EXACT_PLAN_VERSION = 1
+META_KEY = "__exact_plan__"
+PIECE_BITS = (1, 2, 4)
+
+
+@dataclass
+class ExactLayerPlan:
+    """One quantized layer: ``bits``-bit weights with per-channel ``w_scale``, int8 inputs."""
+
+    name: str
+    kind: LayerKind
+    weight_shape: tuple[int, ...]
+    weight_fingerprint: str
+    bits: int
+    act_scale: float
+    w_scale: np.ndarray
+    piece_bits: int = 1
+
+    @classmethod
+    def from_weight(cls, name: str, kind: LayerKind, weight: np.ndarray, bits: int,
+                    act_scale: float, piece_bits: int = 1) -> "ExactLayerPlan":
+        """A plan entry for ``weight`` (canonical layout) with scales computed from it."""
+        kind = LayerKind(kind)
+        matrix = as_dense_matrix(kind, np.asarray(weight, dtype=np.float32))
+        return cls(name, kind, tuple(int(d) for d in weight.shape), fingerprint(weight), int(bits),
+                   float(np.float32(act_scale)), weight_scales(matrix, bits), piece_bits)
+
+    def quantized_weight(self, weight: np.ndarray) -> np.ndarray:
+        """``Wq [D, N]`` int8 of the bound weight (checked against the fingerprint)."""
+        if fingerprint(weight) != self.weight_fingerprint:
+            raise PlanError(f"exact plan layer {self.name!r}: the weight's fingerprint "
+                            f"{fingerprint(weight)} is not {self.weight_fingerprint}")
+        matrix = as_dense_matrix(LayerKind(self.kind), np.asarray(weight, dtype=np.float32))
+        return quantize_weight(matrix, self.bits, self.w_scale)[0]
+
+    def validate(self) -> None:
+        """Raise PlanError naming this layer and the field that is wrong."""
+        where = f"exact plan layer {self.name!r}"
+        try:
+            kind = LayerKind(self.kind)
+        except ValueError:
+            raise PlanError(f"{where}: field 'kind' is {self.kind!r}, not one of "
+                            f"{[k.value for k in LayerKind]}") from None
+        rank = 2 if kind is LayerKind.DENSE else 4
+        if len(self.weight_shape) != rank or min(self.weight_shape) < 1:
+            raise PlanError(f"{where}: field 'weight_shape' {list(self.weight_shape)} is not a "
+                            f"{rank}-D {kind.value} weight shape")
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool) or \
+                not MIN_BITS <= self.bits <= MAX_BITS:
+            raise PlanError(f"{where}: field 'bits' is {self.bits!r}; must be an integer in "
+                            f"[{MIN_BITS}, {MAX_BITS}]")
+        if self.piece_bits not in PIECE_BITS:
+            raise PlanError(f"{where}: field 'piece_bits' is {self.piece_bits!r}, not one of "
+                            f"{list(PIECE_BITS)}")
+        if not isinstance(self.act_scale, (int, float)) or not math.isfinite(self.act_scale) \
+                or self.act_scale <= 0:
+            raise PlanError(f"{where}: field 'act_scale' is {self.act_scale!r}; must be a "
+                            "finite positive number")
+        scale = self.w_scale
+        channels = output_length(kind, self.weight_shape)
+        if not isinstance(scale, np.ndarray) or scale.dtype != np.float32 or scale.shape != (channels,):
+            raise PlanError(f"{where}: field 'w_scale' must be float32 of shape [{channels}] "
+                            f"(got {getattr(scale, 'dtype', type(scale))} "
+                            f"{list(getattr(scale, 'shape', []))})")
+        if not (np.isfinite(scale).all() and (scale > 0).all()):
+            raise PlanError(f"{where}: field 'w_scale' must be finite and positive")
+        if not isinstance(self.weight_fingerprint, str) or not self.weight_fingerprint:
+            raise PlanError(f"{where}: field 'weight_fingerprint' must be a non-empty string")
+
+
+@dataclass
+class ExactPlan:
+    """All quantized layers of one model, plus free-form provenance (calibration, search)."""
+
+    layers: list[ExactLayerPlan]
+    provenance: dict = field(default_factory=dict)
+
+    def by_fingerprint(self) -> dict[str, ExactLayerPlan]:
+        return {layer.weight_fingerprint: layer for layer in self.layers}
+
+    def bits_per_layer(self) -> dict[str, int]:
+        return {layer.name: layer.bits for layer in self.layers}
+
+    def validate(self) -> None:
+        seen: dict[str, str] = {}
+        for layer in self.layers:
+            layer.validate()
+            if layer.weight_fingerprint in seen:
+                raise PlanError(f"exact plan layers {seen[layer.weight_fingerprint]!r} and "
+                                f"{layer.name!r} bind the same weight (field 'weight_fingerprint')")
+            seen[layer.weight_fingerprint] = layer.name
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the plan atomically to ``path`` (an ``.npz``)."""
+        self.validate()
+        path = Path(path)
+        meta = {
+            "format": EXACT_PLAN_FORMAT,
+            "version": EXACT_PLAN_VERSION,
+            "provenance": self.provenance,
+            "layers": [
+                {"name": layer.name, "kind": LayerKind(layer.kind).value,
+                 "weight_shape": list(layer.weight_shape),
+                 "weight_fingerprint": layer.weight_fingerprint, "bits": layer.bits,
+                 "act_scale": float(layer.act_scale), "piece_bits": layer.piece_bits}
+                for layer in self.layers
+            ],
+        }
+        arrays = {f"layer{i}.w_scale": layer.w_scale for i, layer in enumerate(self.layers)}
+        arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
+            try:
+                np.savez(tmp, **arrays)
+            except BaseException:
+                tmp.close()
+                os.unlink(tmp.name)
+                raise
+        os.replace(tmp.name, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ExactPlan":
+        """Read and validate a plan file; PlanError names the file, layer and field at fault."""
+        path = Path(path)
+        where = f"exact plan file {str(path)!r}"
+        if not path.is_file():
+            raise PlanError(f"{where} does not exist")
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array (.npy), not a plan's named arrays")
+            with loaded as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        except (ValueError, OSError, EOFError, TypeError, zipfile.BadZipFile) as err:
+            raise PlanError(f"{where} is not a readable .npz: {err}") from None
+        if META_KEY not in arrays:
+            raise PlanError(f"{where} has no '{META_KEY}' metadata entry (a LUT-NN plan?)")
+        try:
+            meta = json.loads(arrays[META_KEY].tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise PlanError(f"{where}: metadata is not JSON: {err}") from None
+        if meta.get("format") != EXACT_PLAN_FORMAT:
+            raise PlanError(f"{where}: field 'format' is {meta.get('format')!r}, expected "
+                            f"{EXACT_PLAN_FORMAT!r}")
+        if meta.get("version") != EXACT_PLAN_VERSION:
+            raise PlanError(f"{where}: version {meta.get('version')!r} is not supported (this "
+                            f"lut_tvm reads version {EXACT_PLAN_VERSION})")
+        layers = []
+        for index, entry in enumerate(meta.get("layers", [])):
+            name = entry.get("name", f"#{index}")
+            missing = {"kind", "weight_shape", "weight_fingerprint", "bits", "act_scale"} - set(entry)
+            if missing:
+                raise PlanError(f"{where}, layer {name!r}: missing field(s) {sorted(missing)}")
+            key = f"layer{index}.w_scale"
+            if key not in arrays:
+                raise PlanError(f"{where}, layer {name!r}: missing array {key!r}")
+            layers.append(ExactLayerPlan(
+                name=name, kind=entry["kind"],
+                weight_shape=tuple(int(d) for d in entry["weight_shape"]),
+                weight_fingerprint=str(entry["weight_fingerprint"]), bits=entry["bits"],
+                act_scale=entry["act_scale"], w_scale=arrays[key],
+                piece_bits=entry.get("piece_bits", 1)))
+        plan = cls(layers=layers, provenance=meta.get("provenance", {}))
+        try:
+            plan.validate()
+        except PlanError as err:
+            raise PlanError(f"{where}: {err}") from None
+        for layer in plan.layers:
+            layer.kind = LayerKind(layer.kind)
+        return plan
