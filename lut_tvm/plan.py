@@ -7,10 +7,7 @@ every field and names the layer and field at fault.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -18,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PlanError
+from .npz_meta import read_npz_with_meta, write_npz_with_meta
 from .weights import LayerKind, reduction_length
 
 PLAN_FORMAT = "lut_tvm.plan"
 PLAN_VERSION = 1
-META_KEY = "__plan__"
 
 
 class TableQuant(str, Enum):
@@ -127,44 +124,13 @@ class Plan:
             ],
         }
         arrays = {f"layer{i}.centroids": layer.centroids for i, layer in enumerate(self.layers)}
-        arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
-            try:
-                np.savez(tmp, **arrays)
-            except BaseException:
-                tmp.close()
-                os.unlink(tmp.name)
-                raise
-        os.replace(tmp.name, path)
-        return path
+        return write_npz_with_meta(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
         """Read and validate a plan file; raise PlanError naming the file, layer and field."""
         path = Path(path)
-        if not path.is_file():
-            raise PlanError(f"plan file {str(path)!r} does not exist")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array (.npy), not a plan's named arrays")
-            with loaded as npz:
-                arrays = {key: npz[key] for key in npz.files}
-        except (ValueError, OSError, EOFError, TypeError, zipfile.BadZipFile) as err:
-            raise PlanError(f"plan file {str(path)!r} is not a readable .npz: {err}") from None
-        if META_KEY not in arrays:
-            raise PlanError(f"plan file {str(path)!r} has no '{META_KEY}' metadata entry")
-        try:
-            meta = json.loads(arrays[META_KEY].tobytes().decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise PlanError(f"plan file {str(path)!r}: metadata is not JSON: {err}") from None
-        if meta.get("format") != PLAN_FORMAT:
-            raise PlanError(f"plan file {str(path)!r}: field 'format' is {meta.get('format')!r}, "
-                            f"expected {PLAN_FORMAT!r}")
-        if meta.get("version") != PLAN_VERSION:
-            raise PlanError(f"plan file {str(path)!r}: version {meta.get('version')!r} is not "
-                            f"supported (this lut_tvm reads version {PLAN_VERSION})")
+        arrays, meta = read_npz_with_meta(path, f"plan file {str(path)!r}", PLAN_FORMAT, PLAN_VERSION)
         layers = []
         for index, entry in enumerate(meta.get("layers", [])):
             name = entry.get("name", f"#{index}")

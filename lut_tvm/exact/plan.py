@@ -13,23 +13,20 @@ the bound weight (deterministic), so the plan cannot disagree with the model it 
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import PlanError
+from ..npz_meta import read_npz_with_meta, write_npz_with_meta
 from ..weights import LayerKind, as_dense_matrix, fingerprint, output_length
 from .reference import MAX_BITS, MIN_BITS, quantize_weight, weight_scales
 
 EXACT_PLAN_FORMAT = "lut_tvm.exact_plan"
 EXACT_PLAN_VERSION = 1
-META_KEY = "__exact_plan__"
 PIECE_BITS = (1, 2, 4)
 
 
@@ -137,45 +134,14 @@ class ExactPlan:
             ],
         }
         arrays = {f"layer{i}.w_scale": layer.w_scale for i, layer in enumerate(self.layers)}
-        arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
-            try:
-                np.savez(tmp, **arrays)
-            except BaseException:
-                tmp.close()
-                os.unlink(tmp.name)
-                raise
-        os.replace(tmp.name, path)
-        return path
+        return write_npz_with_meta(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ExactPlan":
         """Read and validate a plan file; PlanError names the file, layer and field at fault."""
         path = Path(path)
         where = f"exact plan file {str(path)!r}"
-        if not path.is_file():
-            raise PlanError(f"{where} does not exist")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array (.npy), not a plan's named arrays")
-            with loaded as npz:
-                arrays = {key: npz[key] for key in npz.files}
-        except (ValueError, OSError, EOFError, TypeError, zipfile.BadZipFile) as err:
-            raise PlanError(f"{where} is not a readable .npz: {err}") from None
-        if META_KEY not in arrays:
-            raise PlanError(f"{where} has no '{META_KEY}' metadata entry (a LUT-NN plan?)")
-        try:
-            meta = json.loads(arrays[META_KEY].tobytes().decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise PlanError(f"{where}: metadata is not JSON: {err}") from None
-        if meta.get("format") != EXACT_PLAN_FORMAT:
-            raise PlanError(f"{where}: field 'format' is {meta.get('format')!r}, expected "
-                            f"{EXACT_PLAN_FORMAT!r}")
-        if meta.get("version") != EXACT_PLAN_VERSION:
-            raise PlanError(f"{where}: version {meta.get('version')!r} is not supported (this "
-                            f"lut_tvm reads version {EXACT_PLAN_VERSION})")
+        arrays, meta = read_npz_with_meta(path, where, EXACT_PLAN_FORMAT, EXACT_PLAN_VERSION)
         layers = []
         for index, entry in enumerate(meta.get("layers", [])):
             name = entry.get("name", f"#{index}")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from lut_tvm.errors import PlanError
-from lut_tvm.plan import META_KEY, PLAN_FORMAT, PLAN_VERSION, LayerPlan, Plan, TableQuant
+from lut_tvm.npz_meta import META_KEY
+from lut_tvm.plan import PLAN_FORMAT, PLAN_VERSION, LayerPlan, Plan, TableQuant
 from lut_tvm.weights import LayerKind, fingerprint
 
 RNG = np.random.default_rng(0)

@@ -7,7 +7,8 @@ import pytest
 
 from lut_tvm.errors import PlanError
 from lut_tvm.exact import reference as ref
-from lut_tvm.exact.plan import META_KEY, ExactLayerPlan, ExactPlan
+from lut_tvm.exact.plan import ExactLayerPlan, ExactPlan
+from lut_tvm.npz_meta import META_KEY
 from lut_tvm.plan import Plan
 from lut_tvm.weights import LayerKind
 
@@ -57,7 +58,7 @@ def test_invalid_fields_are_named(tmp_path, field, value, message):
 
 def test_rejects_other_formats_and_versions(tmp_path):
     lutnn = Plan([]).save(tmp_path / "lutnn.npz")
-    with pytest.raises(PlanError, match="no '__exact_plan__'"):
+    with pytest.raises(PlanError, match="field 'format' is 'lut_tvm.plan'"):
         ExactPlan.load(lutnn)
     path = _plan().save(tmp_path / "p.npz")
     with np.load(path) as npz:
