@@ -5,36 +5,19 @@ import pytest
 import torch
 import tvm
 from tvm import relax
-from tvm.ir import Op
 
 from lut_tvm._tvm_compat import constant_value
+from lut_tvm.testing import op_calls, relax_module, run_relax as run
 from relay_passes.conv2d_weight_hwio import Conv2dWeightHWIO
 
 
 def conv_module(weight, groups=1, strides=(1, 1), padding=(1, 1, 1, 1), input_shape=(2, 4, 9, 7)):
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(input_shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(relax.op.nn.conv2d(
-                x, relax.const(weight), strides=strides, padding=padding, groups=groups))
-        bb.emit_func_output(out)
-    return bb.get()
+    return relax_module(input_shape, lambda bb, x: bb.emit(relax.op.nn.conv2d(
+        x, relax.const(weight), strides=strides, padding=padding, groups=groups)))
 
 
 def conv_calls(mod):
-    calls = []
-    relax.analysis.post_order_visit(
-        mod["main"].body,
-        lambda e: calls.append(e) if isinstance(e, relax.Call) and isinstance(e.op, Op)
-        and e.op.name == "relax.nn.conv2d" else None,
-    )
-    return calls
-
-
-def run(mod, x):
-    vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
-    return vm["main"](tvm.runtime.tensor(x)).numpy()
+    return op_calls(mod, "relax.nn.conv2d")
 
 
 @pytest.mark.parametrize("strides,padding", [((1, 1), (1, 1, 1, 1)), ((2, 1), (0, 1, 2, 0))])

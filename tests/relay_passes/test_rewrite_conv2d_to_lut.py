@@ -6,47 +6,13 @@ import numpy as np
 import pytest
 import tvm
 from tvm import relax
-from tvm.ir import Op
 
 from lut_tvm import reference as ref
 from lut_tvm.errors import PlanError
 from lut_tvm.plan import LayerPlan, Plan
 from lut_tvm.weights import LayerKind, fingerprint
+from lut_tvm.testing import relax_module as make_module, run_relax as run, op_calls, lut_calls
 from relay_passes.rewrite_conv2d_to_lut import RewriteConv2dToLUT
-
-
-def make_module(input_shape, body):
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(input_shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(body(bb, x))
-        bb.emit_func_output(out)
-    return bb.get()
-
-
-def run(mod, *inputs):
-    vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
-    return vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs]).numpy()
-
-
-def op_calls(mod, name):
-    calls = []
-    relax.analysis.post_order_visit(
-        mod["main"].body,
-        lambda e: calls.append(e)
-        if isinstance(e, relax.Call) and isinstance(e.op, Op) and e.op.name == name else None,
-    )
-    return calls
-
-
-def lut_calls(mod):
-    found = []
-    for call in op_calls(mod, "relax.call_tir"):
-        func = mod[call.args[0]]
-        if func.attrs is not None and "lut_tvm.kind" in func.attrs:
-            found.append((str(func.attrs["lut_tvm.kind"]), call))
-    return found
 
 
 def conv_plan_layer(name, weight, sub_len, num_centroids=16, seed=0):
