@@ -1,5 +1,6 @@
 """lut_tvm.train: convert a torch model to LUT layers, learn the centroids, export plan + dense model."""
 
+from .conv1d import LutConv1d, convert_conv1d, convert_with_conv1d
 from .convert import LutConfig, convert, select_modules
 from .export import export_plan, to_dense_model
 from .layers import (MODES, LutConv2d, LutLayer, LutLinear, build_tables, centroid_distances,
@@ -8,8 +9,8 @@ from .recipes import (accuracy, distillation_loss, kmeans_baseline, low_data_sub
                       train_lutnn, train_reconstruction)
 
 __all__ = [
-    "MODES", "LutConfig", "LutConv2d", "LutLayer", "LutLinear", "accuracy", "build_tables",
-    "centroid_distances", "convert", "distillation_loss", "export_plan", "kmeans_baseline",
+    "MODES", "LutConfig", "LutConv1d", "LutConv2d", "LutLayer", "LutLinear", "accuracy", "build_tables",
+    "centroid_distances", "convert", "convert_conv1d", "convert_with_conv1d", "distillation_loss", "export_plan", "kmeans_baseline",
     "low_data_subset", "lut_layers", "lut_matmul", "quantize_tables", "round_ste",
     "save_checkpoint", "select_modules", "set_mode", "to_dense_model", "train_lutnn",
     "train_reconstruction",

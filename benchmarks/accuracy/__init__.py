@@ -1,0 +1,1 @@
+"""Accuracy benchmark of LUT-NN on real data: ``python -m benchmarks.accuracy --help``."""

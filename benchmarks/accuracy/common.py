@@ -1,0 +1,78 @@
+"""Shared pieces of the accuracy tasks: seeding, cached trained weights, timing, result rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lut_tvm.train import lut_layers
+
+from .data import cache_dir
+from .measures import count_ops, model_bytes, replaced_weight_bytes
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def stopwatch(store: dict, key: str = "seconds"):
+    """Wall seconds in ``store[key]`` and this process's CPU seconds in ``store["cpu_" + key]`` (on a
+    shared machine the CPU time, with one torch thread, is closer to what an idle machine takes)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        store[key] = round(time.perf_counter() - start, 2)
+        store[f"cpu_{key}"] = round(time.process_time() - cpu, 2)
+
+
+def weights_path(name: str, settings: dict) -> Path:
+    """Where trained weights for ``name`` with ``settings`` are cached (keyed by a settings hash)."""
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{name}-{key}.pt"
+
+
+def cached_training(name: str, settings: dict, build, train, log) -> tuple[nn.Module, dict]:
+    """``build()`` a model and load its cached weights, or ``train(model)`` and cache them.
+
+    Returns the model (eval mode) and ``{"cached": bool, "seconds": training time or 0}``.
+    """
+    path = weights_path(name, settings)
+    model = build()
+    if path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        log(f"  {name}: loaded cached weights {path}")
+        return model.eval(), {"cached": True, "seconds": 0.0, "path": str(path)}
+    info: dict = {"cached": False}
+    with stopwatch(info):
+        train(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    log(f"  {name}: trained in {info['seconds']:.0f} s, weights cached at {path}")
+    info["path"] = str(path)
+    return model.eval(), info
+
+
+def size_and_ops(model: nn.Module, original: nn.Module, sample, per: int = 1, call=None) -> dict:
+    """The ``bytes`` and ``ops`` entries of a result row (see ``measures``)."""
+    sizes = model_bytes(model)
+    if lut_layers(model):
+        sizes["replaced_weights_fp32"] = replaced_weight_bytes(original, model)
+    return {"bytes": sizes, "ops": count_ops(model, sample, per, call)}
+
+
+def layer_summary(lut_model: nn.Module) -> list[dict]:
+    return [{"name": name, "type": type(layer).__name__, "C": int(layer.centroids.shape[0]),
+             "K": int(layer.centroids.shape[1]), "V": int(layer.centroids.shape[2]),
+             "N": int(layer.weight_dn().shape[1])} for name, layer in lut_layers(lut_model)]

@@ -1,0 +1,209 @@
+"""Build ``accuracy.md`` / ``accuracy.json`` / ``accuracy.png`` from the task results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BUDGET_SECONDS = 15 * 60
+GOAL_POINTS = 1.0
+GOAL_GAP = 2 / 3
+GOAL_COSINE = 0.95
+LABELS = {"original": "original (fp32)", "kmeans": "k-means only (MADDNESS-style)", "lutnn": "learned: LUT-NN recipe"}
+
+
+def _label(method: str) -> str:
+    if method.startswith("reconstruction_"):
+        return f"learned: reconstruction on {method.split('_', 1)[1]} of train data"
+    return LABELS.get(method, method)
+
+
+def _mb(nbytes: float) -> str:
+    return f"{nbytes / 1e6:.3f} MB" if nbytes < 1e7 else f"{nbytes / 1e6:.1f} MB"
+
+
+def _mflops(value: float) -> str:
+    return f"{value / 1e6:.3f}" if value < 1e7 else f"{value / 1e6:.1f}"
+
+
+def gap_closed(original: float, kmeans: float, learned: float) -> float | None:
+    gap = original - kmeans
+    return None if abs(gap) < 1e-12 else (learned - kmeans) / gap
+
+
+def verdicts(result: dict) -> list[dict]:
+    """Per learned method: the goals it met or missed, with the numbers."""
+    methods = result["methods"]
+    key = result["metric"]
+    orig, km = methods["original"][key], methods["kmeans"][key]
+    out = []
+    for name, entry in methods.items():
+        if name in ("original", "kmeans"):
+            continue
+        drop = (orig - entry[key]) * 100
+        closed = gap_closed(orig, km, entry[key])
+        row = {"method": name, "drop_points": drop, "within_1_point": drop <= GOAL_POINTS,
+               "gap_closed": closed, "gap_goal_met": closed is not None and closed >= GOAL_GAP}
+        if "cosine" in entry:
+            row["cosine"] = entry["cosine"]
+            row["cosine_goal_met"] = entry["cosine"] >= GOAL_COSINE
+            cos_closed = gap_closed(1.0, methods["kmeans"]["cosine"], entry["cosine"])
+            row["cosine_gap_closed"] = cos_closed
+        train_total = entry.get("seconds", 0) + entry.get("kmeans_seconds", 0)
+        row["lut_training_seconds"] = train_total
+        row["within_budget"] = train_total <= BUDGET_SECONDS
+        if "cpu_seconds" in entry:
+            row["lut_training_cpu_seconds"] = entry["cpu_seconds"] + methods["kmeans"].get("cpu_seconds", 0)
+        out.append(row)
+    return out
+
+
+def _task_section(result: dict) -> list[str]:
+    if "skipped" in result:
+        return [f"## {result['task']}: SKIPPED", "", f"Data or model unavailable offline: {result['skipped']}", ""]
+    methods, key, unit = result["methods"], result["metric"], result["unit"]
+    orig = methods["original"]
+    has_cos = "cosine" in orig
+    lines = [f"## {result['title']}", "", f"- data: {result['data']}", f"- model: {result['model']}"]
+    if "original_training" in result:
+        tr = result["original_training"]
+        how = "loaded from cache" if tr.get("cached") else f"trained in {tr.get('seconds', 0):.0f} s"
+        lines.append(f"- original weights: {how} ({tr.get('epochs')} epochs, seed {tr.get('seed')})")
+    luts = result["lut_layers"]
+    shapes = sorted({(layer["type"], layer["V"]) for layer in luts})
+    lines.append(f"- LUT layers: {len(luts)} ({', '.join(f'{t} V={v}' for t, v in shapes)}; K = {luts[0]['K']})")
+    env = result["environment"]
+    load = env.get("loadavg_1min_start_end")
+    lines.append(f"- wall time of the task (incl. data, original model, evaluation): {result['wall_seconds']:.0f} s; "
+                 f"torch threads {env['threads']}"
+                 + (f"; machine load average {load[0]:.1f} -> {load[1]:.1f} on {env.get('cpus')} cores "
+                    "(shared machine: wall times include waiting for other processes)" if load else ""))
+    lines += ["", (f"| method | topic acc | mean cosine | min cosine |" if has_cos else "| method | accuracy |")
+              + " model bytes | LUT layers vs their fp32 weights | MFLOP / " + unit
+              + " (dense + encode) | lookups / " + unit + " | training time |",
+              "|---|---|" + ("---|---|" if has_cos else "") + "---|---|---|---|---|"]
+    for name, entry in methods.items():
+        sizes, ops = entry["bytes"], entry["ops"]
+        acc = f"{entry[key]:.2%}"
+        if name != "original":
+            acc += f" ({(entry[key] - orig[key]) * 100:+.1f})"
+        cells = [_label(name), acc]
+        if has_cos:
+            cells += [f"{entry['cosine']:.4f}", f"{entry['cosine_min']:.4f}"]
+        ratio = ""
+        if "replaced_weights_fp32" in sizes:
+            ratio = (f"{_mb(sizes['lut_layers'])} vs {_mb(sizes['replaced_weights_fp32'])} "
+                     f"({sizes['replaced_weights_fp32'] / sizes['lut_layers']:.1f}x smaller)")
+        flops = (f"{_mflops(ops['flops'])} ({_mflops(2 * ops['dense_macs'])} + {_mflops(2 * ops['encode_macs'])})")
+        seconds = entry.get("seconds")
+        cpu = f", CPU {entry['cpu_seconds']:.0f} s" if "cpu_seconds" in entry else ""
+        if name == "original" or seconds is None:
+            time_cell = "-"
+        elif name == "kmeans":
+            time_cell = f"{seconds:.0f} s{cpu}"
+        else:
+            time_cell = f"{seconds:.0f} s{cpu} (+ k-means)"
+        cells += [_mb(sizes["total"]), ratio or "-", flops, f"{ops['lookups'] / 1e6:.3f} M" if ops["lookups"] else "-",
+                  time_cell]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for name, entry in methods.items():
+        if "training" in entry:
+            info = ", ".join(f"{k}={v}" for k, v in entry["training"].items())
+            lines.append(f"- {_label(name)}: {info}")
+    sens = result.get("sensitivity", {}).get("single_layer_cosine")
+    if sens:
+        ranked = sorted(sens.items(), key=lambda kv: kv[1])
+        values = sorted(sens.values())
+        lines += ["", f"Single-layer sensitivity (k-means centroids, one LUT layer at a time in the original "
+                      f"model, {len(sens)} layers, first 96 held-out texts): mean cosine median "
+                      f"{values[len(values) // 2]:.4f}, range {values[0]:.4f}-{values[-1]:.4f}; worst: "
+                  + ", ".join(f"{n} {v:.4f}" for n, v in ranked[:5])
+                  + ". Errors compound: all layers together give the k-means row above."]
+    lines += ["", "Goals:", ""]
+    for row in verdicts(result):
+        closed = "n/a" if row["gap_closed"] is None else f"{row['gap_closed']:.0%}"
+        parts = [f"{row['drop_points']:.1f} points below original "
+                 f"({'within' if row['within_1_point'] else 'MISSES'} the 1-point goal)",
+                 f"gap to original closed vs k-means: {closed} "
+                 f"({'meets' if row['gap_goal_met'] else 'MISSES'} the 2/3 goal)"]
+        if "cosine" in row:
+            cos_closed = "n/a" if row["cosine_gap_closed"] is None else f"{row['cosine_gap_closed']:.0%}"
+            parts.append(f"mean cosine {row['cosine']:.4f} ({'meets' if row['cosine_goal_met'] else 'MISSES'} "
+                         f">= {GOAL_COSINE}; cosine gap closed {cos_closed})")
+        cpu = (f", CPU {row['lut_training_cpu_seconds']:.0f} s" if "lut_training_cpu_seconds" in row else "")
+        parts.append(f"LUT training {row['lut_training_seconds']:.0f} s wall{cpu} incl. k-means "
+                     f"({'within' if row['within_budget'] else 'OVER'} the 15-minute budget on wall time)")
+        lines.append(f"- {_label(row['method'])}: " + "; ".join(parts))
+    lines.append("")
+    return lines
+
+
+def write_plot(results: list[dict], path: Path) -> Path | None:
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        print("matplotlib is not installed (pip install -e .[bench]): no plot")
+        return None
+    done = [r for r in results if "skipped" not in r]
+    if not done:
+        return None
+    fig, axes = plt.subplots(1, len(done), figsize=(max(4.6 * len(done), 8.0), 4.2), squeeze=False)
+    for ax, result in zip(axes[0], done):
+        methods = result["methods"]
+        names = list(methods)
+        keys = [result["metric"]] + (["cosine"] if "cosine" in methods["original"] else [])
+        width = 0.8 / len(keys)
+        for i, key in enumerate(keys):
+            values = [methods[n][key] * 100 for n in names]
+            xs = [j + (i - (len(keys) - 1) / 2) * width for j in range(len(names))]
+            bars = ax.bar(xs, values, width, label="topic accuracy %" if key == "topic_acc" else
+                          ("mean cosine x100" if key == "cosine" else "accuracy %"))
+            for bar, value in zip(bars, values):
+                ax.text(bar.get_x() + bar.get_width() / 2, value + 0.5, f"{value:.1f}", ha="center", fontsize=7)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.replace("reconstruction_", "recon ").replace("kmeans", "k-means")
+                            .replace("lutnn", "LUT-NN") for n in names], fontsize=8)
+        ax.set_title(result["title"], fontsize=9)
+        ax.set_ylim(0, 105)
+        ax.axhline(methods["original"][result["metric"]] * 100 - 1, color="grey", lw=0.8, ls="--")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle("Original vs k-means only vs learned LUT centroids (dashed line: original - 1 point)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: list[dict], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = [{**r, "verdicts": verdicts(r)} if "skipped" not in r else r for r in results]
+    json_path = out_dir / "accuracy.json"
+    json_path.write_text(json.dumps(summary, indent=1, default=str))
+    lines = ["# LUT-NN accuracy benchmark", "",
+             "Generated by `benchmarks/accuracy` from the per-task results in `accuracy/`. All LUT models are "
+             "measured in their hard, compiled form (argmin codes, INT8 tables with one scale per layer).", "",
+             "Measures: model bytes = fp32 parameters for the original; for a LUT model, INT8 tables + fp32 "
+             "centroids + fp32 biases/scales of the LUT layers plus every other parameter in fp32. FLOPs = "
+             "2 x MACs of Linear/Conv layers still dense + 2 x MACs of the LUT encode distance GEMM "
+             "(C*K*V per row); lookups = C*N table reads (each with an int add) per row; work shared by both "
+             "(attention matmuls, norms, pooling, activations) is not counted.", "",
+             f"Goals: learned within {GOAL_POINTS:g} point of original; for MiniLM also mean cosine >= "
+             f"{GOAL_COSINE}; gap to original closed by >= 2/3 vs k-means only; LUT training <= 15 min on 2 cores.",
+             ""]
+    for result in results:
+        lines += _task_section(result)
+    commands = sorted({r.get("command", "") for r in results})
+    envs = sorted({f"torch {r['environment']['torch']}, {r['environment']['date']}" for r in results
+                   if "environment" in r})
+    lines += ["## Runs", ""] + [f"- `{c}`" for c in commands] + [f"- {e}" for e in envs] + [""]
+    md_path = out_dir / "accuracy.md"
+    plot = write_plot(results, out_dir / "accuracy.png")
+    if plot is not None:
+        lines.insert(2, "![accuracy](accuracy.png)\n")
+    md_path.write_text("\n".join(lines))
+    return [md_path, json_path] + ([plot] if plot else [])

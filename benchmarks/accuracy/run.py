@@ -1,0 +1,100 @@
+"""Accuracy benchmark: original vs k-means only (MADDNESS-style) vs learned LUT centroids, on real data.
+
+    python -m benchmarks.accuracy [--tasks digits minilm mnist1d] [--seed 0] [--threads 1] [--quick]
+    python benchmarks/accuracy/run.py --tasks digits
+
+Each task writes ``benchmarks/results/accuracy/<task>.json`` when it finishes; the report
+(``benchmarks/results/accuracy.md``, ``.json`` and ``.png``) is then rebuilt from every task result
+present, so tasks can be run one at a time. ``--quick`` is a smoke run (a few epochs, small data):
+its numbers mean nothing and it writes under ``benchmarks/results/quick/`` instead.
+Data and models are offline: see ``benchmarks/accuracy/data.py`` (Debian packages unpacked into
+``~/.cache/lut_tvm``) and the task modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks.accuracy` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    __package__ = "benchmarks.accuracy"  # pylint: disable=redefined-builtin
+
+def _threads_from_argv(argv) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--threads", type=int, default=1)
+    return pre.parse_known_args(argv)[0].threads
+
+
+# OpenMP pools (torch, scikit-learn's KMeans) size themselves when first loaded: set it before.
+os.environ.setdefault("OMP_NUM_THREADS", str(_threads_from_argv(sys.argv[1:])))
+
+import torch  # noqa: E402
+
+from benchmarks.accuracy.data import DataUnavailable  # noqa: E402
+from benchmarks.accuracy.report import write_report  # noqa: E402
+
+TASKS = {  # name: module under benchmarks.accuracy.tasks, in priority order
+    "digits": "digits_png",
+    "minilm": "minilm",
+    "mnist1d": "mnist1d",
+}
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def run_task(name: str, seed: int, quick: bool, out_dir: Path, extra: dict) -> dict | None:
+    import importlib  # pylint: disable=import-outside-toplevel
+
+    module = importlib.import_module(f"benchmarks.accuracy.tasks.{TASKS[name]}")
+    start, load_start = time.perf_counter(), os.getloadavg()
+    try:
+        result = module.run(seed=seed, quick=quick, log=lambda msg: print(msg, flush=True), **extra)
+    except DataUnavailable as err:
+        print(f"[{name}] SKIPPED: data or model unavailable offline: {err}", flush=True)
+        result = {"task": name, "skipped": str(err)}
+    result["wall_seconds"] = round(time.perf_counter() - start, 1)
+    result["command"] = " ".join([Path(sys.executable).name, "-m", "benchmarks.accuracy", *sys.argv[1:]])
+    result["environment"] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                             "python": platform.python_version(), "machine": platform.machine(),
+                             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "seed": seed, "quick": quick,
+                             "cpus": os.cpu_count(), "loadavg_1min_start_end": [load_start[0], os.getloadavg()[0]]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))
+    print(f"[{name}] done in {result['wall_seconds']:.0f} s -> {out_dir / (name + '.json')}", flush=True)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: these models are small, and 2 spinning threads on a busy 2-core machine are slower)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny epochs, numbers meaningless")
+    parser.add_argument("--minilm-v", type=int, default=16, choices=(16, 32), help="V of MiniLM's LUT layers")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from saved task results")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    base = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+    per_task = base / "accuracy"
+    if not args.report_only:
+        for name in args.tasks:
+            extra = {"sub_len": args.minilm_v} if name == "minilm" else {}
+            run_task(name, args.seed, args.quick, per_task, extra)
+    results = [json.loads((per_task / f"{n}.json").read_text()) for n in TASKS if (per_task / f"{n}.json").is_file()]
+    if not results:
+        print("no task results to report", file=sys.stderr)
+        return 1
+    paths = write_report(results, base)
+    print("report:", ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

