@@ -2,11 +2,12 @@
 
 Before: ``FoldConstant`` has run, so dense layers read ``matmul(x, const W[D, N])`` (x of rank
 >= 2). After: for each matmul whose weight fingerprint the plan names, ``x`` is reshaped to
-``[M, D]``, encoded to uint8 codes ``[M, C]``, and looked up into ``[M, N]`` (bias zero; a
-following bias add / ReLU is folded in by FuseLUTEpilogue). The lookup is the byte-shuffle
-kernel (codes transposed to ``[C, M]``, tables ``[N, C, 16]``) where the current target has a
-shuffle instruction and the shape suits it (``use_shuffle_lookup``), else the row-gather
-kernel (tables ``[C, K, N]``). Other matmuls are left alone.
+``[M, D]``, encoded to uint8 codes, and looked up into ``[M, N]`` (bias zero; a following bias
+add / ReLU is folded in by FuseLUTEpilogue). Where the current target has a shuffle
+instruction and the shape suits it (``use_shuffle_lookup``), the row-vectorized encode writes
+the codes codebook-major ``[C, M]`` and the byte-shuffle lookup reads them (tables
+``[N, C, 16]``); else the encode writes codes ``[M, C]`` for the row-gather lookup (tables
+``[C, K, N]``). Other matmuls are left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tvm.ir.transform import PassContext, module_pass
 
 from lut_tvm.plan import Plan
 from schedules.intrin.lut_shuffle import LUT16_SHUFFLE_LANES, shuffle_intrin_for_target
+from schedules.lut_encode_rows_compute import encode_dense_rows_func
 from schedules.lut_kernels import encode_dense_func, lookup_dense_func
 from schedules.lut_shuffle_compute import NUM_CENTROIDS, lookup_dense_shuffle_func
 
@@ -51,16 +53,21 @@ def _emit_dense(builder, call: relax.Call, site, consts) -> relax.Expr:
     data = call.args[0]
     if len(lead) != 1:
         data = builder.emit(relax.op.reshape(data, (rows, depth)))
-    encode = encode_dense_func(rows, consts.num_codebooks, consts.num_centroids, consts.sub_len)
-    codes = emit_encode(builder, encode, "lut_encode_dense", data, consts, (rows, consts.num_codebooks))
     out_ty = relax.TensorType((rows, consts.out_features), "float32")
     if use_shuffle_lookup(rows, consts):
-        codes_by_codebook = builder.emit(relax.op.permute_dims(codes, [1, 0]))
+        encode = encode_dense_rows_func(rows, consts.num_codebooks, consts.num_centroids,
+                                        consts.sub_len)
+        codes_by_codebook = emit_encode(builder, encode, "lut_encode_dense_rows", data, consts,
+                                        (consts.num_codebooks, rows))
         lookup = lookup_dense_shuffle_func(rows, consts.num_codebooks, consts.out_features)
         table = relax.const(np.ascontiguousarray(consts.tables_q.transpose(2, 0, 1)))
         out = relax.call_tir(builder.add_func(lookup, "lut_lookup_dense_shuffle"),
                              [codes_by_codebook, table, consts.scale, consts.bias], out_ty)
     else:
+        encode = encode_dense_func(rows, consts.num_codebooks, consts.num_centroids,
+                                   consts.sub_len)
+        codes = emit_encode(builder, encode, "lut_encode_dense", data, consts,
+                            (rows, consts.num_codebooks))
         lookup = lookup_dense_func(rows, consts.num_codebooks, consts.num_centroids,
                                    consts.out_features, relu=False)
         out = lookup_call(builder.add_func(lookup, "lut_lookup_dense"), codes, consts,

@@ -7,10 +7,12 @@ dense-op list ends with a fallback that schedules any PrimFunc, so nothing is le
 from .dense_ops import DENSE_OP_RULES
 from .exact_lut import ExactLutRule
 from .lut_encode import LutEncodeRule
+from .lut_encode_rows import LutEncodeRowsRule
 from .lut_lookup import LutLookupRule
 from .lut_lookup_shuffle import LutLookupShuffleRule
 
-LUT_RULES = [LutEncodeRule(), LutLookupRule(), LutLookupShuffleRule(), ExactLutRule()]
+LUT_RULES = [LutEncodeRule(), LutEncodeRowsRule(), LutLookupRule(), LutLookupShuffleRule(),
+             ExactLutRule()]
 
 
 def default_rules() -> list:

@@ -1,0 +1,178 @@
+"""Schedule of the row-vectorized encode (``encode_dense_rows``): rows in the vector lanes.
+
+The work is split into tiles of one codebook ``c`` x ``L`` rows (``L`` = one float32 register:
+16 on AVX-512, 8 on AVX2, 4 on NEON, from ``lut_kind.vector_lanes``); the tiles run in
+parallel. Inside a tile, with the ``K`` centroids split into ``J`` chains of consecutive
+centroids (``J`` = 2 for even K >= 4; see ``lut_encode_rows_compute``):
+
+1. for each centroid ``k`` (``k`` loop and chain loop unrolled, centroids of the ``J`` chains
+   interleaved): one accumulator register ``acc = sum_v x[m0:m0+L, cV+v] * P[c, k, v]``
+   (scalar broadcast of ``P``, ``v`` ascending and unrolled), read straight from ``x``: the
+   ``V`` strided row vectors are the same for every ``k``, so LLVM loads them once per tile
+   and keeps them in registers (the tile's transpose lives in registers, no copy of ``x``);
+2. the distance ``||P||^2 - 2 acc`` updates chain ``j``'s running argmin elementwise
+   (compare, select index, min distance);
+3. the ``J`` chains are merged in ascending order (a later chain wins only if strictly smaller,
+   so the first index wins a tie), and the ``L`` codes are stored contiguously into
+   ``codes[c, m0:m0+L]``.
+
+An ``M`` that is not a multiple of 16 (``ROW_ALIGN``) keeps whole tiles: the compute moves the
+last 16-row tile back to rows ``[M - 16, M)`` (overlapping the one before; a clamped row index
+instead would turn every strided load into per-lane index arithmetic, 2x slower here), and the
+codes are then written by a pass of their own (parallel over codebooks, vectorized up to the
+last tile). A single partial tile (``M < 16``) repeats the last row instead.
+
+For ``V > MAX_UNROLL_SUB_LEN`` the tile's input is first copied transposed into a ``[V, L]``
+buffer (``xt_mode="tile"``), the ``v`` loop is not unrolled and the products read that buffer.
+Above ``MAX_UNROLL_CENTROIDS`` centroids per chain the chain loop is split, the outer part a
+serial loop.
+
+Alternatives measured on this machine (AVX-512, M = 128, K = 16, one thread): the textbook
+``K`` accumulator registers with ``v`` outermost was 1.3-2x slower (its ``[K, L]`` block is
+1 KiB at K = L = 16 and then lands behind a workspace call per tile, see below); a transposed
+copy of the whole input, or of the tile, before the products was no faster than reading ``x``
+in place; AVX-512 ``vgatherdps`` (through a tensor intrinsic) instead of the element loads was
+1.5-2x slower.
+
+Every scratch buffer keeps its default ``global`` scope: TVM 0.27 (``LowerTVMBuiltin``) puts a
+``global`` allocation under 1024 bytes on the stack (where LLVM promotes it to registers) and
+anything else, ``local`` scope included, behind a ``TVMBackendAllocWorkspace`` call per tile.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+
+from schedules.lut_encode_rows_compute import (
+    ARGMIN_BLOCK,
+    CODES_BLOCK,
+    DOT_BLOCK,
+    ENCODE_DENSE_ROWS,
+    PARTIAL_BLOCK,
+    ROW_ALIGN,
+    XT_BLOCK,
+    shifted_last_tile,
+)
+
+from .lut_kind import lut_kind, vector_lanes
+
+# Unroll the sub-vector loop (and read x in place) up to this V.
+MAX_UNROLL_SUB_LEN = 32
+# Centroids per chain unrolled in one pass; larger K loops over passes.
+MAX_UNROLL_CENTROIDS = 8
+XT_MODES = ("auto", "inline", "tile")
+
+
+def _extents(sch: s_tir.Schedule, block) -> list[int]:
+    """Extents of ``block``'s iteration variables, in order."""
+    return [int(iv.dom.extent) for iv in sch.get(block).iter_vars]
+
+
+def _has_reduction(sch: s_tir.Schedule, block) -> bool:
+    return any(int(iv.iter_type) == 2 for iv in sch.get(block).iter_vars)
+
+
+def _loops_by_extent(sch: s_tir.Schedule, block, extents) -> tuple:
+    """The innermost loops of ``block`` matched to ``extents`` (outer to inner); a unit extent
+    has no loop after ``compute_at`` and maps to None."""
+    wanted = [e for e in extents if e > 1]
+    loops = sch.get_loops(block)[len(sch.get_loops(block)) - len(wanted):] if wanted else []
+    found = iter(loops)
+    return tuple(next(found) if e > 1 else None for e in extents)
+
+
+def _present(*loops) -> list:
+    return [loop for loop in loops if loop is not None]
+
+
+class LutEncodeRowsRule(ScheduleRule):
+    """Schedules ``encode_dense_rows`` PrimFuncs; None for anything else.
+
+    ``xt_mode``: ``"inline"`` reads ``x`` strided inside the products, ``"tile"`` copies the
+    tile's input transposed into a ``[V, L]`` buffer first, ``"auto"`` is inline up to
+    ``V = MAX_UNROLL_SUB_LEN`` and tile above.
+    """
+
+    def __init__(self, xt_mode: str = "auto"):
+        if xt_mode not in XT_MODES:
+            raise ValueError(f"xt_mode must be one of {XT_MODES}")
+        self.xt_mode = xt_mode
+
+    def apply(self, func: tirx.PrimFunc, target, tunable: bool):
+        if lut_kind(func) != ENCODE_DENSE_ROWS:
+            return None
+        sch = s_tir.Schedule(func)
+        xt, dot = sch.get_sblock(XT_BLOCK), sch.get_sblock(DOT_BLOCK)
+        partial, argmin = sch.get_sblock(PARTIAL_BLOCK), sch.get_sblock(ARGMIN_BLOCK)
+        codes = sch.get_sblock(CODES_BLOCK)
+        depth, rows_pad = (int(d) for d in sch.get(xt).writes[0].source.shape)
+        num_codebooks = int(sch.get(dot).writes[0].source.shape[0])
+        rows = int(sch.get(codes).writes[0].source.shape[1])
+        sub_len = depth // num_codebooks
+        lanes = math.gcd(vector_lanes(target, 32), ROW_ALIGN)  # a tile never crosses 16 rows
+        xt_mode = self.xt_mode
+        if xt_mode == "auto":
+            xt_mode = "inline" if sub_len <= MAX_UNROLL_SUB_LEN else "tile"
+
+        # Merge of the chains: (codebook, row tile) in parallel, then chains, then lanes.
+        c, m, j = sch.get_loops(argmin)
+        m_out, m_in = sch.split(m, [None, lanes])
+        sch.reorder(c, m_out, j, m_in)
+        tile = sch.fuse(c, m_out)
+        sch.parallel(tile)
+
+        # Chains: centroid passes, centroids, chains (interleaved), lanes.
+        sch.compute_at(partial, tile)
+        _, num_chains, _, per_chain = _extents(sch, partial)
+        p_chain, p_m, p_k = _loops_by_extent(sch, partial, (num_chains, lanes, per_chain))
+        k_out = k_in = None
+        if p_k is not None:
+            k_out, k_in = sch.split(p_k, [None, min(per_chain, MAX_UNROLL_CENTROIDS)])
+        sch.reorder(*_present(k_out, k_in, p_chain, p_m))
+
+        # One centroid's products: an [L] accumulator over v, v ascending.
+        sch.compute_at(dot, (_present(k_out, k_in, p_chain) or [tile])[-1])
+        if _has_reduction(sch, dot):
+            d_m, d_v = _loops_by_extent(sch, dot, (lanes, sub_len))
+            sch.reorder(d_v, d_m)
+        else:  # V = 1: a product, no sum
+            (d_m,), d_v = _loops_by_extent(sch, dot, (lanes,)), None
+
+        if xt_mode == "inline":
+            sch.compute_inline(xt)
+        else:
+            sch.compute_at(xt, tile)
+            sch.vectorize(sch.get_loops(xt)[-1])
+
+        # Annotate before decomposing: vectorize needs the reduction blocks whole.
+        sch.vectorize(d_m)
+        if d_v is not None and sub_len <= MAX_UNROLL_SUB_LEN:
+            sch.unroll(d_v)
+        sch.vectorize(p_m)
+        for loop in _present(k_in, p_chain):
+            sch.unroll(loop)
+        sch.vectorize(m_in)
+        sch.unroll(j)
+        if d_v is not None:
+            sch.vectorize(sch.get_loops(sch.decompose_reduction(dot, d_v))[-1])
+        p_init = sch.decompose_reduction(partial, _present(k_out, p_chain, p_m)[0])
+        *init_chain, init_m = sch.get_loops(p_init)[1:]  # below the tile loop
+        sch.vectorize(init_m)
+        for loop in init_chain:
+            sch.unroll(loop)
+        sch.vectorize(sch.get_loops(sch.decompose_reduction(argmin, j))[-1])
+
+        if shifted_last_tile(rows):
+            # Codes of the moved last tile come from other padded positions: a pass of their own.
+            code_c, code_m = sch.get_loops(codes)
+            sch.parallel(code_c)
+            head, _ = sch.loop_partition(code_m, [rows_pad - ROW_ALIGN, None])
+            sch.vectorize(sch.split(head, [None, lanes])[1])
+        else:
+            sch.reverse_compute_at(codes, tile)
+            if rows % lanes == 0:
+                sch.vectorize(sch.get_loops(codes)[-1])
+        return sch
