@@ -89,3 +89,232 @@ def _register_ffi_errors() -> None:
 
 
 _register_ffi_errors()
+
+
+# --- MetaSchedule (lut_tvm.tuning) -------------------------------------------------------------
+
+SCHEDULED_ATTR = "tirx.is_scheduled"
+
+
+def meta_schedule():
+    """The MetaSchedule package (``tvm.meta_schedule`` before 0.27)."""
+    from tvm.s_tir import meta_schedule  # pylint: disable=import-outside-toplevel
+
+    return meta_schedule
+
+
+def popen_pool():
+    """TVM's worker pool and its status enum: ``(PopenPoolExecutor, StatusKind)``."""
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind  # pylint: disable=import-outside-toplevel
+
+    return PopenPoolExecutor, StatusKind
+
+
+def is_scheduled(func) -> bool:
+    """Whether a PrimFunc carries the is-scheduled mark (set by dlight and the tuning database)."""
+    attrs = getattr(func, "attrs", None)
+    return bool(attrs is not None and SCHEDULED_ATTR in attrs and int(attrs[SCHEDULED_ATTR]))
+
+
+def apply_tuning_database(mod, database):
+    """Replace every PrimFunc that ``database`` has a record for by its best schedule.
+
+    Runs inside ``with target:``; the applied functions get the is-scheduled mark, so the default
+    schedule rules leave them alone.
+    """
+    with database:
+        return tvm.relax.transform.MetaScheduleApplyDatabase()(mod)
+
+
+def build_tir_for_measure(mod, target):
+    """Build one scheduled PrimFunc module for a tuning measurement (the default builder's steps,
+    without its import of every GPU tensor intrinsic)."""
+    from tvm.driver import build as tvm_build  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock  # pylint: disable=import-outside-toplevel
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def _kill_process_tree(pid: int) -> None:
+    """SIGKILL every descendant of ``pid`` (found through /proc; psutil is not required)."""
+    import signal  # pylint: disable=import-outside-toplevel
+
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    stack = list(children.get(pid, []))
+    while stack:
+        child = stack.pop()
+        stack.extend(children.get(child, []))
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def patch_popen_pool_kill() -> None:
+    """Make TVM's PopenWorker.kill work without psutil.
+
+    ``tvm.support.popen_pool.kill_child_processes`` imports psutil; without it ``kill()`` raises
+    ImportError before killing the worker, so timed-out or abandoned builder/runner workers
+    outlive the tuning run. This swaps in a /proc-based version when psutil is missing.
+    """
+    from tvm.support import popen_pool  # pylint: disable=import-outside-toplevel
+
+    try:
+        import psutil  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        popen_pool.kill_child_processes = _kill_process_tree
+
+
+def popen_worker_pids() -> list[int]:
+    """PIDs of this process's children that are TVM popen workers (builder/runner pools)."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            if ppid != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmd:
+                if b"tvm.exec.popen_worker" in cmd.read():
+                    found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+# --------------------------------------------------------------------------- RPC / deployment
+# (used by lut_tvm.deploy; tvm.rpc, tvm.support.cc and the stateful VM calls of TVM 0.27)
+
+
+def export_library(executable, path: str, fcompile=None) -> None:
+    """Write ``executable`` as a shared library linked by ``fcompile`` (a ``.tar`` path: objects)."""
+    executable.export_library(path, fcompile=fcompile)
+
+
+def executable_assembly(executable) -> str:
+    """The assembly of every LLVM-compiled module of an executable, concatenated."""
+    seen, chunks = set(), []
+
+    def walk(module):
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        if module.kind == "llvm":
+            chunks.append(module.inspect_source("asm"))
+        for child in module.imports:
+            walk(child)
+
+    walk(executable.mod)
+    return "\n".join(chunks)
+
+
+def rpc_connect(host: str, port: int, key: str = "", session_timeout: float = 0):
+    """An RPC session to a server (``tvm.rpc.connect``)."""
+    from tvm import rpc  # pylint: disable=import-outside-toplevel
+
+    return rpc.connect(host, port, key=key, session_timeout=session_timeout)
+
+
+def rpc_tracker_request(host: str, port: int, key: str, session_timeout: float = 0,
+                        max_retry: int = 3):
+    """An RPC session to a device of ``key`` handed out by a tracker."""
+    from tvm import rpc  # pylint: disable=import-outside-toplevel
+
+    tracker = rpc.connect_tracker(host, port)
+    return tracker.request(key, session_timeout=session_timeout, max_retry=max_retry)
+
+
+def remote_virtual_machine(remote_module, device):
+    """A Relax VM over a module loaded in an RPC session."""
+    return tvm.relax.VirtualMachine(remote_module, device)
+
+
+def vm_run_stateful(vm, tensors, func_name: str = "main"):
+    """Run ``func_name`` with the stateful API (the one that works over RPC for tuple outputs)."""
+    vm.set_input(func_name, *tensors)
+    vm.invoke_stateful(func_name)
+    return vm.get_outputs(func_name)
+
+
+def vm_time_stateful(vm, device, func_name: str = "main", number: int = 10, repeat: int = 5,
+                     min_repeat_ms: int = 0) -> list[float]:
+    """Seconds per run of each repeat from the time evaluator (inputs set by ``vm_run_stateful``)."""
+    timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat,
+                              min_repeat_ms=min_repeat_ms)
+    return [float(t) for t in timer(func_name).results]
+
+
+# TIR node fields walked by ``walk_tir`` (0.27's tirx has no Python post-order visitor).
+_TIR_CHILD_FIELDS = ("body", "block", "seq", "init", "then_case", "else_case", "value", "a", "b",
+                     "args", "indices", "condition", "true_value", "false_value", "predicate",
+                     "iter_values")
+
+
+def walk_tir(node):
+    """Every statement and expression node under ``node`` (pre-order, any order of siblings)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        yield item
+        for name in _TIR_CHILD_FIELDS:
+            child = getattr(item, name, None)
+            if child is None or isinstance(child, (str, int, float)):
+                continue
+            if isinstance(child, (list, tuple, tvm_ffi.Array)):
+                stack.extend(c for c in child if c is not None)
+            elif isinstance(child, tvm_ffi.Object):
+                stack.append(child)
+
+
+def buffer_access(node):
+    """``(buffer, indices, stored value or None)`` for a buffer load/store node, else None.
+
+    A load is ``TensorLoad`` (``.source``) in 0.27, ``BufferLoad`` (``.buffer``) before.
+    """
+    kind = type(node).__name__
+    if kind in ("TensorLoad", "BufferLoad"):
+        buffer = node.source if hasattr(node, "source") else node.buffer
+        return buffer, list(node.indices), None
+    if kind in ("BufferStore", "TensorStore"):
+        buffer = node.buffer if hasattr(node, "buffer") else node.source
+        return buffer, list(node.indices), node.value
+    return None
+
+
+def import_cpu_tensor_intrinsics(target) -> None:
+    """Register the CPU tensor intrinsics MetaSchedule's default rules name for ``target`` only.
+
+    ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose ``__init__`` also builds every
+    GPU intrinsic (one to three minutes on two cores). When that package is not imported yet,
+    this puts a bare package in its place and imports just ``x86`` (or ``arm_cpu``) from it, so
+    the later import is free. Code needing the GPU intrinsics must import them before tuning.
+    """
+    import importlib  # pylint: disable=import-outside-toplevel
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    import types  # pylint: disable=import-outside-toplevel
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name not in sys.modules:
+        spec = importlib.util.find_spec(name)
+        package = types.ModuleType(name, "CPU tensor intrinsics only (see lut_tvm._tvm_compat)")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        package.__package__ = name
+        sys.modules[name] = package
+    attrs = {str(k): str(v) for k, v in target.attrs.items()} if target.attrs else {}
+    arm = attrs.get("mtriple", "").startswith(("aarch64", "arm")) or "neon" in attrs.get("mattr", "")
+    importlib.import_module(f"{name}.{'arm_cpu' if arm else 'x86'}")

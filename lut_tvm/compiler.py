@@ -20,6 +20,7 @@ from .frontends import ImportedModel, import_model
 from .plan import Plan
 from .runtime import ArtifactInfo, CompiledModel
 from .targets import resolve_target
+from .tuning.logs import apply_tuning_log, resolve_log_dir
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -73,11 +74,13 @@ def _dump(dump_dir: Path | None, index: int, stage: str, mod: tvm.IRModule) -> N
         (dump_dir / f"{index:02d}_{stage}.py").write_text(mod.script(show_meta=False))
 
 
-def build_relax(mod: tvm.IRModule, tvm_target, dump_dir: Path | None = None):
-    """Stages 4-6: legalize and fuse, schedule every PrimFunc, build the VM executable."""
+def build_relax(mod: tvm.IRModule, tvm_target, dump_dir: Path | None = None, tuning_logs=None):
+    """Stages 4-6: legalize and fuse, schedule every PrimFunc (the matching tuning log in the
+    folder ``tuning_logs`` first, if given, then the default rules), build the VM executable."""
     with tvm_target:
         mod = tvm.transform.Sequential(legalize_passes(), name="legalize")(mod)
         _dump(dump_dir, 3, "legalized", mod)
+        mod, _ = apply_tuning_log(mod, tvm_target, tuning_logs)
         mod = _tvm_compat.default_schedule_pass(default_rules())(mod)
         _dump(dump_dir, 4, "scheduled", mod)
     return _tvm_compat.build_executable(mod, tvm_target)
@@ -90,11 +93,14 @@ def compile(  # pylint: disable=redefined-builtin
     example_inputs=None,
     *,
     dump_ir: str | Path | None = None,
+    tuning_logs: bool | str | Path = True,
 ) -> CompiledModel:
     """Compile a torch module / ``.onnx`` / ``.pt2`` model, with the plan's layers as LUTs.
 
     ``plan`` is a Plan, a plan file path, or None (everything dense). ``target`` is a
     friendly name (``native``, ``x86-avx2``, ``x86-avx512``, ``arm64``) or a TVM target dict.
+    ``tuning_logs``: True applies the matching log from ``tuning_logs/`` (lut_tvm.tuning), a
+    folder path looks there instead, False uses the default schedule rules only.
     """
     tvm_target = resolve_target(target)
     dump_dir = Path(dump_ir) if dump_ir else None
@@ -111,7 +117,7 @@ def compile(  # pylint: disable=redefined-builtin
     with tvm_target:
         mod = tvm.transform.Sequential(lut_rewrite_passes(plan), name="lut_rewrite")(imported.mod)
     _dump(dump_dir, 2, "lut_rewrite", mod)
-    executable = build_relax(mod, tvm_target, dump_dir)
+    executable = build_relax(mod, tvm_target, dump_dir, resolve_log_dir(tuning_logs))
     info = ArtifactInfo(
         input_names=imported.input_names,
         input_shapes=[list(s) for s in imported.input_shapes],

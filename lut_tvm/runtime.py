@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,8 @@ import numpy as np
 
 from . import _tvm_compat
 from .errors import ArtifactError
+
+LOG = logging.getLogger("lut_tvm")
 
 ARTIFACT_FORMAT = "lut_tvm.artifact"
 ARTIFACT_VERSION = 1
@@ -41,6 +44,7 @@ class CompiledModel:
         self.executable = executable
         self.info = info
         self._vm = None
+        self.export_message = ""
 
     @property
     def vm(self):
@@ -74,16 +78,46 @@ class CompiledModel:
         timer = self.vm.time_evaluator("main", _tvm_compat.cpu_device(), number=number, repeat=repeat)
         return float(np.median(timer(*args).results))
 
-    def export(self, path: str | os.PathLike) -> Path:
-        """Write the shared library and its ``.json`` description, each atomically."""
+    def export(self, path: str | os.PathLike, *, cc=None, ndk=None) -> Path:
+        """Write the library and its ``.json`` description, each atomically; returns the path.
+
+        For a cross target (``arm64``, ``android-arm64``) the library is linked by a cross
+        linker when one is found (``cc``, an NDK at ``ndk``, ... see ``lut_tvm.deploy.linker``);
+        if none is, a ``.tar`` of the unlinked objects is written instead (``path`` with the
+        suffix ``.tar``). ``export_message`` says which was written and why.
+        """
+        from .deploy.linker import ExportPlan, plan_export  # pylint: disable=import-outside-toplevel
+
         path = Path(path)
+        if path.suffix == ".tar":
+            choice = ExportPlan("tar", None, "a .tar was asked for")
+        else:
+            choice = plan_export(self.info.target, cc=cc, ndk=ndk)
+            if choice.kind == "tar":
+                path = path.with_suffix(".tar")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp_lib = path.with_name(f".{path.name}.tmp{path.suffix}")
-        self.executable.export_library(str(tmp_lib))
+        fcompile = choice.linker.fcompile() if choice.linker is not None else None
+        _tvm_compat.export_library(self.executable, str(tmp_lib), fcompile)
         os.replace(tmp_lib, path)
         meta = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, **asdict(self.info)}
         _write_json_atomic(sidecar_path(path), meta)
+        self.export_message = choice.describe(path)
+        if choice.kind == "tar" and path.suffix == ".tar" and choice.reason != "a .tar was asked for":
+            LOG.warning("%s", self.export_message)
+        else:
+            LOG.info("%s", self.export_message)
         return path
+
+    def deploy(self, session, **connect_kwargs):
+        """This model on a device: ``session`` is a ``lut_tvm.deploy.RemoteSession`` or an
+        address ``"HOST:PORT"`` (then ``connect_kwargs`` go to ``lut_tvm.deploy.connect``).
+        Returns a ``RemoteModel``: call it with NumPy arrays, ``.benchmark(...)`` it there."""
+        from .deploy.session import connect  # pylint: disable=import-outside-toplevel
+
+        if isinstance(session, str):
+            session = connect(session, **connect_kwargs)
+        return session.load(self)
 
 
 def _flatten(result) -> list[np.ndarray]:
@@ -98,8 +132,8 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp.name, path)
 
 
-def load(path: str | os.PathLike) -> CompiledModel:
-    """Load a model written by ``CompiledModel.export``."""
+def read_artifact_info(path: str | os.PathLike) -> ArtifactInfo:
+    """The ArtifactInfo in the ``.json`` description beside a library written by ``export``."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"compiled model {str(path)!r} does not exist")
@@ -110,9 +144,15 @@ def load(path: str | os.PathLike) -> CompiledModel:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != ARTIFACT_FORMAT or meta.get("version") != ARTIFACT_VERSION:
             raise ValueError(f"format/version {meta.get('format')}/{meta.get('version')}")
-        info = ArtifactInfo(**{k: v for k, v in meta.items() if k not in ("format", "version")})
+        return ArtifactInfo(**{k: v for k, v in meta.items() if k not in ("format", "version")})
     except (ValueError, TypeError) as err:
         raise ArtifactError(f"{str(meta_path)!r} is not a lut_tvm artifact description: {err}") from None
+
+
+def load(path: str | os.PathLike) -> CompiledModel:
+    """Load a model written by ``CompiledModel.export``."""
+    path = Path(path)
+    info = read_artifact_info(path)
     try:
         executable = _tvm_compat.load_module(str(path))
     except Exception as err:

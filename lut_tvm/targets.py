@@ -1,4 +1,6 @@
-"""Friendly target names (x86-avx2, x86-avx512, arm64, native) and their TVM target dicts."""
+"""Friendly target names (x86-avx2, x86-avx512, arm64, android-arm64, native) and their TVM
+target dicts. ``arm64`` is aarch64 Linux with NEON (boards, the emulated device, Linux on a
+phone); ``android-arm64`` is the same CPU with Android's triple, linked by the NDK's clang."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ TARGETS = {
     "x86-avx2": {"kind": "llvm", "mcpu": "haswell"},
     "x86-avx512": {"kind": "llvm", "mcpu": "skylake-avx512"},
     "arm64": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+    "android-arm64": {"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"]},
 }
 
 

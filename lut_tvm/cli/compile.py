@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from .common import MODEL_HELP, load_array
 
 
@@ -12,9 +11,11 @@ def cmd_compile(args) -> None:
     example = (load_array(args.example, "example input"),) if args.example else None
     compiled = compile_model(args.model, args.plan, target=args.target, example_inputs=example,
                              dump_ir=args.dump_ir)
-    compiled.export(args.output)
-    print(f"wrote {args.output} (target {compiled.info.target}; LUT layers: "
+    written = compiled.export(args.output)
+    print(f"wrote {written} (target {compiled.info.target}; LUT layers: "
           f"{', '.join(compiled.info.lut_layers) or 'none'})")
+    if compiled.export_message:
+        print(compiled.export_message)
 
 
 def register(sub) -> None:

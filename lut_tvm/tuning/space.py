@@ -1,0 +1,93 @@
+"""Design space per task: our schedule rules (tunable draws, layout and intrinsic-width variants)
+plus MetaSchedule's default CPU space for the dense ops."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from .. import _tvm_compat
+
+ms = _tvm_compat.meta_schedule()
+LOG = logging.getLogger("lut_tvm.tuning")
+
+# CPUs whose widest shuffle is AVX-512BW: their space also holds the AVX2 (32-lane) variant.
+_AVX512_MCPUS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake-server", "icelake-client",
+                 "tigerlake", "sapphirerapids", "znver4", "znver5")
+_NARROW_MCPU = "haswell"
+
+
+def target_variants(target) -> list:
+    """``target`` and, on AVX-512 CPUs, an AVX2 view of it (narrower shuffle and vector width).
+
+    A schedule made for the AVX2 view still runs on the AVX-512 CPU: it is one more point of
+    the space (intrinsic width 32 instead of 64 lanes), compiled for the real target.
+    """
+    attrs = {str(k): v for k, v in target.attrs.items()} if target.attrs else {}
+    mcpu = str(attrs.get("mcpu", ""))
+    mattr = [str(m) for m in attrs.get("mattr", [])]
+    if target.kind.name != "llvm" or not (mcpu in _AVX512_MCPUS or "+avx512bw" in mattr):
+        return [target]
+    spec = {k: v for k, v in dict(target.export()).items() if k not in ("mattr", "tag", "keys")}
+    spec["mcpu"] = _NARROW_MCPU
+    try:
+        return [target, _tvm_compat.make_target(spec)]
+    except Exception:  # pylint: disable=broad-except
+        return [target]
+
+
+def _first_rule_schedule(func, target, rules, tunable: bool):
+    for rule in rules:
+        try:
+            sch = rule.apply(func, target, tunable)
+        except Exception:  # pylint: disable=broad-except
+            continue
+        if sch is None:
+            continue
+        return sch[0] if isinstance(sch, list) else sch
+    return None
+
+
+def _encode_variants(func) -> list:
+    """The encode kernel's other layout (centroid-major distances), when the rule exposes it."""
+    from schedules.rules import lut_encode  # pylint: disable=import-outside-toplevel
+
+    variant = getattr(lut_encode, "_centroid_major", None)
+    if variant is None:
+        return []
+    try:
+        return [variant(func)]
+    except Exception:  # pylint: disable=broad-except
+        return []
+
+
+def rule_schedules(sch, target, rules, lut: bool) -> list:
+    """Design-space schedules for ``sch``'s function from our rules (tunable where supported)."""
+    func = sch.mod["main"]
+    spaces = []
+    for variant in target_variants(target):
+        made = _first_rule_schedule(func, variant, rules, tunable=True)
+        if made is not None:
+            spaces.append(made)
+    if lut and func.attrs is not None and str(func.attrs.get("lut_tvm.kind", "")).startswith("encode"):
+        spaces.extend(_encode_variants(func))
+    return spaces
+
+
+def design_space(func, target):
+    """A MetaSchedule space generator for one task.
+
+    LUT kernels: our rules only (MetaSchedule's generic rules cannot produce the shuffle
+    tensorization). Dense ops: the union of our default rule's schedule and MetaSchedule's
+    default CPU space (multi-level tiling, parallel/vectorize/unroll, compute location), with
+    its post-processors.
+    """
+    from schedules.rules import DENSE_OP_RULES, LUT_RULES  # pylint: disable=import-outside-toplevel
+
+    is_lut = func.attrs is not None and "lut_tvm.kind" in func.attrs
+    if is_lut:
+        return ms.space_generator.ScheduleFn(
+            functools.partial(rule_schedules, target=target, rules=LUT_RULES, lut=True))
+    ours = ms.space_generator.ScheduleFn(
+        functools.partial(rule_schedules, target=target, rules=DENSE_OP_RULES, lut=False))
+    return ms.space_generator.SpaceGeneratorUnion([ours, ms.space_generator.PostOrderApply()])

@@ -1,0 +1,300 @@
+"""Tune every task of a model (LUT kernels and the remaining dense ops) and write the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tvm
+
+from .. import _tvm_compat
+from ..errors import LutTvmError
+from . import keys
+from .measure import make_builder, make_runner, reap_workers, task_bounds
+from .progress import ProgressCallback, StopRequest, interrupt_handlers
+from .space import _first_rule_schedule, design_space
+
+ms = _tvm_compat.meta_schedule()
+LOG = logging.getLogger("lut_tvm.tuning")
+
+
+@dataclass
+class TaskResult:
+    """One task: its name, LUT kind (or ``dense``), default-rule and best tuned latency (s)."""
+
+    name: str
+    kind: str
+    default_sec: float | None
+    tuned_sec: float | None
+    trials: int = 0
+
+    @property
+    def speedup(self) -> float | None:
+        """Default latency over tuned latency (> 1: tuning helped)."""
+        if not self.default_sec or not self.tuned_sec:
+            return None
+        return self.default_sec / self.tuned_sec
+
+
+@dataclass
+class TuneResult:
+    """What a tuning run did: where the log is, per-task results, whether it was interrupted."""
+
+    log_dir: Path
+    tasks: list[TaskResult] = field(default_factory=list)
+    interrupted: bool = False
+    records: int = 0
+
+
+def prepare_module(model, plan, tvm_target, example_inputs=None):
+    """The model as ``compile`` schedules it: imported, plan bound, LUT-rewritten, legalized."""
+    from ..compiler import bind_plan, legalize_passes, lut_rewrite_passes  # pylint: disable=import-outside-toplevel
+    from ..frontends import import_model  # pylint: disable=import-outside-toplevel
+    from ..plan import Plan  # pylint: disable=import-outside-toplevel
+
+    imported = import_model(model, example_inputs)
+    if isinstance(plan, (str, Path)):
+        plan = Plan.load(plan)
+    plan = plan or Plan(layers=[])
+    plan.validate()
+    bind_plan(plan, imported)
+    with tvm_target:
+        mod = tvm.transform.Sequential(lut_rewrite_passes(plan), name="lut_rewrite")(imported.mod)
+        mod = tvm.transform.Sequential(legalize_passes(), name="legalize")(mod)
+    return mod
+
+
+def extract_tasks(mod, tvm_target) -> list:
+    """One MetaSchedule task per distinct PrimFunc of ``mod`` (LUT kernels first)."""
+    tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
+    return sorted(tasks, key=lambda t: (_task_kind(t) == "dense", t.task_name))
+
+
+def _task_kind(task) -> str:
+    func = task.dispatched[0]["main"]
+    if func.attrs is not None and "lut_tvm.kind" in func.attrs:
+        return str(func.attrs["lut_tvm.kind"])
+    return "dense"
+
+
+def open_database(path: Path):
+    """The JSON database in ``path`` (created with its key file by ``tune_model``).
+
+    Records that tensorize name our intrinsics, which must be registered before they load.
+    """
+    import schedules.intrin.lut_shuffle  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+    return ms.database.JSONDatabase(str(path / keys.WORKLOAD_FILE), str(path / keys.RECORD_FILE),
+                                    allow_missing=True, module_equality="structural")
+
+
+def _write_key(path: Path, tvm_target) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    key = {**keys.log_key(tvm_target), "device": keys.device_name(tvm_target),
+           "num_cores_tuned": os.cpu_count()}
+    (path / keys.KEY_FILE).write_text(json.dumps(key, indent=2) + "\n")
+
+
+def measure_defaults(tasks, tvm_target, builder, runner, database) -> list[float | None]:
+    """Build and time each task's default-rule schedule; commit it as a record (so the log's
+    best is never slower than the default rules, as measured)."""
+    from schedules.rules import default_rules  # pylint: disable=import-outside-toplevel
+
+    schedules = [_first_rule_schedule(t.dispatched[0]["main"], tvm_target, default_rules(), False)
+                 for t in tasks]
+    ready = [(i, sch) for i, sch in enumerate(schedules) if sch is not None]
+    built = builder.build([ms.builder.BuilderInput(sch.mod, tvm_target) for _, sch in ready])
+    results: list[float | None] = [None] * len(tasks)
+    for (index, sch), build in zip(ready, built):
+        if build.error_msg:
+            LOG.warning("default schedule of %s did not build: %s", tasks[index].task_name,
+                        build.error_msg.splitlines()[-1] if build.error_msg else "")
+            continue
+        args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+        run = runner.run([ms.runner.RunnerInput(build.artifact_path, _device_type(tvm_target),
+                                                args_info)])[0].result()
+        _remove_artifact(build.artifact_path)
+        if run.error_msg or not run.run_secs:
+            LOG.warning("default schedule of %s did not run: %s", tasks[index].task_name,
+                        (run.error_msg or "").strip().splitlines()[-1:])
+            continue
+        secs = [float(s) for s in run.run_secs]
+        results[index] = sum(secs) / len(secs)
+        workload = database.commit_workload(tasks[index].dispatched[0])
+        database.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, workload, secs, tvm_target, args_info))
+    return results
+
+
+def _device_type(tvm_target) -> str:
+    return "cpu" if tvm_target.kind.name in ("llvm", "c") else tvm_target.kind.name
+
+
+def _remove_artifact(path: str) -> None:
+    try:
+        os.remove(path)
+        os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass
+
+
+def _search_strategy(trials: int):
+    # Small runs get a small population: the default (512 x 4 genetic rounds per batch) costs
+    # seconds of cost-model calls per task on two cores, more than a few trials are worth.
+    population = int(min(512, max(32, 16 * trials)))
+    return ms.search_strategy.EvolutionarySearch(
+        population_size=population, init_min_unmeasured=min(50, population // 2),
+        genetic_num_iters=4 if trials >= 16 else 1)
+
+
+def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
+               example_inputs=None, progress: bool = True, seed: int = 0,
+               task_filter: list[str] | None = None, on_measure=None) -> TuneResult:
+    """Tune every task of ``model`` (+ ``plan``) for ``target``, ``trials`` measurements per task.
+
+    Records go to ``<log_dir>/<device>/<key>/`` (``log_dir`` defaults to
+    ``keys.default_log_dir()``) as they are measured, so an interrupted run keeps them;
+    ``task_filter`` keeps only the tasks whose name contains one of its strings;
+    KeyboardInterrupt ends the run early with ``interrupted=True``. ``on_measure(task_id,
+    n_measured)`` is called after each batch. Worker processes are reaped on the way out.
+    """
+    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+
+    from ..targets import resolve_target  # pylint: disable=import-outside-toplevel
+
+    start = time.perf_counter()
+    tvm_target = resolve_target(target)
+    _tvm_compat.import_cpu_tensor_intrinsics(tvm_target)
+    path = keys.log_path(log_dir or keys.default_log_dir(), tvm_target)
+    bar = builder = runner = None
+    stop = StopRequest()
+    tasks: list = []
+    defaults: list[float | None] = []
+    database = None
+    try:
+        with interrupt_handlers(stop):
+            # Workers start (and import TVM) while the model is imported and rewritten.
+            bounds: dict[str, list] = {}
+            builder, runner = make_builder(), make_runner(bounds)
+            mod = prepare_module(model, plan, tvm_target, example_inputs)
+            tasks = [t for t in extract_tasks(mod, tvm_target)
+                     if not task_filter or any(part in t.task_name for part in task_filter)]
+            if not tasks:
+                raise LutTvmError(f"no task of the model matches {task_filter}")
+            _write_key(path, tvm_target)
+            database = open_database(path)
+            bounds.update(task_bounds([t.dispatched[0] for t in tasks]))
+            defaults = [None] * len(tasks)
+            LOG.info("%d tasks ready after %.1f s; measuring their default schedules", len(tasks),
+                     time.perf_counter() - start)
+            defaults = measure_defaults(tasks, tvm_target, builder, runner, database)
+            LOG.info("default schedules measured after %.1f s", time.perf_counter() - start)
+            names = [t.task_name for t in tasks]
+            contexts = [
+                ms.TuneContext(
+                    mod=task.dispatched[0], target=tvm_target,
+                    space_generator=design_space(task.dispatched[0]["main"], tvm_target),
+                    search_strategy=_search_strategy(trials), task_name=task.task_name,
+                    rand_state=seed + i, num_threads=os.cpu_count() or 1,
+                ).clone()
+                for i, task in enumerate(tasks)
+            ]
+            bar = tqdm(total=trials * len(tasks), desc="tuning", unit="trial", disable=not progress)
+            callbacks = [*ms.MeasureCallback.create("default"),
+                         ProgressCallback(bar, names, stop, on_measure)]
+            if not stop.requested:
+                ms.task_scheduler.GradientBased(seed=seed).tune(
+                    tasks=contexts, task_weights=[float(t.weight) for t in tasks],
+                    max_trials_global=trials * len(tasks), max_trials_per_task=trials,
+                    num_trials_per_iter=max(1, min(trials, 16)), builder=builder, runner=runner,
+                    measure_callbacks=callbacks, database=database,
+                    cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count() or 1,
+                                                      tree_method="auto"),
+                )
+    except (KeyboardInterrupt, RuntimeError):
+        # An abort (second Ctrl-C, SIGTERM) reaches here as KeyboardInterrupt, or as RuntimeError
+        # when it crossed TVM's FFI; any other RuntimeError is a real error.
+        if not stop.requested:
+            raise
+    finally:
+        if bar is not None:
+            bar.close()
+        _close(builder, runner)
+    result = TuneResult(log_dir=path, interrupted=stop.requested)
+    if stop.requested:
+        LOG.warning("tuning interrupted: the records measured so far are kept in %s", path)
+    if database is not None:
+        result.tasks = _summarize(tasks, defaults, database, tvm_target)
+    LOG.info("tuning done after %.1f s", time.perf_counter() - start)
+    result.records = count_records(path)
+    return result
+
+
+def _close(builder, runner) -> None:
+    """Stop the builder's and runner's workers, then kill any worker of ours still alive."""
+    if builder is not None:
+        builder.close()
+    if runner is not None:
+        runner.pool.shutdown(wait=False)
+    reap_workers()
+
+
+def _summarize(tasks, defaults, database, tvm_target) -> list[TaskResult]:
+    rows = []
+    for task, default in zip(tasks, defaults):
+        best = database.query_tuning_record(task.dispatched[0], tvm_target, task.task_name)
+        tuned = None
+        if best is not None and best.run_secs:
+            secs = [float(s) for s in best.run_secs]
+            tuned = sum(secs) / len(secs)
+        measured = len(database.get_top_k(database.commit_workload(task.dispatched[0]), 10**6))
+        rows.append(TaskResult(task.task_name, _task_kind(task), default, tuned,
+                               max(0, measured - (default is not None))))
+    return rows
+
+
+def count_records(path: Path) -> int:
+    """Lines in the log's record file (one measured schedule each)."""
+    file = Path(path) / keys.RECORD_FILE
+    if not file.is_file():
+        return 0
+    with open(file, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def format_summary(result: TuneResult) -> str:
+    """The per-task table: name, kind, default-rule latency, tuned latency, speedup."""
+    lines = [f"{'task':<36}{'kind':<22}{'default us':>12}{'tuned us':>12}{'speedup':>9}{'trials':>8}"]
+
+    def _us(sec):
+        return f"{sec * 1e6:.1f}" if sec else "-"
+
+    total_default = total_tuned = 0.0
+    for row in result.tasks:
+        speed = f"{row.speedup:.2f}x" if row.speedup else "-"
+        lines.append(f"{row.name[:35]:<36}{row.kind[:21]:<22}{_us(row.default_sec):>12}"
+                     f"{_us(row.tuned_sec):>12}{speed:>9}{row.trials:>8}")
+        if row.default_sec and row.tuned_sec:
+            total_default += row.default_sec
+            total_tuned += row.tuned_sec
+    if total_tuned:
+        lines.append(f"{'sum of tasks':<58}{total_default * 1e6:>12.1f}{total_tuned * 1e6:>12.1f}"
+                     f"{total_default / total_tuned:>8.2f}x")
+    return "\n".join(lines)
+
+
+
+
+def prune_log(source: Path, destination: Path) -> int:
+    """Copy the log in ``source`` to ``destination`` keeping only each workload's best record
+    (what gets shipped in ``tuning_logs/``); returns the records kept."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in (keys.WORKLOAD_FILE, keys.RECORD_FILE):
+        (destination / name).unlink(missing_ok=True)
+    (destination / keys.KEY_FILE).write_text((Path(source) / keys.KEY_FILE).read_text())
+    open_database(Path(source)).dump_pruned(open_database(destination))
+    return count_records(destination)
