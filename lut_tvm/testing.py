@@ -46,3 +46,12 @@ def lut_calls(mod: tvm.IRModule) -> list:
         if func.attrs is not None and LUT_KIND_ATTR in func.attrs:
             found.append((str(func.attrs[LUT_KIND_ATTR]), call))
     return found
+
+
+def loop_kinds(func) -> list:
+    """The ForKind of every loop in a PrimFunc (parallel, vectorized, ...)."""
+    from tvm import tirx  # pylint: disable=import-outside-toplevel
+
+    from ._tvm_compat import walk_tir  # pylint: disable=import-outside-toplevel
+
+    return [node.kind for node in walk_tir(func.body) if isinstance(node, tirx.For)]

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import tvm
-import tvm_ffi
 from tvm import te, tirx
 
 from lut_tvm.exact import reference as ref
@@ -14,6 +13,7 @@ from schedules.exact_lut_compute import (
     exact_lut_dense_func,
 )
 from schedules.rules.exact_lut import ExactLutRule
+from lut_tvm.testing import loop_kinds as _loop_kinds
 
 
 def _has_avx512() -> bool:
@@ -27,30 +27,6 @@ def _has_avx512() -> bool:
 TARGET = tvm.target.Target(
     {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2} if _has_avx512() else {"kind": "llvm"}
 )
-
-
-def _loop_kinds(func: tirx.PrimFunc) -> list:
-    kinds = []
-
-    def walk(node):
-        if isinstance(node, tirx.For):
-            kinds.append(node.kind)
-        for name in dir(node):
-            if name.startswith("_"):
-                continue
-            try:
-                child = getattr(node, name)
-            except Exception:  # pylint: disable=broad-except
-                continue
-            if isinstance(child, tirx.Stmt):
-                walk(child)
-            elif isinstance(child, (list, tuple, tvm_ffi.Array)):
-                for item in child:
-                    if isinstance(item, tirx.Stmt):
-                        walk(item)
-
-    walk(func.body)
-    return kinds
 
 
 def _build(func):

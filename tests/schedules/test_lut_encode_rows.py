@@ -4,7 +4,6 @@ the encode the dense rewrite emits before the shuffle lookup."""
 import numpy as np
 import pytest
 import tvm
-import tvm_ffi
 from tvm import relax, tirx
 
 from lut_tvm import _tvm_compat
@@ -12,7 +11,7 @@ from lut_tvm import reference as ref
 from lut_tvm.compiler import legalize_passes
 from lut_tvm.plan import LayerPlan, Plan
 from lut_tvm.targets import host_cpu_flags
-from lut_tvm.testing import lut_calls, relax_module
+from lut_tvm.testing import loop_kinds, lut_calls, relax_module
 from lut_tvm.weights import LayerKind, fingerprint
 from relay_passes.rewrite_dense_to_lut import RewriteDenseToLUT
 from schedules.attrs import LutKind
@@ -32,31 +31,6 @@ RUNNABLE = [
         "avx2" not in host_cpu_flags(), reason="CPU has no AVX2")),
 ]
 HOST = tvm.target.Target(AVX512 if "avx512f" in host_cpu_flags() else {"kind": "llvm"})
-
-
-def loop_kinds(func: tirx.PrimFunc) -> list:
-    """The ForKind of every loop in ``func``."""
-    kinds = []
-
-    def walk(node):
-        if isinstance(node, tirx.For):
-            kinds.append(node.kind)
-        for name in dir(node):
-            if name.startswith("_"):
-                continue
-            try:
-                child = getattr(node, name)
-            except Exception:  # pylint: disable=broad-except
-                continue
-            if isinstance(child, tirx.Stmt):
-                walk(child)
-            elif isinstance(child, (list, tuple, tvm_ffi.Array)):
-                for item in child:
-                    if isinstance(item, tirx.Stmt):
-                        walk(item)
-
-    walk(func.body)
-    return kinds
 
 
 def assert_parallel_and_vectorized(func: tirx.PrimFunc):

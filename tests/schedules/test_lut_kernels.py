@@ -5,7 +5,6 @@ import functools
 import numpy as np
 import pytest
 import tvm
-import tvm_ffi
 from tvm import tirx
 
 from lut_tvm import reference as ref
@@ -20,6 +19,7 @@ from schedules.lut_kernels import (
 from lut_tvm.targets import host_cpu_flags
 from schedules.rules.lut_encode import LutEncodeRule
 from schedules.rules.lut_lookup import LutLookupRule
+from lut_tvm.testing import loop_kinds
 
 
 def _has_avx512() -> bool:
@@ -30,31 +30,6 @@ TARGET = tvm.target.Target(
     {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2} if _has_avx512() else {"kind": "llvm"}
 )
 NEAR_TIE = 1e-4
-
-
-def loop_kinds(func: tirx.PrimFunc) -> list:
-    """The ForKind of every loop in ``func`` (a walk over the statement tree)."""
-    kinds = []
-
-    def walk(node):
-        if isinstance(node, tirx.For):
-            kinds.append(node.kind)
-        for name in dir(node):
-            if name.startswith("_"):
-                continue
-            try:
-                child = getattr(node, name)
-            except Exception:  # pylint: disable=broad-except
-                continue
-            if isinstance(child, tirx.Stmt):
-                walk(child)
-            elif isinstance(child, (list, tuple, tvm_ffi.Array)):
-                for item in child:
-                    if isinstance(item, tirx.Stmt):
-                        walk(item)
-
-    walk(func.body)
-    return kinds
 
 
 def schedule(func, rule):
