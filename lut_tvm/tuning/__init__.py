@@ -1,8 +1,4 @@
-"""MetaSchedule autotuning of lut_tvm models, and the per-device logs ``compile`` applies.
-
-``tune_model`` (in ``tune``) measures every task of a model and writes a log; ``apply_tuning_log``
-(in ``logs``) is what ``lut_tvm.compile`` calls. Submodules are imported on first use.
-"""
+"""MetaSchedule autotuning (``tune_model``) and the per-device logs ``compile`` applies."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Design space per task: our schedule rules (tunable draws, layout and intrinsic-width variants)
-plus MetaSchedule's default CPU space for the dense ops."""
+"""Design space per task: our rules (tunable, layout/width variants) + MetaSchedule's CPU space."""
 
 from __future__ import annotations
 
@@ -36,7 +35,8 @@ def target_variants(target) -> list:
         return [target]
 
 
-def _first_rule_schedule(func, target, rules, tunable: bool):
+def first_rule_schedule(func, target, rules, tunable: bool):
+    """The schedule of the first rule that applies to ``func`` (dlight's contract), or None."""
     for rule in rules:
         try:
             sch = rule.apply(func, target, tunable)
@@ -66,7 +66,7 @@ def rule_schedules(sch, target, rules, lut: bool) -> list:
     func = sch.mod["main"]
     spaces = []
     for variant in target_variants(target):
-        made = _first_rule_schedule(func, variant, rules, tunable=True)
+        made = first_rule_schedule(func, variant, rules, tunable=True)
         if made is not None:
             spaces.append(made)
     if lut and func.attrs is not None and str(func.attrs.get("lut_tvm.kind", "")).startswith("encode"):

@@ -12,11 +12,11 @@ from pathlib import Path
 import tvm
 
 from .. import _tvm_compat
-from ..errors import LutTvmError
+from ..errors import LutTvmError, TargetError
 from . import keys
 from .measure import make_builder, make_runner, reap_workers, task_bounds
 from .progress import ProgressCallback, StopRequest, interrupt_handlers
-from .space import _first_rule_schedule, design_space
+from .space import first_rule_schedule, design_space
 
 ms = _tvm_compat.meta_schedule()
 LOG = logging.getLogger("lut_tvm.tuning")
@@ -104,7 +104,7 @@ def measure_defaults(tasks, tvm_target, builder, runner, database) -> list[float
     best is never slower than the default rules, as measured)."""
     from schedules.rules import default_rules  # pylint: disable=import-outside-toplevel
 
-    schedules = [_first_rule_schedule(t.dispatched[0]["main"], tvm_target, default_rules(), False)
+    schedules = [first_rule_schedule(t.dispatched[0]["main"], tvm_target, default_rules(), False)
                  for t in tasks]
     ready = [(i, sch) for i, sch in enumerate(schedules) if sch is not None]
     built = builder.build([ms.builder.BuilderInput(sch.mod, tvm_target) for _, sch in ready])
@@ -164,10 +164,15 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
     """
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
-    from ..targets import resolve_target  # pylint: disable=import-outside-toplevel
+    from ..targets import is_host_runnable, resolve_target  # pylint: disable=import-outside-toplevel
 
     start = time.perf_counter()
     tvm_target = resolve_target(target)
+    if not is_host_runnable(tvm_target):
+        raise TargetError(f"tuning measures on this machine, which cannot run {target!r} code "
+                          "(tuning over RPC is not supported yet)")
+    if trials < 1:
+        raise LutTvmError(f"--trials must be at least 1, got {trials}")
     _tvm_compat.import_cpu_tensor_intrinsics(tvm_target)
     path = keys.log_path(log_dir or keys.default_log_dir(), tvm_target)
     bar = builder = runner = None
