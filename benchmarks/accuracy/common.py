@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -76,3 +77,20 @@ def layer_summary(lut_model: nn.Module) -> list[dict]:
     return [{"name": name, "type": type(layer).__name__, "C": int(layer.centroids.shape[0]),
              "K": int(layer.centroids.shape[1]), "V": int(layer.centroids.shape[2]),
              "N": int(layer.weight_dn().shape[1])} for name, layer in lut_layers(lut_model)]
+
+
+def run_recipes(recipes: dict, kmeans: nn.Module, methods: dict, seed: int, measure, describe, log) -> None:
+    """Train a copy of the k-means model with each recipe; ``methods[name]`` gets its measures.
+
+    ``recipes`` maps a name to ``(train(model), settings)``; ``measure(model)`` returns the
+    result columns; ``describe(row)`` is the log line's text for a result row.
+    """
+    for name, (train, info) in recipes.items():
+        model = copy.deepcopy(kmeans)
+        seed_everything(seed)
+        entry = {"training": info}
+        with stopwatch(entry):
+            train(model)
+        entry["kmeans_seconds"] = methods["kmeans"]["seconds"]
+        methods[name] = {**measure(model.eval()), **entry}
+        log(f"  {name}: {describe(methods[name])} ({entry['seconds']:.0f} s)")

@@ -19,7 +19,7 @@ from torch import nn
 from lut_tvm.policy import PlanPolicy
 from lut_tvm.train import LutConfig, accuracy, convert, train_lutnn, train_reconstruction
 
-from ..common import cached_training, layer_summary, seed_everything, size_and_ops, stopwatch
+from ..common import cached_training, layer_summary, seed_everything, size_and_ops, run_recipes, stopwatch
 from ..data import load_opencv_digits
 
 NAME = "digits_png"
@@ -156,15 +156,9 @@ def run(seed: int = 0, cnn_epochs: int = 20, lutnn_epochs: int = 3, recon_epochs
                       "batch_size": 8, "train_weights": True, "fraction": fraction,
                       "samples": max(1, round(fraction * len(x_train)))}),
     }
-    for name, (train, info) in recipes.items():
-        model = copy.deepcopy(kmeans)
-        seed_everything(seed)
-        entry = {"training": info}
-        with stopwatch(entry):
-            train(model)
-        entry["kmeans_seconds"] = methods["kmeans"]["seconds"]
-        methods[name] = {"acc": accuracy(model.eval(), test), **entry, **size_and_ops(model, original, sample)}
-        log(f"  {name}: {methods[name]['acc']:.2%} ({entry['seconds']:.0f} s)")
+    run_recipes(recipes, kmeans, methods, seed,
+                lambda m: {"acc": accuracy(m, test), **size_and_ops(m, original, sample)},
+                lambda row: f"{row['acc']:.2%}", log)
     return {
         "task": NAME, "title": "OpenCV digits.png, ResNet-style CNN", "metric": "acc", "unit": "sample",
         "data": f"{path} (5,000 real handwritten 20x20 digits; 80/20 stratified split, seed {seed})",

@@ -31,7 +31,7 @@ from lut_tvm.train import LutConfig, convert, distillation_loss, lut_layers, tra
 from lut_tvm.train.layers import replace_module
 from lut_tvm.train.recipes import fit
 
-from ..common import layer_summary, seed_everything, size_and_ops, stopwatch
+from ..common import layer_summary, seed_everything, size_and_ops, run_recipes, stopwatch
 from ..data import DataUnavailable, load_fortunes
 
 NAME = "minilm"
@@ -207,16 +207,9 @@ def run(seed: int = 0, sub_len: int = 16, lutnn_epochs: int = 1, recon_epochs: i
                       "batch_size": 4, "train_weights": True, "fraction": fraction,
                       "samples": max(1, round(fraction * len(x_train)))}),
     }
-    for name, (train, info) in recipes.items():
-        model = copy.deepcopy(kmeans)
-        seed_everything(seed)
-        entry = {"training": info}
-        with stopwatch(entry):
-            train(model)
-        entry["kmeans_seconds"] = methods["kmeans"]["seconds"]
-        methods[name] = {**evaluate(model, original_emb, x_test, y_test), **entry, **sizing(model)}
-        log(f"  {name}: topic acc {methods[name]['topic_acc']:.2%}, cosine {methods[name]['cosine']:.4f} "
-            f"({entry['seconds']:.0f} s)")
+    run_recipes(recipes, kmeans, methods, seed,
+                lambda m: {**evaluate(m, original_emb, x_test, y_test), **sizing(m)},
+                lambda row: f"topic acc {row['topic_acc']:.2%}, cosine {row['cosine']:.4f}", log)
     return {
         "task": NAME, "title": "all-MiniLM-L6-v2 on Debian fortunes", "metric": "topic_acc", "unit": "token",
         "data": (f"{root}: topics {', '.join(topics)}; {len(train_texts)} train / {len(test_texts)} held-out "

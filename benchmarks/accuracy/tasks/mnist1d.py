@@ -9,7 +9,6 @@ fc 320->64 (V = 16), K = 16; the first conv and the classifier stay dense.
 
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ from lut_tvm.policy import PlanPolicy
 from lut_tvm.train import LutConfig, accuracy, train_lutnn, train_reconstruction
 from lut_tvm.train.conv1d import convert_with_conv1d
 
-from ..common import cached_training, layer_summary, seed_everything, size_and_ops, stopwatch
+from ..common import cached_training, layer_summary, seed_everything, size_and_ops, run_recipes, stopwatch
 from ..data import load_mnist1d
 
 NAME = "mnist1d"
@@ -91,15 +90,9 @@ def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 30, recon_epoch
                       "batch_size": 8, "train_weights": False, "fraction": fraction,
                       "samples": max(1, round(fraction * len(x_train)))}),
     }
-    for name, (train, info) in recipes.items():
-        model = copy.deepcopy(kmeans)
-        seed_everything(seed)
-        entry = {"training": info}
-        with stopwatch(entry):
-            train(model)
-        entry["kmeans_seconds"] = methods["kmeans"]["seconds"]
-        methods[name] = {"acc": accuracy(model.eval(), test), **entry, **size_and_ops(model, original, sample)}
-        log(f"  {name}: {methods[name]['acc']:.2%} ({entry['seconds']:.0f} s)")
+    run_recipes(recipes, kmeans, methods, seed,
+                lambda m: {"acc": accuracy(m, test), **size_and_ops(m, original, sample)},
+                lambda row: f"{row['acc']:.2%}", log)
     return {
         "task": NAME, "title": "MNIST-1D, 1-D CNN (LutConv1d)", "metric": "acc", "unit": "sample",
         "data": "mnist1d.data.make_dataset (default args, seed 42): 4,000 train / 1,000 test, length 40",
