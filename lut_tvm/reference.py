@@ -55,6 +55,20 @@ def encode_margin(rows, centroids):
     return two[..., 1] - two[..., 0]
 
 
+def distinct_encode_margin(rows, centroids):
+    """Like ``encode_margin`` but against the nearest *different* centroid, per ``[M, C]``.
+
+    k-means duplicates a centroid when a codebook's sub-vectors take fewer than K values (a dead
+    ReLU channel): ties between identical centroids select the same table row either way, so
+    they are not near-ties that float rounding could turn into a different output.
+    """
+    dist = centroid_distances(rows, centroids)  # [M, C, K]
+    best = dist.argmin(-1)
+    best_vec = centroids[np.arange(centroids.shape[0])[None, :], best]  # [M, C, V]
+    same = (centroids[None] == best_vec[:, :, None, :]).all(-1)  # [M, C, K]
+    return np.where(same, np.inf, dist).min(-1) - dist.min(-1)
+
+
 def build_tables(centroids, weight_dn):
     """Real-valued tables ``T[c, k, n] = P[c, k] . W[cV:(c+1)V, n]`` for ``W [D, N]``."""
     num_codebooks, _, sub_len = centroids.shape

@@ -11,17 +11,16 @@ import json
 import re
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from small_models import (CNN, LUT_TOL, MIN_CLEAN_FRACTION, cnn_reference, export_onnx,
+                          seeded)
 
 import lut_tvm
-from lut_tvm import reference as ref
 from lut_tvm.cli import main
 
 pytestmark = [
@@ -36,38 +35,6 @@ NUM_CALIBRATION = 256  # a multiple of BATCH
 EXPECTED_LUT = ["conv2", "conv3", "fc1"]  # conv1 (first conv) and fc2 (last Linear) stay dense
 # default-policy centroids [C, K, V]: conv2 D=8*3*3, V=3*3; conv3 (1x1) D=16, V=4; fc1 D=256, V=16
 DEFAULT_SHAPES = {"conv2": (8, 16, 9), "conv3": (4, 16, 4), "fc1": (16, 16, 16)}
-LUT_TOL = dict(rtol=1e-5, atol=1e-5)
-MIN_ENCODE_MARGIN = 1e-5  # see test_compile_e2e: rows closer to a tie may flip code legitimately
-MIN_CLEAN_FRACTION = 0.75
-
-
-class CNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.conv3 = nn.Conv2d(16, 16, 1)
-        self.fc1 = nn.Linear(16 * 4 * 4, 32)
-        self.fc2 = nn.Linear(32, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        x = torch.relu(self.conv3(x))
-        x = torch.relu(self.fc1(x.flatten(1)))
-        return self.fc2(x)
-
-
-def _seeded_cnn(seed):
-    torch.manual_seed(seed)
-    return CNN().eval()
-
-
-def _export_onnx(model, x, path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.from_numpy(x),), str(path), dynamo=False)
-    return path
 
 
 def _call(*argv):
@@ -108,11 +75,11 @@ def files(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("cli")
     images = (load_digits().images / 16.0).astype(np.float32)[:, None]  # [1797, 1, 8, 8]
-    model = _seeded_cnn(3)
+    model = seeded(CNN, 3)
     x = images[1000 : 1000 + BATCH]
     f = SimpleNamespace(tmp=tmp, model=model, x=x)
-    f.onnx = _export_onnx(model, x, tmp / "cnn.onnx")
-    f.other_onnx = _export_onnx(_seeded_cnn(4), x, tmp / "other.onnx")
+    f.onnx = export_onnx(model, x, tmp / "cnn.onnx")
+    f.other_onnx = export_onnx(seeded(CNN, 4), x, tmp / "other.onnx")
     f.calibration = tmp / "calibration.npy"
     np.save(f.calibration, images[:NUM_CALIBRATION])
     f.input = tmp / "x.npy"
@@ -156,56 +123,6 @@ def plan_with(capsys, files, name, *flags):
     assert f"wrote {path}" in out
     plan = lut_tvm.Plan.load(path)
     return {layer.name: layer.centroids.shape for layer in plan.layers}, plan
-
-
-# --------------------------------------------------------------------------- NumPy reference
-
-
-def _margin(rows, centroids):
-    """Per row: the smallest gap between the nearest and nearest *different* centroid."""
-    dist = ref.centroid_distances(rows, centroids)  # [M, C, K]
-    best = dist.argmin(-1)
-    best_vec = centroids[np.arange(centroids.shape[0])[None, :], best]
-    same = (centroids[None] == best_vec[:, :, None, :]).all(-1)
-    return (np.where(same, np.inf, dist).min(-1) - dist.min(-1)).min(-1)
-
-
-def cnn_reference(model, plan, x):
-    """Forward with ``reference.lut_conv2d``/``lut_matmul`` for the planned layers; also the mask
-    of samples without an encode near-tie on their path."""
-    import torch.nn.functional as F
-
-    w = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    cents = {layer.name: layer.centroids for layer in plan.layers}
-    clean = np.ones(len(x), dtype=bool)
-    used = []
-
-    def conv(h, name, stride, pad):
-        nonlocal clean
-        weight, bias = w[f"{name}.weight"], w[f"{name}.bias"]
-        if name not in cents:
-            return F.conv2d(torch.from_numpy(h), torch.from_numpy(weight), torch.from_numpy(bias),
-                            stride=stride, padding=pad).numpy()
-        used.append(name)
-        rows, _ = ref.im2col_nchw(h, weight.shape[2:], (stride, stride), (pad,) * 4)
-        clean &= _margin(rows, cents[name]).reshape(len(h), -1).min(1) > MIN_ENCODE_MARGIN
-        return ref.lut_conv2d(h, cents[name], weight, bias, (stride, stride), (pad,) * 4)
-
-    def linear(h, name):
-        nonlocal clean
-        weight, bias = w[f"{name}.weight"], w[f"{name}.bias"]
-        if name not in cents:
-            return h @ weight.T + bias
-        used.append(name)
-        clean &= _margin(h, cents[name]) > MIN_ENCODE_MARGIN
-        return ref.lut_matmul(h, cents[name], weight.T, bias)
-
-    relu = lambda a: np.maximum(a, 0)  # noqa: E731
-    h = relu(conv(x, "conv1", 1, 1))
-    h = relu(conv(h, "conv2", 2, 1))
-    h = relu(conv(h, "conv3", 1, 0))
-    h = relu(linear(h.reshape(len(h), -1), "fc1"))
-    return linear(h, "fc2"), clean, used
 
 
 # --------------------------------------------------------------------------- plan
@@ -297,8 +214,9 @@ def test_run_matches_python_api_and_reference(capsys, files, default_plan, cli_c
     # the CLI's compile -> export -> load -> run is the Python API's compile, bit for bit
     np.testing.assert_array_equal(y, api_output)
 
-    expected, clean, used = cnn_reference(files.model, lut_tvm.Plan.load(default_plan.path), files.x)
-    assert used == EXPECTED_LUT
+    expected, r = cnn_reference(files.model, lut_tvm.Plan.load(default_plan.path), files.x)
+    assert r.used == EXPECTED_LUT
+    clean = r.clean_samples()
     assert clean.mean() >= MIN_CLEAN_FRACTION, f"only {clean.sum()}/{clean.size} clean samples"
     np.testing.assert_allclose(y[clean], expected[clean], **LUT_TOL)
     # and the LUT approximation shows, so the comparison above tells LUT from dense
