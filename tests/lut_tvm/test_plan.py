@@ -16,28 +16,24 @@ DENSE_W = RNG.standard_normal((12, 5)).astype(np.float32)  # D = 12
 CONV_W = RNG.standard_normal((6, 2, 3, 3)).astype(np.float32)  # D = 18
 
 
-def dense_layer(**changes):
+def _layer(name, kind, weight, centroid_shape, seed, changes):
     fields = dict(
-        name="fc1",
-        kind=LayerKind.DENSE,
-        weight_shape=DENSE_W.shape,
-        weight_fingerprint=fingerprint(DENSE_W),
-        centroids=np.random.default_rng(1).standard_normal((4, 16, 3)).astype(np.float32),
+        name=name,
+        kind=kind,
+        weight_shape=weight.shape,
+        weight_fingerprint=fingerprint(weight),
+        centroids=np.random.default_rng(seed).standard_normal(centroid_shape).astype(np.float32),
     )
     fields.update(changes)
     return LayerPlan(**fields)
+
+
+def dense_layer(**changes):
+    return _layer("fc1", LayerKind.DENSE, DENSE_W, (4, 16, 3), 1, changes)
 
 
 def conv_layer(**changes):
-    fields = dict(
-        name="conv1",
-        kind=LayerKind.CONV2D,
-        weight_shape=CONV_W.shape,
-        weight_fingerprint=fingerprint(CONV_W),
-        centroids=np.random.default_rng(2).standard_normal((6, 256, 3)).astype(np.float32),
-    )
-    fields.update(changes)
-    return LayerPlan(**fields)
+    return _layer("conv1", LayerKind.CONV2D, CONV_W, (6, 256, 3), 2, changes)
 
 
 def valid_plan():
