@@ -7,7 +7,7 @@ Names are imported on first use, so ``import lut_tvm`` is cheap and never import
 
 from __future__ import annotations
 
-import importlib
+from ._lazy import lazy_exports
 
 _EXPORTS = {
     "compile": "compiler",
@@ -27,15 +27,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lut_tvm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,8 +3,12 @@ TVM RPC server under qemu-aarch64-static on loopback)."""
 
 from __future__ import annotations
 
-from ..deploy.defaults import DEFAULT_HOST, DEFAULT_PORT, EMULATED_NOTE
+from ..deploy.defaults import (DEFAULT_EMULATED_KEY, DEFAULT_HOST, DEFAULT_PORT,
+                               DEFAULT_TRACKER_PORT, EMULATED_NOTE)
 from ..errors import LutTvmError
+
+
+_START_TRACKER = "start"  # --tracker without HOST:PORT
 
 
 def cmd_provision(args) -> None:
@@ -22,14 +26,23 @@ def cmd_start(args) -> None:
                           "an ARM phone')")
     print("starting the emulated ARM64 device (provisioning if needed; `import tvm` under qemu "
           "takes 15-40 s) ...", flush=True)
+    own_tracker = args.tracker == _START_TRACKER
     device = start_emulated(args.port, host=args.host, qemu_cpu=args.qemu_cpu,
-                            tracker=args.tracker, key=args.key or "", cache=args.cache_dir)
-    where = (f"registered with tracker {args.tracker} as key {args.key!r}" if args.tracker
-             else f"--rpc {device.address}")
-    print(f"emulated ARM64 device listening on {device.address} (pid {device.pid}, "
-          f"QEMU_CPU={device.qemu_cpu}; log {device.log})\n"
-          f"use it with: lut-tvm run/bench ... {where}\n"
-          f"note: {EMULATED_NOTE}\nstop it with: lut-tvm device stop --port {device.port}")
+                            tracker=None if own_tracker else args.tracker, key=args.key or "",
+                            start_tracker=own_tracker, tracker_port=args.tracker_port,
+                            cache=args.cache_dir)
+    lines = [f"emulated ARM64 device listening on {device.address} (pid {device.pid}, "
+             f"QEMU_CPU={device.qemu_cpu}; log {device.log})"]
+    if device.tracker:
+        where = f"--tracker {device.tracker} --key {device.key}"
+        lines += [f"registered with tracker {device.tracker} as key {device.key!r}"
+                  + (" (a tracker the device runs)" if own_tracker else ""),
+                  f"use it with: lut-tvm run/bench ... {where}",
+                  f"tune on it with: lut-tvm tune MODEL --plan PLAN --target arm64 {where}"]
+    else:
+        lines.append(f"use it with: lut-tvm run/bench ... --rpc {device.address}")
+    lines += [f"note: {EMULATED_NOTE}", f"stop it with: lut-tvm device stop --port {device.port}"]
+    print("\n".join(lines))
 
 
 def cmd_stop(args) -> None:
@@ -49,7 +62,8 @@ def cmd_status(args) -> None:
     if not devices:
         print("no emulated device is running")
     for device in devices:
-        print(f"{device.address}  pid {device.pid}  QEMU_CPU={device.qemu_cpu}  log {device.log}")
+        tracker = f"  tracker {device.tracker} key {device.key}" if device.tracker else ""
+        print(f"{device.address}  pid {device.pid}  QEMU_CPU={device.qemu_cpu}{tracker}  log {device.log}")
 
 
 def register(sub) -> None:
@@ -75,8 +89,14 @@ def register(sub) -> None:
     start.add_argument("--qemu-cpu", default="cortex-a72",
                        help="QEMU_CPU: cortex-a72 (default, ARMv8.0 + NEON), cortex-a76, a64fx, "
                             "max (every extension: hides mismatches)")
-    start.add_argument("--tracker", metavar="HOST:PORT", help="register with this RPC tracker")
-    start.add_argument("--key", help="device key to register with the tracker")
+    start.add_argument("--tracker", metavar="HOST:PORT", nargs="?", const=_START_TRACKER,
+                       help="register with this RPC tracker; without HOST:PORT the device starts "
+                            f"its own tracker on --host (port --tracker-port), for `lut-tvm tune`")
+    start.add_argument("--tracker-port", type=int, default=DEFAULT_TRACKER_PORT,
+                       help=f"port of the tracker --tracker starts (default {DEFAULT_TRACKER_PORT}, "
+                            "else the next free one; 0: any)")
+    start.add_argument("--key", help="device key to register with the tracker (default "
+                       f"{DEFAULT_EMULATED_KEY} with the device's own tracker)")
     start.add_argument("--cache-dir", **common)
     start.set_defaults(func=cmd_start)
 

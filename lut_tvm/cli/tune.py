@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from ..deploy.cli_options import add_remote_arguments, is_remote
+from ..deploy.defaults import DEFAULT_MEASURE_TIMEOUT
 from .common import MODEL_HELP, load_array
+
+
+def _remote_device(args):
+    """The RemoteDevice of --rpc / --tracker --key, or None (measure on this machine)."""
+    if not is_remote(args):
+        return None
+    from ..tuning.remote import RemoteDevice  # pylint: disable=import-outside-toplevel
+
+    return RemoteDevice(rpc=args.rpc, tracker=args.tracker, key=args.key,
+                        connect_timeout=args.connect_timeout, run_timeout=args.run_timeout)
 
 
 def cmd_tune(args) -> None:
@@ -13,13 +25,13 @@ def cmd_tune(args) -> None:
     # records measured so far are kept and the worker processes are stopped.
     result = tune_model(args.model, args.plan, target=args.target, trials=args.trials,
                         log_dir=args.log_dir, example_inputs=example, seed=args.seed,
-                        task_filter=args.tasks)
+                        task_filter=args.tasks, remote=_remote_device(args))
     if result.tasks:
         print(format_summary(result))
     state = "interrupted; kept" if result.interrupted else "wrote"
     print(f"{state} {result.records} records in {result.log_dir} "
           f"(`lut-tvm compile --target {args.target}` applies them"
-          + ("" if args.log_dir is None else " when given this log dir") + ")")
+          + ("" if args.log_dir is None else f" --tuning-logs {args.log_dir}") + ")")
 
 
 def register(sub) -> None:
@@ -28,7 +40,9 @@ def register(sub) -> None:
         "tune", help="tune the model's kernels with MetaSchedule into a tuning log",
         description="Tune every task of a model (LUT kernels and the remaining dense ops) with "
         "MetaSchedule and the XGBoost cost model. Records go to LOG_DIR/<device>/<key>/ as they "
-        "are measured; Ctrl-C keeps them. `compile` applies the log matching its target.")
+        "are measured; Ctrl-C keeps them. `compile` applies the log matching its target. "
+        "For a target this machine cannot run (arm64), candidates are built here and timed on "
+        "the device over TVM RPC: --tracker HOST:PORT --key KEY, or --rpc HOST:PORT.")
     tune.add_argument("model", help=MODEL_HELP)
     tune.add_argument("--plan", help="LUT plan (.npz) from `lut-tvm plan`; omit for all-dense")
     tune.add_argument("--target", default="native",
@@ -42,4 +56,6 @@ def register(sub) -> None:
     tune.add_argument("--tasks", nargs="+", metavar="NAME",
                       help="tune only the tasks whose name contains one of these (e.g. lut_lookup)")
     tune.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
+    add_remote_arguments(tune, run_timeout=DEFAULT_MEASURE_TIMEOUT,
+                         run_help="each step of one measurement (upload, load, copy, time)")
     tune.set_defaults(func=cmd_tune)

@@ -4,14 +4,15 @@
   ``compiled.deploy(session)`` (or ``session.load(compiled)``) -> ``RemoteModel``, called with
   NumPy arrays; ``RemoteModel.benchmark`` times it there with TVM's time evaluator.
 * ``linker``: which cross linker writes the ``.so`` for arm64 / android-arm64, or a ``.tar``.
-* ``emulated``: an emulated ARM64 device (qemu-aarch64 + an arm64 Debian sysroot) on loopback.
+* ``emulated``: an emulated ARM64 device (qemu-aarch64 + an arm64 Debian sysroot) on loopback,
+  optionally running its own RPC tracker for tuning (``lut_tvm.tuning.RemoteDevice``).
 
 Names are imported on first use, so ``import lut_tvm.deploy`` does not import TVM.
 """
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "connect": "session",
@@ -32,15 +33,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lut_tvm.deploy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from .defaults import DEFAULT_CONNECT_TIMEOUT, DEFAULT_RUN_TIMEOUT
 
 
-def add_remote_arguments(parser) -> None:
+def add_remote_arguments(parser, run_timeout: float = DEFAULT_RUN_TIMEOUT,
+                         run_help: str = "each upload/run step") -> None:
     """--rpc / --tracker / --key and the timeouts."""
     group = parser.add_argument_group("remote device (TVM RPC)")
     where = group.add_mutually_exclusive_group()
@@ -16,8 +17,8 @@ def add_remote_arguments(parser) -> None:
     group.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT,
                        metavar="SECONDS",
                        help=f"give up connecting after this (default {DEFAULT_CONNECT_TIMEOUT:g})")
-    group.add_argument("--run-timeout", type=float, default=DEFAULT_RUN_TIMEOUT, metavar="SECONDS",
-                       help=f"give up on each upload/run step after this (default {DEFAULT_RUN_TIMEOUT:g})")
+    group.add_argument("--run-timeout", type=float, default=run_timeout, metavar="SECONDS",
+                       help=f"give up on {run_help} after this (default {run_timeout:g})")
 
 
 def is_remote(args) -> bool:

@@ -4,9 +4,10 @@
 sysroot by mmdebstrap, TVM's aarch64 wheels by the host pip; cached under
 ``~/.cache/lut_tvm/arm64``, or ``$LUT_TVM_ARM64_CACHE``). ``start_emulated()`` starts
 ``scripts/arm64_device/rpc_launcher.py`` with the sysroot's python3.11 under qemu and waits until
-it listens; ``stop_emulated()`` stops it. Each running server leaves a state file
-``server-<port>.json`` in the cache directory, so ``lut-tvm device stop`` from another shell
-finds it.
+it listens (with ``start_tracker=True`` the launcher also runs a TVM RPC tracker and registers
+with it, which MetaSchedule's RPC tuning needs); ``stop_emulated()`` stops it. Each running
+server leaves a state file ``server-<port>.json`` in the cache directory, so ``lut-tvm device
+stop`` from another shell finds it.
 
 Times measured on it are qemu's, not a phone's: every report of one says so.
 """
@@ -22,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .defaults import DEFAULT_PORT, DeviceError
+from .defaults import DEFAULT_EMULATED_KEY, DEFAULT_PORT, DEFAULT_TRACKER_PORT, DeviceError
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "scripts" / "arm64_device"
 DEFAULT_QEMU_CPU = "cortex-a72"  # NEON only; "max" accepts every extension and hides mismatches
@@ -167,14 +168,23 @@ def _reap(pid: int) -> None:
 
 def start_emulated(port: int = DEFAULT_PORT, *, host: str = "127.0.0.1",
                    qemu_cpu: str = DEFAULT_QEMU_CPU, tracker: str | None = None, key: str = "",
+                   start_tracker: bool = False, tracker_port: int = DEFAULT_TRACKER_PORT,
                    cache: str | os.PathLike | None = None, ready_timeout: float = DEFAULT_READY_TIMEOUT,
                    do_provision: bool = True, quiet: bool = False) -> EmulatedDevice:
     """Provision (if needed) and start the emulated device; returns once it accepts sessions.
 
     ``port=0`` picks a free port. ``tracker="HOST:PORT"`` registers it with a TVM RPC tracker
-    under ``key`` (then connect through the tracker). ``qemu_cpu`` is QEMU_CPU (cortex-a72:
-    ARMv8.0 + NEON, like most phones' little cores; ``max`` enables every extension).
+    under ``key`` (then connect through the tracker); ``start_tracker=True`` has the device run
+    its own tracker on ``host`` (first free port from ``tracker_port``, 0: any) and register
+    there (key default ``arm64-emulated``): what ``lut-tvm tune --tracker`` needs. ``qemu_cpu``
+    is QEMU_CPU (cortex-a72: ARMv8.0 + NEON, like most phones' little cores; ``max`` enables
+    every extension).
     """
+    if start_tracker and tracker:
+        raise DeviceError("give either tracker=HOST:PORT (an existing tracker) or "
+                          "start_tracker=True (the device starts one), not both")
+    if start_tracker:
+        key = key or DEFAULT_EMULATED_KEY
     cache = provision(cache, quiet=quiet) if do_provision else cache_dir(cache)
     sysroot, site = cache / "sysroot", cache / "site"
     if not (sysroot / ".done").is_file() or not (site / ".done").is_file():
@@ -200,6 +210,8 @@ def start_emulated(port: int = DEFAULT_PORT, *, host: str = "127.0.0.1",
            "--host", host, "--port", str(port), "--ready-file", str(ready)]
     if tracker:
         cmd += ["--tracker", tracker, "--key", key, "--custom-addr", host]
+    elif start_tracker:
+        cmd += ["--start-tracker", str(tracker_port), "--key", key, "--custom-addr", host]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, cwd=str(cache))
@@ -217,7 +229,7 @@ def start_emulated(port: int = DEFAULT_PORT, *, host: str = "127.0.0.1",
     info = json.loads(ready.read_text())
     ready.unlink()
     device = EmulatedDevice(host, int(info["port"]), proc.pid, qemu_cpu, str(log_path), str(cache),
-                            tracker, key)
+                            info.get("tracker") or tracker, key)
     _state_file(cache, device.port).write_text(json.dumps(asdict(device), indent=2))
     return device
 

@@ -94,6 +94,7 @@ class RemoteSession:
         self.via = via
         self.run_timeout = run_timeout
         self._closed_reason: str | None = None
+        self.lost = False  # a step timed out or the connection was lost (not set by ``close``)
         self.info = self._device_info()
 
     # ------------------------------------------------------------------ steps
@@ -121,6 +122,7 @@ class RemoteSession:
         # The RPC call may still be running in its thread: drop our reference and do not reuse it.
         self._closed_reason = reason
         self._rpc = None
+        self.lost = True
 
     def _label(self) -> str:
         return " (emulated)" if self.emulated else ""
@@ -168,6 +170,10 @@ class RemoteSession:
         self.step(f"upload {path.name}", lambda: self._live().upload(str(path), name))
         return name
 
+    def load_module(self, name: str):
+        """Load an uploaded shared library with the server's module loader (a remote Module)."""
+        return self.step(f"load {name}", lambda: self._live().load_module(name))
+
     def load_library(self, path: str | os.PathLike, info) -> "RemoteModel":
         """Upload a shared library written by ``CompiledModel.export`` and load it on the device.
 
@@ -181,7 +187,7 @@ class RemoteSession:
         if not path.is_file():
             raise ArtifactError(f"compiled model {str(path)!r} does not exist")
         name = self.upload(path)
-        module = self.step(f"load {name}", lambda: self._live().load_module(name))
+        module = self.load_module(name)
         device = self.device
         vm = self.step(f"start the VM for {name}",
                        lambda: _tvm_compat.remote_virtual_machine(module, device))

@@ -1,12 +1,13 @@
-"""MetaSchedule autotuning (``tune_model``) and the per-device logs ``compile`` applies."""
+"""MetaSchedule autotuning (``tune_model``, also on a ``RemoteDevice``) and the logs compile applies."""
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "tune_model": "tune",
     "TuneResult": "tune",
+    "RemoteDevice": "remote",
     "apply_tuning_log": "logs",
     "AppliedLog": "logs",
     "default_log_dir": "keys",
@@ -16,9 +17,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lut_tvm.tuning' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

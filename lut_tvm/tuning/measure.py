@@ -120,9 +120,9 @@ class LutBuilder(ms.builder.LocalBuilder._cls):  # pylint: disable=protected-acc
 
     MAX_USES = 64
 
-    def __init__(self, **kwargs):
+    def __init__(self, f_export=None, **kwargs):
         self._pool = None
-        super().__init__(f_build=build_lean, **kwargs)
+        super().__init__(f_build=build_lean, f_export=f_export, **kwargs)
 
     def _get_pool(self):
         if self._pool is None:
@@ -158,10 +158,12 @@ class LutBuilder(ms.builder.LocalBuilder._cls):  # pylint: disable=protected-acc
             self._pool = None
 
 
-def make_builder(max_workers: int | None = None, timeout_sec: float = 60.0):
-    """A LutBuilder (the default build times out importing every GPU tensor intrinsic)."""
+def make_builder(max_workers: int | None = None, timeout_sec: float = 60.0, f_export=None):
+    """A LutBuilder (the default build times out importing every GPU tensor intrinsic);
+    ``f_export(module) -> path`` writes each candidate (default: a ``.tar`` for this machine)."""
     _tvm_compat.patch_popen_pool_kill()
-    return LutBuilder(max_workers=max_workers or os.cpu_count(), timeout_sec=timeout_sec)
+    return LutBuilder(max_workers=max_workers or os.cpu_count(), timeout_sec=timeout_sec,
+                      f_export=f_export)
 
 
 def make_runner(bounds: dict[str, list], timeout_sec: float = 30.0, number: int = 3,

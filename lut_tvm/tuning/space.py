@@ -48,17 +48,34 @@ def first_rule_schedule(func, target, rules, tunable: bool):
     return None
 
 
-def _encode_variants(func) -> list:
-    """The encode kernel's other layout (centroid-major distances), when the rule exposes it."""
-    from schedules.rules import lut_encode  # pylint: disable=import-outside-toplevel
+def _lut_variants(func, target) -> list:
+    """Other schedules of a LUT kernel than its default rule's: the gather encode's centroid-major
+    distances, the row encodes' tile copy of the input, the shuffle lookups with row tiles
+    (not row x channel tiles) in parallel (tunable: the tiles are sampled too)."""
+    # pylint: disable=import-outside-toplevel
+    from schedules.attrs import LutKind
+    from schedules.rules import lut_encode
+    from schedules.rules.lut_encode_rows import LutEncodeRowsRule
+    from schedules.rules.lut_lookup_shuffle import LutLookupShuffleRule
 
-    variant = getattr(lut_encode, "_centroid_major", None)
-    if variant is None:
-        return []
-    try:
-        return [variant(func)]
-    except Exception:  # pylint: disable=broad-except
-        return []
+    kind = str(func.attrs.get("lut_tvm.kind", "")) if func.attrs is not None else ""
+    if kind in (LutKind.ENCODE_DENSE, LutKind.ENCODE_CONV2D):
+        makers = [lambda: lut_encode._centroid_major(func)]  # pylint: disable=protected-access
+    elif kind in (LutKind.ENCODE_DENSE_ROWS, LutKind.ENCODE_CONV2D_ROWS):
+        makers = [lambda: LutEncodeRowsRule(xt_mode="tile").apply(func, target, True)]
+    elif kind in (LutKind.LOOKUP_DENSE_SHUFFLE, LutKind.LOOKUP_CONV2D_SHUFFLE):
+        makers = [lambda: LutLookupShuffleRule(parallel_axis="rows").apply(func, target, True)]
+    else:
+        makers = []
+    spaces = []
+    for make in makers:
+        try:
+            made = make()
+        except Exception:  # pylint: disable=broad-except
+            continue
+        if made is not None:
+            spaces.append(made)
+    return spaces
 
 
 def rule_schedules(sch, target, rules, lut: bool) -> list:
@@ -69,8 +86,8 @@ def rule_schedules(sch, target, rules, lut: bool) -> list:
         made = first_rule_schedule(func, variant, rules, tunable=True)
         if made is not None:
             spaces.append(made)
-    if lut and func.attrs is not None and str(func.attrs.get("lut_tvm.kind", "")).startswith("encode"):
-        spaces.extend(_encode_variants(func))
+    if lut:
+        spaces.extend(_lut_variants(func, target))
     return spaces
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import tvm
 
 from .. import _tvm_compat
+from ..deploy.defaults import EMULATED_NOTE, DeviceError
 from ..errors import LutTvmError, TargetError
 from . import keys
 from .measure import make_builder, make_runner, reap_workers, task_bounds
+from .remote import RemoteDevice, device_target, remote_measurers
 from .progress import ProgressCallback, StopRequest, interrupt_handlers
 from .space import first_rule_schedule, design_space
 
@@ -48,6 +50,8 @@ class TuneResult:
     tasks: list[TaskResult] = field(default_factory=list)
     interrupted: bool = False
     records: int = 0
+    device: str = "this machine"  # where the candidates were timed
+    emulated: bool = False  # timed under emulation (qemu): not device performance
 
 
 def prepare_module(model, plan, tvm_target, example_inputs=None):
@@ -92,11 +96,18 @@ def open_database(path: Path):
                                     allow_missing=True, module_equality="structural")
 
 
-def _write_key(path: Path, tvm_target) -> None:
+def _write_key(path: Path, tvm_target, measured_on: dict | None = None) -> None:
+    """The key file; ``measured_on`` (a remote device's probe) is kept beside the key fields."""
     path.mkdir(parents=True, exist_ok=True)
+    info = (measured_on or {}).get("info") or {}
     key = {**keys.log_key(tvm_target), "device": keys.device_name(tvm_target),
-           "num_cores_tuned": os.cpu_count()}
-    (path / keys.KEY_FILE).write_text(json.dumps(key, indent=2) + "\n")
+           "num_cores_tuned": info.get("cpu_count", os.cpu_count())}
+    if measured_on:
+        key["measured_on"] = measured_on["describe"]
+        key["emulated"] = measured_on["emulated"]
+    tmp = path / (keys.KEY_FILE + ".tmp")
+    tmp.write_text(json.dumps(key, indent=2) + "\n")
+    os.replace(tmp, path / keys.KEY_FILE)
 
 
 def measure_defaults(tasks, tvm_target, builder, runner, database) -> list[float | None]:
@@ -153,7 +164,7 @@ def _search_strategy(trials: int):
 
 def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
                example_inputs=None, progress: bool = True, seed: int = 0,
-               task_filter: list[str] | None = None, on_measure=None) -> TuneResult:
+               task_filter: list[str] | None = None, on_measure=None, remote=None) -> TuneResult:
     """Tune every task of ``model`` (+ ``plan``) for ``target``, ``trials`` measurements per task.
 
     Records go to ``<log_dir>/<device>/<key>/`` (``log_dir`` defaults to
@@ -161,6 +172,11 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
     ``task_filter`` keeps only the tasks whose name contains one of its strings;
     KeyboardInterrupt ends the run early with ``interrupted=True``. ``on_measure(task_id,
     n_measured)`` is called after each batch. Worker processes are reaped on the way out.
+
+    ``remote`` (a ``lut_tvm.tuning.RemoteDevice``, or ``"HOST:PORT"`` of an RPC server) times
+    the candidates on that device, built here for ``target`` (cross-linked); required for a
+    target this machine cannot run. A device that stops answering ends the run with a
+    DeviceError naming it and the failed step; the records measured before stay in the log.
     """
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
@@ -168,14 +184,22 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
 
     start = time.perf_counter()
     tvm_target = resolve_target(target)
-    if not is_host_runnable(tvm_target):
-        raise TargetError(f"tuning measures on this machine, which cannot run {target!r} code "
-                          "(tuning over RPC is not supported yet)")
+    if remote is None and not is_host_runnable(tvm_target):
+        raise TargetError(f"this machine cannot run {target!r} code: tune on the device over RPC "
+                          "(--tracker HOST:PORT --key KEY, or --rpc HOST:PORT; "
+                          "`lut-tvm device start --emulated --tracker` starts an emulated one)")
     if trials < 1:
         raise LutTvmError(f"--trials must be at least 1, got {trials}")
+    if isinstance(remote, str):
+        remote = RemoteDevice(rpc=remote)
+    measured_on = remote.probe(tvm_target) if remote is not None else None
+    if measured_on:
+        tvm_target = device_target(tvm_target, measured_on)
+        if measured_on["emulated"]:
+            LOG.warning("measuring on %s", measured_on["describe"])  # says it is emulated
     _tvm_compat.import_cpu_tensor_intrinsics(tvm_target)
     path = keys.log_path(log_dir or keys.default_log_dir(), tvm_target)
-    bar = builder = runner = None
+    bar = builder = runner = watch = None
     stop = StopRequest()
     tasks: list = []
     defaults: list[float | None] = []
@@ -184,13 +208,17 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
         with interrupt_handlers(stop):
             # Workers start (and import TVM) while the model is imported and rewritten.
             bounds: dict[str, list] = {}
-            builder, runner = make_builder(), make_runner(bounds)
+            if remote is None:
+                builder, runner = make_builder(), make_runner(bounds)
+            else:
+                builder, runner, watch = remote_measurers(remote, tvm_target, bounds, stop,
+                                                          measured_on["emulated"])
             mod = prepare_module(model, plan, tvm_target, example_inputs)
             tasks = [t for t in extract_tasks(mod, tvm_target)
                      if not task_filter or any(part in t.task_name for part in task_filter)]
             if not tasks:
                 raise LutTvmError(f"no task of the model matches {task_filter}")
-            _write_key(path, tvm_target)
+            _write_key(path, tvm_target, measured_on)
             database = open_database(path)
             bounds.update(task_bounds([t.dispatched[0] for t in tasks]))
             defaults = [None] * len(tasks)
@@ -229,7 +257,12 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
         if bar is not None:
             bar.close()
         _close(builder, runner)
+    if watch is not None and watch.failure is not None:
+        raise DeviceError(f"{watch.failure}; the {count_records(path)} records measured before are "
+                          f"kept in {path}")
     result = TuneResult(log_dir=path, interrupted=stop.requested)
+    if measured_on:
+        result.device, result.emulated = measured_on["describe"], measured_on["emulated"]
     if stop.requested:
         LOG.warning("tuning interrupted: the records measured so far are kept in %s", path)
     if database is not None:
@@ -289,6 +322,10 @@ def format_summary(result: TuneResult) -> str:
     if total_tuned:
         lines.append(f"{'sum of tasks':<58}{total_default * 1e6:>12.1f}{total_tuned * 1e6:>12.1f}"
                      f"{total_default / total_tuned:>8.2f}x")
+    lines.append(f"times measured on {result.device}")
+    if result.emulated:
+        lines.append(f"note: {EMULATED_NOTE} -- these times rank candidates of the device's code; "
+                     "they are not its speed")
     return "\n".join(lines)
 
 

@@ -54,3 +54,50 @@ def alloc_arguments(bounds, device, args_info, alloc_repeat):
                                               device))
         repeated.append(args)
     return repeated
+
+
+def export_shared(linker, rt_mod) -> str:
+    """Write a built candidate as a shared library for the remote device, linked by ``linker``
+    (a ``lut_tvm.deploy.linker.Linker``; None: the host compiler), in a fresh temp folder."""
+    import os  # pylint: disable=import-outside-toplevel
+    import tempfile  # pylint: disable=import-outside-toplevel
+
+    from .. import _tvm_compat  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(tempfile.mkdtemp(prefix="lut_tvm_candidate_"), "candidate.so")
+    _tvm_compat.export_library(rt_mod, path, fcompile=linker.fcompile() if linker else None)
+    return path
+
+
+def measure_on_device(connect_kwargs: dict, bounds, evaluator_config, alloc_repeat: int,
+                      artifact_path: str, args_info) -> tuple:
+    """Time one candidate on the remote device: connect, upload, load with the server's module
+    loader, copy code-safe inputs made here, run TVM's time evaluator there.
+
+    Returns ``("ok", seconds)``, ``("failed", message)`` for a candidate that failed on a working
+    connection, or ``("lost", message)`` when the connection failed or a step timed out; each
+    message names the device and the step (``lut_tvm.deploy.connect`` runs each step with a timeout).
+    """
+    import os  # pylint: disable=import-outside-toplevel
+
+    from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common  # pylint: disable=import-outside-toplevel
+
+    from ..deploy.session import DeviceError, connect  # pylint: disable=import-outside-toplevel
+
+    try:
+        session = connect(**connect_kwargs)
+    except DeviceError as err:
+        return "lost", f"{err} (step 'connect')"
+    try:
+        name = session.upload(artifact_path, f"{os.path.basename(os.path.dirname(artifact_path))}.so")
+        module = session.load_module(name)
+        device = session.device
+        args = session.step("copy inputs to the device",
+                            lambda: alloc_arguments(bounds, device, args_info, alloc_repeat))
+        secs = session.step("time the candidate", lambda: run_evaluator_common(
+            module, device, evaluator_config, args))
+        return "ok", secs
+    except DeviceError as err:
+        return ("lost" if session.lost else "failed"), str(err)
+    finally:
+        session.close()

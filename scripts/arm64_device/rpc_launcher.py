@@ -8,6 +8,9 @@ and the child inherits the already-imported TVM, so a session starts at once). U
 stock loop it does not wait for a session to end before accepting the next one, and a session
 that crashes or overruns its ``-timeout`` is reaped/killed without taking the server down.
 
+With ``--start-tracker PORT`` it also runs TVM's RPC tracker (on a thread) and registers with
+it, so MetaSchedule's RPC tuning can ask the tracker for this device by ``--key``.
+
 Run with the *device's* python and only TVM's runtime wheels on PYTHONPATH; it imports nothing
 from lut_tvm. Prints ``LUT_TVM_RPC_READY <host> <port>`` (and writes ``--ready-file``) once
 listening.
@@ -38,6 +41,9 @@ def _parse_args(argv=None):
     parser.add_argument("--port-end", type=int, default=9199, help="last port to try")
     parser.add_argument("--key", default="", help="device key reported to the tracker")
     parser.add_argument("--tracker", default=None, help="HOST:PORT of a TVM RPC tracker")
+    parser.add_argument("--start-tracker", type=int, default=None, metavar="PORT",
+                        help="also run a TVM RPC tracker on --host, first free port from PORT "
+                             "(0: any), and register with it under --key")
     parser.add_argument("--custom-addr", default=None, help="address the tracker hands to clients")
     parser.add_argument("--ready-file", default=None, help="write {host, port, pid} here when ready")
     parser.add_argument("--default-session-timeout", type=float, default=3600.0,
@@ -78,7 +84,7 @@ class _Sessions:
         self.default_timeout = default_timeout
         self.children: dict[int, tuple] = {}  # pid -> (conn, addr, deadline, timeout)
         self.lock = threading.Lock()
-        self.listen_sock = None
+        self.listen_socks = []  # closed in each session (it must not hold them open)
         threading.Thread(target=self._reap_forever, daemon=True).start()
 
     def serve(self, sock, addr, opts, load_library):
@@ -93,8 +99,8 @@ class _Sessions:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                if self.listen_sock is not None:
-                    self.listen_sock.close()
+                for listening in self.listen_socks:
+                    listening.close()
                 os.chdir(work)
                 rpc_server._serve_loop(sock, load_library, _WorkDir(work))
             except BaseException as err:  # pylint: disable=broad-except
@@ -175,6 +181,19 @@ def _bind(host: str, port: int, port_end: int) -> socket.socket:
     return sock
 
 
+def _start_tracker(host: str, port: int) -> socket.socket:
+    """TVM's RPC tracker (``tvm.rpc.tracker``, tornado) on a thread of this process; returns its
+    listening socket. (``tvm.rpc.tracker.Tracker`` would start it in a re-executed worker, which
+    fails under qemu like the stock server.)"""
+    from tvm.rpc import base, tracker  # pylint: disable=import-outside-toplevel
+
+    sock = _bind(host, port, port + 9 if port else 0)
+    threading.Thread(target=tracker._tracker_server, args=(sock, base.random_key("tracker")),
+                     daemon=True, name="rpc-tracker").start()
+    LOG.info("tracker listening on %s:%d", host, sock.getsockname()[1])
+    return sock
+
+
 _TVM_VERSION = "?"
 
 
@@ -196,10 +215,16 @@ def main(argv=None) -> int:
     sessions = _Sessions(args.default_session_timeout)
     rpc_server._serving = sessions.serve  # the stock loop calls it through the module global
     sock = _bind(args.host, args.port, args.port_end)
-    sessions.listen_sock = sock
+    sessions.listen_socks.append(sock)
     port = sock.getsockname()[1]
     tracker = None
-    if args.tracker:
+    if args.start_tracker is not None:
+        tracker_sock = _start_tracker(args.host, args.start_tracker)
+        sessions.listen_socks.append(tracker_sock)
+        tracker = (args.host, tracker_sock.getsockname()[1])
+        args.tracker = f"{args.host}:{tracker[1]}"
+        args.custom_addr = args.custom_addr or args.host
+    elif args.tracker:
         thost, _, tport = args.tracker.rpartition(":")
         tracker = (thost, int(tport))
 
@@ -214,7 +239,8 @@ def main(argv=None) -> int:
     if args.ready_file:
         tmp = args.ready_file + ".tmp"
         with open(tmp, "w", encoding="utf-8") as out:
-            json.dump({"host": args.host, "port": port, "pid": os.getpid()}, out)
+            json.dump({"host": args.host, "port": port, "pid": os.getpid(),
+                       "tracker": args.tracker, "key": args.key}, out)
         os.replace(tmp, args.ready_file)
     print(f"LUT_TVM_RPC_READY {args.host} {port}", flush=True)
     LOG.info("listening on %s:%d%s", args.host, port,

@@ -90,7 +90,8 @@ def test_tune_writes_a_keyed_log_that_compile_applies(demo, tuned, untuned, capl
     assert key["tvm_version"] == _tvm_compat.TVM_VERSION
     assert result.records == count_records(result.log_dir) > len(result.tasks)
     kinds = {task.kind for task in result.tasks}
-    assert {"lookup_conv2d", "lookup_dense_shuffle", "dense"} <= kinds
+    assert {"lookup_dense_shuffle", "dense"} <= kinds
+    assert any(kind.startswith("lookup_conv2d") for kind in kinds)  # gather or shuffle form
     assert any(kind.startswith("encode_dense") for kind in kinds)
     assert all(task.default_sec and task.tuned_sec for task in result.tasks)
     # The scheduler's first round gives each task one batch: the stop came after three of them.
