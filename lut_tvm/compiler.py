@@ -3,6 +3,7 @@ legalize + fuse, schedule, build. ``dump_ir`` writes the module after each stage
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -11,11 +12,15 @@ from tvm import relax
 
 from relay_passes import FuseLUTEpilogue, RewriteConv2dToLUT, RewriteDenseToLUT
 from relay_passes.conv2d_weight_hwio import Conv2dWeightHWIO
+from relay_passes.fuse_exact_bias import FuseExactBias
+from relay_passes.rewrite_conv2d_to_exact_lut import RewriteConv2dToExactLUT
+from relay_passes.rewrite_dense_to_exact_lut import RewriteDenseToExactLUT
 from relay_passes.layer_sites import LayerSite, unique_layer_sites
 from schedules.rules import default_rules
 
 from . import _tvm_compat
 from .errors import PlanError
+from .exact.plan import EXACT_PLAN_FORMAT, ExactPlan, plan_file_format
 from .frontends import ImportedModel, import_model
 from .plan import Plan
 from .runtime import ArtifactInfo, CompiledModel
@@ -55,6 +60,33 @@ def lut_rewrite_passes(plan: Plan) -> list:
     return [RewriteDenseToLUT(plan), RewriteConv2dToLUT(plan), FuseLUTEpilogue()]
 
 
+def exact_rewrite_passes(plan: ExactPlan) -> list:
+    """Stage 3 for an exact plan: planned dense and conv2d layers to exact (LUT-NA) kernels,
+    constant bias adds folded into their int32 bias (byte-shuffle form on targets with one)."""
+    return [RewriteDenseToExactLUT(plan), RewriteConv2dToExactLUT(plan), FuseExactBias()]
+
+
+def load_plan(plan) -> "Plan | ExactPlan":
+    """A Plan or an ExactPlan from a plan object or file (the kind read from its metadata)."""
+    if not isinstance(plan, (str, Path)):
+        return plan or Plan(layers=[])
+    if plan_file_format(plan) == EXACT_PLAN_FORMAT:
+        return ExactPlan.load(plan)
+    return Plan.load(plan)
+
+
+@contextlib.contextmanager
+def _naming_exact_plan_file(plan, plan_path):
+    """Prefix the PlanErrors raised inside with the exact plan file they come from, if any
+    (LUT-NN plans' errors pass unchanged)."""
+    try:
+        yield
+    except PlanError as err:
+        if plan_path is None or not isinstance(plan, ExactPlan):
+            raise
+        raise PlanError(f"exact plan file {str(plan_path)!r}: {err}") from None
+
+
 def legalize_passes() -> list:
     """Stage 4: every remaining op to TIR, fused the way the CPU backend fuses it."""
     return [
@@ -75,20 +107,27 @@ def _dump(dump_dir: Path | None, index: int, stage: str, mod: tvm.IRModule) -> N
 
 
 def build_relax(mod: tvm.IRModule, tvm_target, dump_dir: Path | None = None, tuning_logs=None):
+    """Stages 4-6 (see ``build_relax_with_log``); returns the VM executable only."""
+    return build_relax_with_log(mod, tvm_target, dump_dir, tuning_logs)[0]
+
+
+def build_relax_with_log(mod: tvm.IRModule, tvm_target, dump_dir: Path | None = None,
+                         tuning_logs=None):
     """Stages 4-6: legalize and fuse, schedule every PrimFunc (the matching tuning log in the
-    folder ``tuning_logs`` first, if given, then the default rules), build the VM executable."""
+    folder ``tuning_logs`` first, if given, then the default rules), build the VM executable.
+    Returns ``(executable, AppliedLog or None)``."""
     with tvm_target:
         mod = tvm.transform.Sequential(legalize_passes(), name="legalize")(mod)
         _dump(dump_dir, 3, "legalized", mod)
-        mod, _ = apply_tuning_log(mod, tvm_target, tuning_logs)
+        mod, applied = apply_tuning_log(mod, tvm_target, tuning_logs)
         mod = _tvm_compat.default_schedule_pass(default_rules())(mod)
         _dump(dump_dir, 4, "scheduled", mod)
-    return _tvm_compat.build_executable(mod, tvm_target)
+    return _tvm_compat.build_executable(mod, tvm_target), applied
 
 
 def compile(  # pylint: disable=redefined-builtin
     model,
-    plan: Plan | str | None = None,
+    plan: Plan | ExactPlan | str | Path | None = None,
     target="native",
     example_inputs=None,
     *,
@@ -97,7 +136,9 @@ def compile(  # pylint: disable=redefined-builtin
 ) -> CompiledModel:
     """Compile a torch module / ``.onnx`` / ``.pt2`` model, with the plan's layers as LUTs.
 
-    ``plan`` is a Plan, a plan file path, or None (everything dense). ``target`` is a
+    ``plan`` is a Plan (LUT-NN), an ExactPlan (LUT-NA's exact mode: the planned layers become
+    bit-exact quantized LUT kernels), a file of either kind (told apart by its metadata), or
+    None (everything dense). ``target`` is a
     friendly name (``native``, ``x86-avx2``, ``x86-avx512``, ``arm64``) or a TVM target dict.
     ``tuning_logs``: True applies the matching log from ``tuning_logs/`` (lut_tvm.tuning), a
     folder path looks there instead, False uses the default schedule rules only.
@@ -107,22 +148,26 @@ def compile(  # pylint: disable=redefined-builtin
     imported = import_model(model, example_inputs)
     _dump(dump_dir, 1, "imported", imported.mod)
 
-    if isinstance(plan, (str, Path)):
-        plan = Plan.load(plan)
-    plan = plan or Plan(layers=[])
-    plan.validate()  # an in-memory Plan is not checked by Plan.load
-    bound = bind_plan(plan, imported)
-    LOG.info("LUT layers: %s", ", ".join(bound) or "none")
+    plan_path = plan if isinstance(plan, (str, Path)) else None
+    plan = load_plan(plan)
+    exact = isinstance(plan, ExactPlan)
+    with _naming_exact_plan_file(plan, plan_path):
+        plan.validate()  # an in-memory plan is not checked by its loader
+        bound = bind_plan(plan, imported)
+    LOG.info("%s layers: %s", "exact LUT" if exact else "LUT", ", ".join(bound) or "none")
 
-    with tvm_target:
-        mod = tvm.transform.Sequential(lut_rewrite_passes(plan), name="lut_rewrite")(imported.mod)
+    rewrite = exact_rewrite_passes(plan) if exact else lut_rewrite_passes(plan)
+    with tvm_target, _naming_exact_plan_file(plan, plan_path):
+        mod = tvm.transform.Sequential(rewrite, name="lut_rewrite")(imported.mod)
     _dump(dump_dir, 2, "lut_rewrite", mod)
-    executable = build_relax(mod, tvm_target, dump_dir, resolve_log_dir(tuning_logs))
+    executable, applied = build_relax_with_log(mod, tvm_target, dump_dir,
+                                               resolve_log_dir(tuning_logs))
     info = ArtifactInfo(
         input_names=imported.input_names,
         input_shapes=[list(s) for s in imported.input_shapes],
         target=str(tvm_target),
         lut_layers=bound,
         source=imported.source,
+        tuning_log=str(applied) if applied else "",
     )
     return CompiledModel(executable, info)

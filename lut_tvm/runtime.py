@@ -30,6 +30,7 @@ class ArtifactInfo:
     lut_layers: list[str] = field(default_factory=list)
     source: str = ""
     tvm_version: str = _tvm_compat.TVM_VERSION
+    tuning_log: str = ""  # the applied tuning log and how many functions it scheduled, or ""
 
 
 def sidecar_path(path: Path) -> Path:

@@ -17,5 +17,8 @@ class LutKind:
     LOOKUP_DENSE_SHUFFLE = "lookup_dense_shuffle"
     ENCODE_DENSE_ROWS = "encode_dense_rows"
     EXACT_LUT_DENSE = "exact_lut_dense"
+    EXACT_LUT_SHUFFLE = "exact_lut_shuffle"
+    ENCODE_CONV2D_ROWS = "encode_conv2d_rows"
+    LOOKUP_CONV2D_SHUFFLE = "lookup_conv2d_shuffle"
     ALL = (ENCODE_DENSE, ENCODE_CONV2D, LOOKUP_DENSE, LOOKUP_CONV2D, LOOKUP_DENSE_SHUFFLE,
-           ENCODE_DENSE_ROWS, EXACT_LUT_DENSE)
+           ENCODE_DENSE_ROWS, EXACT_LUT_DENSE, ENCODE_CONV2D_ROWS, LOOKUP_CONV2D_SHUFFLE, EXACT_LUT_SHUFFLE)

@@ -3,7 +3,8 @@
 The math and the weight layout are those of ``lut_tvm.exact.reference`` (see its docstring):
 
 * activations ``xq [M, D]`` int8 (or float32 ``x`` quantized in the kernel:
-  ``clip(nearbyint(x / sx), -127, 127)``, float32, half to even);
+  ``clip(nearbyint(x / sx), -127, 127)``, float32, half to even; for a conv2d the rows are the
+  im2col windows of the NCHW input, read in place by ``quantize_windows``: no im2col buffer);
 * ``exact_table``: ``T[m, g, k] = sum_{i<4} bit_i(k) * xq[m, 4g+i]`` int16 ``[M, Gc, 16]``,
   built at run time from the activations (the tail group reads zeros past ``D``);
 * ``exact_plane_acc``: ``acc[j, m, n] = sum_{e < Kmax} T[m, gidx[e, n], pat[j, e, n]]`` int32,
@@ -16,7 +17,8 @@ The math and the weight layout are those of ``lut_tvm.exact.reference`` (see its
   (bias in int32 at the accumulator's scale, so the float part is one multiply and LLVM has no
   multiply-add to contract into an FMA: the result equals the NumPy reference bit for bit).
 
-Overflow: ``|T| <= 508``; ``|acc_j| <= 508 * Gc`` and the combined value ``<= 127 * 128 * D``
+``schedules.exact_shuffle_compute`` builds the byte-shuffle form of the same kernel on these
+stages. Overflow: ``|T| <= 508``; ``|acc_j| <= 508 * Gc`` and the combined value ``<= 127 * 128 * D``
 fit int32 for ``D < 2^17``.
 """
 
@@ -25,9 +27,13 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from .attrs import LUT_KIND_ATTR, OP_PATTERN_ATTR, OP_PATTERN_OPAQUE, LutKind
+from .lut_compute import Conv2dGeometry
 
-# Until ``schedules.attrs.LutKind`` gains EXACT_LUT_DENSE, the same string is used here.
 EXACT_LUT_DENSE = LutKind.EXACT_LUT_DENSE
+# Value of the ``lut_tvm.input`` attribute: the kernel reads rows ``x [M, D]`` or the im2col
+# windows of an NCHW input (a conv2d; the output is still ``[N*OH*OW, O]``).
+INPUT_ROWS = "rows"
+INPUT_CONV2D = "conv2d_windows"
 
 GROUP = 4
 TABLE_ENTRIES = 16
@@ -54,6 +60,29 @@ def quantize_activations(x: te.Tensor, act_scale: float) -> te.Tensor:
         lambda m, d: tirx.max(tirx.min(tirx.nearbyint(x[m, d] / scale), high), low).astype(ACT_DTYPE),
         name=QUANT_BLOCK,
     )
+
+
+def quantize_windows(data: te.Tensor, geometry: Conv2dGeometry, act_scale: float) -> te.Tensor:
+    """int8 im2col rows ``[N*OH*OW, C*kh*kw]`` of an NCHW ``data``, quantized like
+    ``quantize_activations`` (padding reads 0, which quantizes to 0), ``(c, kh, kw)`` order."""
+    batch, channels, height, width = (int(d) for d in data.shape)
+    out_h, out_w = geometry.output_hw(height, width)
+    kh, kw = geometry.kernel
+    (stride_h, stride_w), (dil_h, dil_w) = geometry.strides, geometry.dilation
+    top, left = geometry.padding[0], geometry.padding[1]
+    scale = tirx.const(float(act_scale), "float32")
+    low, high = tirx.const(-ACT_QMAX, "float32"), tirx.const(ACT_QMAX, "float32")
+
+    def window(m, d):
+        n, pixel = m // (out_h * out_w), m % (out_h * out_w)
+        cin, tap = d // (kh * kw), d % (kh * kw)
+        row = (pixel // out_w) * stride_h + (tap // kw) * dil_h - top
+        col = (pixel % out_w) * stride_w + (tap % kw) * dil_w - left
+        inside = tirx.all(row >= 0, row < height, col >= 0, col < width)
+        value = tirx.if_then_else(inside, data[n, cin, row, col], tirx.const(0.0, "float32"))
+        return tirx.max(tirx.min(tirx.nearbyint(value / scale), high), low).astype(ACT_DTYPE)
+
+    return te.compute((batch * out_h * out_w, channels * kh * kw), window, name=QUANT_BLOCK)
 
 
 def activation_tables(xq: te.Tensor) -> te.Tensor:
@@ -110,10 +139,9 @@ def exact_lut_accumulator(xq: te.Tensor, group_index: te.Tensor, patterns: te.Te
     return te.compute((rows, cols), combine, name=COMBINE_BLOCK)
 
 
-def exact_lut_dense(x: te.Tensor, group_index: te.Tensor, patterns: te.Tensor, act_scale: float,
-                    out_scale: te.Tensor, bias_q: te.Tensor, relu: bool = False) -> te.Tensor:
-    """float32 ``Y [M, N]`` of the quantized layer: quantize, exact LUT, + int32 bias, dequantize."""
-    acc = exact_lut_accumulator(quantize_activations(x, act_scale), group_index, patterns)
+def dequantize_epilogue(acc: te.Tensor, out_scale: te.Tensor, bias_q: te.Tensor,
+                        relu: bool) -> te.Tensor:
+    """``float32(acc + bias_q[n]) * out_scale[n]`` ``[M, N]``, optional ReLU (one multiply)."""
 
     def epilogue(m, n):
         value = (acc[m, n] + bias_q[n]).astype("float32") * out_scale[n]
@@ -122,15 +150,30 @@ def exact_lut_dense(x: te.Tensor, group_index: te.Tensor, patterns: te.Tensor, a
     return te.compute(acc.shape, epilogue, name=OUT_BLOCK)
 
 
+def exact_lut_dense(x: te.Tensor, group_index: te.Tensor, patterns: te.Tensor, act_scale: float,
+                    out_scale: te.Tensor, bias_q: te.Tensor, relu: bool = False) -> te.Tensor:
+    """float32 ``Y [M, N]`` of the quantized layer: quantize, exact LUT, + int32 bias, dequantize."""
+    acc = exact_lut_accumulator(quantize_activations(x, act_scale), group_index, patterns)
+    return dequantize_epilogue(acc, out_scale, bias_q, relu)
+
+
+def layer_input(input_shape, geometry: Conv2dGeometry | None, act_scale: float):
+    """``(x placeholder, xq [M, D] int8 stage, input kind)`` of a dense or conv2d layer."""
+    x = te.placeholder(tuple(input_shape), "float32", "x")
+    if geometry is None:
+        return x, quantize_activations(x, act_scale), INPUT_ROWS
+    return x, quantize_windows(x, geometry, act_scale), INPUT_CONV2D
+
+
 def _packed_inputs(bits: int, kmax: int, out_features: int):
     group_index = te.placeholder((kmax, out_features), INDEX_DTYPE, "group_index")
     patterns = te.placeholder((bits, kmax, out_features), PATTERN_DTYPE, "patterns")
     return group_index, patterns
 
 
-def _to_prim_func(tensors, **attrs) -> tirx.PrimFunc:
+def to_exact_prim_func(tensors, kind: str = EXACT_LUT_DENSE, **attrs) -> tirx.PrimFunc:
     func = te.create_prim_func(tensors).without_attr("global_symbol")
-    func = func.with_attr(LUT_KIND_ATTR, EXACT_LUT_DENSE).with_attr(OP_PATTERN_ATTR, OP_PATTERN_OPAQUE)
+    func = func.with_attr(LUT_KIND_ATTR, kind).with_attr(OP_PATTERN_ATTR, OP_PATTERN_OPAQUE)
     for key, value in attrs.items():
         func = func.with_attr(f"lut_tvm.{key}", value)
     return func
@@ -142,7 +185,7 @@ def exact_lut_accumulator_func(rows: int, depth: int, bits: int, kmax: int,
     xq = te.placeholder((rows, depth), ACT_DTYPE, "xq")
     group_index, patterns = _packed_inputs(bits, kmax, out_features)
     acc = exact_lut_accumulator(xq, group_index, patterns)
-    return _to_prim_func([xq, group_index, patterns, acc], bits=bits, float_io=0)
+    return to_exact_prim_func([xq, group_index, patterns, acc], bits=bits, float_io=0)
 
 
 def exact_lut_dense_func(rows: int, depth: int, bits: int, kmax: int, out_features: int,
@@ -153,5 +196,19 @@ def exact_lut_dense_func(rows: int, depth: int, bits: int, kmax: int, out_featur
     out_scale = te.placeholder((out_features,), "float32", "out_scale")
     bias_q = te.placeholder((out_features,), ACC_DTYPE, "bias_q")
     y = exact_lut_dense(x, group_index, patterns, act_scale, out_scale, bias_q, relu)
-    return _to_prim_func([x, group_index, patterns, out_scale, bias_q, y], bits=bits, float_io=1,
-                         relu=int(relu))
+    return to_exact_prim_func([x, group_index, patterns, out_scale, bias_q, y], bits=bits, float_io=1,
+                         relu=int(relu), input=INPUT_ROWS)
+
+
+def exact_lut_conv2d_func(input_shape, geometry: Conv2dGeometry, bits: int, kmax: int,
+                          out_features: int, act_scale: float, relu: bool = False) -> tirx.PrimFunc:
+    """``(x [N, C, H, W] f32, group_index, patterns, out_scale, bias_q) -> y [N*OH*OW, O] f32``:
+    the im2col windows quantized in the kernel, then the same exact LUT as the dense kernel."""
+    x, xq, kind = layer_input(input_shape, geometry, act_scale)
+    group_index, patterns = _packed_inputs(bits, kmax, out_features)
+    out_scale = te.placeholder((out_features,), "float32", "out_scale")
+    bias_q = te.placeholder((out_features,), ACC_DTYPE, "bias_q")
+    acc = exact_lut_accumulator(xq, group_index, patterns)
+    y = dequantize_epilogue(acc, out_scale, bias_q, relu)
+    return to_exact_prim_func([x, group_index, patterns, out_scale, bias_q, y], bits=bits, float_io=1,
+                         relu=int(relu), input=kind)

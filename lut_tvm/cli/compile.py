@@ -10,10 +10,11 @@ def cmd_compile(args) -> None:
 
     example = (load_array(args.example, "example input"),) if args.example else None
     compiled = compile_model(args.model, args.plan, target=args.target, example_inputs=example,
-                             dump_ir=args.dump_ir)
+                             dump_ir=args.dump_ir, tuning_logs=args.tuning_logs or True)
     written = compiled.export(args.output)
     print(f"wrote {written} (target {compiled.info.target}; LUT layers: "
           f"{', '.join(compiled.info.lut_layers) or 'none'})")
+    print(f"tuning log: {compiled.info.tuning_log or 'none (default schedule rules)'}")
     if compiled.export_message:
         print(compiled.export_message)
 
@@ -24,10 +25,13 @@ def register(sub) -> None:
                           description="Compile a model; the plan's layers run as LUTs, the rest "
                           "as scheduled dense TVM code. Writes OUTPUT and OUTPUT.json.")
     comp.add_argument("model", help=MODEL_HELP)
-    comp.add_argument("--plan", help="LUT plan (.npz) from `lut-tvm plan`; omit for all-dense")
+    comp.add_argument("--plan", help="LUT plan (.npz) from `lut-tvm plan`, or an exact (LUT-NA) "
+                      "plan: the kind is read from the file's metadata; omit for all-dense")
     comp.add_argument("--target", default="native",
                       help="native, x86-avx2, x86-avx512 or arm64 (default: native)")
     comp.add_argument("--example", help=".npy input fixing the shapes of an ONNX model's dynamic dims")
     comp.add_argument("-o", "--output", default="model.so", help="library to write (default: model.so)")
+    comp.add_argument("--tuning-logs", metavar="DIR",
+                      help="tuning log root to apply from (default: tuning_logs/ or $LUT_TVM_TUNING_LOGS)")
     comp.add_argument("--dump-ir", metavar="DIR", help="write the IR after each stage to DIR")
     comp.set_defaults(func=cmd_compile)

@@ -250,6 +250,21 @@ class ModelCost:
         ours = self.energy("exact_lut")
         return {s: (self.energy(s) / ours if ours else float("inf")) for s in SCHEMES}
 
+    def summary(self) -> dict:
+        """Model totals: look-ups, adds (table build + accumulate + combine), shifts, nonzero MACs,
+        table bytes, energy per scheme, and the baselines' energy and table bytes over the exact LUT's."""
+        energy = {s: self.energy(s) for s in SCHEMES}
+        table_bytes, trad_bytes = self.total("table_bytes"), self.total("trad_table_bytes")
+        return {
+            "lookups": self.total("lookups"),
+            "adds": self.total("table_build_adds") + self.total("accumulate_adds") + self.total("combine_adds"),
+            "shifts": self.total("shifts"), "macs": self.total("macs"),
+            "macs_nonzero": self.total("macs_nonzero"), "trad_lookups": self.total("trad_lookups"),
+            "table_bytes": table_bytes, "trad_table_bytes": trad_bytes, "energy_pj": energy,
+            "energy_ratio_trad": self.ratios()["traditional_lut"], "energy_ratio_mac": self.ratios()["mac"],
+            "table_bytes_ratio_trad": trad_bytes / table_bytes if table_bytes else float("inf"),
+        }
+
     def to_dict(self) -> dict:
         return {"layers": [asdict(layer) for layer in self.layers],
                 "totals": {k: self.total(k) for k in COUNT_FIELDS},

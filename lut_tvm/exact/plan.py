@@ -13,15 +13,17 @@ the bound weight (deterministic), so the plan cannot disagree with the model it 
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import PlanError
-from ..npz_meta import read_npz_with_meta, write_npz_with_meta
+from ..npz_meta import META_KEY, read_npz_with_meta, write_npz_with_meta
 from ..weights import LayerKind, as_dense_matrix, fingerprint, output_length
 from .reference import MAX_BITS, MIN_BITS, quantize_weight, weight_scales
 
@@ -165,3 +167,15 @@ class ExactPlan:
         for layer in plan.layers:
             layer.kind = LayerKind(layer.kind)
         return plan
+
+
+def plan_file_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` field of a plan file's metadata (``lut_tvm.plan`` or ``lut_tvm.exact_plan``),
+    or None when it cannot be read: the loader then names what is wrong with the file."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as npz:
+            meta = json.loads(npz[META_KEY].tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile,
+            UnicodeDecodeError):
+        return None
+    return meta.get("format") if isinstance(meta, dict) else None

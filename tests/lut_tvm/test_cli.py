@@ -203,6 +203,10 @@ def test_compile_writes_library_and_description(files, cli_compiled):
     assert meta["input_shapes"] == [[BATCH, 1, 8, 8]]
     assert f"wrote {cli_compiled.lib}" in cli_compiled.out
     assert "LUT layers: conv2, conv3, fc1" in cli_compiled.out
+    # the applied tuning log (or none) is said, and recorded in the description
+    said = re.search(r"^tuning log: (.+)$", cli_compiled.out, re.M)
+    assert said, cli_compiled.out
+    assert (meta["tuning_log"] or "none (default schedule rules)") == said.group(1)
 
 
 def test_run_matches_python_api_and_reference(capsys, files, default_plan, cli_compiled, api_output):

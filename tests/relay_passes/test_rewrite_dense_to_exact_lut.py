@@ -11,6 +11,9 @@ from lut_tvm._tvm_compat import build_executable, default_schedule_pass, make_ta
 from lut_tvm.exact import reference as ref
 from lut_tvm.exact.plan import ExactLayerPlan, ExactPlan
 from lut_tvm.weights import LayerKind
+from lut_tvm.compiler import build_relax
+from lut_tvm.targets import host_cpu_flags, resolve_target
+from relay_passes.fuse_exact_bias import FuseExactBias
 from relay_passes.rewrite_dense_to_exact_lut import RewriteDenseToExactLUT
 from schedules.rules import default_rules
 from schedules.rules.exact_lut import ExactLutRule
@@ -103,3 +106,31 @@ def test_unplanned_matmul_is_left_and_shape_mismatch_is_named():
     plan.layers[0].weight_shape = (4, 4)
     with pytest.raises(Exception, match="weight_shape"):
         RewriteDenseToExactLUT(plan)(_module(w1, zeros4, w2, zeros3, (5, 8)))
+
+
+@pytest.mark.skipif("avx2" not in host_cpu_flags(), reason="no AVX2")
+@pytest.mark.parametrize("bits", [2, 7])
+def test_shuffle_form_with_folded_bias_equals_integer_reference(bits):
+    """lookup="shuffle" + FuseExactBias: y = float32(acc + rint(b / out_scale)) * out_scale."""
+    rng = np.random.default_rng(10 + bits)
+    w1 = rng.standard_normal((70, 130)).astype(np.float32)  # 3 column blocks, 18 groups
+    w1[:, 64:128] = 0.0  # a whole column block pruned
+    w1[rng.random(w1.shape) < 0.5] = 0.0
+    w2 = rng.standard_normal((130, 5)).astype(np.float32)
+    b1, b2 = rng.standard_normal(130).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    x = rng.standard_normal((2, 9, 70)).astype(np.float32)
+    plan = ExactPlan([ExactLayerPlan.from_weight("fc1", LayerKind.DENSE, w1, bits, 0.03),
+                      ExactLayerPlan.from_weight("fc2", LayerKind.DENSE, w2, 9 - bits, 0.2)])
+    mod = tvm.transform.Sequential([RewriteDenseToExactLUT(plan, "shuffle"), FuseExactBias()])(
+        _module(w1, b1, w2, b2, x.shape))
+    assert not _calls(mod, "relax.add") and not _calls(mod, "relax.matmul")
+    target = resolve_target("native")
+    got = relax.VirtualMachine(build_relax(mod, target), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy()
+    h = x.reshape(-1, 70)
+    for index, (layer, weight, bias) in enumerate(zip(plan.layers, (w1, w2), (b1, b2))):
+        out_scale = ref.output_scale(layer.act_scale, layer.w_scale)
+        acc = ref.int_gemm(ref.quantize_activations(h, layer.act_scale),
+                           layer.quantized_weight(weight))
+        h = ref.dequantize(acc, out_scale, ref.quantize_bias(bias, out_scale), relu=index == 0)
+    np.testing.assert_array_equal(got, h.reshape(2, 9, 5))

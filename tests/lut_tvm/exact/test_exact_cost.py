@@ -82,3 +82,18 @@ def test_model_report_lists_layers_totals_and_ratios():
     ratios = model.ratios()
     assert ratios["exact_lut"] == pytest.approx(1.0) and ratios["traditional_lut"] > 1.0
     assert set(model.to_dict()["energy_pj"]) == set(cost.SCHEMES)
+
+
+def test_model_summary_totals_and_ratios():
+    rng = np.random.default_rng(2)
+    layers = [cost.layer_cost(f"l{i}", rng.integers(-7, 8, size=(36, 8)).astype(np.int8), 4, rows=5)
+              for i in range(3)]
+    model = cost.ModelCost(layers)
+    summary = model.summary()
+    assert summary["lookups"] == sum(c.lookups for c in layers)
+    assert summary["adds"] == sum(c.table_build_adds + c.accumulate_adds + c.combine_adds for c in layers)
+    assert summary["trad_table_bytes"] == 3 * 2 ** 12 * 12 / 8
+    assert summary["table_bytes_ratio_trad"] == pytest.approx(summary["trad_table_bytes"] / summary["table_bytes"])
+    assert summary["energy_ratio_trad"] == pytest.approx(
+        sum(c.energy_pj["traditional_lut"] for c in layers) / sum(c.energy_pj["exact_lut"] for c in layers))
+    assert summary["energy_ratio_trad"] > 1

@@ -1,0 +1,107 @@
+"""Width-reduced VGG-11 and ResNet-18 for 20x20 digits, and BatchNorm folding before quantization."""
+
+from __future__ import annotations
+
+import copy
+
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+# VGG-11's configuration (Simonyan & Zisserman, config A) in units of the base width; "M" is a
+# 2x2 max pool. On 20x20 inputs the fifth pool is dropped (20 -> 10 -> 5 -> 2 -> 1).
+VGG11_CFG = (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8)
+
+
+class VGG11(nn.Module):
+    """VGG-11 (8 conv3x3-BN-ReLU, 4 pools) with a single linear classifier (CIFAR-style)."""
+
+    def __init__(self, width: int = 8, classes: int = 10):
+        super().__init__()
+        layers, cin = [], 1
+        for item in VGG11_CFG:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+                continue
+            layers += [nn.Conv2d(cin, item * width, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(item * width), nn.ReLU()]
+            cin = item * width
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+    def conv_bn_pairs(self):
+        mods = list(self.features.named_children())
+        return [(f"features.{a}", f"features.{b}") for (a, m), (b, _) in zip(mods, mods[1:])
+                if isinstance(m, nn.Conv2d)]
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block: conv3x3-BN-ReLU-conv3x3-BN, plus the (1x1 conv-BN) shortcut, ReLU."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 (stem conv3x3, 4 stages x 2 basic blocks, strides 1/2/2/2, GAP, linear)."""
+
+    def __init__(self, width: int = 8, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(1, width, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(width)
+        blocks, cin = [], width
+        for stage, stride in enumerate((1, 2, 2, 2)):
+            cout = width * 2 ** stage
+            blocks += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        h = self.blocks(F.relu(self.stem_bn(self.stem(x))))
+        return self.fc(h.mean((2, 3)))
+
+    def conv_bn_pairs(self):
+        pairs = [("stem", "stem_bn")]
+        for index, block in enumerate(self.blocks):
+            name = f"blocks.{index}"
+            pairs += [(f"{name}.conv1", f"{name}.bn1"), (f"{name}.conv2", f"{name}.bn2")]
+            if len(block.shortcut):
+                pairs.append((f"{name}.shortcut.0", f"{name}.shortcut.1"))
+        return pairs
+
+
+ARCHS = {"vgg11": VGG11, "resnet18": ResNet18}
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, module)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval copy with each BatchNorm folded into its conv (torch's ``fuse_conv_bn_eval``).
+
+    Pruned weights stay zero (folding scales each output channel), so sparsity is kept.
+    """
+    folded = copy.deepcopy(model).eval()
+    for conv_name, bn_name in model.conv_bn_pairs():
+        _set(folded, conv_name, fuse_conv_bn_eval(folded.get_submodule(conv_name),
+                                                  folded.get_submodule(bn_name)))
+        _set(folded, bn_name, nn.Identity())
+    return folded
