@@ -8,11 +8,12 @@ The CNN is trained and its k-means plan built once (``lut_tvm.demo`` functions, 
 each thread count runs in a fresh subprocess with TVM_NUM_THREADS (read when TVM's thread pool
 starts) and torch.set_num_threads set to the same value. Per-kernel times come first, from the
 Relax VM instrument hook (``vm.set_instrument``), summed per kernel within one run, median over
-runs. Whole-model times then alternate blocks of runs of PyTorch, TVM dense and TVM LUT over
-several rounds (so background load hits all three alike), with a short pause between blocks:
-PyTorch's spinning OpenMP workers otherwise steal the cores from TVM's thread pool right after
-a PyTorch run. All times are medians in milliseconds; quote medians of repeated invocations
-on a loaded machine.
+runs (``benchmarks.speed.timing.vm_kernel_times``). Whole-model times then alternate blocks of
+runs of PyTorch, TVM dense and TVM LUT over several rounds (so background load hits all three
+alike), with a short pause between blocks: PyTorch's spinning OpenMP workers otherwise steal the
+cores from TVM's thread pool right after a PyTorch run (``timing.interleaved_samples``; each
+block's mean is one sample). All times are medians in milliseconds; quote medians of repeated
+invocations on a loaded machine.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections import defaultdict
 from pathlib import Path
 
 ROUNDS = 5  # whole-model timing: this many rounds of one block of runs per framework
-PAUSE_S = 0.05
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.speed.timing import PAUSE_S, interleaved_samples, vm_kernel_times  # noqa: E402
 
 
 def _prepare(work: Path, seed: int) -> None:
@@ -47,32 +47,6 @@ def _prepare(work: Path, seed: int) -> None:
                              example_inputs=(x_test[:EVAL_BATCH],))
     torch.save(model.state_dict(), work / "model.pt")
     plan.save(work / "plan.npz")
-
-
-def _kernel_times(vm, args, repeat: int) -> dict[str, float]:
-    """Median per-run milliseconds of every function the VM calls (instrumented run)."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
-    runs: list[dict] = []
-    current: dict = defaultdict(float)
-    started: dict = {}
-
-    def instrument(_func, name, before_run, _ret, *_args):
-        if before_run:
-            started[name] = time.perf_counter()
-        else:
-            current[name] += time.perf_counter() - started.pop(name)
-        return 0
-
-    vm.set_instrument(instrument)
-    vm["main"](*args)
-    for _ in range(repeat):
-        current.clear()
-        vm["main"](*args)
-        runs.append(dict(current))
-    vm.set_instrument(None)
-    names = {name for run in runs for name in run}
-    return {name: float(np.median([run.get(name, 0.0) for run in runs])) * 1e3 for name in names}
 
 
 def _worker(work: Path, threads: int, repeat: int, seed: int) -> dict:
@@ -100,7 +74,7 @@ def _worker(work: Path, threads: int, repeat: int, seed: int) -> dict:
     x_torch = torch.from_numpy(x)
 
     # Per-kernel first, before PyTorch's own thread pool has ever run in this process.
-    kernels = {name: _kernel_times(vm, [xt], repeat) for name, vm in vms.items()}
+    kernels = {name: vm_kernel_times(vm, [xt], repeat) for name, vm in vms.items()}
     with torch.no_grad():
         want = model(x_torch).numpy()
         fns = {"pytorch": lambda: model(x_torch)}
@@ -109,16 +83,7 @@ def _worker(work: Path, threads: int, repeat: int, seed: int) -> dict:
         dense_out = compiled["tvm_dense"](x)
         dense_out = dense_out[0] if isinstance(dense_out, (list, tuple)) else dense_out
         dense_err = float(np.abs(dense_out - want).max())
-        times: dict = defaultdict(list)
-        block = max(1, repeat // ROUNDS)
-        for _ in range(ROUNDS):  # blocks of runs, framework after framework, several rounds
-            for name, fn in fns.items():
-                time.sleep(PAUSE_S)  # let the other framework's worker threads go idle
-                fn()
-                for _ in range(block):
-                    start = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - start)
+        times = interleaved_samples(fns, ROUNDS, max(1, repeat // ROUNDS), PAUSE_S)
     model_ms = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
     return {"threads": threads, "model_ms": model_ms, "kernels_ms": kernels,
             "dense_max_abs_err": dense_err, "lut_layers": [l.name for l in plan.layers]}

@@ -13,9 +13,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.speed.timing import calibrated_median  # noqa: E402
 
 
 def _models():
@@ -45,24 +47,6 @@ def _models():
     }
 
 
-def _time(fn, min_seconds=0.3, repeat=7) -> float:
-    """Median seconds per call over ``repeat`` batches, each batch >= min_seconds / repeat."""
-    fn()
-    t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < 0.05:
-        fn()
-        n += 1
-    number = max(1, int(n * min_seconds / repeat / 0.05))
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - t0) / number)
-    samples.sort()
-    return samples[len(samples) // 2]
-
-
 def _worker(threads: int, baseline: bool) -> dict:
     import numpy as np  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
@@ -71,7 +55,6 @@ def _worker(threads: int, baseline: bool) -> dict:
     from tvm.relax.frontend.torch import from_exported_program  # pylint: disable=C0415
     from tvm.s_tir import dlight  # pylint: disable=import-outside-toplevel
 
-    sys.path.insert(0, ROOT)
     from schedules.rules.dense_ops import DENSE_OP_RULES  # pylint: disable=C0415
 
     torch.set_num_threads(threads)
@@ -83,7 +66,7 @@ def _worker(threads: int, baseline: bool) -> dict:
         x = torch.randn(*shape)
         with torch.no_grad():
             ref = model(x).numpy()
-            row = {"torch": _time(lambda: model(x))}
+            row = {"torch": calibrated_median(lambda: model(x))}
         mod = from_exported_program(torch.export.export(model, (x,)), keep_params_as_input=False)
         for label, rules in (("rules", DENSE_OP_RULES), ("none", None)):
             if label == "none" and not baseline:

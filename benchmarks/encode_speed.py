@@ -34,6 +34,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import tvm  # noqa: E402
 
+from benchmarks.speed.timing import time_evaluator_median  # noqa: E402
 from lut_tvm import reference as ref  # noqa: E402
 from schedules.lut_encode_rows_compute import encode_dense_rows_func  # noqa: E402
 from schedules.lut_kernels import encode_dense_func  # noqa: E402
@@ -99,11 +100,6 @@ def build_kernels(rows, dim, sub_len, variants, target):
     return kernels
 
 
-def time_kernel(mod, args, number, repeat) -> float:
-    evaluator = mod.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
-    return statistics.median(evaluator(*args).results)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=128)
@@ -129,7 +125,7 @@ def main():
         for _ in range(opts.rounds):
             for label in labels:
                 mod, args, _ = kernels[label]
-                samples[label].append(time_kernel(mod, args, opts.number, opts.repeat))
+                samples[label].append(time_evaluator_median(mod, args, opts.number, opts.repeat))
         flops = 2 * opts.rows * (dim // sub_len) * K * sub_len
         med = {label: statistics.median(s) for label, s in samples.items()}
         best = {label: min(s) for label, s in samples.items()}

@@ -13,10 +13,9 @@ For M rows and each (D, N) with V = 16 (C = D / 16 codebooks, K = 16):
 TVM kernels are timed with ``time_evaluator`` (median of ``repeat`` runs, each averaging
 ``number`` calls); torch with repeated ``time.perf_counter`` (median of the same). All three
 include the scale/bias epilogue where they have one (torch: none, a plain matmul).
-GFLOP/s-equivalent = 2 M D N / t. Lookups/s = M N C / t, compared with the shuffle peak:
-64 byte lookups per ``vpshufb zmm`` x 1 shuffle per cycle (port 5 only on Skylake-SP /
-Cascade Lake) x the clock read from /proc/cpuinfo ("cpu MHz", the nominal clock under this
-hypervisor; turbo is not visible, so the real peak may be higher).
+GFLOP/s-equivalent = 2 M D N / t. Lookups/s = M N C / t, compared with the shuffle peak
+(``benchmarks.speed.machine.shuffle_peak``: 64 byte lookups per ``vpshufb zmm`` x 1 shuffle per
+cycle (port 5 only on Skylake-SP / Cascade Lake) x the clock read from /proc/cpuinfo).
 The encode step is not included (lookup kernels only).
 """
 
@@ -24,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +33,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
 
+from benchmarks.speed.machine import shuffle_peak  # noqa: E402
+from benchmarks.speed.timing import median_call_seconds, time_evaluator_median  # noqa: E402
 from schedules.lut_kernels import lookup_dense_func  # noqa: E402
 from schedules.lut_shuffle_compute import lookup_dense_shuffle_func  # noqa: E402
 from schedules.rules.lut_lookup import LutLookupRule  # noqa: E402
@@ -45,39 +44,12 @@ SHAPES = [(384, 384), (384, 1536), (1536, 384)]
 SUB_LEN = 16
 K = 16
 TARGET = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1}
-SHUFFLE_LANES = 64  # bytes looked up per vpshufb zmm
-SHUFFLES_PER_CYCLE = 1  # port 5 on SKX/CLX
-
-
-def cpu_mhz() -> float:
-    with open("/proc/cpuinfo", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("cpu MHz"):
-                return float(line.split(":")[1])
-    raise RuntimeError("no 'cpu MHz' in /proc/cpuinfo")
 
 
 def compile_scheduled(func, rule, target):
     sch = rule.apply(func, target, False)
     ex = tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), target)
     return ex.jit()
-
-
-def time_tvm(mod, args, number, repeat) -> float:
-    evaluator = mod.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
-    return statistics.median(evaluator(*args).results)
-
-
-def time_torch(fn, number, repeat) -> float:
-    for _ in range(number):
-        fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - start) / number)
-    return statistics.median(samples)
 
 
 def bench_shape(rows, dim, out_features, number, repeat, target):
@@ -113,9 +85,9 @@ def bench_shape(rows, dim, out_features, number, repeat, target):
     x = torch.randn(rows, dim)
     w = torch.randn(dim, out_features)
     return {
-        "shuffle": time_tvm(shuffle, shuffle_args, number, repeat),
-        "gather": time_tvm(gather, gather_args, number, repeat),
-        "torch": time_torch(lambda: torch.matmul(x, w), number, repeat),
+        "shuffle": time_evaluator_median(shuffle, shuffle_args, number, repeat),
+        "gather": time_evaluator_median(gather, gather_args, number, repeat),
+        "torch": median_call_seconds(lambda: torch.matmul(x, w), number, repeat),
         "lookups": rows * out_features * num_codebooks,
         "flops": 2 * rows * dim * out_features,
     }
@@ -130,8 +102,8 @@ def main():
     opts = parser.parse_args()
     torch.set_num_threads(1)
     target = tvm.target.Target(TARGET)
-    mhz = cpu_mhz()
-    peak = SHUFFLE_LANES * SHUFFLES_PER_CYCLE * mhz * 1e6
+    peak_info = shuffle_peak()
+    peak = peak_info["lookups_per_s"]
 
     header = (
         "| D | N | C | shuffle us | gather us | torch us | shuffle GFLOP/s-eq | gather GFLOP/s-eq "
@@ -156,8 +128,7 @@ def main():
         f"Command: `TVM_NUM_THREADS=1 .venv/bin/python benchmarks/lut_kernel_speed.py --rows {opts.rows} "
         f"--number {opts.number} --repeat {opts.repeat}`",
         f"Target: `{TARGET}`; torch {torch.__version__} fp32 matmul, 1 thread. Medians.",
-        f"Shuffle peak = 64 lookups/vpshufb zmm x {SHUFFLES_PER_CYCLE}/cycle (port 5, SKX) x "
-        f"{mhz:.0f} MHz (/proc/cpuinfo 'cpu MHz', nominal; turbo not visible) = {peak / 1e9:.0f} Glookup/s.",
+        f"Shuffle peak = {peak_info['text']}.",
         "GFLOP/s-eq = 2 M D N / t (the matmul the lookup replaces). Lookups = M N C. Encode not included.",
         "The machine is shared (2 cores, other jobs running): expect +-30% run-to-run noise.",
         "",

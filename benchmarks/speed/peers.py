@@ -1,0 +1,149 @@
+"""The frameworks compared, for one torch model: build each one's artifact, then load it to run.
+
+Built once (in the parent process) under a case folder:
+
+* ``model.onnx`` (``torch.onnx.export``, TorchScript exporter, opset 17) and ``model_int8.onnx``
+  (``onnxruntime.quantization.quantize_dynamic``, int8 weights, activations quantized per call);
+* ``tvm_dense.so`` (``lut_tvm.compile`` with no plan) and ``lut<suffix>.so`` (with a plan), each
+  exported with its ``.json`` description; the schedule label says whether a shipped tuning log
+  scheduled any of its functions (``tuned``) or the default rules did everything.
+
+Loaded in each timing worker (one process per thread count): an ONNX Runtime session with
+``intra_op_num_threads`` set, the Relax VM of a library, and a ``run`` closure for each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+LOG = logging.getLogger("lut_tvm")
+ONNX_OPSET = 17
+
+
+def export_onnx(model, example: np.ndarray, path: Path) -> Path:
+    """``model`` as an ONNX file (fixed shapes, one input ``x``), written atomically."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(example),), str(tmp), dynamo=False,
+                          input_names=["x"], output_names=["y"], opset_version=ONNX_OPSET)
+    os.replace(tmp, path)
+    return path
+
+
+def quantize_int8(source: Path, path: Path) -> Path:
+    """ONNX Runtime's dynamic int8 quantization of ``source`` (weights int8, written atomically)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # pylint: disable=C0415
+
+    tmp = path.with_name(f".{path.name}.tmp.onnx")
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger
+    try:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    os.replace(tmp, path)
+    return path
+
+
+@contextmanager
+def applied_tuning_logs(store: list):
+    """Collect the ``AppliedLog`` of every ``lut_tvm.compile`` inside the block into ``store``."""
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            if str(record.msg).startswith("applied tuning log") and record.args:
+                store.append(record.args[0])
+
+    handler, old_level, old_propagate = Collect(logging.INFO), LOG.level, LOG.propagate
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False  # the INFO records are only collected here, not printed
+    try:
+        yield store
+    finally:
+        LOG.removeHandler(handler)
+        LOG.setLevel(old_level)
+        LOG.propagate = old_propagate
+
+
+def schedule_label(applied: list) -> str:
+    """``tuned (N of M functions from <log>)`` when a tuning log scheduled something, else ``default rules``."""
+    used = [log for log in applied if log.applied > 0]
+    if not used:
+        return "default rules"
+    log = used[-1]
+    return f"tuned ({log.applied} of {log.total} functions from tuning_logs/{log.path.parent.name}/{log.path.name})"
+
+
+def compile_tvm(model, plan, example: np.ndarray, path: Path) -> dict:
+    """Compile ``model`` (a torch module or model file) with ``plan`` (None: all dense) for the
+    native target, export it to ``path``; returns ``{"schedule": label, "lut_layers": n}``."""
+    import lut_tvm  # pylint: disable=import-outside-toplevel
+
+    applied: list = []
+    with applied_tuning_logs(applied), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = lut_tvm.compile(model, plan, target="native", example_inputs=(example,))
+    compiled.export(path)
+    return {"schedule": schedule_label(applied), "lut_layers": len(compiled.info.lut_layers)}
+
+
+def ort_runner(path: Path, example: np.ndarray, threads: int):
+    """A no-argument callable running the ONNX file at ``path`` on ``example`` with ``threads`` threads."""
+    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: example}
+    return lambda: session.run(None, feed)
+
+
+def tvm_runner(path: Path, example: np.ndarray):
+    """``(run, vm, args)`` for the library at ``path``: ``run()`` calls the VM's ``main`` on ``example``."""
+    import lut_tvm  # pylint: disable=import-outside-toplevel
+    from lut_tvm import _tvm_compat  # pylint: disable=import-outside-toplevel
+
+    vm = lut_tvm.load(path).vm
+    args = [_tvm_compat.to_device(example)]
+    return (lambda: vm["main"](*args)), vm, args
+
+
+def torch_runner(model, example: np.ndarray):
+    """A no-argument callable running ``model`` on ``example`` in inference mode."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    x = torch.from_numpy(example)
+
+    def run():
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def failure_text(err: BaseException) -> str:
+    """A one-line description of an exception (TVM errors carry pages of IR: keep the gist)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    informative = [line for line in lines if "Error" in line or "error" in line] or lines or [""]
+    return f"{type(err).__name__}: {informative[0][:300]}"
+
+
+def first_output(result) -> np.ndarray:
+    """The first output of any runner's result (torch tensor, TVM tensor, ORT list, tuples) as NumPy."""
+    while not hasattr(result, "numpy") and not isinstance(result, np.ndarray):
+        result = result[0]
+    if hasattr(result, "detach"):
+        result = result.detach()
+    return np.asarray(result.numpy() if hasattr(result, "numpy") else result)

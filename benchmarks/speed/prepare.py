@@ -1,0 +1,103 @@
+"""Build every framework's artifact for one case into its folder, once, before any timing.
+
+A case folder holds ``input.npy``, ``model.onnx``, ``model_int8.onnx``, ``tvm_dense.so``, one
+``lut_<variant>.so`` per LUT plan (with ``plan_<variant>.npz``), the torch weights when the
+worker cannot rebuild them, and ``meta.json`` (written last, atomically: a folder without it is
+incomplete and is rebuilt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .peers import compile_tvm, export_onnx, failure_text, quantize_int8
+
+LOG = logging.getLogger("benchmarks.speed")
+
+META = "meta.json"
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    """``payload`` as indented JSON at ``path`` (temp file + ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        json.dump(payload, tmp, indent=1, default=str)
+    os.replace(tmp.name, path)
+
+
+def read_meta(folder: Path) -> dict | None:
+    """The case's ``meta.json``, or None when the folder is incomplete."""
+    try:
+        return json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def plan_summary(plan) -> dict:
+    """Layer count and the V values of a plan (``{"layers": n, "V": {"9": 6, "4": 2}, "names": [...]}``)."""
+    values: dict = {}
+    for layer in plan.layers:
+        values[str(layer.sub_vector_len)] = values.get(str(layer.sub_vector_len), 0) + 1
+    return {"layers": len(plan.layers), "V": values, "K": sorted({l.num_centroids for l in plan.layers}),
+            "names": [f"{l.name} (V={l.sub_vector_len}, C={l.num_codebooks})" for l in plan.layers]}
+
+
+def prepare_case(folder: Path, model, example: np.ndarray, plans: dict, meta: dict,
+                 torch_source=None) -> dict:
+    """Export/compile ``model`` for every framework into ``folder``; returns the written meta.
+
+    ``plans`` maps a variant label (``V=16``) to a ``lut_tvm.Plan``; ``torch_source`` (a model or
+    model file) is what TVM compiles, ``model`` by default. ``meta`` says how the worker rebuilds
+    the torch model (see ``benchmarks.speed.cases.load_torch_model``).
+    """
+    import torch  # pylint: disable=import-outside-toplevel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    example = np.ascontiguousarray(example, dtype=np.float32)
+    np.save(folder / "input.npy", example)
+    if meta.get("torch", {}).get("weights") == "state_dict":
+        tmp = folder / ".torch.pt.tmp"
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, folder / "torch.pt")
+    failed = dict(meta.pop("failed", {}))
+    source = model if torch_source is None else torch_source
+    steps = {"ort_fp32": lambda: export_onnx(model, example, folder / "model.onnx"),
+             "ort_int8": lambda: quantize_int8(folder / "model.onnx", folder / "model_int8.onnx"),
+             "tvm_dense": lambda: compile_tvm(source, None, example, folder / "tvm_dense.so")}
+    done = {name: _attempt(step, name, failed) for name, step in steps.items()
+            if not (name == "ort_int8" and "ort_fp32" in failed)}
+    schedules = {"tvm_dense": done["tvm_dense"]["schedule"]} if done.get("tvm_dense") else {}
+    variants = {}
+    for label, plan in plans.items():
+        slug = variant_slug(label)
+        plan.save(folder / f"plan_{slug}.npz")
+        built = _attempt(lambda: compile_tvm(source, plan, example, folder / f"lut_{slug}.so"),
+                         f"lut {label}", failed)
+        if built:
+            variants[label] = {"library": f"lut_{slug}.so", "schedule": built["schedule"],
+                               "plan": plan_summary(plan)}
+    meta = {**meta, "schedules": schedules, "lut_variants": variants, "failed": failed}
+    write_json_atomic(folder / META, meta)
+    return meta
+
+
+def _attempt(step, name: str, failed: dict):
+    """``step()``, or None with the failure recorded in ``failed[name]`` (one framework failing
+    to build a case must not stop the others)."""
+    try:
+        return step() or True
+    except Exception as err:  # pylint: disable=broad-except
+        failed[name] = failure_text(err)
+        LOG.warning("%s could not be built: %s", name, failed[name])
+        return None
+
+
+def variant_slug(label: str) -> str:
+    """A variant label as a file-name part (``V=9/4`` -> ``V9_4``)."""
+    return label.replace("=", "").replace("/", "_").replace(" ", "_")

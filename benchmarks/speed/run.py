@@ -1,0 +1,169 @@
+"""Speed benchmark: LUT kernels and whole models vs PyTorch fp32, ONNX Runtime fp32 / int8 and TVM dense.
+
+    python -m benchmarks.speed [--threads 1 2] [--only kernels|models] [--repeat N] [--quick]
+                               [--minilm-v 16 32] [--work DIR] [--out DIR]
+
+Writes ``benchmarks/results/speed.json``, ``speed.md``, ``speed.png`` and ``speed_accuracy.png``
+(``--quick``: a subset of cases and tiny repeat counts, numbers meaningless, under
+``benchmarks/results/quick/``). Every framework's artifact is built first in this process
+(``prepare``, ``kernels``, ``models``); then one worker process per thread count times all of them
+(``worker``), since TVM's thread count is fixed when its pool starts. ``--work DIR`` keeps the
+built artifacts there and reuses complete ones next time (development only: rebuild after
+changing the compiler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks.speed` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    __package__ = "benchmarks.speed"  # pylint: disable=redefined-builtin
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+ROUNDS = 15  # samples per framework and case (--repeat)
+MIN_SAMPLE_S = 0.02  # each sample averages enough calls to last this long
+QUICK_ROUNDS, QUICK_MIN_SAMPLE_S = 3, 0.002
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (the workers)."""
+    import resource  # pylint: disable=import-outside-toplevel
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--only", choices=("kernels", "models"), help="run one half only")
+    parser.add_argument("--repeat", type=int, help=f"timed samples per framework and case (default {ROUNDS}, "
+                        f"quick {QUICK_ROUNDS}); the tables give their median")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: one kernel per group, digits CNN only, tiny repeats; numbers meaningless")
+    parser.add_argument("--minilm-v", type=int, nargs="+", default=[16], help="V of MiniLM's LUT plans")
+    parser.add_argument("--work", type=Path, help="keep built artifacts here and reuse complete ones")
+    parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results[/quick])")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render speed.md and the plots from the speed.json in the results folder")
+    args = parser.parse_args(argv)
+    if any(t < 1 for t in args.threads):
+        parser.error("--threads: thread counts must be >= 1")
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    return args
+
+
+def select_kernel_cases(quick: bool):
+    """All kernel shapes; with ``quick`` one per group (its most repeated 3x3 / linear layer)."""
+    from .shapes import kernel_cases  # pylint: disable=import-outside-toplevel
+
+    cases = kernel_cases()
+    if not quick:
+        return cases
+    groups = dict.fromkeys(case.group for case in cases)
+    return [max((c for c in cases if c.group == group), key=lambda c: c.count) for group in groups]
+
+
+def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
+    """Build every case's artifacts (reusing complete folders); returns the case folders in order
+    and the names of those reused from ``work``."""
+    from .kernels import prepare_kernel  # pylint: disable=import-outside-toplevel
+    from .models import prepare_digits, prepare_minilm  # pylint: disable=import-outside-toplevel
+    from .prepare import read_meta  # pylint: disable=import-outside-toplevel
+
+    jobs = []
+    if args.only in (None, "kernels"):
+        jobs += [(work / "kernels" / case.key, lambda f, c=case: prepare_kernel(c, f))
+                 for case in select_kernel_cases(args.quick)]
+    if args.only in (None, "models"):
+        jobs.append((work / "models" / "digits_cnn", prepare_digits))
+        if not args.quick:
+            jobs.append((work / "models" / "minilm", lambda f: prepare_minilm(f, args.minilm_v)))
+    from .peers import failure_text  # pylint: disable=import-outside-toplevel
+
+    folders, reused = [], []
+    bar = progress(jobs, desc="building (export, quantize, plan, compile)", unit="case")
+    for folder, prepare in bar:
+        bar.set_postfix_str(folder.name[-32:])
+        if read_meta(folder) is not None:
+            reused.append(folder.name)
+        else:
+            try:
+                prepare(folder)
+            except Exception as err:  # pylint: disable=broad-except
+                print(f"\n{folder.name}: could not be prepared, left out: {failure_text(err)}",
+                      file=sys.stderr, flush=True)
+                continue
+        folders.append(folder)
+    return folders, reused
+
+
+def run_worker(threads: int, folders: list[Path], rounds: int, min_sample_s: float, out: Path) -> dict:
+    import json  # pylint: disable=import-outside-toplevel
+
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, "-m", "benchmarks.speed.worker", "--threads", str(threads), "--rounds", str(rounds),
+           "--min-sample", str(min_sample_s), "--out", str(out), *map(str, folders)]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"the timing worker for {threads} thread(s) failed (exit {proc.returncode})")
+    return json.loads(out.read_text())
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+
+    from .machine import library_versions, machine_info, shuffle_peak  # pylint: disable=C0415
+    from .report import write_report  # pylint: disable=import-outside-toplevel
+
+    if args.report_only:
+        from .report import read_raw  # pylint: disable=import-outside-toplevel
+
+        out_dir = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+        paths = write_report(*read_raw(out_dir / "speed.json"), out_dir)
+        print("wrote", ", ".join(str(p) for p in paths))
+        return 0
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    start, machine = time.time(), machine_info()
+    rounds = args.repeat or (QUICK_ROUNDS if args.quick else ROUNDS)
+    min_sample_s = QUICK_MIN_SAMPLE_S if args.quick else MIN_SAMPLE_S
+    out_dir = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+    with tempfile.TemporaryDirectory(prefix="speed_bench_") as tmp:
+        work = args.work or Path(tmp)
+        folders, reused = prepare_all(work, args, lambda items, **kw: tqdm(items, file=sys.stderr, **kw))
+        build_s = time.time() - start
+        timings = {t: run_worker(t, folders, rounds, min_sample_s, Path(tmp) / f"threads{t}.json")
+                   for t in args.threads}
+        from .prepare import read_meta  # pylint: disable=import-outside-toplevel
+
+        cases = [{**read_meta(f), "key": f.name, "kind": f.parent.name} for f in folders]
+    settings = {"threads": args.threads, "rounds": rounds, "min_sample_s": min_sample_s, "quick": args.quick,
+                "only": args.only, "minilm_v": args.minilm_v,
+                "command": " ".join(["python -m benchmarks.speed", *(argv if argv is not None else sys.argv[1:])]),
+                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "build_seconds": round(build_s, 1),
+                "wall_seconds": round(time.time() - start, 1), "cpu_seconds": round(cpu_seconds(), 1),
+                "reused_cases": len(reused)}
+    machine["loadavg_start"] = machine.pop("loadavg")
+    machine["loadavg_end"] = list(os.getloadavg())
+    paths = write_report(cases, timings, machine, library_versions(), shuffle_peak(), settings, out_dir)
+    print("wrote", ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

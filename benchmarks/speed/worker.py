@@ -1,0 +1,120 @@
+"""Time every framework on every prepared case, in one process with one thread count.
+
+Run by ``benchmarks.speed.run`` as ``python -m benchmarks.speed.worker --threads N ...`` with
+``TVM_NUM_THREADS`` and ``OMP_NUM_THREADS`` set to N in its environment (TVM reads its thread
+count when its pool starts, so each thread count needs a fresh process); PyTorch gets
+``torch.set_num_threads(N)`` and each ONNX Runtime session ``intra_op_num_threads = N``.
+
+Per case: outputs are checked against PyTorch's (relative max error), each framework's calls per
+sample are calibrated to ``--min-sample`` seconds, then ``--rounds`` rounds take one sample of
+each framework in turn (``timing.interleaved_samples``). Then the LUT libraries run under the VM's
+instrument hook for a per-kernel profile: encode (``lut_encode*``), lookup + accumulate
+(``lut_lookup*``, with any epilogue fused into them) and the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .peers import failure_text, first_output, ort_runner, torch_runner, tvm_runner
+from .prepare import read_meta, write_json_atomic
+from .timing import PAUSE_S, calls_per_sample, interleaved_samples, vm_kernel_times
+
+LUT_ENCODE_PREFIX = "lut_encode"
+LUT_LOOKUP_PREFIX = "lut_lookup"
+
+
+def split_profile(kernel_ms: dict) -> dict:
+    """Per-function medians grouped into encode / lookup / other (ms) and the encode share."""
+    groups = {"encode_ms": 0.0, "lookup_ms": 0.0, "other_ms": 0.0}
+    for name, ms in kernel_ms.items():
+        key = ("encode_ms" if name.startswith(LUT_ENCODE_PREFIX) else
+               "lookup_ms" if name.startswith(LUT_LOOKUP_PREFIX) else "other_ms")
+        groups[key] += ms
+    total = sum(groups.values())
+    top = sorted(kernel_ms.items(), key=lambda kv: -kv[1])[:8]
+    return {**groups, "total_ms": total,
+            "encode_share": groups["encode_ms"] / total if total else None,
+            "lut_share": (groups["encode_ms"] + groups["lookup_ms"]) / total if total else None,
+            "top": [[name, ms] for name, ms in top]}
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    scale = float(np.abs(want).max()) or 1.0
+    return float(np.abs(got.astype(np.float64) - want).max()) / scale
+
+
+def case_runners(folder: Path, meta: dict, threads: int):
+    """``(runners, luts)``: a no-argument callable per framework, and ``{label: (vm, args)}`` of the LUT builds."""
+    from .models import load_torch_model  # pylint: disable=import-outside-toplevel
+
+    example = np.load(folder / "input.npy")
+    failed = meta.get("failed", {})
+    runners = {"pytorch": torch_runner(load_torch_model(meta, folder), example)}
+    makers = {"ort_fp32": lambda: ort_runner(folder / "model.onnx", example, threads),
+              "ort_int8": lambda: ort_runner(folder / "model_int8.onnx", example, threads),
+              "tvm_dense": lambda: tvm_runner(folder / "tvm_dense.so", example)[0]}
+    runners.update({name: make() for name, make in makers.items() if name not in failed})
+    luts = {}
+    for label, variant in meta["lut_variants"].items():
+        run, vm, args = tvm_runner(folder / variant["library"], example)
+        runners[f"lut {label}"] = run
+        luts[label] = (vm, args)
+    return runners, luts
+
+
+def measure_case(folder: Path, threads: int, rounds: int, min_sample_s: float) -> dict:
+    meta = read_meta(folder)
+    if meta is None:
+        raise RuntimeError(f"{folder}: no meta.json (the case was not prepared completely)")
+    runners, luts = case_runners(folder, meta, threads)
+    want = first_output(runners["pytorch"]())
+    errors = {name: relative_error(first_output(fn()), want) for name, fn in runners.items() if name != "pytorch"}
+    number = {name: calls_per_sample(fn, min_sample_s) for name, fn in runners.items()}
+    samples = interleaved_samples(runners, rounds, number, PAUSE_S if threads > 1 else 0.0)
+    profiles = {label: split_profile(vm_kernel_times(vm, args, rounds)) for label, (vm, args) in luts.items()}
+    return {
+        "ms": {name: statistics.median(s) * 1e3 for name, s in samples.items()},
+        "min_ms": {name: min(s) * 1e3 for name, s in samples.items()},
+        "max_ms": {name: max(s) * 1e3 for name, s in samples.items()},
+        "calls_per_sample": number, "rounds": rounds, "relative_error_vs_pytorch": errors,
+        "lut_profile": profiles,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--rounds", type=int, required=True)
+    parser.add_argument("--min-sample", type=float, required=True, help="seconds per sample, at least")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("folders", type=Path, nargs="+")
+    args = parser.parse_args(argv)
+    if os.environ.get("TVM_NUM_THREADS") != str(args.threads):
+        raise SystemExit(f"worker: TVM_NUM_THREADS is {os.environ.get('TVM_NUM_THREADS')!r}, "
+                         f"expected {args.threads} (set it before TVM starts)")
+    import torch  # pylint: disable=import-outside-toplevel
+    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+
+    torch.set_num_threads(args.threads)
+    results = {}
+    bar = tqdm(args.folders, desc=f"timing, {args.threads} thread(s)", unit="case", file=sys.stderr)
+    for folder in bar:
+        bar.set_postfix_str(folder.name[-32:])
+        try:
+            results[folder.name] = measure_case(folder, args.threads, args.rounds, args.min_sample)
+        except Exception as err:  # pylint: disable=broad-except
+            print(f"\n{folder.name}: timing failed: {failure_text(err)}", file=sys.stderr, flush=True)
+    write_json_atomic(args.out, {"threads": args.threads, "torch_threads": torch.get_num_threads(),
+                                 "loadavg_end": list(os.getloadavg()), "cases": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
