@@ -43,6 +43,7 @@ TASKS = {  # name: module under benchmarks.accuracy.tasks, in priority order
     "digits": "digits_png",
     "minilm": "minilm",
     "mnist1d": "mnist1d",
+    "kws": "kws",
 }
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
