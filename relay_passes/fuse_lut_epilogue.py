@@ -73,7 +73,8 @@ class _EpilogueFuser(PyExprMutator):
 
     def _relaunch(self, call, kind, relu, bias):
         codes, table, scale, _ = call.args[1].fields
-        func = lookup_func_for(kind, codes.ty.shape.values, table.ty.shape.values, relu)
+        func = lookup_func_for(kind, codes.ty.shape.values, table.ty.shape.values, relu,
+                               call.ty.shape.values)
         gvar = self.builder_.add_func(func, f"lut_{kind}" + ("_relu" if relu else ""))
         return relax.call_tir(gvar, [codes, table, scale, bias], call.ty)
 

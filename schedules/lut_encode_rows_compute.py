@@ -7,7 +7,9 @@ them:
 
 * ``encode_rows_xt [D, M_pad]`` — the input transposed, rows padded to a multiple of
   ``ROW_ALIGN`` by repeating the last row (padded rows are computed and never stored); the
-  schedule inlines it (strided reads of ``x``) or copies one tile of it;
+  schedule inlines it (strided reads of ``x``) or copies one tile of it. ``encode_rows`` takes
+  any ``value_at(m, d)`` for it: a conv's windows (``lut_conv_shuffle_compute``) use the same
+  blocks and schedule;
 * ``encode_rows_dot [C, K, M_pad]`` — ``sum_v xt[cV + v, m] * P[c, k, v]``, summed over ``v``
   in ascending order (the schedule keeps that order: the result is deterministic);
 * ``encode_rows_argmin_partial [C, J, M_pad]`` — ``(index, distance)`` reduced over the
@@ -92,6 +94,20 @@ def encode_dense_rows(
 ) -> te.Tensor:
     """Codes ``[C, M]`` (uint8, codebook-major) of the rows of ``data [M, D]``."""
     rows, depth = (int(d) for d in data.shape)
+    return encode_rows(lambda m, d: data[m, d], rows, depth, centroids, norms, row_align, num_chains)
+
+
+def encode_rows(
+    value_at,
+    rows: int,
+    depth: int,
+    centroids: te.Tensor,
+    norms: te.Tensor,
+    row_align: int = ROW_ALIGN,
+    num_chains: int | None = None,
+) -> te.Tensor:
+    """Codes ``[C, M]`` (uint8) of ``M`` rows of ``depth`` elements, ``value_at(m, d)`` giving
+    element ``d`` of row ``m`` (a dense row, or a conv window read straight from the input)."""
     num_codebooks, num_centroids, sub_len = (int(d) for d in centroids.shape)
     if depth != num_codebooks * sub_len:
         raise ValueError(f"data depth {depth} != {num_codebooks} codebooks x {sub_len}")
@@ -100,15 +116,15 @@ def encode_dense_rows(
     last_tile, shift = rows_pad // row_align - 1, rows_pad - rows
     assert (shift > 0 and last_tile > 0) == shifted_last_tile(rows, row_align)
     if shift == 0:
-        xt = te.compute((depth, rows_pad), lambda d, m: data[m, d], name=XT_BLOCK)
+        xt = te.compute((depth, rows_pad), lambda d, m: value_at(m, d), name=XT_BLOCK)
     elif last_tile == 0:  # a single partial tile: repeat the last row
         xt = te.compute(
-            (depth, rows_pad), lambda d, m: data[tirx.min(m, rows - 1), d], name=XT_BLOCK
+            (depth, rows_pad), lambda d, m: value_at(tirx.min(m, rows - 1), d), name=XT_BLOCK
         )
     else:  # the last tile moved back to rows [M - align, M): overlaps the one before
         xt = te.compute(
             (depth, rows_pad),
-            lambda d, m: data[m - tirx.Select(m // row_align == last_tile, shift, 0), d],
+            lambda d, m: value_at(m - tirx.Select(m // row_align == last_tile, shift, 0), d),
             name=XT_BLOCK,
         )
 

@@ -16,6 +16,7 @@ from .lut_compute import (
     lookup_dense,
     to_prim_func,
 )
+from .lut_conv_shuffle_compute import lookup_conv2d_shuffle_func
 from .lut_shuffle_compute import lookup_dense_shuffle_func
 
 
@@ -78,11 +79,13 @@ def lookup_accumulator_func(rows: int, num_codebooks: int, num_centroids: int, o
     return to_prim_func([codes, table, acc], LutKind.LOOKUP_DENSE, relu=0, epilogue=0)
 
 
-LOOKUP_KINDS = (LutKind.LOOKUP_DENSE, LutKind.LOOKUP_CONV2D, LutKind.LOOKUP_DENSE_SHUFFLE)
+LOOKUP_KINDS = (LutKind.LOOKUP_DENSE, LutKind.LOOKUP_CONV2D, LutKind.LOOKUP_DENSE_SHUFFLE,
+                LutKind.LOOKUP_CONV2D_SHUFFLE)
 
 
-def lookup_func_for(kind: str, codes_shape, table_shape, relu: bool) -> tirx.PrimFunc:
-    """The lookup PrimFunc of ``kind`` for its codes and table shapes (as a call passes them)."""
+def lookup_func_for(kind: str, codes_shape, table_shape, relu: bool, out_shape=None) -> tirx.PrimFunc:
+    """The lookup PrimFunc of ``kind`` for its codes, table and output shapes (as a call has
+    them; ``out_shape`` is needed by the conv shuffle lookup only)."""
     codes_shape = [int(d) for d in codes_shape]
     table_shape = [int(d) for d in table_shape]
     if kind == LutKind.LOOKUP_DENSE:
@@ -92,4 +95,6 @@ def lookup_func_for(kind: str, codes_shape, table_shape, relu: bool) -> tirx.Pri
     if kind == LutKind.LOOKUP_DENSE_SHUFFLE:
         num_codebooks, rows = codes_shape
         return lookup_dense_shuffle_func(rows, num_codebooks, table_shape[0], relu)
+    if kind == LutKind.LOOKUP_CONV2D_SHUFFLE:
+        return lookup_conv2d_shuffle_func([int(d) for d in out_shape], codes_shape[0], relu)
     raise ValueError(f"{kind!r} is not a lookup kernel kind")

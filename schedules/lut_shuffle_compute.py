@@ -73,16 +73,14 @@ def _one_hot_sum(codes: te.Tensor, table: te.Tensor, start: int, stop: int):
     return one_hot
 
 
-def lookup_dense_shuffle(
+def shuffle_accumulators(
     codes_t: te.Tensor,
     table: te.Tensor,
-    scale: te.Tensor,
-    bias: te.Tensor,
-    relu: bool = False,
     row_align: int = ROW_ALIGN,
     chunk: int = INT16_SAFE_CODEBOOKS,
-) -> te.Tensor:
-    """``Y[M, N]`` float32 from codes ``[C, M]`` uint8 and a table ``[N, C, 16]`` int8."""
+) -> list[te.Tensor]:
+    """The int16 accumulators ``[N, M_pad]`` (one per codebook chunk) of codes ``[C, M]`` uint8
+    and a table ``[N, C, 16]`` int8; rows padded to ``row_align`` with code 0."""
     num_codebooks, rows = (int(d) for d in codes_t.shape)
     out_features, table_codebooks, num_centroids = (int(d) for d in table.shape)
     if table_codebooks != num_codebooks or num_centroids != NUM_CENTROIDS:
@@ -100,28 +98,43 @@ def lookup_dense_shuffle(
         )
     else:
         codes = codes_t
-
-    accs = []
-    for index, (start, stop) in enumerate(codebook_chunks(num_codebooks, chunk)):
-        c = te.reduce_axis((0, stop - start), name="c")
-        k = te.reduce_axis((0, NUM_CENTROIDS), name="k")
-
-        accs.append(
-            te.compute(
-                (out_features, rows_pad),
-                _one_hot_sum(codes, table, start, stop),
-                name=f"{ACC_BLOCK_PREFIX}{index}",
-            )
+    return [
+        te.compute(
+            (out_features, rows_pad),
+            _one_hot_sum(codes, table, start, stop),
+            name=f"{ACC_BLOCK_PREFIX}{index}",
         )
+        for index, (start, stop) in enumerate(codebook_chunks(num_codebooks, chunk))
+    ]
 
-    def epilogue(m, n):
-        total = accs[0][n, m].astype("int32")
-        for acc in accs[1:]:
-            total = total + acc[n, m].astype("int32")
-        value = total.astype("float32") * scale[n] + bias[n]
-        return tirx.max(value, tirx.const(0.0, "float32")) if relu else value
 
-    return te.compute((rows, out_features), epilogue, name=OUT_BLOCK)
+def scaled_output(accs: list[te.Tensor], scale: te.Tensor, bias: te.Tensor, n, m, relu: bool):
+    """``(sum of the int16 chunks in int32) * scale[n] + bias[n]`` at ``(n, m)``, optional ReLU."""
+    total = accs[0][n, m].astype("int32")
+    for acc in accs[1:]:
+        total = total + acc[n, m].astype("int32")
+    value = total.astype("float32") * scale[n] + bias[n]
+    return tirx.max(value, tirx.const(0.0, "float32")) if relu else value
+
+
+def lookup_dense_shuffle(
+    codes_t: te.Tensor,
+    table: te.Tensor,
+    scale: te.Tensor,
+    bias: te.Tensor,
+    relu: bool = False,
+    row_align: int = ROW_ALIGN,
+    chunk: int = INT16_SAFE_CODEBOOKS,
+) -> te.Tensor:
+    """``Y[M, N]`` float32 from codes ``[C, M]`` uint8 and a table ``[N, C, 16]`` int8."""
+    rows = int(codes_t.shape[1])
+    out_features = int(table.shape[0])
+    accs = shuffle_accumulators(codes_t, table, row_align, chunk)
+    return te.compute(
+        (rows, out_features),
+        lambda m, n: scaled_output(accs, scale, bias, n, m, relu),
+        name=OUT_BLOCK,
+    )
 
 
 def lookup_dense_shuffle_func(

@@ -1,4 +1,6 @@
-"""Schedule of the row-vectorized encode (``encode_dense_rows``): rows in the vector lanes.
+"""Schedule of the row-vectorized encodes (``encode_dense_rows``, ``encode_conv2d_rows``): rows in
+the vector lanes. A conv's rows are its output positions; its input copy, if any (padded or
+column-shifted, ``lut_conv_shuffle_compute``), is made first, in parallel.
 
 The work is split into tiles of one codebook ``c`` x ``L`` rows (``L`` = one float32 register:
 16 on AVX-512, 8 on AVX2, 4 on NEON, from ``lut_kind.vector_lanes``); the tiles run in
@@ -56,8 +58,9 @@ from schedules.lut_encode_rows_compute import (
     XT_BLOCK,
     shifted_last_tile,
 )
+from schedules.lut_conv_shuffle_compute import ENCODE_CONV2D_ROWS, INPUT_COPY_BLOCK
 
-from .lut_kind import lut_kind, vector_lanes
+from .lut_kind import has_block, lut_kind, vector_lanes
 
 # Unroll the sub-vector loop (and read x in place) up to this V.
 MAX_UNROLL_SUB_LEN = 32
@@ -88,8 +91,17 @@ def _present(*loops) -> list:
     return [loop for loop in loops if loop is not None]
 
 
+def _schedule_input_copy(sch: s_tir.Schedule) -> None:
+    """The conv encode's input copy (padded / column-shifted): outer loops in parallel."""
+    if not has_block(sch, INPUT_COPY_BLOCK):
+        return
+    *outer, _, col = sch.get_loops(sch.get_sblock(INPUT_COPY_BLOCK))
+    sch.parallel(sch.fuse(*outer))
+    sch.vectorize(col)
+
+
 class LutEncodeRowsRule(ScheduleRule):
-    """Schedules ``encode_dense_rows`` PrimFuncs; None for anything else.
+    """Schedules ``encode_dense_rows`` / ``encode_conv2d_rows`` PrimFuncs; None for anything else.
 
     ``xt_mode``: ``"inline"`` reads ``x`` strided inside the products, ``"tile"`` copies the
     tile's input transposed into a ``[V, L]`` buffer first, ``"auto"`` is inline up to
@@ -102,9 +114,10 @@ class LutEncodeRowsRule(ScheduleRule):
         self.xt_mode = xt_mode
 
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
-        if lut_kind(func) != ENCODE_DENSE_ROWS:
+        if lut_kind(func) not in (ENCODE_DENSE_ROWS, ENCODE_CONV2D_ROWS):
             return None
         sch = s_tir.Schedule(func)
+        _schedule_input_copy(sch)
         xt, dot = sch.get_sblock(XT_BLOCK), sch.get_sblock(DOT_BLOCK)
         partial, argmin = sch.get_sblock(PARTIAL_BLOCK), sch.get_sblock(ARGMIN_BLOCK)
         codes = sch.get_sblock(CODES_BLOCK)

@@ -29,3 +29,12 @@ def vector_lanes(target, dtype_bits: int) -> int:
     else:
         width = 256
     return max(1, width // dtype_bits)
+
+
+def has_block(sch, name: str) -> bool:
+    """Whether the schedule ``sch`` has a block named ``name``."""
+    try:
+        sch.get_sblock(name)
+    except Exception:  # pylint: disable=broad-except
+        return False
+    return True

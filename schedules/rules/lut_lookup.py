@@ -12,7 +12,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 
 from schedules.attrs import LutKind
 
-from .lut_kind import lut_kind, vector_lanes
+from .lut_kind import has_block, lut_kind, vector_lanes
 
 
 class LutLookupRule(ScheduleRule):
@@ -38,16 +38,9 @@ class LutLookupRule(ScheduleRule):
         sch.parallel(outer)
         sch.vectorize(sch.get_loops(acc)[-1])
         init = sch.decompose_reduction(acc, codebook)
-        if _has_block(sch, "lookup_out"):
+        if has_block(sch, "lookup_out"):
             out = sch.get_sblock("lookup_out")
             sch.reverse_compute_at(out, sch.get_loops(init)[-2])
             sch.vectorize(sch.get_loops(out)[-1])
         return sch
 
-
-def _has_block(sch: s_tir.Schedule, name: str) -> bool:
-    try:
-        sch.get_sblock(name)
-    except Exception:  # pylint: disable=broad-except
-        return False
-    return True

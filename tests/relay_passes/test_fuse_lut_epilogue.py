@@ -257,3 +257,33 @@ def test_bias_and_relu_fuse_into_the_shuffle_lookup():
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     expected = np.maximum(ref.lut_matmul(x, centroids, weight, bias), 0)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif("avx512bw" not in host_cpu_flags(), reason="CPU has no AVX-512BW")
+def test_channel_bias_and_relu_fuse_into_the_conv_shuffle_lookup():
+    """The conv shuffle lookup writes NCHW: a (1, O, 1, 1) bias and a ReLU fold into it."""
+    rng = np.random.default_rng(6)
+    weight = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    centroids = rng.standard_normal((3, 16, 9)).astype(np.float32)
+    plan = Plan([LayerPlan("conv", LayerKind.CONV2D, weight.shape, fingerprint(weight), centroids)])
+    geometry = dict(strides=(1, 1), padding=(1, 1, 1, 1))
+
+    def body(bb, x):
+        out = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), **geometry))
+        return bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(out, relax.const(bias.reshape(1, 16, 1, 1))))))
+
+    with AVX512:
+        fused = FuseLUTEpilogue()(RewriteConv2dToLUT(plan)(make_module((2, 3, 9, 7), body)))
+    kinds = {str(fused[c.args[0]].attrs.get("lut_tvm.kind", "")): c for c in op_calls(fused, "relax.call_tir")}
+    assert "lookup_conv2d_shuffle" in kinds
+    assert int(fused[kinds["lookup_conv2d_shuffle"].args[0]].attrs["lut_tvm.relu"]) == 1
+    assert not op_calls(fused, "relax.add") and not op_calls(fused, "relax.nn.relu")
+    x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
+    rows, _ = ref.im2col_nchw(x, (3, 3), **geometry)
+    assert ref.encode_margin(rows, centroids).min() > 1e-4
+    vm = relax.VirtualMachine(tvm.compile(fused, AVX512), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    want = np.maximum(ref.lut_conv2d(x, centroids, weight, bias, **geometry), 0)
+    assert (want == 0).any() and (want > 0).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

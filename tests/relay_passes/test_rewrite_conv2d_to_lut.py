@@ -10,6 +10,7 @@ from tvm import relax
 from lut_tvm import reference as ref
 from lut_tvm.errors import PlanError
 from lut_tvm.plan import LayerPlan, Plan
+from lut_tvm.targets import host_cpu_flags
 from lut_tvm.weights import LayerKind, fingerprint
 from lut_tvm.testing import relax_module as make_module, run_relax as run, op_calls, lut_calls
 from relay_passes.rewrite_conv2d_to_lut import RewriteConv2dToLUT
@@ -112,3 +113,54 @@ def test_weight_shape_mismatch_raises_plan_error():
     mod = make_module((1, 3, 9, 7), conv_then_pointwise((1, 1), (0, 0, 0, 0), (1, 1)))
     with pytest.raises(PlanError, match="conv1"):
         RewriteConv2dToLUT(_mismatched_plan())(mod)
+
+
+AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+ARM64 = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
+PLAIN = tvm.target.Target({"kind": "llvm"})
+SHUFFLE_KINDS = ["encode_conv2d_rows", "lookup_conv2d_shuffle"]
+GATHER_KINDS = ["encode_conv2d", "lookup_conv2d"]
+
+
+def _rewrite_under(target, input_shape, out_channels, num_centroids=16, seed=0):
+    """One planned 3x3 conv (padding 1) rewritten with ``target`` current; (module, plan layer, W)."""
+    weight = np.random.default_rng(seed).standard_normal(
+        (out_channels, input_shape[1], 3, 3)).astype(np.float32)
+    layer = conv_plan_layer("conv", weight, sub_len=9, num_centroids=num_centroids, seed=seed)
+    mod = make_module(input_shape, lambda bb, x: bb.emit(
+        relax.op.nn.conv2d(x, relax.const(weight), padding=(1, 1, 1, 1))))
+    with target:
+        return RewriteConv2dToLUT(Plan([layer]))(mod), layer, weight
+
+
+@pytest.mark.parametrize("target,input_shape,out_channels,num_centroids,expected", [
+    pytest.param(AVX512, (1, 3, 9, 8), 16, 16, SHUFFLE_KINDS, id="avx512_72rows_O16"),
+    pytest.param(AVX512, (3, 2, 5, 5), 48, 16, SHUFFLE_KINDS, id="avx512_batch3_O48"),
+    pytest.param(AVX512, (1, 3, 7, 7), 16, 16, GATHER_KINDS, id="avx512_49rows_below_64_lanes"),
+    pytest.param(AVX512, (1, 3, 9, 8), 24, 16, GATHER_KINDS, id="avx512_O24_not_multiple_of_16"),
+    pytest.param(AVX512, (1, 3, 9, 8), 16, 8, GATHER_KINDS, id="avx512_K8"),
+    pytest.param(ARM64, (1, 3, 4, 4), 16, 16, SHUFFLE_KINDS, id="neon_16rows"),
+    pytest.param(PLAIN, (1, 3, 9, 8), 16, 16, GATHER_KINDS, id="no_shuffle_target"),
+])
+def test_shuffle_or_gather_chosen_by_conditions(target, input_shape, out_channels, num_centroids,
+                                                expected):
+    """K = 16, O % 16 == 0, N*OH*OW >= the shuffle's lanes and a shuffle on the target."""
+    out, _, _ = _rewrite_under(target, input_shape, out_channels, num_centroids)
+    assert sorted(kind for kind, _ in lut_calls(out)) == expected
+    calls = dict(lut_calls(out))
+    rows = input_shape[0] * input_shape[2] * input_shape[3]
+    if expected == SHUFFLE_KINDS:
+        assert tuple(int(d) for d in calls["encode_conv2d_rows"].ty.shape.values) == (input_shape[1], rows)
+    lookup = calls[expected[1]]
+    assert tuple(int(d) for d in lookup.ty.shape.values) == (input_shape[0], out_channels, *input_shape[2:])
+
+
+@pytest.mark.skipif("avx512bw" not in host_cpu_flags(), reason="CPU has no AVX-512BW")
+def test_shuffle_conv_matches_reference():
+    out, layer, weight = _rewrite_under(AVX512, (3, 2, 5, 5), 48, seed=3)
+    x = np.random.default_rng(4).standard_normal((3, 2, 5, 5)).astype(np.float32)
+    rows, _ = ref.im2col_nchw(x, (3, 3), padding=(1, 1, 1, 1))
+    assert ref.encode_margin(rows, layer.centroids).min() > 1e-4
+    got = run(out, x, target=AVX512)
+    want = ref.lut_conv2d(x, layer.centroids, weight, padding=(1, 1, 1, 1))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
