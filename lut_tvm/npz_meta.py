@@ -35,11 +35,13 @@ def write_npz_with_meta(path: Path, arrays: dict[str, np.ndarray], meta: dict) -
     return path
 
 
-def read_npz_with_meta(path: Path, where: str, fmt: str, version: int) -> tuple[dict, dict]:
+def read_npz_with_meta(path: Path, where: str, fmt: str, version: int | tuple[int, ...]) -> tuple[dict, dict]:
     """``(arrays, meta)`` of a file written by ``write_npz_with_meta``, format and version checked.
 
-    ``where`` starts every error message (e.g. "plan file 'x.npz'").
+    ``version``: the one version read, or a tuple of them. ``where`` starts every error message
+    (e.g. "plan file 'x.npz'").
     """
+    versions = version if isinstance(version, tuple) else (version,)
     if not path.is_file():
         raise PlanError(f"{where} does not exist")
     try:
@@ -58,7 +60,8 @@ def read_npz_with_meta(path: Path, where: str, fmt: str, version: int) -> tuple[
         raise PlanError(f"{where}: metadata is not JSON: {err}") from None
     if meta.get("format") != fmt:
         raise PlanError(f"{where}: field 'format' is {meta.get('format')!r}, expected {fmt!r}")
-    if meta.get("version") != version:
-        raise PlanError(f"{where}: version {meta.get('version')!r} is not supported (this "
-                        f"lut_tvm reads version {version})")
+    found = meta.get("version")
+    if type(found) is not int or found not in versions:  # JSON ints only: not "1", true or 1.5
+        raise PlanError(f"{where}: version {found!r} is not supported (this lut_tvm reads "
+                        f"version {' or '.join(map(str, versions))})")
     return arrays, meta

@@ -1,8 +1,15 @@
-"""The LUT plan: per layer, the weight it binds to, K, V and the centroids; a versioned .npz file.
+"""The LUT plan: per layer, the weight it binds to, K, V, the centroids and optionally free tables;
+a versioned .npz file.
 
-A plan file is an ``.npz`` holding each layer's centroids as ``layer<i>.centroids`` and the
-metadata as UTF-8 JSON in ``__plan__``; it is read with ``allow_pickle=False``. Loading checks
-every field and names the layer and field at fault.
+A plan file is an ``.npz`` holding each layer's centroids as ``layer<i>.centroids``, a layer's free
+tables (MADDNESS's ridge refit) as ``layer<i>.tables``, and the metadata as UTF-8 JSON in
+``__plan__``; it is read with ``allow_pickle=False``. Loading checks every field and names the
+layer and field at fault.
+
+Version 1 carries centroids only: the compiler builds a layer's tables as ``P.W`` from the model's
+weight. Version 2 adds the optional ``tables`` (``[C, K, N]`` float32, real-valued; the compiler
+quantizes them as it does ``P.W``); a plan is written as version 2 only when a layer has tables, so
+that a reader of version 1 refuses it rather than silently compiling ``P.W``. Both load.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ import numpy as np
 
 from .errors import PlanError
 from .npz_meta import read_npz_with_meta, write_npz_with_meta
-from .weights import LayerKind, reduction_length
+from .weights import LayerKind, output_length, reduction_length
 
 PLAN_FORMAT = "lut_tvm.plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 1  # plans without free tables
+PLAN_VERSION_TABLES = 2  # plans with a layer carrying free tables
+SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES)
 
 
 class TableQuant(str, Enum):
@@ -30,7 +39,11 @@ class TableQuant(str, Enum):
 
 @dataclass
 class LayerPlan:
-    """One layer's LUT: which weight it replaces and the centroids ``[C, K, V]`` it encodes with."""
+    """One layer's LUT: which weight it replaces and the centroids ``[C, K, V]`` it encodes with.
+
+    ``tables`` (optional, ``[C, K, N]`` float32): free real-valued tables (e.g. MADDNESS's ridge
+    refit) that the compiler quantizes in place of ``P.W``; the weight then only binds the layer.
+    """
 
     name: str
     kind: LayerKind
@@ -38,6 +51,7 @@ class LayerPlan:
     weight_fingerprint: str
     centroids: np.ndarray
     table_quant: TableQuant = TableQuant.INT8_PER_LAYER
+    tables: np.ndarray | None = None
 
     @property
     def num_codebooks(self) -> int:
@@ -81,6 +95,19 @@ class LayerPlan:
         except ValueError:
             raise PlanError(f"{where}: field 'table_quant' is {self.table_quant!r}, not one of "
                             f"{[q.value for q in TableQuant]}") from None
+        if self.tables is not None:
+            self._validate_tables(where, kind)
+
+    def _validate_tables(self, where: str, kind: LayerKind) -> None:
+        tables = self.tables
+        expected = [self.num_codebooks, self.num_centroids, output_length(kind, self.weight_shape)]
+        if not isinstance(tables, np.ndarray) or tables.ndim != 3:
+            raise PlanError(f"{where}: field 'tables' must be a 3-D array [C, K, N] = {expected}")
+        if list(tables.shape) != expected:
+            raise PlanError(f"{where}: field 'tables' is {list(tables.shape)}, not [C, K, N] = {expected} "
+                            "(C, K of the centroids, N of the weight_shape)")
+        if tables.dtype != np.float32 or not np.isfinite(tables).all():
+            raise PlanError(f"{where}: field 'tables' must be finite float32 (got {tables.dtype})")
 
 
 @dataclass
@@ -104,13 +131,19 @@ class Plan:
                                 f"{layer.name!r} bind the same weight (field 'weight_fingerprint')")
             seen[layer.weight_fingerprint] = layer.name
 
+    @property
+    def has_tables(self) -> bool:
+        """Whether a layer carries free tables (the plan is then saved as version 2)."""
+        return any(layer.tables is not None for layer in self.layers)
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the plan atomically to ``path`` (an ``.npz``)."""
+        """Write the plan atomically to ``path`` (an ``.npz``): version 1, or 2 if a layer has tables."""
         self.validate()
         path = Path(path)
+        with_tables = self.has_tables
         meta = {
             "format": PLAN_FORMAT,
-            "version": PLAN_VERSION,
+            "version": PLAN_VERSION_TABLES if with_tables else PLAN_VERSION,
             "provenance": self.provenance,
             "layers": [
                 {
@@ -119,28 +152,34 @@ class Plan:
                     "weight_shape": list(layer.weight_shape),
                     "weight_fingerprint": layer.weight_fingerprint,
                     "table_quant": TableQuant(layer.table_quant).value,
+                    **({"tables": layer.tables is not None} if with_tables else {}),
                 }
                 for layer in self.layers
             ],
         }
         arrays = {f"layer{i}.centroids": layer.centroids for i, layer in enumerate(self.layers)}
+        arrays.update({f"layer{i}.tables": layer.tables for i, layer in enumerate(self.layers)
+                       if layer.tables is not None})
         return write_npz_with_meta(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
         """Read and validate a plan file; raise PlanError naming the file, layer and field."""
         path = Path(path)
-        arrays, meta = read_npz_with_meta(path, f"plan file {str(path)!r}", PLAN_FORMAT, PLAN_VERSION)
+        where = f"plan file {str(path)!r}"
+        arrays, meta = read_npz_with_meta(path, where, PLAN_FORMAT, SUPPORTED_VERSIONS)
+        version = meta["version"]
         layers = []
         for index, entry in enumerate(meta.get("layers", [])):
             name = entry.get("name", f"#{index}")
             missing = {"kind", "weight_shape", "weight_fingerprint"} - set(entry)
             if missing:
-                raise PlanError(f"plan file {str(path)!r}, layer {name!r}: missing field(s) "
+                raise PlanError(f"{where}, layer {name!r}: missing field(s) "
                                 f"{sorted(missing)}")
             key = f"layer{index}.centroids"
             if key not in arrays:
-                raise PlanError(f"plan file {str(path)!r}, layer {name!r}: missing array {key!r}")
+                raise PlanError(f"{where}, layer {name!r}: missing array {key!r}")
+            tables = _load_tables(where, name, index, entry, arrays, version)
             layers.append(LayerPlan(
                 name=name,
                 kind=entry["kind"],
@@ -148,13 +187,33 @@ class Plan:
                 weight_fingerprint=str(entry["weight_fingerprint"]),
                 centroids=arrays[key],
                 table_quant=entry.get("table_quant", TableQuant.INT8_PER_LAYER.value),
+                tables=tables,
             ))
         plan = cls(layers=layers, provenance=meta.get("provenance", {}))
         try:
             plan.validate()
         except PlanError as err:
-            raise PlanError(f"plan file {str(path)!r}: {err}") from None
+            raise PlanError(f"{where}: {err}") from None
         for layer in plan.layers:
             layer.kind = LayerKind(layer.kind)
             layer.table_quant = TableQuant(layer.table_quant)
         return plan
+
+
+def _load_tables(where: str, name: str, index: int, entry: dict, arrays: dict, version: int):
+    """Layer ``index``'s free tables (or None): version 2 says per layer (field ``tables``, a bool)
+    whether the array ``layer<i>.tables`` is there; version 1 has none."""
+    key = f"layer{index}.tables"
+    if version == PLAN_VERSION:
+        if key in arrays or "tables" in entry:
+            raise PlanError(f"{where}, layer {name!r}: field 'tables' needs plan version "
+                            f"{PLAN_VERSION_TABLES}, but the file is version {PLAN_VERSION}")
+        return None
+    flag = entry.get("tables", False)
+    if type(flag) is not bool:
+        raise PlanError(f"{where}, layer {name!r}: field 'tables' is {flag!r}, not true or false")
+    if flag and key not in arrays:
+        raise PlanError(f"{where}, layer {name!r}: field 'tables' is true but array {key!r} is missing")
+    if not flag and key in arrays:
+        raise PlanError(f"{where}, layer {name!r}: array {key!r} is there but field 'tables' is not true")
+    return arrays[key] if flag else None

@@ -3,7 +3,9 @@
 The calibration inputs run through the model itself (compiled dense, with ``TapLayerInputs``),
 so the layers and their order are exactly those the compile passes see, for torch and ONNX
 models alike. Each layer's (im2col'd) input rows are split into codebooks and clustered with
-scikit-learn's KMeans.
+scikit-learn's KMeans. With ``PlanPolicy.refit_tables`` the tables are then refit on the same rows
+(MADDNESS, ``lut_tvm.ridge``) and stored in the plan as free tables (``LayerPlan.tables``, plan
+format version 2); ``ridge_refit_tables`` refits the tables of an existing plan.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from .errors import PlanError
 from .frontends import import_model
 from .kmeans import kmeans_centroids
 from .plan import LayerPlan, Plan
-from .policy import PlanPolicy
-from .reference import im2col_nchw
+from .policy import PlanPolicy, TableRefit
+from .reference import build_tables, im2col_nchw
+from .ridge import check_ridge_lambda, ridge_tables, ridge_weight
 from .targets import resolve_target
-from .weights import LayerKind, reduction_length
+from .weights import LayerKind, as_dense_matrix, reduction_length
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -99,17 +102,65 @@ def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, 
     return sampled
 
 
+def _import(model, calibration, example_inputs):
+    """``(calibration as float32, imported model)``; a torch module's example input defaults to a
+    batch of the calibration data."""
+    calibration = np.asarray(calibration, dtype=np.float32)
+    if example_inputs is None and not isinstance(model, str) and hasattr(model, "state_dict"):
+        example_inputs = (calibration[: min(64, len(calibration))],)
+    return calibration, import_model(model, example_inputs)
+
+
+def refit_layer_tables(name: str, site, centroids: np.ndarray, rows: np.ndarray, refit, ridge_lambda: float
+                       ) -> np.ndarray:
+    """One layer's refit tables ``[C, K, N]`` float32 from its input ``rows [M, D]``, fit to reproduce
+    the exact outputs ``rows . W`` (no bias). ``refit``: ``TableRefit.RIDGE``, MADDNESS's free tables
+    (``ridge.ridge_tables``); ``TableRefit.RIDGE_WEIGHT``, ``P . W'`` with the refit weight
+    ``W' = ridge.ridge_weight(...)`` (the weight that ``lut_tvm.train``'s refit would put in the model;
+    here it goes into the tables, since a plan compiles against the model's own weight)."""
+    refit = TableRefit(refit)
+    where = f"ridge refit of plan layer {name!r}"
+    weight = as_dense_matrix(site.kind, site.weight).astype(np.float64)
+    target = rows.astype(np.float64) @ weight
+    if refit is TableRefit.RIDGE:
+        fitted = ridge_tables(rows, centroids, target, ridge_lambda, where)
+    elif refit is TableRefit.RIDGE_WEIGHT:
+        fitted = build_tables(centroids, ridge_weight(rows, centroids, target, ridge_lambda, where))
+    else:
+        raise PlanError(f"{where}: refit_tables = {refit.value!r} refits nothing")
+    return fitted.astype(np.float32)
+
+
+def ridge_refit_tables(model, calibration, plan: Plan, ridge_lambda: float = 1.0, max_rows: int = 4096,
+                       seed: int = 0, example_inputs=None, refit=TableRefit.RIDGE) -> dict[str, np.ndarray]:
+    """MADDNESS's refit of a plan's tables: per plan layer name, float32 ``T [C, K, N]`` fit by ridge
+    regression (``refit_layer_tables``) of the layer's exact outputs ``X . W`` on the codes of
+    its inputs ``X``, both from the calibration samples through the model itself (at most
+    ``max_rows`` rows per layer). Put them in the plan's ``LayerPlan.tables`` to compile them (the
+    compiler quantizes them with ``reference.quantize_tables``)."""
+    ridge_lambda = check_ridge_lambda(ridge_lambda)
+    calibration, imported = _import(model, calibration, example_inputs)
+    sites = {site.fingerprint: site for site in layer_sites(imported)}
+    missing = [layer.name for layer in plan.layers if layer.weight_fingerprint not in sites]
+    if missing:
+        raise PlanError(f"plan layer(s) {missing} match no weight of {imported.source}: the plan was made "
+                        "for another model")
+    chosen = [sites[layer.weight_fingerprint] for layer in plan.layers]
+    rows = collect_layer_rows(imported, calibration, chosen, max_rows, np.random.default_rng(seed))
+    return {layer.name: refit_layer_tables(layer.name, site, layer.centroids, layer_rows, refit, ridge_lambda)
+            for layer, site, layer_rows in zip(plan.layers, chosen, rows)}
+
+
 def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, example_inputs=None) -> Plan:
     """A plan whose centroids are k-means of each planned layer's inputs on ``calibration``.
 
     ``calibration`` is an array of samples stacked on axis 0 (the model's first input). For a
-    torch module, ``example_inputs`` defaults to a batch of the calibration data.
+    torch module, ``example_inputs`` defaults to a batch of the calibration data. With
+    ``policy.refit_tables`` ``ridge`` or ``ridge_weight``, each layer's tables are then refit on the
+    same rows (``refit_layer_tables``, ``policy.ridge_lambda``) and carried as free tables.
     """
     policy = policy or PlanPolicy()
-    calibration = np.asarray(calibration, dtype=np.float32)
-    if example_inputs is None and not isinstance(model, str) and hasattr(model, "state_dict"):
-        example_inputs = (calibration[: min(64, len(calibration))],)
-    imported = import_model(model, example_inputs)
+    calibration, imported = _import(model, calibration, example_inputs)
     chosen = select_layers(imported, policy)
     specs = []
     for name, site in chosen:
@@ -127,8 +178,13 @@ def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, exam
             raise PlanError(f"layer {name!r}: {len(layer_rows)} calibration rows for "
                             f"K = {policy.num_centroids} centroids; give more calibration data")
         centroids = kmeans_centroids(layer_rows, sub_len, policy.num_centroids, policy.seed)
-        layers.append(LayerPlan(name, site.kind, tuple(site.weight.shape), site.fingerprint, centroids))
-        LOG.info("planned %s: %s %s, V=%d, C=%d", name, site.kind.value,
-                 list(site.weight.shape), sub_len, centroids.shape[0])
+        tables = None
+        if policy.refit_tables is not TableRefit.NONE:
+            tables = refit_layer_tables(name, site, centroids, layer_rows, policy.refit_tables,
+                                        policy.ridge_lambda)
+        layers.append(LayerPlan(name, site.kind, tuple(site.weight.shape), site.fingerprint, centroids,
+                                tables=tables))
+        LOG.info("planned %s: %s %s, V=%d, C=%d%s", name, site.kind.value, list(site.weight.shape), sub_len,
+                 centroids.shape[0], "" if tables is None else f", {policy.refit_tables.value} tables")
     return Plan(layers, provenance={"method": "kmeans", "policy": policy.to_dict(),
                                     "model": imported.source, "samples": int(len(calibration))})

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import ClassVar
 
 from .errors import PlanError
+from .ridge import check_ridge_lambda
 from .weights import LayerKind
+
+
+class TableRefit(str, Enum):
+    """How the tables of a k-means LUT are refit after clustering (``lut_tvm.ridge``).
+
+    ``none``: ``T = P . W``. ``ridge``: MADDNESS's free tables ``T [C, K, N]`` by ridge regression
+    of the layer's outputs on the one-hot codes. ``ridge_weight``: the same fit with ``T = P . W'``
+    (a refit weight ``W'``). A plan stores either as free tables (``LayerPlan.tables``).
+    """
+
+    NONE = "none"
+    RIDGE = "ridge"
+    RIDGE_WEIGHT = "ridge_weight"
 
 
 @dataclass
@@ -26,8 +41,16 @@ class PlanPolicy:
     exclude: list[str] = field(default_factory=list)
     max_rows: int = 4096
     seed: int = 0
+    refit_tables: TableRefit = TableRefit.NONE
+    ridge_lambda: float = 1.0
 
     def __post_init__(self):
+        try:
+            self.refit_tables = TableRefit(self.refit_tables)
+        except ValueError:
+            raise PlanError(f"policy: refit_tables = {self.refit_tables!r}, not one of "
+                            f"{[r.value for r in TableRefit]}") from None
+        self.ridge_lambda = check_ridge_lambda(self.ridge_lambda, "policy: ridge_lambda")
         if not 2 <= self.num_centroids <= 256:
             raise PlanError(f"policy: num_centroids = {self.num_centroids}, must be in [2, 256]")
         for name, value in [("dense_sub_len", self.dense_sub_len),
@@ -40,7 +63,7 @@ class PlanPolicy:
             raise PlanError(f"policy: max_rows = {self.max_rows} is below K = {self.num_centroids}")
 
     def to_dict(self) -> dict:
-        return {"version": self.VERSION, **asdict(self)}
+        return {"version": self.VERSION, **asdict(self), "refit_tables": self.refit_tables.value}
 
     @classmethod
     def from_dict(cls, data: dict) -> "PlanPolicy":

@@ -1,7 +1,9 @@
 """Emit one planned layer as encode + lookup/accumulate call_tirs, with its tables built here.
 
 Shared by the dense and conv2d rewrite passes: both turn ``(site, plan layer)`` into the
-constants (centroids, norms, INT8 tables, scale, zero bias) and the two kernel calls.
+constants (centroids, norms, INT8 tables, scale, zero bias) and the two kernel calls. The real
+tables are the plan layer's free ``tables`` when it has them, else ``P.W`` of the model's weight;
+either way they are quantized by ``reference.quantize_tables``.
 """
 
 from __future__ import annotations
@@ -26,14 +28,24 @@ def _const(array: np.ndarray) -> relax.Constant:
 class LutLayerConstants:
     """The constant operands of one LUT layer, computed from its plan entry and weight."""
 
+    @staticmethod
+    def real_tables(site: LayerSite, layer: LayerPlan) -> np.ndarray:
+        """``[C, K, N]`` float64: the plan's free tables if it has them, else ``P.W``."""
+        if layer.tables is not None:
+            return np.asarray(layer.tables, dtype=np.float64)
+        return build_tables(layer.centroids.astype(np.float32), as_dense_matrix(site.kind, site.weight))
+
     def __init__(self, site: LayerSite, layer: LayerPlan):
         if tuple(site.weight.shape) != tuple(layer.weight_shape):
             raise PlanError(f"plan layer {layer.name!r}: field 'weight_shape' "
                             f"{list(layer.weight_shape)} does not match the model's weight "
                             f"{list(site.weight.shape)}")
         centroids = layer.centroids.astype(np.float32)
-        tables_q, scale = quantize_tables(build_tables(centroids, as_dense_matrix(site.kind, site.weight)))
         self.out_features = output_length(site.kind, site.weight.shape)
+        if layer.tables is not None and tuple(layer.tables.shape) != (*centroids.shape[:2], self.out_features):
+            raise PlanError(f"plan layer {layer.name!r}: field 'tables' {list(layer.tables.shape)} is not "
+                            f"[C, K, N] = {[*centroids.shape[:2], self.out_features]}")
+        tables_q, scale = quantize_tables(self.real_tables(site, layer))
         self.num_codebooks, self.num_centroids, self.sub_len = centroids.shape
         self.centroids = _const(centroids)
         self.norms = _const((centroids.astype(np.float64) ** 2).sum(-1).astype(np.float32))

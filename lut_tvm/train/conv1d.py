@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..errors import LutTvmError, PlanError
 from ..kmeans import kmeans_centroids
 from ..weights import LayerKind
-from .convert import LutConfig, convert, initial_temperature, iter_batches
+from .convert import LutConfig, apply_table_refit, convert_kmeans, initial_temperature, iter_batches
 from .layers import LutLayer, _copy_params, conv_rows, replace_module
 
 LOG = logging.getLogger("lut_tvm")
@@ -171,11 +171,20 @@ def _conv1d_input_rows(model, modules, data, config: LutConfig) -> list[np.ndarr
 
 def convert_conv1d(model: nn.Module, config: LutConfig | None = None, calibration_data=None,
                    source: nn.Module | None = None) -> nn.Module:
-    """A deep copy of ``model`` with the policy's Conv1d layers as k-means-initialised ``LutConv1d``.
+    """A deep copy of ``model`` with the policy's Conv1d layers as k-means-initialised ``LutConv1d``,
+    then the policy's table refit of its LUT layers against ``source``.
 
     Rows are recorded on ``source`` (default ``model``), which must have the same module paths:
     pass the original model when ``model`` is already a partly converted copy of it.
     """
+    config = config or LutConfig()
+    lut_model = convert_conv1d_kmeans(model, config, calibration_data, source)
+    return apply_table_refit(lut_model, model if source is None else source, config, calibration_data)
+
+
+def convert_conv1d_kmeans(model: nn.Module, config: LutConfig | None = None, calibration_data=None,
+                          source: nn.Module | None = None) -> nn.Module:
+    """``convert_conv1d`` without the table refit."""
     config = config or LutConfig()
     if calibration_data is None:
         raise LutTvmError("convert_conv1d needs calibration_data: k-means runs on each layer's real inputs")
@@ -209,5 +218,6 @@ def convert_with_conv1d(model: nn.Module, config: LutConfig | None = None, calib
     """
     config = config or LutConfig()
     has_other = any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules())
-    partial = convert(model, config, calibration_data) if has_other else model
-    return convert_conv1d(partial, config, calibration_data, source=model).eval()
+    partial = convert_kmeans(model, config, calibration_data) if has_other else model
+    lut_model = convert_conv1d_kmeans(partial, config, calibration_data, source=model)
+    return apply_table_refit(lut_model, model, config, calibration_data).eval()

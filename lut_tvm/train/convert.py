@@ -4,7 +4,8 @@
 ``PlanPolicy`` chooses (by default all but the first conv and the last Linear, in registration
 order) by ``LutLinear`` / ``LutConv2d``. Each layer's centroids are k-means
 (``planner.kmeans_centroids``) of its own input rows, recorded by forward hooks on the original
-model over the calibration data. Layer names are module paths (``features.3``).
+model over the calibration data. Layer names are module paths (``features.3``). When the policy
+asks (``refit_tables``), the tables are then refit by ridge regression (``refit.ridge_refit``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import LutTvmError, PlanError
 from ..kmeans import kmeans_centroids
-from ..policy import PlanPolicy
+from ..policy import PlanPolicy, TableRefit
 from ..reference import encode_margin
 from ..weights import LayerKind, reduction_length
 from .layers import LutConv2d, LutLinear, conv_padding, conv_rows, replace_module
@@ -184,13 +185,34 @@ def initial_temperature(rows: np.ndarray, centroids: np.ndarray, max_rows: int =
     return float(np.median(gaps)) if gaps.size else 1.0
 
 
+def apply_table_refit(lut_model: nn.Module, original: nn.Module, config: LutConfig, calibration_data) -> nn.Module:
+    """The policy's table refit (``refit_tables``, ``ridge_lambda``) of a converted model, in place:
+    ``refit.ridge_refit`` sequentially over the first ``calibration_samples`` samples."""
+    policy = config.policy
+    if policy.refit_tables is TableRefit.NONE:
+        return lut_model
+    from .refit import ridge_refit  # pylint: disable=import-outside-toplevel  (refit imports this module)
+
+    return ridge_refit(lut_model, original, calibration_data, policy.refit_tables, policy.ridge_lambda,
+                       samples=config.calibration_samples, batch_size=config.batch_size,
+                       max_rows=2 * policy.max_rows, seed=policy.seed)
+
+
 def convert(model: nn.Module, config: LutConfig | None = None, calibration_data=None) -> nn.Module:
-    """A deep copy of ``model`` with the policy's layers as LUT layers, k-means-initialised.
+    """A deep copy of ``model`` with the policy's layers as LUT layers, k-means-initialised, then
+    the policy's table refit (none by default; see ``apply_table_refit``).
 
     ``calibration_data``: an array / tensor of input samples, or an iterable of batches (``x`` or
     ``(x, y)``); the first ``config.calibration_samples`` samples are used. The original model
     is not modified.
     """
+    config = config or LutConfig()
+    lut_model = convert_kmeans(model, config, calibration_data)
+    return apply_table_refit(lut_model, model, config, calibration_data)
+
+
+def convert_kmeans(model: nn.Module, config: LutConfig | None = None, calibration_data=None) -> nn.Module:
+    """``convert`` without the table refit."""
     config = config or LutConfig()
     if calibration_data is None:
         raise LutTvmError("convert needs calibration_data: k-means runs on each layer's real inputs")

@@ -3,7 +3,9 @@
 ``export_plan`` writes one plan layer per LUT layer, bound by the fingerprint of the layer's
 *current* weight; ``to_dense_model`` gives back the original architecture carrying those same
 weights. ``lut_tvm.compile(to_dense_model(m), export_plan(m), ...)`` then runs the layers as the
-LUT model's hard forward does (same codes, same INT8 tables).
+LUT model's hard forward does (same codes, same INT8 tables). A LUT layer with free tables
+(``LutLayer.set_tables``, MADDNESS's ridge refit) exports them as the plan layer's ``tables``
+(plan format version 2); its weight then only binds the layer (the compiler ignores its values).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ def export_plan(lut_model: nn.Module, path: str | os.PathLike | None = None,
     for name, layer in lut_layers(lut_model):
         weight = layer.canonical_weight()
         centroids = layer.centroids.detach().cpu().numpy().astype("float32")
-        layers.append(LayerPlan(name, layer.kind, tuple(weight.shape), fingerprint(weight), centroids))
+        tables = None if layer.tables is None else layer.tables.detach().cpu().numpy().astype("float32")
+        layers.append(LayerPlan(name, layer.kind, tuple(weight.shape), fingerprint(weight), centroids,
+                                tables=tables))
     info = {"method": "learned", "temperatures": {n: float(l.temperature) for n, l in lut_layers(lut_model)}}
     if getattr(lut_model, "lut_config", None) is not None:
         info["config"] = lut_model.lut_config
@@ -37,7 +41,10 @@ def export_plan(lut_model: nn.Module, path: str | os.PathLike | None = None,
 
 
 def to_dense_model(lut_model: nn.Module) -> nn.Module:
-    """A copy of ``lut_model`` with every LUT layer back as its Linear / Conv2d (current weights)."""
+    """A copy of ``lut_model`` with every LUT layer back as its Linear / Conv2d (current weights).
+
+    A layer with free tables comes back with its (unused) weight, which its plan layer binds to:
+    compiled with ``export_plan``'s plan it runs the tables, but on its own it computes ``X.W``."""
     dense = copy.deepcopy(lut_model)
     for name, layer in lut_layers(dense):
         replace_module(dense, name, layer.to_dense())

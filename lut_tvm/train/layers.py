@@ -11,6 +11,9 @@ im2col'd windows, flattened ``(c_in, kh, kw)`` like ``reference.im2col_nchw``) a
   ``acc * scale + bias`` in float32: the value the compiled kernels compute. The rounding is a
   straight-through estimator, so the hard path alone passes gradients to P and W through the table.
 * soft: ``softmax(-d / t) @ T`` with the real-valued table.
+* free tables (``LutLayer.set_tables``, MADDNESS's ridge refit): a layer may carry its own tables
+  ``T [C, K, N]`` in place of ``P.W``; both paths then read them and the weight is unused.
+  ``export_plan`` writes them into the plan (a version-2 plan), and the compiler uses them.
 * ste (training default): the value of hard, the gradient of soft
   (``hard.detach() + soft - soft.detach()``: the same gradient as ``soft + (hard - soft).detach()``,
   but a value bit-identical to hard). Outside training or without autograd, ste runs hard only.
@@ -62,8 +65,10 @@ def centroid_distances(subs: torch.Tensor, centroids: torch.Tensor) -> torch.Ten
     return norms - 2.0 * torch.einsum("mcv,ckv->mck", subs, centroids)
 
 
-def lut_matmul(rows, centroids, weight_dn, log_temperature, mode: str = "ste"):
-    """A LUT layer's ``[M, N]`` output (no bias) for ``rows [M, D]``; see the module doc for modes."""
+def lut_matmul(rows, centroids, weight_dn, log_temperature, mode: str = "ste", tables=None):
+    """A LUT layer's ``[M, N]`` output (no bias) for ``rows [M, D]``; see the module doc for modes.
+
+    ``tables [C, K, N]``, if given, replace ``P.W`` (``weight_dn`` is then unused)."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {MODES}")
     num_codebooks, num_centroids, sub_len = centroids.shape
@@ -71,12 +76,14 @@ def lut_matmul(rows, centroids, weight_dn, log_temperature, mode: str = "ste"):
     flat = (len(rows), num_codebooks * num_centroids)
     if mode != "hard":
         assign = torch.softmax(-dist / log_temperature.exp(), dim=-1)
-        soft = assign.reshape(flat) @ build_tables(centroids, weight_dn).reshape(flat[1], -1)
+        real = build_tables(centroids, weight_dn) if tables is None else tables
+        soft = assign.reshape(flat) @ real.reshape(flat[1], -1)
         if mode == "soft":
             return soft
     with torch.set_grad_enabled(mode == "hard" and torch.is_grad_enabled()):
         one_hot = F.one_hot(dist.detach().argmin(-1), num_centroids).to(torch.float32)
-        levels, scale = quantize_tables(build_tables(centroids.double(), weight_dn.double()))
+        real = build_tables(centroids.double(), weight_dn.double()) if tables is None else tables
+        levels, scale = quantize_tables(real)
         # Integer-valued float32 sums are exact (|acc| <= 127*C << 2**24): acc is the int32 accumulator.
         acc = one_hot.reshape(flat) @ levels.to(torch.float32).reshape(flat[1], -1)
         hard = (acc * scale.to(torch.float32)).to(rows.dtype)
@@ -112,7 +119,22 @@ class LutLayer(nn.Module):
             raise ValueError(f"temperature {temperature} must be a positive finite number")
         self.centroids = nn.Parameter(cents)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature), dtype=self.weight.dtype))
+        self.register_parameter("tables", None)  # free tables [C, K, N] (set_tables) instead of P.W
         self.mode = "ste"
+
+    def set_tables(self, tables) -> None:
+        """Use ``tables [C, K, N]`` (e.g. ``lut_tvm.ridge.ridge_tables``) in place of ``P.W``, as a
+        trainable parameter; ``None`` goes back to ``P.W``."""
+        if tables is None:
+            self.tables = None
+            return
+        tables = torch.as_tensor(np.asarray(tables), dtype=self.weight.dtype)
+        expected = (*self.centroids.shape[:2], self.weight_dn().shape[1])
+        if tuple(tables.shape) != expected:
+            raise ValueError(f"tables {list(tables.shape)} are not [C, K, N] = {list(expected)}")
+        if not torch.isfinite(tables).all():
+            raise ValueError("tables must be finite")
+        self.tables = nn.Parameter(tables.clone())
 
     @property
     def temperature(self) -> torch.Tensor:
@@ -138,12 +160,14 @@ class LutLayer(nn.Module):
         raise NotImplementedError
 
     def lut_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        out = lut_matmul(rows, self.centroids, self.weight_dn(), self.log_temperature, self.active_mode())
+        out = lut_matmul(rows, self.centroids, self.weight_dn(), self.log_temperature, self.active_mode(),
+                         self.tables)
         return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:
         cents = self.centroids.shape
-        return f"C={cents[0]}, K={cents[1]}, V={cents[2]}, mode={self.mode!r}"
+        free = ", free tables" if self.tables is not None else ""
+        return f"C={cents[0]}, K={cents[1]}, V={cents[2]}, mode={self.mode!r}{free}"
 
 
 class LutLinear(LutLayer):

@@ -122,8 +122,9 @@ def fit(model: nn.Module, loss_fn, data, *, recipe: str, settings: dict, params,
 
 
 def lut_parameters(model: nn.Module, with_weights: bool) -> list[nn.Parameter]:
-    """The LUT layers' centroids and log-temperatures, plus their weights and biases if asked."""
-    names = ("centroids", "log_temperature") + (("weight", "bias") if with_weights else ())
+    """The LUT layers' centroids, log-temperatures and free tables (if any), plus their weights and
+    biases if asked."""
+    names = ("centroids", "log_temperature", "tables") + (("weight", "bias") if with_weights else ())
     return [p for _, layer in lut_layers(model) for n, p in layer.named_parameters() if n in names]
 
 
@@ -214,9 +215,6 @@ def train_reconstruction(lut_model: nn.Module, teacher: nn.Module, train_data, *
 
 
 def kmeans_baseline(model: nn.Module, config: LutConfig | None = None, calibration_data=None) -> nn.Module:
-    """MADDNESS-style baseline: k-means centroids on real inputs, no backpropagation (``convert``).
-
-    MADDNESS's ridge-regression refit of the tables is not offered: a plan carries centroids
-    only and the compiler always builds tables as ``P . W``, so refit tables could not be compiled.
-    """
+    """MADDNESS-style baseline: k-means centroids on real inputs, no backpropagation (``convert``),
+    with the tables refit by ridge regression when the config's policy asks (``refit_tables``)."""
     return convert(model, config, calibration_data).eval()

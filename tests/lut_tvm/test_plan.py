@@ -1,4 +1,5 @@
-"""Plan files: save/load round trip, every validation failure names its layer and field, atomic save."""
+"""Plan files: save/load round trip (version 1, and version 2 with free tables), every validation failure
+names its layer and field, atomic save."""
 
 import json
 import re
@@ -8,7 +9,7 @@ import pytest
 
 from lut_tvm.errors import PlanError
 from lut_tvm.npz_meta import META_KEY
-from lut_tvm.plan import PLAN_FORMAT, PLAN_VERSION, LayerPlan, Plan, TableQuant
+from lut_tvm.plan import PLAN_FORMAT, PLAN_VERSION, PLAN_VERSION_TABLES, LayerPlan, Plan, TableQuant
 from lut_tvm.weights import LayerKind, fingerprint
 
 RNG = np.random.default_rng(0)
@@ -49,9 +50,11 @@ def write_raw(path, meta, arrays):
 
 
 def raw_meta(layers, **changes):
+    """The metadata Plan.save would write: version 2 with per-layer 'tables' flags if a layer has tables."""
+    with_tables = any(layer.tables is not None for layer in layers)
     meta = {
         "format": PLAN_FORMAT,
-        "version": PLAN_VERSION,
+        "version": PLAN_VERSION_TABLES if with_tables else PLAN_VERSION,
         "provenance": {},
         "layers": [
             {
@@ -60,6 +63,7 @@ def raw_meta(layers, **changes):
                 "weight_shape": list(layer.weight_shape),
                 "weight_fingerprint": layer.weight_fingerprint,
                 "table_quant": "int8_per_layer",
+                **({"tables": layer.tables is not None} if with_tables else {}),
             }
             for layer in layers
         ],
@@ -69,7 +73,29 @@ def raw_meta(layers, **changes):
 
 
 def raw_arrays(layers):
-    return {f"layer{i}.centroids": layer.centroids for i, layer in enumerate(layers)}
+    arrays = {f"layer{i}.centroids": layer.centroids for i, layer in enumerate(layers)}
+    arrays.update({f"layer{i}.tables": layer.tables for i, layer in enumerate(layers) if layer.tables is not None})
+    return arrays
+
+
+def free_tables(layer, seed=5, dtype=np.float32):
+    """Random real tables [C, K, N] of the right shape for ``layer``."""
+    n = layer.weight_shape[1] if LayerKind(layer.kind) is LayerKind.DENSE else layer.weight_shape[0]
+    return np.random.default_rng(seed).standard_normal((*layer.centroids.shape[:2], n)).astype(dtype)
+
+
+def with_tables(layer, **changes):
+    """``layer`` with free tables (overridable through ``changes``)."""
+    tables = changes.pop("tables", free_tables(layer))
+    layer.tables = tables
+    for key, value in changes.items():
+        setattr(layer, key, value)
+    return layer
+
+
+def read_meta(path):
+    with np.load(path, allow_pickle=False) as npz:
+        return json.loads(npz[META_KEY].tobytes().decode()), sorted(npz.files)
 
 
 def test_round_trip(tmp_path):
@@ -91,6 +117,71 @@ def test_round_trip(tmp_path):
         np.testing.assert_array_equal(got.centroids, want.centroids)
     assert set(loaded.by_fingerprint()) == {fingerprint(DENSE_W), fingerprint(CONV_W)}
     assert loaded.layers[1].num_centroids == 256
+
+
+def test_plan_without_tables_is_written_as_version_1(tmp_path):
+    meta, files = read_meta(valid_plan().save(tmp_path / "plan.npz"))
+    assert meta["version"] == PLAN_VERSION == 1
+    assert all("tables" not in entry for entry in meta["layers"])
+    assert files == [META_KEY, "layer0.centroids", "layer1.centroids"]
+    assert all(layer.tables is None for layer in Plan.load(tmp_path / "plan.npz").layers)
+
+
+def test_round_trip_with_tables_is_version_2(tmp_path):
+    plan = Plan([dense_layer(), with_tables(conv_layer())], provenance={"method": "kmeans"})
+    path = plan.save(tmp_path / "plan.npz")
+    meta, files = read_meta(path)
+    assert meta["version"] == PLAN_VERSION_TABLES == 2
+    assert [entry["tables"] for entry in meta["layers"]] == [False, True]
+    assert files == [META_KEY, "layer0.centroids", "layer1.centroids", "layer1.tables"]
+    loaded = Plan.load(path)
+    assert loaded.layers[0].tables is None
+    got = loaded.layers[1].tables
+    assert got.dtype == np.float32 and got.shape == (6, 256, 6)
+    np.testing.assert_array_equal(got, plan.layers[1].tables)
+    np.testing.assert_array_equal(loaded.layers[1].centroids, plan.layers[1].centroids)
+    assert loaded.provenance == {"method": "kmeans"}
+    # dense tables: N is weight_shape[1]
+    dense = Plan([with_tables(dense_layer())])
+    loaded = Plan.load(dense.save(tmp_path / "dense.npz"))
+    assert loaded.layers[0].tables.shape == (4, 16, 5)
+    np.testing.assert_array_equal(loaded.layers[0].tables, dense.layers[0].tables)
+
+
+def test_version_1_file_still_loads(tmp_path):
+    """A file as lut_tvm wrote it before version 2 existed (no 'tables' anywhere)."""
+    layers = [dense_layer(), conv_layer()]
+    path = tmp_path / "plan.npz"
+    write_raw(path, raw_meta(layers, version=1), raw_arrays(layers))
+    loaded = Plan.load(path)
+    assert [layer.name for layer in loaded.layers] == ["fc1", "conv1"]
+    assert all(layer.tables is None for layer in loaded.layers)
+
+
+# (meta/array edit of a raw file whose layer 1 'fc1' has tables, text expected in the message)
+BAD_TABLE_FILES = {
+    "v1_with_tables_array": (lambda meta, arrays: (meta.update(version=1),
+                                                  [e.pop("tables") for e in meta["layers"]]), "version 1"),
+    "v1_with_tables_field": (lambda meta, arrays: (meta.update(version=1), meta["layers"][0].pop("tables"),
+                                                  arrays.pop("layer1.tables")), "version 1"),
+    "flag_without_array": (lambda meta, arrays: arrays.pop("layer1.tables"), "'layer1.tables' is missing"),
+    "array_without_flag": (lambda meta, arrays: meta["layers"][1].update(tables=False), "'layer1.tables' is there"),
+    "flag_not_bool": (lambda meta, arrays: meta["layers"][1].update(tables=1), "not true or false"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TABLE_FILES))
+def test_tables_inconsistent_with_the_metadata_rejected(tmp_path, case):
+    edit, detail = BAD_TABLE_FILES[case]
+    layers = [conv_layer(name="ok_layer"), with_tables(dense_layer())]
+    meta, arrays = raw_meta(layers), raw_arrays(layers)
+    edit(meta, arrays)
+    path = tmp_path / "plan.npz"
+    write_raw(path, meta, arrays)
+    with pytest.raises(PlanError) as err:
+        Plan.load(path)
+    _assert_names(err, str(path), "'fc1'", "tables", detail)
+    assert "ok_layer" not in str(err.value)
 
 
 def test_string_kinds_are_saved_as_enums(tmp_path):
@@ -119,6 +210,19 @@ BAD_LAYERS = {
     "conv_shape_rank": (lambda: conv_layer(weight_shape=(6, 18)), "weight_shape", "4-D"),
     "zero_dim": (lambda: dense_layer(weight_shape=(12, 0)), "weight_shape", "[12, 0]"),
     "table_quant": (lambda: dense_layer(table_quant="int4"), "table_quant", "int4"),
+    "tables_wrong_n": (lambda: with_tables(dense_layer(), tables=np.zeros((4, 16, 6), np.float32)), "tables",
+                       "[4, 16, 5]"),
+    "tables_wrong_k": (lambda: with_tables(dense_layer(), tables=np.zeros((4, 8, 5), np.float32)), "tables",
+                       "[4, 8, 5]"),
+    "conv_tables_wrong_n": (lambda: with_tables(conv_layer(name="conv2"), tables=np.zeros((6, 256, 5), np.float32)),
+                            "tables", "[6, 256, 6]"),
+    "tables_2d": (lambda: with_tables(dense_layer(), tables=np.zeros((64, 5), np.float32)), "tables", "3-D"),
+    "nan_tables": (lambda: with_tables(dense_layer(), tables=np.where(
+        np.eye(64, 5, dtype=bool).reshape(4, 16, 5), np.nan, 0).astype(np.float32)), "tables", "finite"),
+    "inf_tables": (lambda: with_tables(dense_layer(), tables=np.full((4, 16, 5), -np.inf, np.float32)), "tables",
+                   "finite"),
+    "float64_tables": (lambda: with_tables(dense_layer(), tables=np.zeros((4, 16, 5), np.float64)), "tables",
+                       "float64"),
 }
 
 
@@ -230,7 +334,7 @@ def test_wrong_format_string(tmp_path):
     _assert_names(err, str(path), "'format'", "someone.elses.plan")
 
 
-@pytest.mark.parametrize("version", [PLAN_VERSION + 1, 0, "1"])
+@pytest.mark.parametrize("version", [PLAN_VERSION_TABLES + 1, 0, "1", "2", True, 1.5, None])
 def test_unsupported_version(tmp_path, version):
     layers = [dense_layer()]
     path = tmp_path / "plan.npz"

@@ -1,9 +1,11 @@
 """export_plan + to_dense_model -> lut_tvm.compile (torch and ONNX frontends) reproduces the LUT
-model's hard forward: same codes, same INT8 tables, so equal up to float rounding."""
+model's hard forward: same codes, same INT8 tables, so equal up to float rounding. Also for a LUT
+model with free tables (MADDNESS's ridge refit), which the plan carries (format version 2)."""
 
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 
 import numpy as np
@@ -13,8 +15,10 @@ from torch import nn
 
 import lut_tvm
 from lut_tvm.errors import PlanError
-from lut_tvm.policy import PlanPolicy
-from lut_tvm.train import LutConfig, convert, export_plan, lut_layers, to_dense_model, train_lutnn
+from lut_tvm.npz_meta import META_KEY
+from lut_tvm.plan import PLAN_VERSION, PLAN_VERSION_TABLES
+from lut_tvm.policy import PlanPolicy, TableRefit
+from lut_tvm.train import LutConfig, convert, export_plan, lut_layers, ridge_refit, to_dense_model, train_lutnn
 from lut_tvm.weights import fingerprint
 
 pytestmark = pytest.mark.filterwarnings("ignore:Renaming name:UserWarning")
@@ -117,3 +121,55 @@ def test_compiled_plan_matches_lut_hard_forward(case, frontend, sample_margins):
 def test_plan_does_not_bind_the_original_model(cnn_case):
     with pytest.raises(PlanError, match="matches no weight"):
         lut_tvm.compile(cnn_case.teacher, cnn_case.plan, example_inputs=(cnn_case.x,))
+
+
+# --------------------------------------------------------------------------- free tables
+
+
+def _file_version(path) -> int:
+    with np.load(path, allow_pickle=False) as npz:
+        return json.loads(npz[META_KEY].tobytes().decode())["version"]
+
+
+@pytest.fixture(scope="module")
+def free_tables_case(digits, digits_cnn, kmeans_cnn, tmp_path_factory):
+    """The k-means CNN with MADDNESS's free tables (``ridge_refit``, ``TableRefit.RIDGE``), as the
+    accuracy benchmark's "k-means + ridge" row builds it."""
+    lut = ridge_refit(copy.deepcopy(kmeans_cnn), digits_cnn, digits[0], TableRefit.RIDGE, 1.0, samples=256,
+                      max_rows=4096)
+    return Case("ridge", digits_cnn, lut, digits[1][:72], tmp_path_factory.mktemp("ridge"))
+
+
+def test_free_tables_are_exported_into_a_version_2_plan(free_tables_case, cnn_case):
+    case = free_tables_case
+    assert _file_version(case.plan_path) == PLAN_VERSION_TABLES
+    assert _file_version(cnn_case.plan_path) == PLAN_VERSION  # no free tables: still version 1
+    loaded = lut_tvm.Plan.load(case.plan_path)
+    layers = lut_layers(case.lut)
+    assert [l.name for l in loaded.layers] == [n for n, _ in layers]
+    teacher_params = dict(case.teacher.named_parameters())
+    for plan_layer, (name, layer) in zip(loaded.layers, layers):
+        assert layer.tables is not None
+        np.testing.assert_array_equal(plan_layer.tables, layer.tables.detach().numpy())
+        # the weight is unused by a free-table layer: the plan binds the original model's weight too
+        original = teacher_params[f"{name}.weight"].detach().numpy()
+        assert fingerprint(original.T if original.ndim == 2 else original) == plan_layer.weight_fingerprint
+
+
+@pytest.mark.parametrize("frontend", ["torch", "onnx"])
+def test_compiled_free_tables_plan_matches_lut_hard_forward(free_tables_case, frontend, sample_margins):
+    case = free_tables_case
+    source = case.dense if frontend == "torch" else str(case.onnx_path)
+    compiled = lut_tvm.compile(source, str(case.plan_path), example_inputs=(case.x,))
+    assert compiled.info.lut_layers == [l.name for l in case.plan.layers]
+    y = compiled(case.x)
+    clean = sample_margins(case.lut, case.x) > MIN_ENCODE_MARGIN
+    assert clean.mean() >= MIN_CLEAN_FRACTION, f"only {clean.sum()}/{clean.size} samples without near-ties"
+    np.testing.assert_allclose(y[clean], case.expected[clean], **TOL)
+    # the comparison can tell the free tables from P.W of the same centroids and weights
+    without = copy.deepcopy(case.lut)
+    for _, layer in lut_layers(without):
+        layer.set_tables(None)
+    with torch.no_grad():
+        kmeans_y = without.eval()(torch.from_numpy(case.x)).numpy()
+    assert np.abs(kmeans_y - case.expected).max() > 1e-3
