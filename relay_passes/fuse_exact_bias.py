@@ -25,8 +25,7 @@ from schedules.attrs import LUT_KIND_ATTR
 from schedules.exact_lut_compute import EXACT_LUT_DENSE
 from schedules.exact_shuffle_compute import EXACT_LUT_SHUFFLE
 
-from .fuse_lut_epilogue import _channel_vector, _UseCounter
-from .lut_layer_builder import rewrite_relax_functions
+from .epilogue_matching import channel_vector, fuse_single_use
 
 EXACT_KINDS = (EXACT_LUT_DENSE, EXACT_LUT_SHUFFLE)
 _LAYOUT_OPS = ("relax.reshape", "relax.permute_dims")
@@ -69,7 +68,7 @@ class _BiasFuser(PyExprMutator):
                 continue
             kernel, chain, axis = found
             out_shape = [int(d) for d in lhs.ty.shape.values]
-            vector = _channel_vector(constant_value(rhs), out_shape, axis)
+            vector = channel_vector(constant_value(rhs), out_shape, axis)
             if vector is None or vector.dtype.kind != "f":
                 continue
             args = list(kernel.args[1].fields)
@@ -110,10 +109,4 @@ class FuseExactBias:
     """Fold constant bias adds into the int32 bias of the exact kernels they follow."""
 
     def transform_module(self, mod: IRModule, _ctx: PassContext) -> IRModule:
-        counter = _UseCounter()
-        for _, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                counter.visit_expr(func)
-        return relax.transform.DeadCodeElimination()(
-            rewrite_relax_functions(mod, _BiasFuser(mod, counter.uses))
-        )
+        return fuse_single_use(mod, _BiasFuser)

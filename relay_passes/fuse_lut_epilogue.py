@@ -14,40 +14,13 @@ import numpy as np
 from tvm import relax
 from tvm.ir import IRModule, Op
 from tvm.ir.transform import PassContext, module_pass
-from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, mutator, visitor
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from lut_tvm._tvm_compat import constant_value, is_constant
 from schedules.attrs import LUT_KIND_ATTR
 from schedules.lut_kernels import LOOKUP_KINDS, lookup_func_for
 
-from .lut_layer_builder import rewrite_relax_functions
-
-
-@visitor
-class _UseCounter(PyExprVisitor):
-    def __init__(self):
-        super().__init__()
-        self.uses: dict = {}
-
-    def visit_var_(self, var):  # pylint: disable=arguments-renamed
-        self.uses[var] = self.uses.get(var, 0) + 1
-
-    def visit_dataflow_var_(self, var):  # pylint: disable=arguments-renamed
-        self.uses[var] = self.uses.get(var, 0) + 1
-
-
-def _channel_vector(bias: np.ndarray, out_shape, channel_axis: int) -> np.ndarray | None:
-    """``bias`` as a vector over the channel axis if it broadcasts along that axis only."""
-    rank = len(out_shape)
-    if bias.ndim > rank:
-        return None
-    full = (1,) * (rank - bias.ndim) + tuple(bias.shape)
-    if any(size != 1 for axis, size in enumerate(full) if axis != channel_axis):
-        return None
-    vector = bias.reshape(-1)
-    if vector.size == 1:
-        vector = np.full(out_shape[channel_axis], vector[0], dtype=np.float32)
-    return vector if vector.size == out_shape[channel_axis] else None
+from .epilogue_matching import channel_vector, fuse_single_use
 
 
 @mutator
@@ -91,7 +64,7 @@ class _EpilogueFuser(PyExprMutator):
                 if found and not found[2] and is_constant(rhs):
                     lookup, kind, _ = found
                     out_shape = [int(d) for d in lookup.ty.shape.values]
-                    extra = _channel_vector(constant_value(rhs), out_shape, 1)
+                    extra = channel_vector(constant_value(rhs), out_shape, 1)
                     if extra is not None:
                         bias = constant_value(lookup.args[1].fields[3]) + extra.astype(np.float32)
                         return self._relaunch(lookup, kind, False, relax.const(bias))
@@ -103,10 +76,4 @@ class FuseLUTEpilogue:
     """Fold bias adds and ReLUs into the LUT lookups they follow."""
 
     def transform_module(self, mod: IRModule, _ctx: PassContext) -> IRModule:
-        counter = _UseCounter()
-        for _, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                counter.visit_expr(func)
-        return relax.transform.DeadCodeElimination()(
-            rewrite_relax_functions(mod, _EpilogueFuser(mod, counter.uses))
-        )
+        return fuse_single_use(mod, _EpilogueFuser)

@@ -14,14 +14,12 @@ graph's bias add and ReLU stay after it. The look-up form (``lookup``) is chosen
 from __future__ import annotations
 
 from tvm import relax
-from tvm.ir import IRModule
-from tvm.ir.transform import PassContext, module_pass
+from tvm.ir.transform import module_pass
 
-from lut_tvm.exact.plan import ExactLayerPlan, ExactPlan
+from lut_tvm.exact.plan import ExactLayerPlan
 
 from .layer_sites import LayerSite, match_conv2d
-from .lut_layer_builder import rewrite_relax_functions
-from .rewrite_dense_to_exact_lut import ExactLayerRewriter, emit_exact_layer
+from .rewrite_dense_to_exact_lut import ExactRewritePass, emit_exact_layer
 
 
 def _emit_exact_conv2d(builder: relax.BlockBuilder, call: relax.Call, site: LayerSite,
@@ -35,13 +33,7 @@ def _emit_exact_conv2d(builder: relax.BlockBuilder, call: relax.Call, site: Laye
 
 
 @module_pass(opt_level=0, name="RewriteConv2dToExactLUT")
-class RewriteConv2dToExactLUT:
+class RewriteConv2dToExactLUT(ExactRewritePass):
     """Rewrite the exact plan's conv2d layers into exact (LUT-NA) LUT kernels."""
 
-    def __init__(self, plan: ExactPlan, lookup: str = "auto"):
-        self.plan = plan
-        self.lookup = lookup
-
-    def transform_module(self, mod: IRModule, _ctx: PassContext) -> IRModule:
-        return rewrite_relax_functions(
-            mod, ExactLayerRewriter(mod, self.plan, match_conv2d, _emit_exact_conv2d, self.lookup))
+    match, emit = staticmethod(match_conv2d), staticmethod(_emit_exact_conv2d)

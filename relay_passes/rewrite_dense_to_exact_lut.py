@@ -15,7 +15,7 @@ columns) or ``"auto"`` (the default): the shuffle form for a current target with
 thread), and the gather form otherwise (the shuffle form without a shuffle is scalar, 10x slower).
 On AVX-512BW the shuffle form uses whole int16 tables and int16 patterns (``vpermw``, 32 look-ups
 per instruction, no byte split), another 1.4-1.6x faster than the byte shuffles.
-``emit_exact_layer`` is shared with ``RewriteConv2dToExactLUT``.
+``emit_exact_layer`` and ``ExactRewritePass`` are shared with ``RewriteConv2dToExactLUT``.
 """
 
 from __future__ import annotations
@@ -151,9 +151,11 @@ class ExactLayerRewriter(PyExprMutator):
         return self.emit(self.builder_, call, site, self.layers[site.fingerprint], self.lookup)
 
 
-@module_pass(opt_level=0, name="RewriteDenseToExactLUT")
-class RewriteDenseToExactLUT:
-    """Rewrite the exact plan's dense layers into exact (LUT-NA) LUT kernels."""
+class ExactRewritePass:
+    """The body of an exact-rewrite module pass: rewrites the sites that the subclass's
+    ``match`` finds and the plan names with its ``emit`` (both static)."""
+
+    match = emit = None
 
     def __init__(self, plan: ExactPlan, lookup: str = "auto"):
         self.plan = plan
@@ -161,4 +163,11 @@ class RewriteDenseToExactLUT:
 
     def transform_module(self, mod: IRModule, _ctx: PassContext) -> IRModule:
         return rewrite_relax_functions(
-            mod, ExactLayerRewriter(mod, self.plan, match_dense, _emit_exact_dense, self.lookup))
+            mod, ExactLayerRewriter(mod, self.plan, self.match, self.emit, self.lookup))
+
+
+@module_pass(opt_level=0, name="RewriteDenseToExactLUT")
+class RewriteDenseToExactLUT(ExactRewritePass):
+    """Rewrite the exact plan's dense layers into exact (LUT-NA) LUT kernels."""
+
+    match, emit = staticmethod(match_dense), staticmethod(_emit_exact_dense)

@@ -90,8 +90,11 @@ def open_database(path: Path):
 
     Records that tensorize name our intrinsics, which must be registered before they load.
     """
-    import schedules.intrin.lut_shuffle  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    # pylint: disable=import-outside-toplevel
+    import schedules.intrin.lut_shuffle  # noqa: F401  (registers on import)  pylint: disable=unused-import
+    from schedules.intrin.exact_shuffle import register_exact_shuffle_intrinsics
 
+    register_exact_shuffle_intrinsics()
     return ms.database.JSONDatabase(str(path / keys.WORKLOAD_FILE), str(path / keys.RECORD_FILE),
                                     allow_missing=True, module_equality="structural")
 

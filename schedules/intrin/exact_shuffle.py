@@ -28,6 +28,7 @@ import functools
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from ._common import TABLE_ENTRIES, broadcast_16, one_hot_desc, vector_impl
 from .lut_shuffle import (
     LLVM_SHUFFLE,
     LUT16_SHUFFLE_AVX2,
@@ -56,50 +57,20 @@ _FOR_LUT16 = {
     LUT16_SHUFFLE_NEON: EXACT_SHUFFLE_NEON,
 }
 
-TABLE_ENTRIES = 16
 PATTERN_DTYPE = "uint8"
 LOW_DTYPE = "uint8"
 HIGH_DTYPE = "int8"
 ACC_DTYPE = "int16"
 
 
-def _desc(lanes: int):
-    @T.prim_func(s_tir=True)
-    def desc(pat_h: T.handle, lo_h: T.handle, hi_h: T.handle, acc_h: T.handle) -> None:
-        pat = T.match_buffer(pat_h, (lanes,), PATTERN_DTYPE, offset_factor=1)
-        lo = T.match_buffer(lo_h, (TABLE_ENTRIES,), LOW_DTYPE, offset_factor=1)
-        hi = T.match_buffer(hi_h, (TABLE_ENTRIES,), HIGH_DTYPE, offset_factor=1)
-        acc = T.match_buffer(acc_h, (lanes,), ACC_DTYPE, offset_factor=1)
-        with T.sblock("root"):
-            T.reads(acc[0:lanes], pat[0:lanes], hi[0:TABLE_ENTRIES], lo[0:TABLE_ENTRIES])
-            T.writes(acc[0:lanes])
-            for n, k in T.grid(lanes, TABLE_ENTRIES):
-                with T.sblock("update"):
-                    vn, vk = T.axis.remap("SR", [n, k])
-                    acc[vn] = acc[vn] + T.Select(
-                        T.Cast("int32", pat[vn]) == vk,
-                        T.Cast(ACC_DTYPE, hi[vk]) * T.int16(256) + T.Cast(ACC_DTYPE, lo[vk]),
-                        T.int16(0),
-                    )
-
-    return desc
-
-
-def _broadcast_16(column, lanes: int):
-    """A 16-byte vector repeated to ``lanes`` bytes (``vpshufb`` shuffles each 128-bit lane)."""
-    wide, width = column, TABLE_ENTRIES
-    while width < lanes:
-        width *= 2
-        wide = T.vectorcombine(f"int8x{width}", wide, wide)
-    return wide
-
-
-def _impl(lanes: int, llvm_name: str):
-    """Shuffle the low and the high byte table with one pattern vector, widen, add."""
+def _func(lanes: int, llvm_name: str | None = None):
+    """The description (``llvm_name`` None) or, shuffling the low and the high byte table with
+    one pattern vector, widening and adding, the implementation."""
     byte_vec, wide_vec = f"int8x{lanes}", f"{ACC_DTYPE}x{lanes}"
+    describe = llvm_name is None  # a Python bool: TVMScript keeps only the branch taken
 
     @T.prim_func(s_tir=True)
-    def impl(pat_h: T.handle, lo_h: T.handle, hi_h: T.handle, acc_h: T.handle) -> None:
+    def func(pat_h: T.handle, lo_h: T.handle, hi_h: T.handle, acc_h: T.handle) -> None:
         pat = T.match_buffer(pat_h, (lanes,), PATTERN_DTYPE, offset_factor=1)
         lo = T.match_buffer(lo_h, (TABLE_ENTRIES,), LOW_DTYPE, offset_factor=1)
         hi = T.match_buffer(hi_h, (TABLE_ENTRIES,), HIGH_DTYPE, offset_factor=1)
@@ -107,21 +78,32 @@ def _impl(lanes: int, llvm_name: str):
         with T.sblock("root"):
             T.reads(acc[0:lanes], pat[0:lanes], hi[0:TABLE_ENTRIES], lo[0:TABLE_ENTRIES])
             T.writes(acc[0:lanes])
-            index = T.reinterpret(byte_vec, pat.vload([0], f"uint8x{lanes}"))
-            low = T.call_llvm_pure_intrin(
-                byte_vec, llvm_name,
-                _broadcast_16(T.reinterpret("int8x16", lo.vload([0], "uint8x16")), lanes), index,
-            )
-            high = T.call_llvm_pure_intrin(
-                byte_vec, llvm_name, _broadcast_16(hi.vload([0], "int8x16"), lanes), index,
-            )
-            acc[T.ramp(0, 1, lanes)] = (
-                acc[T.ramp(0, 1, lanes)]
-                + T.shift_left(T.Cast(wide_vec, high), T.Broadcast(T.int16(8), lanes))
-                + T.Cast(wide_vec, T.reinterpret(f"uint8x{lanes}", low))
-            )
+            if describe:
+                for n, k in T.grid(lanes, TABLE_ENTRIES):
+                    with T.sblock("update"):
+                        vn, vk = T.axis.remap("SR", [n, k])
+                        acc[vn] = acc[vn] + T.Select(
+                            T.Cast("int32", pat[vn]) == vk,
+                            T.Cast(ACC_DTYPE, hi[vk]) * T.int16(256) + T.Cast(ACC_DTYPE, lo[vk]),
+                            T.int16(0),
+                        )
+            else:
+                index = T.reinterpret(byte_vec, pat.vload([0], f"uint8x{lanes}"))
+                low = T.call_llvm_pure_intrin(
+                    byte_vec, llvm_name,
+                    broadcast_16(T.reinterpret("int8x16", lo.vload([0], "uint8x16")), lanes),
+                    index,
+                )
+                high = T.call_llvm_pure_intrin(
+                    byte_vec, llvm_name, broadcast_16(hi.vload([0], "int8x16"), lanes), index,
+                )
+                acc[T.ramp(0, 1, lanes)] = (
+                    acc[T.ramp(0, 1, lanes)]
+                    + T.shift_left(T.Cast(wide_vec, high), T.Broadcast(T.int16(8), lanes))
+                    + T.Cast(wide_vec, T.reinterpret(f"uint8x{lanes}", low))
+                )
 
-    return impl
+    return func.with_attr("global_symbol", "desc" if describe else "impl")
 
 
 # AVX-512BW word permute: the int16 table itself (16 words, repeated to 32) permuted by int16
@@ -134,43 +116,17 @@ WORD_DTYPE = "int16"
 
 
 def _word_desc():
-    lanes = EXACT_PERMW_LANES
-
-    @T.prim_func(s_tir=True)
-    def desc(pat_h: T.handle, tab_h: T.handle, acc_h: T.handle) -> None:
-        pat = T.match_buffer(pat_h, (lanes,), WORD_DTYPE, offset_factor=1)
-        tab = T.match_buffer(tab_h, (TABLE_ENTRIES,), WORD_DTYPE, offset_factor=1)
-        acc = T.match_buffer(acc_h, (lanes,), ACC_DTYPE, offset_factor=1)
-        with T.sblock("root"):
-            T.reads(acc[0:lanes], pat[0:lanes], tab[0:TABLE_ENTRIES])
-            T.writes(acc[0:lanes])
-            for n, k in T.grid(lanes, TABLE_ENTRIES):
-                with T.sblock("update"):
-                    vn, vk = T.axis.remap("SR", [n, k])
-                    acc[vn] = acc[vn] + T.Select(T.Cast("int32", pat[vn]) == vk, tab[vk],
-                                                 T.int16(0))
-
-    return desc
+    return one_hot_desc(EXACT_PERMW_LANES, WORD_DTYPE, WORD_DTYPE, ACC_DTYPE, lambda entry: entry)
 
 
 def _word_impl():
-    lanes = EXACT_PERMW_LANES
+    def permute(table, pat):
+        return T.call_llvm_pure_intrin("int16x32", LLVM_PERMW,
+                                       T.vectorcombine("int16x32", table, table),
+                                       pat.vload([0], "int16x32"))
 
-    @T.prim_func(s_tir=True)
-    def impl(pat_h: T.handle, tab_h: T.handle, acc_h: T.handle) -> None:
-        pat = T.match_buffer(pat_h, (lanes,), WORD_DTYPE, offset_factor=1)
-        tab = T.match_buffer(tab_h, (TABLE_ENTRIES,), WORD_DTYPE, offset_factor=1)
-        acc = T.match_buffer(acc_h, (lanes,), ACC_DTYPE, offset_factor=1)
-        with T.sblock("root"):
-            T.reads(acc[0:lanes], pat[0:lanes], tab[0:TABLE_ENTRIES])
-            T.writes(acc[0:lanes])
-            table = tab.vload([0], "int16x16")
-            acc[T.ramp(0, 1, lanes)] = acc[T.ramp(0, 1, lanes)] + T.call_llvm_pure_intrin(
-                "int16x32", LLVM_PERMW, T.vectorcombine("int16x32", table, table),
-                pat.vload([0], "int16x32"),
-            )
-
-    return impl
+    return vector_impl(EXACT_PERMW_LANES, WORD_DTYPE, WORD_DTYPE, ACC_DTYPE,
+                       lambda _, tab: tab.vload([0], "int16x16"), permute)
 
 
 @functools.cache
@@ -178,7 +134,7 @@ def register_exact_shuffle_intrinsics() -> None:
     """Register the three intrinsics, once, on first use rather than at import: parsing
     TVMScript walks the Python stack (seconds per function once torch is imported)."""
     for name, lanes in EXACT_SHUFFLE_LANES.items():
-        TensorIntrin.register(name, _desc(lanes), _impl(lanes, EXACT_LLVM_SHUFFLE[name]),
+        TensorIntrin.register(name, _func(lanes), _func(lanes, EXACT_LLVM_SHUFFLE[name]),
                               override=True)
     TensorIntrin.register(EXACT_PERMW_AVX512, _word_desc(), _word_impl(), override=True)
 

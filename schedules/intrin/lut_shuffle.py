@@ -22,8 +22,12 @@ is the only range a K = 16 encoder produces.
 
 from __future__ import annotations
 
+import functools
+
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
+
+from ._common import TABLE_ENTRIES, broadcast_16, one_hot_desc, vector_impl
 
 LUT16_SHUFFLE_AVX512 = "lut_tvm_lut16_shuffle_avx512"
 LUT16_SHUFFLE_AVX2 = "lut_tvm_lut16_shuffle_avx2"
@@ -39,95 +43,44 @@ LLVM_SHUFFLE = {
     LUT16_SHUFFLE_NEON: "llvm.aarch64.neon.tbl1",
 }
 
-NUM_CENTROIDS = 16
+NUM_CENTROIDS = TABLE_ENTRIES
 CODE_DTYPE = "uint8"
 TABLE_DTYPE = "int8"
 ACC_DTYPE = "int16"
 
 
 def _desc(lanes: int):
-    @T.prim_func(s_tir=True)
-    def desc(codes_h: T.handle, tab_h: T.handle, acc_h: T.handle) -> None:
-        codes = T.match_buffer(codes_h, (lanes,), CODE_DTYPE, offset_factor=1)
-        tab = T.match_buffer(tab_h, (NUM_CENTROIDS,), TABLE_DTYPE, offset_factor=1)
-        acc = T.match_buffer(acc_h, (lanes,), ACC_DTYPE, offset_factor=1)
-        with T.sblock("root"):
-            T.reads(acc[0:lanes], codes[0:lanes], tab[0:NUM_CENTROIDS])
-            T.writes(acc[0:lanes])
-            for m, k in T.grid(lanes, NUM_CENTROIDS):
-                with T.sblock("update"):
-                    vm, vk = T.axis.remap("SR", [m, k])
-                    acc[vm] = acc[vm] + T.Select(
-                        T.Cast("int32", codes[vm]) == vk,
-                        T.Cast(ACC_DTYPE, tab[vk]),
-                        T.int16(0),
-                    )
-
-    return desc
+    return one_hot_desc(lanes, CODE_DTYPE, TABLE_DTYPE, ACC_DTYPE,
+                        lambda entry: T.Cast(ACC_DTYPE, entry))
 
 
-def _x86_impl(lanes: int, llvm_name: str):
-    """``vpshufb`` over ``lanes`` bytes: broadcast the column, shuffle, widen, add."""
+def _impl(lanes: int, llvm_name: str):
+    """One byte shuffle over ``lanes`` bytes (``vpshufb``: the column broadcast to every
+    128-bit lane; ``tbl``: ``lanes = 16``), widened and added."""
     byte_vec = f"int8x{lanes}"
-    wide_vec = f"{ACC_DTYPE}x{lanes}"
 
-    def broadcast_column(column):
-        # vectorcombine concatenates two vectors; doubling 16 bytes to 32 (and to 64).
-        wide = column
-        width = NUM_CENTROIDS
-        while width < lanes:
-            width *= 2
-            wide = T.vectorcombine(f"int8x{width}", wide, wide)
-        return wide
+    def shuffle(codes, tab):
+        return T.call_llvm_pure_intrin(
+            byte_vec,
+            llvm_name,
+            broadcast_16(tab.vload([0], f"int8x{NUM_CENTROIDS}"), lanes),
+            T.reinterpret(byte_vec, codes.vload([0], f"uint8x{lanes}")),
+        )
 
-    @T.prim_func(s_tir=True)
-    def impl(codes_h: T.handle, tab_h: T.handle, acc_h: T.handle) -> None:
-        codes = T.match_buffer(codes_h, (lanes,), CODE_DTYPE, offset_factor=1)
-        tab = T.match_buffer(tab_h, (NUM_CENTROIDS,), TABLE_DTYPE, offset_factor=1)
-        acc = T.match_buffer(acc_h, (lanes,), ACC_DTYPE, offset_factor=1)
-        with T.sblock("root"):
-            T.reads(acc[0:lanes], codes[0:lanes], tab[0:NUM_CENTROIDS])
-            T.writes(acc[0:lanes])
-            looked_up = T.call_llvm_pure_intrin(
-                byte_vec,
-                llvm_name,
-                broadcast_column(tab.vload([0], f"int8x{NUM_CENTROIDS}")),
-                T.reinterpret(byte_vec, codes.vload([0], f"uint8x{lanes}")),
-            )
-            acc[T.ramp(0, 1, lanes)] = acc[T.ramp(0, 1, lanes)] + T.Cast(wide_vec, looked_up)
-
-    return impl
+    return vector_impl(lanes, CODE_DTYPE, TABLE_DTYPE, ACC_DTYPE, shuffle,
+                       lambda looked_up, _: T.Cast(f"{ACC_DTYPE}x{lanes}", looked_up))
 
 
-def _neon_impl():
-    lanes = 16
-
-    @T.prim_func(s_tir=True)
-    def impl(codes_h: T.handle, tab_h: T.handle, acc_h: T.handle) -> None:
-        codes = T.match_buffer(codes_h, (lanes,), CODE_DTYPE, offset_factor=1)
-        tab = T.match_buffer(tab_h, (NUM_CENTROIDS,), TABLE_DTYPE, offset_factor=1)
-        acc = T.match_buffer(acc_h, (lanes,), ACC_DTYPE, offset_factor=1)
-        with T.sblock("root"):
-            T.reads(acc[0:lanes], codes[0:lanes], tab[0:NUM_CENTROIDS])
-            T.writes(acc[0:lanes])
-            looked_up = T.call_llvm_pure_intrin(
-                "int8x16",
-                "llvm.aarch64.neon.tbl1",
-                tab.vload([0], "int8x16"),
-                T.reinterpret("int8x16", codes.vload([0], "uint8x16")),
-            )
-            acc[T.ramp(0, 1, lanes)] = acc[T.ramp(0, 1, lanes)] + T.Cast("int16x16", looked_up)
-
-    return impl
+@functools.cache
+def register_lut_shuffle_intrinsics() -> None:
+    """Register the three intrinsics with TVM (once)."""
+    for name, lanes in LUT16_SHUFFLE_LANES.items():
+        TensorIntrin.register(name, _desc(lanes), _impl(lanes, LLVM_SHUFFLE[name]), override=True)
 
 
-TensorIntrin.register(
-    LUT16_SHUFFLE_AVX512, _desc(64), _x86_impl(64, LLVM_SHUFFLE[LUT16_SHUFFLE_AVX512]), override=True
-)
-TensorIntrin.register(
-    LUT16_SHUFFLE_AVX2, _desc(32), _x86_impl(32, LLVM_SHUFFLE[LUT16_SHUFFLE_AVX2]), override=True
-)
-TensorIntrin.register(LUT16_SHUFFLE_NEON, _desc(16), _neon_impl(), override=True)
+# At import, not lazily as in ``exact_shuffle``: ``lut_tvm.tuning.tune.open_database`` imports
+# this module so that loading a tuning database (which replays the records' traces) finds them.
+register_lut_shuffle_intrinsics()
 
 
 def _target_attrs(target) -> tuple[str, str, str]:

@@ -200,15 +200,14 @@ def test_kinds_are_tagged_and_rules_pick_them():
     assert LutEncodeRowsRule().apply(lookup, target, False) is None
 
 
-@pytest.mark.parametrize("seed, parallel_axis", [(2, "tiles"), (5, "tiles"), (3, "rows")])
-def test_tunable_conv_lookup_replays_and_stays_exact(seed, parallel_axis):
-    """tunable=True samples the tiles; a replay under another seed still tensorizes and is exact."""
-    case = ((3, 3, 11, 9), 48, (3, 3), (2, 2), (1, 0, 2, 1), (1, 1))
+def _replay_tunable_conv_lookup(case, seed, parallel_axis):
+    """The AVX-512 conv lookup scheduled with tunable=True, its trace replayed under ``seed``:
+    asserts the replay tensorizes and (where the CPU has AVX-512BW) is exact; returns the
+    tunable schedule."""
     _, _, tables, _, out_shape = _conv_inputs(*case)
     func = lookup_conv2d_shuffle_func(out_shape, tables.shape[0])
     target = tvm.target.Target(AVX512)
     sch = LutLookupShuffleRule(parallel_axis=parallel_axis).apply(func, target, True)
-    assert "sample_categorical" in str(sch.trace)
     replay = s_tir.Schedule(func, seed=seed)
     s_tir.schedule.Trace(sch.trace.insts, {}).apply_to_schedule(replay, remove_postproc=True)
     assert LLVM_SHUFFLE[LUT16_SHUFFLE_AVX512] in replay.mod.script()
@@ -218,6 +217,15 @@ def test_tunable_conv_lookup_replays_and_stays_exact(seed, parallel_axis):
         ones, zeros = np.ones(out_shape[1], np.float32), np.zeros(out_shape[1], np.float32)
         out = _call(ex, codes.T, tables.transpose(2, 0, 1), ones, zeros, np.zeros(out_shape, np.float32))
         np.testing.assert_array_equal(out, acc.astype(np.float32))
+    return sch
+
+
+@pytest.mark.parametrize("seed, parallel_axis", [(2, "tiles"), (5, "tiles"), (3, "rows")])
+def test_tunable_conv_lookup_replays_and_stays_exact(seed, parallel_axis):
+    """tunable=True samples the tiles; a replay under another seed still tensorizes and is exact."""
+    sch = _replay_tunable_conv_lookup(((3, 3, 11, 9), 48, (3, 3), (2, 2), (1, 0, 2, 1), (1, 1)),
+                                      seed, parallel_axis)
+    assert "sample_categorical" in str(sch.trace)
 
 
 def test_design_space_lists_the_conv_variants():
@@ -283,16 +291,5 @@ def test_one_codebook_tensorizes_everywhere(target, intrin, rule_args):
 def test_tunable_one_codebook_conv_replays_and_stays_exact(seed, parallel_axis):
     """tunable=True at C = 1: a replay under another seed still tensorizes and is exact."""
     case = STEM_CASES[1].values[0]
-    _, _, tables, _, out_shape = _conv_inputs(*case)
-    func = lookup_conv2d_shuffle_func(out_shape, 1)
-    target = tvm.target.Target(AVX512)
-    sch = LutLookupShuffleRule(parallel_axis=parallel_axis).apply(func, target, True)
-    replay = s_tir.Schedule(func, seed=seed)
-    s_tir.schedule.Trace(sch.trace.insts, {}).apply_to_schedule(replay, remove_postproc=True)
-    assert LLVM_SHUFFLE[LUT16_SHUFFLE_AVX512] in replay.mod.script()
-    if {"avx512f", "avx512bw"} <= FLAGS:
-        codes, acc = reference_acc_nchw(case)
-        ex = tvm.compile(replay.mod["main"].with_attr("global_symbol", "main"), target)
-        ones, zeros = np.ones(out_shape[1], np.float32), np.zeros(out_shape[1], np.float32)
-        out = _call(ex, codes.T, tables.transpose(2, 0, 1), ones, zeros, np.zeros(out_shape, np.float32))
-        np.testing.assert_array_equal(out, acc.astype(np.float32))
+    assert _conv_inputs(*case)[2].shape[0] == 1
+    _replay_tunable_conv_lookup(case, seed, parallel_axis)
