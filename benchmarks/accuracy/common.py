@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lut_tvm.train import lut_layers
+from lut_tvm.policy import TableRefit
+from lut_tvm.train import lut_layers, ridge_refit
 
 from .data import cache_dir
 from .measures import count_ops, model_bytes, replaced_weight_bytes
@@ -79,18 +80,49 @@ def layer_summary(lut_model: nn.Module) -> list[dict]:
              "N": int(layer.weight_dn().shape[1])} for name, layer in lut_layers(lut_model)]
 
 
-def run_recipes(recipes: dict, kmeans: nn.Module, methods: dict, seed: int, measure, describe, log) -> None:
-    """Train a copy of the k-means model with each recipe; ``methods[name]`` gets its measures.
+RIDGE_ROWS = {"kmeans_ridge": TableRefit.RIDGE, "kmeans_ridge_w": TableRefit.RIDGE_WEIGHT}
 
-    ``recipes`` maps a name to ``(train(model), settings)``; ``measure(model)`` returns the
-    result columns; ``describe(row)`` is the log line's text for a result row.
+
+def ridge_baselines(kmeans: nn.Module, original: nn.Module, data, methods: dict, seed: int, measure, describe,
+                    log, ridge_lambda: float = 1.0, samples: int = 512, batch_size: int = 64,
+                    max_rows: int = 8192) -> dict[str, nn.Module]:
+    """The no-backprop rows after "kmeans": its tables refit by ridge regression, sequentially
+    (``lut_tvm.train.ridge_refit``), as free tables (MADDNESS) and as a refit weight (compilable).
+
+    Each row's ``seconds`` / ``cpu_seconds`` include the k-means time; returns the refit models.
     """
-    for name, (train, info) in recipes.items():
+    models = {}
+    for name, refit in RIDGE_ROWS.items():
         model = copy.deepcopy(kmeans)
         seed_everything(seed)
-        entry = {"training": info}
+        entry = {"training": {"refit": refit.value, "ridge_lambda": ridge_lambda, "sequential": True,
+                              "samples": samples, "max_rows": max_rows}}
+        with stopwatch(entry, "refit_seconds"):
+            ridge_refit(model, original, data, refit, ridge_lambda, samples=samples, batch_size=batch_size,
+                        max_rows=max_rows, seed=seed)
+        entry["seconds"] = round(entry["refit_seconds"] + methods["kmeans"]["seconds"], 2)
+        entry["cpu_seconds"] = round(entry["cpu_refit_seconds"] + methods["kmeans"].get("cpu_seconds", 0), 2)
+        methods[name] = {**measure(model.eval()), **entry}
+        models[name] = model
+        log(f"  {name}: {describe(methods[name])} (refit {entry['refit_seconds']:.0f} s)")
+    return models
+
+
+def run_recipes(recipes: dict, start: nn.Module, methods: dict, seed: int, measure, describe, log,
+                start_name: str = "kmeans") -> None:
+    """Train a copy of the ``start_name`` model ``start`` with each recipe; ``methods[name]`` gets its measures.
+
+    ``recipes`` maps a name to ``(train(model), settings)``; ``measure(model)`` returns the
+    result columns; ``describe(row)`` is the log line's text for a result row. The time to build
+    the start model (``methods[start_name]``) is kept beside each recipe's own.
+    """
+    for name, (train, info) in recipes.items():
+        model = copy.deepcopy(start)
+        seed_everything(seed)
+        entry = {"training": {**info, "start": start_name}}
         with stopwatch(entry):
             train(model)
-        entry["kmeans_seconds"] = methods["kmeans"]["seconds"]
+        entry["kmeans_seconds"] = methods[start_name]["seconds"]
+        entry["kmeans_cpu_seconds"] = methods[start_name].get("cpu_seconds", 0)
         methods[name] = {**measure(model.eval()), **entry}
         log(f"  {name}: {describe(methods[name])} ({entry['seconds']:.0f} s)")

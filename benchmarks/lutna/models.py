@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from benchmarks.accuracy.tasks.digits_png import Block  # ResNet's basic block, as in the digits task
+
 # VGG-11's configuration (Simonyan & Zisserman, config A) in units of the base width; "M" is a
 # 2x2 max pool. On 20x20 inputs the fifth pool is dropped (20 -> 10 -> 5 -> 2 -> 1).
 VGG11_CFG = (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8)
@@ -38,27 +40,8 @@ class VGG11(nn.Module):
                 if isinstance(m, nn.Conv2d)]
 
 
-class BasicBlock(nn.Module):
-    """ResNet's basic block: conv3x3-BN-ReLU-conv3x3-BN, plus the (1x1 conv-BN) shortcut, ReLU."""
-
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
-
-
 class ResNet18(nn.Module):
-    """ResNet-18 (stem conv3x3, 4 stages x 2 basic blocks, strides 1/2/2/2, GAP, linear)."""
+    """ResNet-18 (stem conv3x3, 4 stages x 2 basic ``Block``s, strides 1/2/2/2, GAP, linear)."""
 
     def __init__(self, width: int = 8, classes: int = 10):
         super().__init__()
@@ -67,7 +50,7 @@ class ResNet18(nn.Module):
         blocks, cin = [], width
         for stage, stride in enumerate((1, 2, 2, 2)):
             cout = width * 2 ** stage
-            blocks += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            blocks += [Block(cin, cout, stride), Block(cout, cout, 1)]
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(cin, classes)
@@ -81,7 +64,7 @@ class ResNet18(nn.Module):
         for index, block in enumerate(self.blocks):
             name = f"blocks.{index}"
             pairs += [(f"{name}.conv1", f"{name}.bn1"), (f"{name}.conv2", f"{name}.bn2")]
-            if len(block.shortcut):
+            if block.shortcut is not None:
                 pairs.append((f"{name}.shortcut.0", f"{name}.shortcut.1"))
         return pairs
 

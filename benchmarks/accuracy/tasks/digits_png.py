@@ -5,22 +5,23 @@ weights cached) is a stem conv, three basic residual blocks (16, 32, 64 channels
 downsample with a 1x1 shortcut conv), global average pooling and a linear classifier. BatchNorm
 is folded into the convs before conversion, so the "original" is the folded model (same outputs).
 LUT layers: every conv but the stem (3x3: V = 9, 1x1: V = 4), K = 16; the classifier stays dense.
+No-backprop rows: k-means, then its tables refit by ridge regression (``common.ridge_baselines``:
+free tables and refit weight); the learned recipes start from the refit-weight model.
 """
 
 from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lut_tvm.policy import PlanPolicy
-from lut_tvm.train import LutConfig, accuracy, convert, train_lutnn, train_reconstruction
+from lut_tvm.train import convert
 
-from ..common import cached_training, layer_summary, seed_everything, size_and_ops, run_recipes, stopwatch
+from ..common import cached_training, layer_summary, seed_everything
 from ..data import load_opencv_digits
+from ._shared import classifier_methods
 
 NAME = "digits_png"
 
@@ -131,34 +132,11 @@ def run(seed: int = 0, cnn_epochs: int = 20, lutnn_epochs: int = 3, recon_epochs
     trained, cnn_info = cached_training(
         NAME, settings, ResNetDigits, lambda m: train_cnn(m, x_train, y_train, cnn_epochs, seed, log), log)
     original = fold_batchnorm(trained)
-    sample = torch.from_numpy(x_test[:1])
-    methods = {"original": {"acc": accuracy(original, test), **size_and_ops(original, original, sample)}}
-    log(f"  original: {methods['original']['acc']:.2%}")
-
-    config = LutConfig(policy=PlanPolicy(seed=seed))  # K=16, V=9 (3x3) / 4 (1x1), stem + fc dense
-    seed_everything(seed)
-    entry: dict = {}
-    with stopwatch(entry):
-        kmeans = convert(original, config, x_train).eval()
-    methods["kmeans"] = {"acc": accuracy(kmeans, test), **entry, **size_and_ops(kmeans, original, sample)}
-    log(f"  k-means only: {methods['kmeans']['acc']:.2%} ({entry['seconds']:.0f} s)")
-
-    recon_name = f"reconstruction_{fraction:.0%}"
-    recipes = {
-        "lutnn": (lambda m: train_lutnn(m, original, (x_train, y_train), epochs=lutnn_epochs, lr=1e-3,
-                                        seed=seed),
-                  {"recipe": "train_lutnn (CE + KL distillation, tau=4)", "epochs": lutnn_epochs, "lr": 1e-3,
-                   "train_weights": True, "samples": len(x_train)}),
-        recon_name: (lambda m: train_reconstruction(m, original, (x_train, y_train), fraction=fraction,
-                                                    epochs=recon_epochs, lr=3e-3, batch_size=8,
-                                                    train_weights=True, seed=seed),
-                     {"recipe": "train_reconstruction (per-layer MSE)", "epochs": recon_epochs, "lr": 3e-3,
-                      "batch_size": 8, "train_weights": True, "fraction": fraction,
-                      "samples": max(1, round(fraction * len(x_train)))}),
-    }
-    run_recipes(recipes, kmeans, methods, seed,
-                lambda m: {"acc": accuracy(m, test), **size_and_ops(m, original, sample)},
-                lambda row: f"{row['acc']:.2%}", log)
+    # K=16, V=9 (3x3) / 4 (1x1), stem + fc dense
+    methods, kmeans = classifier_methods(
+        original, (x_train, y_train), test, convert, seed=seed, log=log,
+        ridge_samples=64 if quick else 512, lutnn_epochs=lutnn_epochs, recon_epochs=recon_epochs,
+        recon_lr=3e-3, recon_train_weights=True, fraction=fraction)
     return {
         "task": NAME, "title": "OpenCV digits.png, ResNet-style CNN", "metric": "acc", "unit": "sample",
         "data": f"{path} (5,000 real handwritten 20x20 digits; 80/20 stratified split, seed {seed})",

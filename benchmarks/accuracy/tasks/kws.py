@@ -15,17 +15,11 @@ ridge-refit weights as in the MNIST-1D task.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
-from lut_tvm.policy import PlanPolicy
-from lut_tvm.train import LutConfig, accuracy, train_lutnn, train_reconstruction
-from lut_tvm.train.conv1d import convert_with_conv1d
-
-from ..common import (cached_training, layer_summary, ridge_baselines, run_recipes, seed_everything, size_and_ops,
-                      stopwatch)
+from ..common import cached_training, layer_summary
 from ..speech import KwsSettings, load_kws
-from .mnist1d import train_cnn
+from .mnist1d import conv1d_methods, train_cnn
 
 NAME = "kws"
 
@@ -66,34 +60,8 @@ def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 9, recon_epochs
     build = lambda: kws_cnn(n_mels, frames, len(data.labels))  # noqa: E731
     original, cnn_info = cached_training(
         NAME, settings, build, lambda m: train_cnn(m, x_train, y_train, cnn_epochs, seed, log), log)
-    sample = torch.from_numpy(x_test[:1])
-    methods = {"original": {"acc": accuracy(original, test), **size_and_ops(original, original, sample)}}
-    log(f"  original: {methods['original']['acc']:.2%}")
-
-    config = LutConfig(policy=PlanPolicy(seed=seed))  # K=16; conv1d V = kernel length; dense V = 16
-    seed_everything(seed)
-    entry: dict = {}
-    with stopwatch(entry):
-        kmeans = convert_with_conv1d(original, config, x_train).eval()
-    methods["kmeans"] = {"acc": accuracy(kmeans, test), **entry, **size_and_ops(kmeans, original, sample)}
-    log(f"  k-means only: {methods['kmeans']['acc']:.2%} ({entry['seconds']:.0f} s)")
-    measure = lambda m: {"acc": accuracy(m, test), **size_and_ops(m, original, sample)}  # noqa: E731
-    describe = lambda row: f"{row['acc']:.2%}"  # noqa: E731
-    refit = ridge_baselines(kmeans, original, x_train, methods, seed, measure, describe, log,
-                            samples=256 if quick else 1024)
-    recon_name = f"reconstruction_{fraction:.0%}"
-    recipes = {
-        "lutnn": (lambda m: train_lutnn(m, original, (x_train, y_train), epochs=lutnn_epochs, lr=1e-3, seed=seed),
-                  {"recipe": "train_lutnn (CE + KL distillation, tau=4)", "epochs": lutnn_epochs, "lr": 1e-3,
-                   "train_weights": True, "samples": len(x_train)}),
-        recon_name: (lambda m: train_reconstruction(m, original, (x_train, y_train), fraction=fraction,
-                                                    epochs=recon_epochs, lr=1e-3, batch_size=8,
-                                                    train_weights=False, seed=seed),
-                     {"recipe": "train_reconstruction (per-layer MSE)", "epochs": recon_epochs, "lr": 1e-3,
-                      "batch_size": 8, "train_weights": False, "fraction": fraction,
-                      "samples": max(1, round(fraction * len(x_train)))}),
-    }
-    run_recipes(recipes, refit["kmeans_ridge_w"], methods, seed, measure, describe, log, start_name="kmeans_ridge_w")
+    methods, kmeans = conv1d_methods(original, (x_train, y_train), test, seed=seed, log=log, quick=quick,
+                                     lutnn_epochs=lutnn_epochs, recon_epochs=recon_epochs, fraction=fraction)
     splits = (("train", data_settings.train_accents, data_settings.train_variants),
               ("held-out test", data_settings.test_accents, data_settings.test_variants))
     voices = "; ".join(f"{split} voices: accents {', '.join(accents)} x variants +{', +'.join(variants)}"

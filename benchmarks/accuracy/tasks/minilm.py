@@ -14,6 +14,8 @@ LUT layers: every encoder Linear (6 layers x q, k, v, attention output, intermed
 Recipes: "lutnn" = CE of the frozen head + KL distillation of its logits (tau = 4) + embedding
 distillation ``1 - cos(student, teacher)``, Adam over centroids, temperatures and all weights;
 "reconstruction" = ``lut_tvm.train.train_reconstruction`` (per-layer MSE) on 1% of the train texts.
+No-backprop rows: k-means, then its tables refit by ridge regression (``common.ridge_baselines``:
+free tables and refit weight); the learned recipes start from the refit-weight model.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lut_tvm.policy import PlanPolicy
-from lut_tvm.train import LutConfig, convert, distillation_loss, lut_layers, train_reconstruction
+from lut_tvm.train import LutConfig, convert, distillation_loss, lut_layers
 from lut_tvm.train.layers import replace_module
 from lut_tvm.train.recipes import fit
 
-from ..common import layer_summary, seed_everything, size_and_ops, run_recipes, stopwatch
+from ..common import layer_summary, ridge_baselines, run_recipes, seed_everything, size_and_ops, stopwatch
 from ..data import DataUnavailable, load_fortunes
+from ._shared import reconstruction_recipe
 
 NAME = "minilm"
 MAX_TOKENS = 64
@@ -58,8 +61,8 @@ def pack(tokenizer, texts) -> np.ndarray:
     return np.stack([enc["input_ids"], enc["attention_mask"]], 1).astype(np.float32)
 
 
-class SentenceEncoder(nn.Module):
-    """MiniLM + mean pooling + L2 normalisation on packed ``[B, 2, L]`` input (padding trimmed per batch)."""
+class MiniLMHidden(nn.Module):
+    """MiniLM's token embeddings (``last_hidden_state``) from a packed ``[B, 2, L]`` float input."""
 
     def __init__(self, bert):
         super().__init__()
@@ -67,11 +70,18 @@ class SentenceEncoder(nn.Module):
         self.bert.pooler = None  # sentence-transformers never uses it
 
     def forward(self, packed):
-        mask = packed[:, 1].long()
-        length = max(int(mask.sum(1).max()), 1)
-        ids, mask = packed[:, 0, :length].long(), mask[:, :length]
-        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        ids, mask = packed[:, 0].long(), packed[:, 1].long()
+        return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+class SentenceEncoder(MiniLMHidden):
+    """MiniLM + mean pooling + L2 normalisation on packed ``[B, 2, L]`` input (padding trimmed per batch)."""
+
+    def forward(self, packed):
+        length = max(int(packed[:, 1].long().sum(1).max()), 1)
+        packed = packed[:, :, :length]
+        hidden = super().forward(packed)
+        weights = packed[:, 1].long().unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, dim=-1)
 
@@ -178,6 +188,10 @@ def run(seed: int = 0, sub_len: int = 16, lutnn_epochs: int = 1, recon_epochs: i
         kmeans = convert(original, config, x_train).eval()
     methods["kmeans"] = {**evaluate(kmeans, original_emb, x_test, y_test), **entry, **sizing(kmeans)}
     log(f"  k-means only: {methods['kmeans']}")
+    measure = lambda m: {**evaluate(m, original_emb, x_test, y_test), **sizing(m)}  # noqa: E731
+    describe = lambda row: f"topic acc {row['topic_acc']:.2%}, cosine {row['cosine']:.4f}"  # noqa: E731
+    refit = ridge_baselines(kmeans, original, x_train, methods, seed, measure, describe, log,
+                            samples=16 if quick else 128, batch_size=16)
 
     # Diagnostic (not part of any recipe's time): each LUT layer alone in the original model.
     sensitivity = {}
@@ -192,7 +206,6 @@ def run(seed: int = 0, sub_len: int = 16, lutnn_epochs: int = 1, recon_epochs: i
     sensitivity["single_layer_cosine"] = single
     log(f"  single-layer k-means cosine: min {min(single.values()):.4f}, median {np.median(list(single.values())):.4f}")
 
-    recon_name = f"reconstruction_{fraction:.0%}"
     batch = 16
     recipes = {
         "lutnn": (lambda m: train_lutnn_embedding(m, original, (x_train, y_train), epochs=lutnn_epochs,
@@ -200,16 +213,10 @@ def run(seed: int = 0, sub_len: int = 16, lutnn_epochs: int = 1, recon_epochs: i
                   {"recipe": "CE (frozen head) + KL distillation (tau=4) + 10*(1-cos) embedding distillation",
                    "epochs": lutnn_epochs, "lr": 1e-3, "batch_size": batch, "train_weights": True,
                    "samples": len(x_train)}),
-        recon_name: (lambda m: train_reconstruction(m, original, (x_train, y_train), fraction=fraction,
-                                                    epochs=recon_epochs, lr=1e-3, batch_size=4,
-                                                    train_weights=True, seed=seed),
-                     {"recipe": "train_reconstruction (per-layer MSE)", "epochs": recon_epochs, "lr": 1e-3,
-                      "batch_size": 4, "train_weights": True, "fraction": fraction,
-                      "samples": max(1, round(fraction * len(x_train)))}),
+        **reconstruction_recipe(original, (x_train, y_train), fraction=fraction, epochs=recon_epochs, lr=1e-3,
+                                batch_size=4, train_weights=True, seed=seed),
     }
-    run_recipes(recipes, kmeans, methods, seed,
-                lambda m: {**evaluate(m, original_emb, x_test, y_test), **sizing(m)},
-                lambda row: f"topic acc {row['topic_acc']:.2%}, cosine {row['cosine']:.4f}", log)
+    run_recipes(recipes, refit["kmeans_ridge_w"], methods, seed, measure, describe, log, start_name="kmeans_ridge_w")
     return {
         "task": NAME, "title": "all-MiniLM-L6-v2 on Debian fortunes", "metric": "topic_acc", "unit": "token",
         "data": (f"{root}: topics {', '.join(topics)}; {len(train_texts)} train / {len(test_texts)} held-out "

@@ -5,6 +5,8 @@ with a small 1-D CNN trained here (seeded, weights cached).
 32->32 (k3, stride 2), 32->32 (k3), fc 320->64, fc 64->10, ReLUs. LUT layers (``LutConv1d`` from
 ``lut_tvm.train.conv1d``, ``LutLinear``): every conv but the first (V = kernel length 3: C = 32) and
 fc 320->64 (V = 16), K = 16; the first conv and the classifier stay dense.
+No-backprop rows: k-means, then its tables refit by ridge regression (``common.ridge_baselines``:
+free tables and refit weight); the learned recipes start from the refit-weight model.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lut_tvm.policy import PlanPolicy
-from lut_tvm.train import LutConfig, accuracy, train_lutnn, train_reconstruction
 from lut_tvm.train.conv1d import convert_with_conv1d
 
-from ..common import cached_training, layer_summary, seed_everything, size_and_ops, run_recipes, stopwatch
+from ..common import cached_training, layer_summary, seed_everything
 from ..data import load_mnist1d
+from ._shared import classifier_methods
 
 NAME = "mnist1d"
 
@@ -56,6 +57,14 @@ def train_cnn(model, x_train, y_train, epochs: int, seed: int, log) -> None:
     model.eval()
 
 
+def conv1d_methods(original, train_data, test, *, seed: int, log, quick: bool, lutnn_epochs: int,
+                   recon_epochs: int, fraction: float) -> tuple[dict, nn.Module]:
+    """``classifier_methods`` for the 1-D CNN tasks: LutConv1d, ridge on 1,024 samples, tables-only reconstruction."""
+    return classifier_methods(original, train_data, test, convert_with_conv1d, seed=seed, log=log,
+                              ridge_samples=256 if quick else 1024, lutnn_epochs=lutnn_epochs,
+                              recon_epochs=recon_epochs, recon_lr=1e-3, recon_train_weights=False, fraction=fraction)
+
+
 def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 30, recon_epochs: int = 60,
         fraction: float = 0.01, log=print, quick: bool = False) -> dict:
     if quick:
@@ -66,33 +75,8 @@ def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 30, recon_epoch
     settings = {"arch": "cnn1d-32", "epochs": cnn_epochs, "seed": seed, "data_seed": 42}
     original, cnn_info = cached_training(
         NAME, settings, cnn1d, lambda m: train_cnn(m, x_train, y_train, cnn_epochs, seed, log), log)
-    sample = torch.from_numpy(x_test[:1])
-    methods = {"original": {"acc": accuracy(original, test), **size_and_ops(original, original, sample)}}
-    log(f"  original: {methods['original']['acc']:.2%}")
-
-    config = LutConfig(policy=PlanPolicy(seed=seed))  # K=16; conv1d V = kernel length; dense V = 16
-    seed_everything(seed)
-    entry: dict = {}
-    with stopwatch(entry):
-        kmeans = convert_with_conv1d(original, config, x_train).eval()
-    methods["kmeans"] = {"acc": accuracy(kmeans, test), **entry, **size_and_ops(kmeans, original, sample)}
-    log(f"  k-means only: {methods['kmeans']['acc']:.2%} ({entry['seconds']:.0f} s)")
-
-    recon_name = f"reconstruction_{fraction:.0%}"
-    recipes = {
-        "lutnn": (lambda m: train_lutnn(m, original, (x_train, y_train), epochs=lutnn_epochs, lr=1e-3, seed=seed),
-                  {"recipe": "train_lutnn (CE + KL distillation, tau=4)", "epochs": lutnn_epochs, "lr": 1e-3,
-                   "train_weights": True, "samples": len(x_train)}),
-        recon_name: (lambda m: train_reconstruction(m, original, (x_train, y_train), fraction=fraction,
-                                                    epochs=recon_epochs, lr=1e-3, batch_size=8,
-                                                    train_weights=False, seed=seed),
-                     {"recipe": "train_reconstruction (per-layer MSE)", "epochs": recon_epochs, "lr": 1e-3,
-                      "batch_size": 8, "train_weights": False, "fraction": fraction,
-                      "samples": max(1, round(fraction * len(x_train)))}),
-    }
-    run_recipes(recipes, kmeans, methods, seed,
-                lambda m: {"acc": accuracy(m, test), **size_and_ops(m, original, sample)},
-                lambda row: f"{row['acc']:.2%}", log)
+    methods, kmeans = conv1d_methods(original, (x_train, y_train), test, seed=seed, log=log, quick=quick,
+                                     lutnn_epochs=lutnn_epochs, recon_epochs=recon_epochs, fraction=fraction)
     return {
         "task": NAME, "title": "MNIST-1D, 1-D CNN (LutConv1d)", "metric": "acc", "unit": "sample",
         "data": "mnist1d.data.make_dataset (default args, seed 42): 4,000 train / 1,000 test, length 40",

@@ -1,0 +1,54 @@
+"""Steps shared by the accuracy tasks: the reconstruction recipe and a CNN classifier's method rows."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lut_tvm.policy import PlanPolicy
+from lut_tvm.train import LutConfig, accuracy, train_lutnn, train_reconstruction
+
+from ..common import ridge_baselines, run_recipes, seed_everything, size_and_ops, stopwatch
+
+
+def reconstruction_recipe(original: nn.Module, train_data, *, fraction: float, epochs: int, lr: float,
+                          batch_size: int, train_weights: bool, seed: int) -> dict:
+    """``{"reconstruction_<fraction>%": (train(model), settings)}``: per-layer MSE on ``fraction`` of ``train_data``."""
+    def train(model):
+        return train_reconstruction(model, original, train_data, fraction=fraction, epochs=epochs, lr=lr,
+                                    batch_size=batch_size, train_weights=train_weights, seed=seed)
+
+    settings = {"recipe": "train_reconstruction (per-layer MSE)", "epochs": epochs, "lr": lr,
+                "batch_size": batch_size, "train_weights": train_weights, "fraction": fraction,
+                "samples": max(1, round(fraction * len(train_data[0])))}
+    return {f"reconstruction_{fraction:.0%}": (train, settings)}
+
+
+def classifier_methods(original: nn.Module, train_data, test, convert_fn, *, seed: int, log, ridge_samples: int,
+                       lutnn_epochs: int, recon_epochs: int, recon_lr: float, recon_train_weights: bool,
+                       fraction: float) -> tuple[dict, nn.Module]:
+    """``(methods, kmeans)``: original, k-means (``convert_fn``), ridge refits, then LUT-NN and reconstruction."""
+    x_train, _ = train_data
+    sample = torch.from_numpy(test[0][:1])
+    methods = {"original": {"acc": accuracy(original, test), **size_and_ops(original, original, sample)}}
+    log(f"  original: {methods['original']['acc']:.2%}")
+
+    config = LutConfig(policy=PlanPolicy(seed=seed))
+    seed_everything(seed)
+    entry: dict = {}
+    with stopwatch(entry):
+        kmeans = convert_fn(original, config, x_train).eval()
+    methods["kmeans"] = {"acc": accuracy(kmeans, test), **entry, **size_and_ops(kmeans, original, sample)}
+    log(f"  k-means only: {methods['kmeans']['acc']:.2%} ({entry['seconds']:.0f} s)")
+    measure = lambda m: {"acc": accuracy(m, test), **size_and_ops(m, original, sample)}  # noqa: E731
+    describe = lambda row: f"{row['acc']:.2%}"  # noqa: E731
+    refit = ridge_baselines(kmeans, original, x_train, methods, seed, measure, describe, log, samples=ridge_samples)
+    recipes = {
+        "lutnn": (lambda m: train_lutnn(m, original, train_data, epochs=lutnn_epochs, lr=1e-3, seed=seed),
+                  {"recipe": "train_lutnn (CE + KL distillation, tau=4)", "epochs": lutnn_epochs, "lr": 1e-3,
+                   "train_weights": True, "samples": len(x_train)}),
+        **reconstruction_recipe(original, train_data, fraction=fraction, epochs=recon_epochs, lr=recon_lr,
+                                batch_size=8, train_weights=recon_train_weights, seed=seed),
+    }
+    run_recipes(recipes, refit["kmeans_ridge_w"], methods, seed, measure, describe, log, start_name="kmeans_ridge_w")
+    return methods, kmeans
