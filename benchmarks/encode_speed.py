@@ -34,6 +34,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import tvm  # noqa: E402
 
+from benchmarks.kernel_bench import compile_scheduled, write_markdown  # noqa: E402
 from benchmarks.speed.timing import time_evaluator_median  # noqa: E402
 from lut_tvm import reference as ref  # noqa: E402
 from schedules.lut_encode_rows_compute import encode_dense_rows_func  # noqa: E402
@@ -45,13 +46,6 @@ SHAPES = [(384, 16), (1536, 16), (384, 4)]
 K = 16
 TARGET = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1}
 NEAR_TIE = 1e-4
-
-
-def compile_scheduled(func, rule, target):
-    sch = rule.apply(func, target, False)
-    if sch is None:
-        raise RuntimeError("the rule did not accept its kernel")
-    return tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), target).jit()
 
 
 def parse_variant(spec: str):
@@ -162,10 +156,7 @@ def main():
         *lines[1:],
         "",
     ]
-    os.makedirs(os.path.dirname(opts.out), exist_ok=True)
-    with open(opts.out, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(notes))
-    print(f"wrote {opts.out}")
+    write_markdown(opts.out, notes)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import tvm  # noqa: E402
 
 from benchmarks.speed.machine import shuffle_peak  # noqa: E402
+from benchmarks.kernel_bench import compile_scheduled, write_markdown  # noqa: E402
 from benchmarks.speed.timing import median_call_seconds, time_evaluator_median  # noqa: E402
 from schedules.lut_kernels import lookup_dense_func  # noqa: E402
 from schedules.lut_shuffle_compute import lookup_dense_shuffle_func  # noqa: E402
@@ -44,12 +45,6 @@ SHAPES = [(384, 384), (384, 1536), (1536, 384)]
 SUB_LEN = 16
 K = 16
 TARGET = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1}
-
-
-def compile_scheduled(func, rule, target):
-    sch = rule.apply(func, target, False)
-    ex = tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), target)
-    return ex.jit()
 
 
 def bench_shape(rows, dim, out_features, number, repeat, target):
@@ -136,10 +131,7 @@ def main():
         *lines[1:],
         "",
     ]
-    os.makedirs(os.path.dirname(opts.out), exist_ok=True)
-    with open(opts.out, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(notes))
-    print(f"wrote {opts.out}")
+    write_markdown(opts.out, notes)
 
 
 if __name__ == "__main__":

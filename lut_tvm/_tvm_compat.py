@@ -136,61 +136,16 @@ def build_tir_for_measure(mod, target):
     return tvm_build(mod, target=target)
 
 
-def _kill_process_tree(pid: int) -> None:
-    """SIGKILL every descendant of ``pid`` (found through /proc; psutil is not required)."""
-    import signal  # pylint: disable=import-outside-toplevel
-
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    stack = list(children.get(pid, []))
-    while stack:
-        child = stack.pop()
-        stack.extend(children.get(child, []))
-        try:
-            os.kill(child, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def patch_popen_pool_kill() -> None:
-    """Make TVM's PopenWorker.kill work without psutil.
-
-    ``tvm.support.popen_pool.kill_child_processes`` imports psutil; without it ``kill()`` raises
-    ImportError before killing the worker, so timed-out or abandoned builder/runner workers
-    outlive the tuning run. This swaps in a /proc-based version when psutil is missing.
-    """
-    from tvm.support import popen_pool  # pylint: disable=import-outside-toplevel
-
-    try:
-        import psutil  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    except ImportError:
-        popen_pool.kill_child_processes = _kill_process_tree
-
-
 def popen_worker_pids() -> list[int]:
     """PIDs of this process's children that are TVM popen workers (builder/runner pools)."""
-    me = os.getpid()
+    import psutil  # pylint: disable=import-outside-toplevel
+
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for child in psutil.Process().children():
         try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-            if ppid != me:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as cmd:
-                if b"tvm.exec.popen_worker" in cmd.read():
-                    found.append(int(entry))
-        except (OSError, IndexError, ValueError):
+            if any("tvm.exec.popen_worker" in part for part in child.cmdline()):
+                found.append(child.pid)
+        except psutil.Error:
             continue
     return found
 

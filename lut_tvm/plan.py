@@ -23,7 +23,8 @@ import numpy as np
 
 from .errors import PlanError
 from .npz_meta import read_npz_with_meta, write_npz_with_meta
-from .weights import LayerKind, output_length, reduction_length
+from .weights import (LayerKind, check_distinct_weights, checked_layer_kind, output_length,
+                      reduction_length)
 
 PLAN_FORMAT = "lut_tvm.plan"
 PLAN_VERSION = 1  # plans without free tables
@@ -68,15 +69,7 @@ class LayerPlan:
     def validate(self) -> None:
         """Raise PlanError naming this layer and the field that is wrong."""
         where = f"plan layer {self.name!r}"
-        try:
-            kind = LayerKind(self.kind)
-        except ValueError:
-            raise PlanError(f"{where}: field 'kind' is {self.kind!r}, not one of "
-                            f"{[k.value for k in LayerKind]}") from None
-        expected_rank = 2 if kind is LayerKind.DENSE else 4
-        if len(self.weight_shape) != expected_rank or min(self.weight_shape) < 1:
-            raise PlanError(f"{where}: field 'weight_shape' {list(self.weight_shape)} is not a "
-                            f"{expected_rank}-D {kind.value} weight shape")
+        kind = checked_layer_kind(where, self.kind, self.weight_shape)
         cents = self.centroids
         if not isinstance(cents, np.ndarray) or cents.ndim != 3:
             raise PlanError(f"{where}: field 'centroids' must be a 3-D array [C, K, V]")
@@ -123,13 +116,7 @@ class Plan:
 
     def validate(self) -> None:
         """Validate every layer and that no two layers bind the same weight."""
-        seen: dict[str, str] = {}
-        for layer in self.layers:
-            layer.validate()
-            if layer.weight_fingerprint in seen:
-                raise PlanError(f"plan layers {seen[layer.weight_fingerprint]!r} and "
-                                f"{layer.name!r} bind the same weight (field 'weight_fingerprint')")
-            seen[layer.weight_fingerprint] = layer.name
+        check_distinct_weights("plan", self.layers)
 
     @property
     def has_tables(self) -> bool:

@@ -12,6 +12,8 @@ from enum import Enum
 
 import numpy as np
 
+from .errors import PlanError
+
 
 class LayerKind(str, Enum):
     """The layer types a LUT plan can cover."""
@@ -45,3 +47,28 @@ def as_dense_matrix(kind: LayerKind, weight: np.ndarray) -> np.ndarray:
     if kind is LayerKind.DENSE:
         return weight
     return weight.reshape(weight.shape[0], -1).T
+
+
+def checked_layer_kind(where: str, kind, weight_shape) -> LayerKind:
+    """``kind`` as a LayerKind, with ``weight_shape`` of its rank; PlanError starting ``where``."""
+    try:
+        layer_kind = LayerKind(kind)
+    except ValueError:
+        raise PlanError(f"{where}: field 'kind' is {kind!r}, not one of "
+                        f"{[k.value for k in LayerKind]}") from None
+    rank = 2 if layer_kind is LayerKind.DENSE else 4
+    if len(weight_shape) != rank or min(weight_shape) < 1:
+        raise PlanError(f"{where}: field 'weight_shape' {list(weight_shape)} is not a "
+                        f"{rank}-D {layer_kind.value} weight shape")
+    return layer_kind
+
+
+def check_distinct_weights(label: str, layers) -> None:
+    """Validate each of a plan's ``layers`` and that no two bind the same weight (fingerprint)."""
+    seen: dict[str, str] = {}
+    for layer in layers:
+        layer.validate()
+        if layer.weight_fingerprint in seen:
+            raise PlanError(f"{label} layers {seen[layer.weight_fingerprint]!r} and "
+                            f"{layer.name!r} bind the same weight (field 'weight_fingerprint')")
+        seen[layer.weight_fingerprint] = layer.name

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..errors import PlanError
 from ..npz_meta import META_KEY, read_npz_with_meta, write_npz_with_meta
-from ..weights import LayerKind, as_dense_matrix, fingerprint, output_length
+from ..weights import (LayerKind, as_dense_matrix, check_distinct_weights, checked_layer_kind,
+                       fingerprint, output_length)
 from .reference import MAX_BITS, MIN_BITS, quantize_weight, weight_scales
 
 EXACT_PLAN_FORMAT = "lut_tvm.exact_plan"
@@ -65,15 +66,7 @@ class ExactLayerPlan:
     def validate(self) -> None:
         """Raise PlanError naming this layer and the field that is wrong."""
         where = f"exact plan layer {self.name!r}"
-        try:
-            kind = LayerKind(self.kind)
-        except ValueError:
-            raise PlanError(f"{where}: field 'kind' is {self.kind!r}, not one of "
-                            f"{[k.value for k in LayerKind]}") from None
-        rank = 2 if kind is LayerKind.DENSE else 4
-        if len(self.weight_shape) != rank or min(self.weight_shape) < 1:
-            raise PlanError(f"{where}: field 'weight_shape' {list(self.weight_shape)} is not a "
-                            f"{rank}-D {kind.value} weight shape")
+        kind = checked_layer_kind(where, self.kind, self.weight_shape)
         if not isinstance(self.bits, int) or isinstance(self.bits, bool) or \
                 not MIN_BITS <= self.bits <= MAX_BITS:
             raise PlanError(f"{where}: field 'bits' is {self.bits!r}; must be an integer in "
@@ -111,13 +104,7 @@ class ExactPlan:
         return {layer.name: layer.bits for layer in self.layers}
 
     def validate(self) -> None:
-        seen: dict[str, str] = {}
-        for layer in self.layers:
-            layer.validate()
-            if layer.weight_fingerprint in seen:
-                raise PlanError(f"exact plan layers {seen[layer.weight_fingerprint]!r} and "
-                                f"{layer.name!r} bind the same weight (field 'weight_fingerprint')")
-            seen[layer.weight_fingerprint] = layer.name
+        check_distinct_weights("exact plan", self.layers)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the plan atomically to ``path`` (an ``.npz``)."""

@@ -161,7 +161,6 @@ class LutBuilder(ms.builder.LocalBuilder._cls):  # pylint: disable=protected-acc
 def make_builder(max_workers: int | None = None, timeout_sec: float = 60.0, f_export=None):
     """A LutBuilder (the default build times out importing every GPU tensor intrinsic);
     ``f_export(module) -> path`` writes each candidate (default: a ``.tar`` for this machine)."""
-    _tvm_compat.patch_popen_pool_kill()
     return LutBuilder(max_workers=max_workers or os.cpu_count(), timeout_sec=timeout_sec,
                       f_export=f_export)
 
@@ -169,7 +168,6 @@ def make_builder(max_workers: int | None = None, timeout_sec: float = 60.0, f_ex
 def make_runner(bounds: dict[str, list], timeout_sec: float = 30.0, number: int = 3,
                 min_repeat_ms: int = 50):
     """A LutRunner (one worker) timing each candidate ``number`` runs, at least ``min_repeat_ms``."""
-    _tvm_compat.patch_popen_pool_kill()
     config = ms.runner.EvaluatorConfig(number=number, repeat=1, min_repeat_ms=min_repeat_ms,
                                        enable_cpu_cache_flush=False)
     return LutRunner(bounds, timeout_sec=timeout_sec, evaluator_config=config,
