@@ -28,9 +28,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import LutTvmError, PlanError
-from ..kmeans import kmeans_centroids
 from ..weights import LayerKind
-from .convert import LutConfig, apply_table_refit, convert_kmeans, initial_temperature, iter_batches
+from .convert import LutConfig, apply_table_refit, convert_kmeans, iter_batches, layer_centroids
 from .layers import LutLayer, _copy_params, conv_rows, replace_module
 
 LOG = logging.getLogger("lut_tvm")
@@ -197,11 +196,7 @@ def convert_conv1d_kmeans(model: nn.Module, config: LutConfig | None = None, cal
     rows = _conv1d_input_rows(source, [m for _, m, _ in chosen], calibration_data, config)
     num_centroids = config.policy.num_centroids
     for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc="k-means conv1d", unit="layer"):
-        if len(layer_rows) < num_centroids:
-            raise PlanError(f"layer {name!r}: {len(layer_rows)} calibration rows for "
-                            f"K = {num_centroids} centroids; give more calibration data")
-        centroids = kmeans_centroids(layer_rows, sub_len, num_centroids, config.policy.seed)
-        temperature = config.temperature or initial_temperature(layer_rows, centroids)
+        centroids, temperature = layer_centroids(name, layer_rows, sub_len, config)
         original = lut_model.get_submodule(name)
         replace_module(lut_model, name, LutConv1d.from_conv(original, centroids, temperature))
         LOG.info("LUT layer %s (conv1d): V=%d, C=%d, K=%d, t0=%.3g", name, sub_len, centroids.shape[0],

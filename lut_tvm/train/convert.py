@@ -178,6 +178,16 @@ def collect_rows(model: nn.Module, modules, data, config: LutConfig) -> list[np.
     return sampled
 
 
+def layer_centroids(name: str, layer_rows, sub_len: int, config: "LutConfig"):
+    """``(centroids [C, K, V], initial temperature)`` of one layer from its calibration rows."""
+    num_centroids = config.policy.num_centroids
+    if len(layer_rows) < num_centroids:
+        raise PlanError(f"layer {name!r}: {len(layer_rows)} calibration rows for "
+                        f"K = {num_centroids} centroids; give more calibration data")
+    centroids = kmeans_centroids(layer_rows, sub_len, num_centroids, config.policy.seed)
+    return centroids, config.temperature or initial_temperature(layer_rows, centroids)
+
+
 def initial_temperature(rows: np.ndarray, centroids: np.ndarray, max_rows: int = 1024) -> float:
     """Median gap between each sub-vector's two nearest centroids (ties left out), else 1."""
     gaps = encode_margin(rows[:max_rows], centroids)
@@ -223,11 +233,7 @@ def convert_kmeans(model: nn.Module, config: LutConfig | None = None, calibratio
     lut_model = copy.deepcopy(model)
     num_centroids = config.policy.num_centroids
     for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc="k-means", unit="layer"):
-        if len(layer_rows) < num_centroids:
-            raise PlanError(f"layer {name!r}: {len(layer_rows)} calibration rows for "
-                            f"K = {num_centroids} centroids; give more calibration data")
-        centroids = kmeans_centroids(layer_rows, sub_len, num_centroids, config.policy.seed)
-        temperature = config.temperature or initial_temperature(layer_rows, centroids)
+        centroids, temperature = layer_centroids(name, layer_rows, sub_len, config)
         original = lut_model.get_submodule(name)
         if isinstance(original, nn.Conv2d):
             layer = LutConv2d.from_conv(original, centroids, temperature)
