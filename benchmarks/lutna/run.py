@@ -62,20 +62,31 @@ def data_splits(settings: dict, seed: int):
     return (x_fit, y_fit), (x_val, y_val), calibration, (x_test, y_test), path
 
 
-def trained_tickets(arch: str, train, settings: dict, seed: int, log) -> tuple[dict, dict]:
-    """``{sparsity: float model (BN not yet folded)}`` from the lottery ticket run, cached."""
+def tickets_path(arch: str, settings: dict, seed: int) -> Path:
+    """Where the lottery-ticket run of ``arch`` with ``settings`` caches its weights."""
     keys = ("width", "epochs", "retrain_epochs", "targets", "rate", "rewind_steps", "batch_size", "lr",
             "validation", "train_limit")
     cache_key = {"bench": "lutna", "arch": arch, "seed": seed, **{k: settings[k] for k in keys}}
-    path = weights_path(f"lutna-{arch}", cache_key)
+    return weights_path(f"lutna-{arch}", cache_key)
+
+
+def load_tickets(arch: str, path: Path, width: int) -> dict:
+    """``{sparsity: float model (BN not yet folded), eval mode}`` from the cache file at ``path``."""
+    states = torch.load(path, map_location="cpu", weights_only=True)
+    models = {}
+    for level, state in states.items():
+        model = ARCHS[arch](width)
+        model.load_state_dict(state)
+        models[float(level)] = model.eval()
+    return models
+
+
+def trained_tickets(arch: str, train, settings: dict, seed: int, log) -> tuple[dict, dict]:
+    """``{sparsity: float model (BN not yet folded)}`` from the lottery ticket run, cached."""
+    path = tickets_path(arch, settings, seed)
     build = lambda: ARCHS[arch](settings["width"])  # noqa: E731
     if path.is_file():
-        states = torch.load(path, map_location="cpu", weights_only=True)
-        models = {}
-        for level, state in states.items():
-            model = build()
-            model.load_state_dict(state)
-            models[float(level)] = model.eval()
+        models = load_tickets(arch, path, settings["width"])
         log(f"  {arch}: loaded cached weights {path}")
         return models, {"cached": True, "path": str(path)}
     seed_everything(seed)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.speed.peers import quantize_static_int8
 from benchmarks.speed.timing import calibrated_median
 
 
@@ -23,23 +24,10 @@ def _session(path: Path, threads: int):
 def onnx_runtime_int8(model: torch.nn.Module, calibration: np.ndarray, batch: np.ndarray, folder: Path,
                       threads: int = 1) -> dict:
     """ms per batch of ONNX Runtime fp32 and static int8 (QDQ, per-channel int8 weights)."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,  # pylint: disable=import-outside-toplevel
-                                          quantize_static)
-
     fp32, int8 = folder / "model_fp32.onnx", folder / "model_int8.onnx"
     torch.onnx.export(model.eval(), (torch.from_numpy(batch),), str(fp32), dynamo=False,
                       input_names=["x"], output_names=["y"])
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.chunks = iter([{"x": calibration[i:i + len(batch)]}
-                                for i in range(0, len(calibration) - len(batch) + 1, len(batch))])
-
-        def get_next(self):
-            return next(self.chunks, None)
-
-    quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    quantize_static_int8(fp32, int8, calibration, len(batch))
     out = {}
     for name, path in (("ort_fp32", fp32), ("ort_int8", int8)):
         session = _session(path, threads)

@@ -4,6 +4,7 @@ Built once (in the parent process) under a case folder:
 
 * ``model.onnx`` (``torch.onnx.export``, TorchScript exporter, opset 17) and ``model_int8.onnx``
   (``onnxruntime.quantization.quantize_dynamic``, int8 weights, activations quantized per call);
+  with calibration inputs also ``model_int8_static.onnx`` (``quantize_static``, QDQ);
 * ``tvm_dense.so`` (``lut_tvm.compile`` with no plan) and ``lut<suffix>.so`` (with a plan), each
   exported with its ``.json`` description; the schedule label says whether a shipped tuning log
   scheduled any of its functions (``tuned``) or the default rules did everything.
@@ -54,6 +55,34 @@ def quantize_int8(source: Path, path: Path) -> Path:
     return path
 
 
+def quantize_static_int8(source: Path, path: Path, calibration: np.ndarray, batch: int) -> Path:
+    """ONNX Runtime's static int8 quantization of ``source`` (QDQ, per-channel int8 weights, int8
+    activations calibrated on ``calibration`` in chunks of ``batch`` samples), written atomically."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,  # pylint: disable=C0415
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.chunks = iter([{"x": calibration[i:i + batch]}
+                                for i in range(0, len(calibration) - batch + 1, batch)])
+
+        def get_next(self):
+            return next(self.chunks, None)
+
+    if len(calibration) < batch:
+        raise ValueError(f"{source}: static int8 calibration needs at least {batch} samples, got {len(calibration)}")
+    tmp = path.with_name(f".{path.name}.tmp.onnx")
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_static(str(source), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    os.replace(tmp, path)
+    return path
+
+
 @contextmanager
 def applied_tuning_logs(store: list):
     """Collect the ``AppliedLog`` of every ``lut_tvm.compile`` inside the block into ``store``."""
@@ -84,15 +113,16 @@ def schedule_label(applied: list) -> str:
     return f"tuned ({log.applied} of {log.total} functions from tuning_logs/{log.path.parent.name}/{log.path.name})"
 
 
-def compile_tvm(model, plan, example: np.ndarray, path: Path) -> dict:
-    """Compile ``model`` (a torch module or model file) with ``plan`` (None: all dense) for the
-    native target, export it to ``path``; returns ``{"schedule": label, "lut_layers": n}``."""
+def compile_tvm(model, plan, example: np.ndarray, path: Path, target="native") -> dict:
+    """Compile ``model`` (a torch module or model file) with ``plan`` (None: all dense) for
+    ``target`` (the native one by default), export it to ``path``; returns
+    ``{"schedule": label, "lut_layers": n}``."""
     import lut_tvm  # pylint: disable=import-outside-toplevel
 
     applied: list = []
     with applied_tuning_logs(applied), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        compiled = lut_tvm.compile(model, plan, target="native", example_inputs=(example,))
+        compiled = lut_tvm.compile(model, plan, target=target, example_inputs=(example,))
     compiled.export(path)
     return {"schedule": schedule_label(applied), "lut_layers": len(compiled.info.lut_layers)}
 

@@ -1,6 +1,7 @@
 """Build every framework's artifact for one case into its folder, once, before any timing.
 
-A case folder holds ``input.npy``, ``model.onnx``, ``model_int8.onnx``, ``tvm_dense.so``, one
+A case folder holds ``input.npy``, ``model.onnx``, ``model_int8.onnx`` (and ``model_int8_static.onnx``
+when the case gives calibration inputs), ``tvm_dense.so``, one
 ``lut_<variant>.so`` per LUT plan (with ``plan_<variant>.npz``), the torch weights when the
 worker cannot rebuild them, and ``meta.json`` (written last, atomically: a folder without it is
 incomplete and is rebuilt).
@@ -16,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .peers import compile_tvm, export_onnx, failure_text, quantize_int8
+from .peers import compile_tvm, export_onnx, failure_text, quantize_int8, quantize_static_int8
 
 LOG = logging.getLogger("benchmarks.speed")
 
 META = "meta.json"
+STATIC_INT8 = "model_int8_static.onnx"
 
 
 def write_json_atomic(path: Path, payload) -> None:
@@ -49,12 +51,15 @@ def plan_summary(plan) -> dict:
 
 
 def prepare_case(folder: Path, model, example: np.ndarray, plans: dict, meta: dict,
-                 torch_source=None) -> dict:
+                 torch_source=None, build_variant=None, calibration: np.ndarray | None = None) -> dict:
     """Export/compile ``model`` for every framework into ``folder``; returns the written meta.
 
-    ``plans`` maps a variant label (``V=16``) to a ``lut_tvm.Plan``; ``torch_source`` (a model or
-    model file) is what TVM compiles, ``model`` by default. ``meta`` says how the worker rebuilds
-    the torch model (see ``benchmarks.speed.cases.load_torch_model``).
+    ``plans`` maps a variant label (``V=16``) to a ``lut_tvm.Plan`` (or to whatever
+    ``build_variant(folder, label, plan, source, example) -> variant meta`` builds; default
+    ``lut_variant``); ``torch_source`` (a model or model file) is what TVM compiles, ``model`` by
+    default. ``meta`` says how the worker rebuilds the torch model (see
+    ``benchmarks.speed.models.load_torch_model``). With ``calibration`` (model inputs) ONNX
+    Runtime's static int8 model is built too (peer ``ort_int8_static``).
     """
     import torch  # pylint: disable=import-outside-toplevel
 
@@ -70,21 +75,32 @@ def prepare_case(folder: Path, model, example: np.ndarray, plans: dict, meta: di
     steps = {"ort_fp32": lambda: export_onnx(model, example, folder / "model.onnx"),
              "ort_int8": lambda: quantize_int8(folder / "model.onnx", folder / "model_int8.onnx"),
              "tvm_dense": lambda: compile_tvm(source, None, example, folder / "tvm_dense.so")}
+    if calibration is not None:
+        steps["ort_int8_static"] = lambda: quantize_static_int8(
+            folder / "model.onnx", folder / STATIC_INT8, np.asarray(calibration, np.float32), len(example))
     done = {name: _attempt(step, name, failed) for name, step in steps.items()
-            if not (name == "ort_int8" and "ort_fp32" in failed)}
+            if not (name.startswith("ort_int8") and "ort_fp32" in failed)}
     schedules = {"tvm_dense": done["tvm_dense"]["schedule"]} if done.get("tvm_dense") else {}
     variants = {}
+    build = build_variant or lut_variant
     for label, plan in plans.items():
-        slug = variant_slug(label)
-        plan.save(folder / f"plan_{slug}.npz")
-        built = _attempt(lambda: compile_tvm(source, plan, example, folder / f"lut_{slug}.so"),
-                         f"lut {label}", failed)
+        built = _attempt(lambda: build(folder, label, plan, source, example), f"lut {label}", failed)
         if built:
-            variants[label] = {"library": f"lut_{slug}.so", "schedule": built["schedule"],
-                               "plan": plan_summary(plan)}
+            variants[label] = built
     meta = {**meta, "schedules": schedules, "lut_variants": variants, "failed": failed}
+    if done.get("ort_int8_static"):
+        meta["ort_int8_static"] = STATIC_INT8
     write_json_atomic(folder / META, meta)
     return meta
+
+
+def lut_variant(folder: Path, label: str, plan, source, example: np.ndarray) -> dict:
+    """A LUT-NN variant: ``plan_<slug>.npz`` and ``lut_<slug>.so`` (native target) in ``folder``;
+    returns its meta (library, schedule label, plan summary)."""
+    slug = variant_slug(label)
+    plan.save(folder / f"plan_{slug}.npz")
+    built = compile_tvm(source, plan, example, folder / f"lut_{slug}.so")
+    return {"library": f"lut_{slug}.so", "schedule": built["schedule"], "plan": plan_summary(plan)}
 
 
 def _attempt(step, name: str, failed: dict):

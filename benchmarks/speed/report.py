@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from .accuracy_points import accuracy_points
+from .exact_report import exact_lines
 from .goals import PEER_NAMES, case_name, evaluate_goals, lookup_fraction, lut_rows, speedup
 from .plots import write_accuracy_plot, write_speed_plot
 from .prepare import write_json_atomic
@@ -195,6 +196,7 @@ def write_report(cases, timings, machine, versions, peak, settings, out_dir: Pat
         for t in sorted(timings):
             lines += _model_tables(cases, timings, t)
         lines += _plan_lines(cases)
+    lines += exact_lines(cases, timings)
     if points:
         lines += _accuracy_lines(points)
     failures = [((f"{c['case']['group']} " if c["kind"] == "kernels" else "") + case_name(c), n, e)

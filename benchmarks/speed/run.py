@@ -1,15 +1,15 @@
 """Speed benchmark: LUT kernels and whole models vs PyTorch fp32, ONNX Runtime fp32 / int8 and TVM dense.
 
-    python -m benchmarks.speed [--threads 1 2] [--only kernels|models] [--repeat N] [--quick]
+    python -m benchmarks.speed [--threads 1 2] [--only kernels|models|exact] [--repeat N] [--quick]
                                [--minilm-v 16 32] [--work DIR] [--out DIR]
 
 Writes ``benchmarks/results/speed.json``, ``speed.md``, ``speed.png`` and ``speed_accuracy.png``
 (``--quick``: a subset of cases and tiny repeat counts, numbers meaningless, under
 ``benchmarks/results/quick/``). Every framework's artifact is built first in this process
-(``prepare``, ``kernels``, ``models``); then one worker process per thread count times all of them
-(``worker``), since TVM's thread count is fixed when its pool starts. ``--work DIR`` keeps the
-built artifacts there and reuses complete ones next time (development only: rebuild after
-changing the compiler).
+(``prepare``, ``kernels``, ``models``; the exact LUT-NA group: ``exact``, ``exact_models``); then one
+worker process per thread count times all of them (``worker``), since TVM's thread count is fixed
+when its pool starts. ``--work DIR`` keeps the built artifacts there and reuses complete ones next
+time (development only: rebuild after changing the compiler).
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ def cpu_seconds() -> float:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--only", choices=("kernels", "models"), help="run one half only")
+    parser.add_argument("--only", choices=("kernels", "models", "exact"),
+                        help="run one group only (exact: LUT-NA exact-mode kernels and VGG-11)")
     parser.add_argument("--repeat", type=int, help=f"timed samples per framework and case (default {ROUNDS}, "
                         f"quick {QUICK_ROUNDS}); the tables give their median")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: one kernel per group, digits CNN only, tiny repeats; numbers meaningless")
+                        help="smoke run: one kernel per group, digits CNN only, the exact group's linear only, "
+                             "tiny repeats; numbers meaningless")
     parser.add_argument("--minilm-v", type=int, nargs="+", default=[16], help="V of MiniLM's LUT plans")
     parser.add_argument("--work", type=Path, help="keep built artifacts here and reuse complete ones")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results[/quick])")
@@ -76,6 +78,8 @@ def select_kernel_cases(quick: bool):
 def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
     """Build every case's artifacts (reusing complete folders); returns the case folders in order
     and the names of those reused from ``work``."""
+    from .exact import exact_kernel_cases, prepare_exact_kernel  # pylint: disable=import-outside-toplevel
+    from .exact_models import prepare_exact_vgg  # pylint: disable=import-outside-toplevel
     from .kernels import prepare_kernel  # pylint: disable=import-outside-toplevel
     from .models import prepare_digits, prepare_minilm  # pylint: disable=import-outside-toplevel
     from .prepare import read_meta  # pylint: disable=import-outside-toplevel
@@ -88,6 +92,11 @@ def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
         jobs.append((work / "models" / "digits_cnn", prepare_digits))
         if not args.quick:
             jobs.append((work / "models" / "minilm", lambda f: prepare_minilm(f, args.minilm_v)))
+    if args.only in (None, "exact"):
+        exact_cases = exact_kernel_cases()[:1] if args.quick else exact_kernel_cases()
+        jobs += [(work / "exact" / case.key, lambda f, c=case: prepare_exact_kernel(c, f)) for case in exact_cases]
+        if not args.quick:
+            jobs.append((work / "exact" / "vgg11", prepare_exact_vgg))
     from .peers import failure_text  # pylint: disable=import-outside-toplevel
 
     folders, reused = [], []

@@ -5,11 +5,14 @@ Run by ``benchmarks.speed.run`` as ``python -m benchmarks.speed.worker --threads
 count when its pool starts, so each thread count needs a fresh process); PyTorch gets
 ``torch.set_num_threads(N)`` and each ONNX Runtime session ``intra_op_num_threads = N``.
 
-Per case: outputs are checked against PyTorch's (relative max error), each framework's calls per
-sample are calibrated to ``--min-sample`` seconds, then ``--rounds`` rounds take one sample of
-each framework in turn (``timing.interleaved_samples``). Then the LUT libraries run under the VM's
-instrument hook for a per-kernel profile: encode (``lut_encode*``), lookup + accumulate
-(``lut_lookup*``, with any epilogue fused into them) and the rest.
+Per case: outputs are checked against PyTorch's (relative max error), and the output of each
+variant whose meta names an ``expected`` file (the exact LUT's integer reference) against that
+file bit for bit; each framework's calls per sample are calibrated to ``--min-sample`` seconds,
+then ``--rounds`` rounds take one sample of each framework in turn (``timing.interleaved_samples``).
+Then the LUT libraries run under the VM's instrument hook for a per-kernel profile: encode
+(``lut_encode*``), lookup + accumulate (``lut_lookup*``, with any epilogue fused into them), the
+exact (LUT-NA) kernels (``exact_lut*``) and the rest (skipped for a case whose meta says
+``"profile": false``).
 """
 
 from __future__ import annotations
@@ -28,14 +31,16 @@ from .timing import PAUSE_S, calls_per_sample, interleaved_samples, vm_kernel_ti
 
 LUT_ENCODE_PREFIX = "lut_encode"
 LUT_LOOKUP_PREFIX = "lut_lookup"
+EXACT_PREFIX = "exact_lut"
 
 
 def split_profile(kernel_ms: dict) -> dict:
-    """Per-function medians grouped into encode / lookup / other (ms) and the encode share."""
-    groups = {"encode_ms": 0.0, "lookup_ms": 0.0, "other_ms": 0.0}
+    """Per-function medians grouped into encode / lookup / exact LUT / other (ms) and the encode share."""
+    groups = {"encode_ms": 0.0, "lookup_ms": 0.0, "exact_ms": 0.0, "other_ms": 0.0}
     for name, ms in kernel_ms.items():
         key = ("encode_ms" if name.startswith(LUT_ENCODE_PREFIX) else
-               "lookup_ms" if name.startswith(LUT_LOOKUP_PREFIX) else "other_ms")
+               "lookup_ms" if name.startswith(LUT_LOOKUP_PREFIX) else
+               "exact_ms" if name.startswith(EXACT_PREFIX) else "other_ms")
         groups[key] += ms
     total = sum(groups.values())
     top = sorted(kernel_ms.items(), key=lambda kv: -kv[1])[:8]
@@ -50,16 +55,35 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got.astype(np.float64) - want).max()) / scale
 
 
+def exactness(got: np.ndarray, want: np.ndarray) -> dict:
+    """``{"bit_exact", "max_abs_diff"}`` of an exact LUT output against its reference output."""
+    got = np.asarray(got)
+    if got.shape != want.shape:
+        return {"bit_exact": False, "max_abs_diff": None, "shape": [list(got.shape), list(want.shape)]}
+    return {"bit_exact": bool(np.array_equal(got, want)),
+            "max_abs_diff": float(np.abs(got.astype(np.float64) - want).max(initial=0.0))}
+
+
+def check_exact(folder: Path, meta: dict, runners: dict) -> dict:
+    """``{label: exactness}`` of each variant that names an ``expected`` output file."""
+    return {label: exactness(first_output(runners[f"lut {label}"]()), np.load(folder / variant["expected"]))
+            for label, variant in meta["lut_variants"].items() if "expected" in variant}
+
+
 def case_runners(folder: Path, meta: dict, threads: int):
     """``(runners, luts)``: a no-argument callable per framework, and ``{label: (vm, args)}`` of the LUT builds."""
+    from .exact_models import LUTNA_BUILDER, lutna_torch_model  # pylint: disable=import-outside-toplevel
     from .models import load_torch_model  # pylint: disable=import-outside-toplevel
 
     example = np.load(folder / "input.npy")
     failed = meta.get("failed", {})
-    runners = {"pytorch": torch_runner(load_torch_model(meta, folder), example)}
+    load = lutna_torch_model if meta["torch"]["builder"] == LUTNA_BUILDER else load_torch_model
+    runners = {"pytorch": torch_runner(load(meta, folder), example)}
     makers = {"ort_fp32": lambda: ort_runner(folder / "model.onnx", example, threads),
               "ort_int8": lambda: ort_runner(folder / "model_int8.onnx", example, threads),
               "tvm_dense": lambda: tvm_runner(folder / "tvm_dense.so", example)[0]}
+    if "ort_int8_static" in meta:
+        makers["ort_int8_static"] = lambda: ort_runner(folder / meta["ort_int8_static"], example, threads)
     runners.update({name: make() for name, make in makers.items() if name not in failed})
     luts = {}
     for label, variant in meta["lut_variants"].items():
@@ -76,15 +100,17 @@ def measure_case(folder: Path, threads: int, rounds: int, min_sample_s: float) -
     runners, luts = case_runners(folder, meta, threads)
     want = first_output(runners["pytorch"]())
     errors = {name: relative_error(first_output(fn()), want) for name, fn in runners.items() if name != "pytorch"}
+    exact = check_exact(folder, meta, runners)
     number = {name: calls_per_sample(fn, min_sample_s) for name, fn in runners.items()}
     samples = interleaved_samples(runners, rounds, number, PAUSE_S if threads > 1 else 0.0)
-    profiles = {label: split_profile(vm_kernel_times(vm, args, rounds)) for label, (vm, args) in luts.items()}
+    profiles = ({label: split_profile(vm_kernel_times(vm, args, rounds)) for label, (vm, args) in luts.items()}
+                if meta.get("profile", True) else {})
     return {
         "ms": {name: statistics.median(s) * 1e3 for name, s in samples.items()},
         "min_ms": {name: min(s) * 1e3 for name, s in samples.items()},
         "max_ms": {name: max(s) * 1e3 for name, s in samples.items()},
         "calls_per_sample": number, "rounds": rounds, "relative_error_vs_pytorch": errors,
-        "lut_profile": profiles,
+        "lut_profile": profiles, **({"exact_check": exact} if exact else {}),
     }
 
 
