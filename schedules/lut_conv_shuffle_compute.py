@@ -6,10 +6,11 @@ A conv is the dense LUT layer over its output positions: row ``m = (n * OH + oh)
 * encode (``encode_conv2d_rows``): the row encode of ``lut_encode_rows_compute`` (codes written
   codebook-major ``[C, M]``, rows in the vector lanes), reading each window element from the
   NCHW input or a small copy of it (block ``encode_rows_input``), never an im2col buffer.
-  ``input_layout``: ``direct`` (the default but for a partial last row tile, see
-  ``default_input_layout``) reads the input in place, each load clamped into
-  the image and selected to 0 outside it; ``padded`` first copies it zero-padded
-  ``[N, C_in, H + pads, W + pads]``; ``shifted`` copies it ``kw`` times, column-shifted,
+  ``input_layout`` (default: ``default_input_layout``): ``direct`` reads the input in place,
+  each load clamped into the image and selected to 0 outside it; ``padded`` first copies it
+  zero-padded ``[N, C_in, H + pads, W + pads]`` (the schedule then copies each chunk of rows'
+  windows from it, ``xt_mode="chunk"`` of ``schedules.rules.lut_encode_rows``, a contiguous
+  vector per output row and tap); ``shifted`` copies it ``kw`` times, column-shifted,
   strided and padded, ``[kw, N, C_in, H + pads, OW]`` (tap ``(r, s)`` of output rows ``y, y+1``
   then sit in consecutive elements, so a tile of 16 positions over short rows is one vector
   load). Measured, one thread, AVX-512, machine loaded by other jobs (ms; direct / padded /
@@ -17,7 +18,9 @@ A conv is the dense LUT layer over its output positions: row ``m = (n * OH + oh)
   0.15 / 0.41 / 0.19; ResNet 64->64 at 32x32: 0.27 / 0.26 / 0.28; 128->128 at 16x16:
   0.15 / 0.15 / 0.15; 256->256 at 8x8: 0.064 / 0.18 / 0.069; 1x1 64->64 at 32x32: 0.041 /
   0.047 / 0.047. (With a guarded load, ``if_then_else``, instead of clamp-and-select, direct
-  was 2-10x slower and the copies 3x slower.)
+  was 2-10x slower and the copies 3x slower.) Those figures predate the chunked window copy;
+  with it, padded is the default where tiles straddle output rows (OW = 20, 10, 5).
+  The function carries ``out_width`` and ``input_layout`` attributes for the schedule.
 * lookup (``lookup_conv2d_shuffle``): the int16 accumulators of the dense shuffle lookup
   (``lut_shuffle_compute.shuffle_accumulators``, tables ``[O, C, 16]``), with the epilogue
   writing the NCHW output ``Y[n, o, oh, ow] = acc[o, m] * scale[o] + bias[o]`` directly
@@ -27,11 +30,13 @@ A conv is the dense LUT layer over its output positions: row ``m = (n * OH + oh)
 
 from __future__ import annotations
 
+import math
+
 from tvm import te, tirx
 
 from .attrs import LutKind
 from .lut_compute import CODE_DTYPE, Conv2dGeometry, to_prim_func
-from .lut_encode_rows_compute import encode_rows, shifted_last_tile
+from .lut_encode_rows_compute import ROW_ALIGN, encode_rows, shifted_last_tile
 from .lut_shuffle_compute import (
     INT16_SAFE_CODEBOOKS,
     NUM_CENTROIDS,
@@ -45,6 +50,9 @@ ENCODE_CONV2D_ROWS = LutKind.ENCODE_CONV2D_ROWS
 LOOKUP_CONV2D_SHUFFLE = LutKind.LOOKUP_CONV2D_SHUFFLE
 INPUT_COPY_BLOCK = "encode_rows_input"
 INPUT_LAYOUTS = ("shifted", "padded", "direct")
+# Function attributes the schedule reads (set by ``encode_conv2d_rows_func``).
+OUT_WIDTH_ATTR = "lut_tvm.out_width"
+INPUT_LAYOUT_ATTR = "lut_tvm.input_layout"
 
 
 def _window_reader(data: te.Tensor, geometry: Conv2dGeometry, input_layout: str):
@@ -92,12 +100,28 @@ def _window_reader(data: te.Tensor, geometry: Conv2dGeometry, input_layout: str)
     return value_at, batch * out_h * out_w
 
 
+def chunk_block(out_w: int) -> int:
+    """Rows of the smallest chunk the schedule copies windows for: whole 16-row tiles made of
+    whole output rows, ``lcm(16, OW)``."""
+    return math.lcm(ROW_ALIGN, out_w)
+
+
 def default_input_layout(data_shape, geometry: Conv2dGeometry) -> str:
-    """``direct``, or ``shifted`` when the rows are not whole 16-row tiles: the moved last tile
+    """``padded`` when 16-row tiles straddle output rows at varying offsets (neither ``OW`` nor
+    16 divides the other) and the rows are whole chunks (``chunk_block``): the schedule then
+    copies each chunk's windows from the padded input, an output row per vector copy, instead
+    of gathering every window element with per-lane index arithmetic (2-3.5x faster on the
+    digits CNN's 20x20 and 10x10 convs; at OW = 4 or 32, and with a column stride, the direct
+    reads were faster, see ``benchmarks/results/encode_speed.md``).
+    Else ``direct``, or ``shifted`` when the rows are not whole 16-row tiles: the moved last tile
     (``lut_encode_rows_compute``) puts a select into every direct window index, and LLVM then
     takes 20+ s to compile the encode (0.7 s with the shifted copy, measured on a 9x7 input)."""
     out_h, out_w = geometry.output_hw(int(data_shape[2]), int(data_shape[3]))
-    return "shifted" if shifted_last_tile(int(data_shape[0]) * out_h * out_w) else "direct"
+    rows = int(data_shape[0]) * out_h * out_w
+    straddles = out_w % ROW_ALIGN != 0 and ROW_ALIGN % out_w != 0
+    if straddles and rows % chunk_block(out_w) == 0:
+        return "padded"
+    return "shifted" if shifted_last_tile(rows) else "direct"
 
 
 def encode_conv2d_rows_func(
@@ -115,7 +139,9 @@ def encode_conv2d_rows_func(
     layout = input_layout or default_input_layout(data_shape, geometry)
     value_at, rows = _window_reader(data, geometry, layout)
     codes = encode_rows(value_at, rows, depth, centroids, norms)
-    return to_prim_func([data, centroids, norms, codes], ENCODE_CONV2D_ROWS)
+    out_w = geometry.output_hw(int(data_shape[2]), int(data_shape[3]))[1]
+    return to_prim_func([data, centroids, norms, codes], ENCODE_CONV2D_ROWS, out_width=out_w,
+                        input_layout=layout)
 
 
 def lookup_conv2d_shuffle(

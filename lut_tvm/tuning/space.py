@@ -61,8 +61,12 @@ def _lut_variants(func, target) -> list:
     kind = str(func.attrs.get("lut_tvm.kind", "")) if func.attrs is not None else ""
     if kind in (LutKind.ENCODE_DENSE, LutKind.ENCODE_CONV2D):
         makers = [lambda: lut_encode._centroid_major(func)]  # pylint: disable=protected-access
-    elif kind in (LutKind.ENCODE_DENSE_ROWS, LutKind.ENCODE_CONV2D_ROWS):
+    elif kind == LutKind.ENCODE_DENSE_ROWS:
         makers = [lambda: LutEncodeRowsRule(xt_mode="tile").apply(func, target, True)]
+    elif kind == LutKind.ENCODE_CONV2D_ROWS:
+        # A padded-layout conv encode: chunked window copies (default) vs in-place reads.
+        makers = [lambda: LutEncodeRowsRule(xt_mode="tile").apply(func, target, True),
+                  lambda: LutEncodeRowsRule(xt_mode="inline").apply(func, target, True)]
     elif kind in (LutKind.LOOKUP_DENSE_SHUFFLE, LutKind.LOOKUP_CONV2D_SHUFFLE):
         makers = [lambda: LutLookupShuffleRule(parallel_axis="rows").apply(func, target, True)]
     else:
@@ -88,7 +92,12 @@ def rule_schedules(sch, target, rules, lut: bool) -> list:
             spaces.append(made)
     if lut:
         spaces.extend(_lut_variants(func, target))
-    return spaces
+    # A variant can coincide with another (e.g. in-place reads where the encode keeps its
+    # input layout): keep one of each, or the tuner spends trials on the same space twice.
+    distinct = {}
+    for space in spaces:
+        distinct.setdefault(str(space.trace), space)
+    return list(distinct.values())
 
 
 def design_space(func, target):

@@ -24,6 +24,19 @@ instead would turn every strided load into per-lane index arithmetic, 2x slower 
 codes are then written by a pass of their own (parallel over codebooks, vectorized up to the
 last tile). A single partial tile (``M < 16``) repeats the last row instead.
 
+Chunk mode (``xt_mode="chunk"``; the default for a conv encode whose compute copied the input
+zero-padded, see ``lut_conv_shuffle_compute.default_input_layout``): where 16-row tiles
+straddle output rows (OW = 20, 10, 5), a tile's window elements sit at irregular offsets and
+the in-place reads compile to one ``vpextrd`` + ``vinsertps`` gather per element (144 per tile
+at V = 9, against 144 FMAs: 3-4x the arithmetic's time). Instead, the rows are cut into chunks
+of whole output rows and whole tiles (a multiple of ``lcm(16, OW)`` rows, sampled when
+tunable), run in parallel; each chunk first copies its windows for every codebook into a
+``[D, rows]`` buffer, one contiguous vector per (output row, tap, input channel), then runs
+its tiles (row tile outer, codebook inner: the centroids change from tile to tile, so LLVM
+keeps reading them as embedded broadcasts instead of hoisting 144 broadcast registers to the
+stack, which made a codebook-outer chunk 1.5-3x slower) reading that buffer with plain vector
+loads.
+
 For ``V > MAX_UNROLL_SUB_LEN`` the tile's input is first copied transposed into a ``[V, L]``
 buffer (``xt_mode="tile"``), the ``v`` loop is not unrolled and the products read that buffer.
 Above ``MAX_UNROLL_CENTROIDS`` centroids per chain the chain loop is split, the outer part a
@@ -58,7 +71,13 @@ from schedules.lut_encode_rows_compute import (
     XT_BLOCK,
     shifted_last_tile,
 )
-from schedules.lut_conv_shuffle_compute import ENCODE_CONV2D_ROWS, INPUT_COPY_BLOCK
+from schedules.lut_conv_shuffle_compute import (
+    ENCODE_CONV2D_ROWS,
+    INPUT_COPY_BLOCK,
+    INPUT_LAYOUT_ATTR,
+    OUT_WIDTH_ATTR,
+    chunk_block,
+)
 
 from .lut_kind import has_block, lut_kind, vector_lanes
 
@@ -66,7 +85,12 @@ from .lut_kind import has_block, lut_kind, vector_lanes
 MAX_UNROLL_SUB_LEN = 32
 # Centroids per chain unrolled in one pass; larger K loops over passes.
 MAX_UNROLL_CENTROIDS = 8
-XT_MODES = ("auto", "inline", "tile")
+XT_MODES = ("auto", "inline", "tile", "chunk")
+# A chunk's copied windows ([D, rows] float32) stay under this (L1/L2-resident); at least one
+# block of lcm(16, OW) rows.
+CHUNK_BYTES = 64 * 1024
+# Chunk sizes the tunable schedule samples from.
+MAX_CHUNK_CHOICES = 4
 
 
 def _extents(sch: s_tir.Schedule, block) -> list[int]:
@@ -100,12 +124,30 @@ def _schedule_input_copy(sch: s_tir.Schedule) -> None:
     sch.vectorize(col)
 
 
+def _chunk_candidates(func, rows: int, depth: int) -> list[int]:
+    """Row counts a chunk can take (``chunk`` mode), default first: multiples of
+    ``lcm(16, OW)`` that divide ``M`` (whole tiles, whole output rows); [] if there is none or
+    the function is not a conv encode with a padded input copy. The default is the largest
+    whose ``[D, rows]`` copy stays under ``CHUNK_BYTES``."""
+    attrs = func.attrs
+    if attrs is None or str(attrs.get(INPUT_LAYOUT_ATTR, "")) != "padded":
+        return []
+    block = chunk_block(int(attrs[OUT_WIDTH_ATTR]))
+    if rows % block:
+        return []
+    sizes = [block * f for f in range(1, rows // block + 1) if (rows // block) % f == 0]
+    sizes = [r for r in sizes if r * depth * 4 <= CHUNK_BYTES] or sizes[:1]
+    return [sizes[-1], *sizes[:-1]][:MAX_CHUNK_CHOICES]
+
+
 class LutEncodeRowsRule(ScheduleRule):
     """Schedules ``encode_dense_rows`` / ``encode_conv2d_rows`` PrimFuncs; None for anything else.
 
     ``xt_mode``: ``"inline"`` reads ``x`` strided inside the products, ``"tile"`` copies the
-    tile's input transposed into a ``[V, L]`` buffer first, ``"auto"`` is inline up to
-    ``V = MAX_UNROLL_SUB_LEN`` and tile above.
+    tile's input transposed into a ``[V, L]`` buffer first, ``"chunk"`` copies a chunk of rows'
+    windows first (conv encodes with a padded input copy only; others fall back to auto),
+    ``"auto"`` is chunk where it applies, else inline up to ``V = MAX_UNROLL_SUB_LEN`` and tile
+    above. With ``tunable`` the chunk size is sampled (``sample_categorical``).
     """
 
     def __init__(self, xt_mode: str = "auto"):
@@ -126,16 +168,30 @@ class LutEncodeRowsRule(ScheduleRule):
         rows = int(sch.get(codes).writes[0].source.shape[1])
         sub_len = depth // num_codebooks
         lanes = math.gcd(vector_lanes(target, 32), ROW_ALIGN)  # a tile never crosses 16 rows
+        chunks = _chunk_candidates(func, rows, depth)
         xt_mode = self.xt_mode
-        if xt_mode == "auto":
+        if xt_mode == "auto" and chunks:
+            xt_mode = "chunk"
+        elif xt_mode == "auto" or (xt_mode == "chunk" and not chunks):
             xt_mode = "inline" if sub_len <= MAX_UNROLL_SUB_LEN else "tile"
 
-        # Merge of the chains: (codebook, row tile) in parallel, then chains, then lanes.
         c, m, j = sch.get_loops(argmin)
-        m_out, m_in = sch.split(m, [None, lanes])
-        sch.reorder(c, m_out, j, m_in)
-        tile = sch.fuse(c, m_out)
-        sch.parallel(tile)
+        if xt_mode == "chunk":
+            # Row chunks in parallel; in a chunk, (row tile, codebook), then chains, then lanes.
+            tiles = [rows_in_chunk // lanes for rows_in_chunk in chunks]
+            per_chunk = tiles[0]
+            if tunable and len(tiles) > 1:
+                per_chunk = sch.sample_categorical(tiles, [1.0 / len(tiles)] * len(tiles), 0)
+            outer, m_tile, m_in = sch.split(m, [None, per_chunk, lanes])
+            sch.reorder(outer, m_tile, c, j, m_in)
+            tile = sch.fuse(m_tile, c)
+            sch.parallel(outer)
+        else:
+            # (codebook, row tile) in parallel, then chains, then lanes.
+            m_out, m_in = sch.split(m, [None, lanes])
+            sch.reorder(c, m_out, j, m_in)
+            tile = outer = sch.fuse(c, m_out)
+            sch.parallel(tile)
 
         # Chains: centroid passes, centroids, chains (interleaved), lanes.
         sch.compute_at(partial, tile)
@@ -156,6 +212,11 @@ class LutEncodeRowsRule(ScheduleRule):
 
         if xt_mode == "inline":
             sch.compute_inline(xt)
+        elif xt_mode == "chunk":
+            # The chunk's windows, [D, rows]: one output row (OW positions) per vector copy.
+            sch.compute_at(xt, outer)
+            _, col = sch.split(sch.get_loops(xt)[-1], [None, int(func.attrs[OUT_WIDTH_ATTR])])
+            sch.vectorize(col)
         else:
             sch.compute_at(xt, tile)
             sch.vectorize(sch.get_loops(xt)[-1])
@@ -172,7 +233,9 @@ class LutEncodeRowsRule(ScheduleRule):
         if d_v is not None:
             sch.vectorize(sch.get_loops(sch.decompose_reduction(dot, d_v))[-1])
         p_init = sch.decompose_reduction(partial, _present(k_out, p_chain, p_m)[0])
-        *init_chain, init_m = sch.get_loops(p_init)[1:]  # below the tile loop
+        init_loops = sch.get_loops(p_init)
+        tile_depth = [sch.get(lp).same_as(sch.get(tile)) for lp in init_loops].index(True)
+        *init_chain, init_m = init_loops[tile_depth + 1:]  # below the tile loop
         sch.vectorize(init_m)
         for loop in init_chain:
             sch.unroll(loop)

@@ -141,6 +141,78 @@ def test_default_input_layout_reads_in_place_for_whole_tiles():
     assert default_input_layout((1, 64, 32, 32), geometry) == "direct"
     assert default_input_layout((72, 32, 4, 4), geometry) == "direct"
     assert default_input_layout((1, 5, 9, 7), geometry) == "shifted"  # 63 rows
+    # Tiles straddle output rows (OW = 20, 10) and the rows are whole lcm(16, OW) chunks.
+    assert default_input_layout((16, 16, 20, 20), geometry) == "padded"
+    assert default_input_layout((16, 32, 10, 10), geometry) == "padded"
+    assert default_input_layout((1, 3, 10, 10), geometry) == "shifted"  # 100 rows: no chunk
+
+
+# Chunked window copies (tiles straddle output rows; M a multiple of lcm(16, OW)):
+# (input NCHW, kernel, strides, padding, dilation, V).
+CHUNK_CASES = [
+    pytest.param(((4, 3, 10, 10), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 9), id="OW10_C3"),
+    pytest.param(((4, 7, 11, 10), (3, 3), (2, 1), (2, 2, 2, 2), (2, 2), 9), id="dil2_strideh2_C7"),
+    pytest.param(((8, 1, 9, 13), (3, 3), (2, 2), (1, 0, 2, 1), (1, 1), 9), id="stride2_oddhw_C1"),
+    pytest.param(((16, 44, 5, 5), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 4), id="1x1_OW5_C11"),
+]
+
+
+def _encode_codes(case, target, tunable_seed=None):
+    """Codes [M, C] of the default conv encode (chunked when tunable_seed is None, else the
+    tunable schedule replayed under that seed) and the reference's im2col rows + centroids."""
+    data_shape, kernel, strides, padding, dilation, sub_len = case
+    geometry = Conv2dGeometry(kernel, strides, padding, dilation)
+    rng = np.random.default_rng(sum(data_shape))
+    x = rng.standard_normal(data_shape).astype(np.float32)
+    num_codebooks = data_shape[1] * kernel[0] * kernel[1] // sub_len
+    centroids = rng.standard_normal((num_codebooks, 16, sub_len)).astype(np.float32)
+    norms = (centroids.astype(np.float64) ** 2).sum(-1).astype(np.float32)
+    func = encode_conv2d_rows_func(data_shape, geometry, num_codebooks, 16, sub_len)
+    assert str(func.attrs["lut_tvm.input_layout"]) == "padded"
+    target = tvm.target.Target(target)
+    sch = LutEncodeRowsRule().apply(func, target, tunable_seed is not None)
+    _assert_chunked(sch, geometry.output_hw(*data_shape[2:])[1])
+    if tunable_seed is not None:
+        assert "sample_categorical" in str(sch.trace)
+        replay = s_tir.Schedule(func, seed=tunable_seed)
+        s_tir.schedule.Trace(sch.trace.insts, {}).apply_to_schedule(replay, remove_postproc=True)
+        sch = replay
+    ex = tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), target)
+    rows, _ = ref.im2col_nchw(x, kernel, strides, padding, dilation)
+    codes = _call(ex, x, centroids, norms, np.zeros((num_codebooks, rows.shape[0]), np.uint8))
+    return codes.T, rows, centroids
+
+
+def _assert_chunked(sch, out_w):
+    """The windows are copied per chunk, one vectorized loop of OW positions per output row."""
+    copy_loop = sch.get(sch.get_loops(sch.get_sblock("encode_rows_xt"))[-1])
+    assert copy_loop.kind == tvm.tirx.ForKind.VECTORIZED and int(copy_loop.extent) == out_w
+
+
+@NEEDS_AVX512
+@pytest.mark.parametrize("case", CHUNK_CASES)
+def test_chunked_window_copy_exact(case):
+    """Codes equal the reference's away from near-ties (margin < 1e-4, a handful at most):
+    stride, dilation, asymmetric padding, C = 1 and 11, V = 9 and 4."""
+    codes, rows, centroids = _encode_codes(case, AVX512)
+    near_tie = ref.encode_margin(rows, centroids) < 1e-4
+    assert near_tie.sum() <= 2
+    np.testing.assert_array_equal(codes[~near_tie], ref.encode(rows, centroids)[~near_tie])
+
+
+@NEEDS_AVX2
+def test_chunked_window_copy_exact_avx2():
+    codes, rows, centroids = _encode_codes(CHUNK_CASES[0].values[0], AVX2)
+    np.testing.assert_array_equal(codes, ref.encode(rows, centroids))
+
+
+@NEEDS_AVX512
+@pytest.mark.parametrize("seed", [1, 4])
+def test_tunable_chunk_size_replays_exact(seed):
+    """tunable=True samples the chunk size (whole lcm(16, OW) blocks); a replay is still exact."""
+    case = ((16, 2, 10, 10), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 9)  # 1600 rows: 20 blocks
+    codes, rows, centroids = _encode_codes(case, AVX512, tunable_seed=seed)
+    np.testing.assert_array_equal(codes, ref.encode(rows, centroids))
 
 
 @NEEDS_AVX2
@@ -229,14 +301,17 @@ def test_tunable_conv_lookup_replays_and_stays_exact(seed, parallel_axis):
 
 
 def test_design_space_lists_the_conv_variants():
-    """MetaSchedule's space for the conv kernels: the rule (AVX-512 and AVX2 views) plus a variant."""
+    """MetaSchedule's space for the conv kernels: the rule (AVX-512 and AVX2 views) plus variants
+    (encode: chunked window copies and in-place reads; lookup: rows-parallel), each once."""
     target = tvm.target.Target(AVX512)
-    encode = encode_conv2d_rows_func((1, 5, 9, 7), Conv2dGeometry((3, 3), padding=(1, 1, 1, 1)), 5, 16, 9)
+    geometry = Conv2dGeometry((3, 3), padding=(1, 1, 1, 1))
+    padded = encode_conv2d_rows_func((16, 5, 10, 10), geometry, 5, 16, 9)  # tiles straddle rows
+    shifted = encode_conv2d_rows_func((1, 5, 9, 7), geometry, 5, 16, 9)  # in place = the default
     lookup = lookup_conv2d_shuffle_func((1, 16, 9, 7), 5)
-    for func in (encode, lookup):
+    for func, count in ((padded, 4), (shifted, 3), (lookup, 3)):
         spaces = rule_schedules(s_tir.Schedule(func), target, LUT_RULES, True)
-        assert len(spaces) == 3
-        assert len({str(sch.trace) for sch in spaces}) == 3
+        assert len(spaces) == count
+        assert len({str(sch.trace) for sch in spaces}) == count
 
 
 # One codebook (C = 1): a 1-channel 3x3 stem conv with V = 9, batch 16 at 8x8 (the speed table's
