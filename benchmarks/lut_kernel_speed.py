@@ -1,6 +1,7 @@
 """LUT lookup kernels at one thread: shuffle lookup vs gather lookup vs torch fp32 matmul.
 
 Usage: TVM_NUM_THREADS=1 .venv/bin/python benchmarks/lut_kernel_speed.py [--rows 128] [--repeat 15]
+(``TVM_NUM_THREADS=2`` for two threads: torch then gets as many; the report says which.)
 
 For M rows and each (D, N) with V = 16 (C = D / 16 codebooks, K = 16):
 
@@ -17,6 +18,10 @@ GFLOP/s-equivalent = 2 M D N / t. Lookups/s = M N C / t, compared with the shuff
 (``benchmarks.speed.machine.shuffle_peak``: 64 byte lookups per ``vpshufb zmm`` x 1 shuffle per
 cycle (port 5 only on Skylake-SP / Cascade Lake) x the clock read from /proc/cpuinfo).
 The encode step is not included (lookup kernels only).
+
+Conv lookups (``--conv``, on by default): ``schedules.lut_conv_shuffle_compute.lookup_conv2d_shuffle_func``
+under the same rule, code rows ``m = (n*OH + y)*OW + x`` and an NCHW output, for the shapes in
+``CONV_SHAPES`` (name, NCHW output shape, C). Only the shuffle kernel is timed there.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import tvm  # noqa: E402
 from benchmarks.speed.machine import shuffle_peak  # noqa: E402
 from benchmarks.kernel_bench import compile_scheduled, write_markdown  # noqa: E402
 from benchmarks.speed.timing import median_call_seconds, time_evaluator_median  # noqa: E402
+from schedules.lut_conv_shuffle_compute import lookup_conv2d_shuffle_func  # noqa: E402
 from schedules.lut_kernels import lookup_dense_func  # noqa: E402
 from schedules.lut_shuffle_compute import lookup_dense_shuffle_func  # noqa: E402
 from schedules.rules.lut_lookup import LutLookupRule  # noqa: E402
@@ -43,6 +49,12 @@ from schedules.rules.lut_lookup_shuffle import LutLookupShuffleRule  # noqa: E40
 
 SHAPES = [(384, 384), (384, 1536), (1536, 384)]
 SUB_LEN = 16
+# (name, NCHW output shape, codebooks C): M = N * OH * OW code rows, O output channels.
+CONV_SHAPES = [
+    ("ResNet-18 layer1 3x3", (1, 64, 32, 32), 64),
+    ("digits CNN layer1", (16, 16, 20, 20), 16),
+    ("layer3.shortcut 1x1", (16, 64, 5, 5), 8),
+]
 K = 16
 TARGET = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1}
 
@@ -88,15 +100,56 @@ def bench_shape(rows, dim, out_features, number, repeat, target):
     }
 
 
+def bench_conv_shape(out_shape, num_codebooks, number, repeat, target):
+    """Seconds per call of the conv shuffle lookup writing ``out_shape`` (NCHW), checked exactly."""
+    batch, out_channels, out_h, out_w = out_shape
+    rows = batch * out_h * out_w
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, K, (rows, num_codebooks)).astype(np.uint8)
+    tables = rng.integers(-127, 128, (num_codebooks, K, out_channels)).astype(np.int8)
+    expected = tables[np.arange(num_codebooks)[None], codes.astype(np.int64)].astype(np.int32).sum(1)
+    expected = expected.reshape(batch, out_h, out_w, out_channels).transpose(0, 3, 1, 2)
+    mod = compile_scheduled(
+        lookup_conv2d_shuffle_func(out_shape, num_codebooks), LutLookupShuffleRule(), target
+    )
+    args = [
+        tvm.runtime.tensor(a, tvm.cpu())
+        for a in (np.ascontiguousarray(codes.T), np.ascontiguousarray(tables.transpose(2, 0, 1)),
+                  np.ones(out_channels, np.float32), np.zeros(out_channels, np.float32),
+                  np.zeros(out_shape, np.float32))
+    ]
+    mod["main"](*args)
+    np.testing.assert_array_equal(args[-1].numpy(), expected.astype(np.float32))
+    return time_evaluator_median(mod, args, number, repeat), rows * out_channels * num_codebooks
+
+
+def conv_lines(number, repeat, target, peak) -> list[str]:
+    """The conv lookup table's rows (printed as they come)."""
+    lines = ["| layer | NCHW out | M | C | N | shuffle us | Glookup/s | % of shuffle peak |",
+             "|" + "---|" * 8]
+    for name, out_shape, num_codebooks in CONV_SHAPES:
+        seconds, lookups = bench_conv_shape(out_shape, num_codebooks, number, repeat, target)
+        rows = out_shape[0] * out_shape[2] * out_shape[3]
+        lines.append(
+            f"| {name} | {'x'.join(map(str, out_shape))} | {rows} | {num_codebooks} | {out_shape[1]} "
+            f"| {seconds * 1e6:.1f} | {lookups / seconds / 1e9:.2f} | {100 * lookups / seconds / peak:.1f} |"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--number", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--no-conv", dest="conv", action="store_false", help="skip the conv lookups")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "lut_kernel_speed.md"))
     opts = parser.parse_args()
-    torch.set_num_threads(1)
-    target = tvm.target.Target(TARGET)
+    threads = int(os.environ["TVM_NUM_THREADS"])
+    torch.set_num_threads(threads)
+    target = tvm.target.Target({**TARGET, "num-cores": threads})
+    load_before = os.getloadavg()
     peak_info = shuffle_peak()
     peak = peak_info["lookups_per_s"]
 
@@ -116,21 +169,27 @@ def main():
             f"| {r['lookups'] / r['shuffle'] / 1e9:.2f} | {100 * r['lookups'] / r['shuffle'] / peak:.1f} |"
         )
         print(lines[-1], flush=True)
+    conv = conv_lines(opts.number, opts.repeat, target, peak) if opts.conv else []
+    load = ", ".join(f"{a:.2f}" for a in load_before + os.getloadavg()[:1])
 
     notes = [
-        f"# LUT lookup kernel speed, M = {opts.rows}, V = {SUB_LEN}, K = {K}, 1 thread",
+        f"# LUT lookup kernel speed, M = {opts.rows}, V = {SUB_LEN}, K = {K}, {threads} thread(s)",
         "",
-        f"Command: `TVM_NUM_THREADS=1 .venv/bin/python benchmarks/lut_kernel_speed.py --rows {opts.rows} "
+        f"Command: `TVM_NUM_THREADS={threads} .venv/bin/python benchmarks/lut_kernel_speed.py --rows {opts.rows} "
         f"--number {opts.number} --repeat {opts.repeat}`",
-        f"Target: `{TARGET}`; torch {torch.__version__} fp32 matmul, 1 thread. Medians.",
-        f"Shuffle peak = {peak_info['text']}.",
+        f"Target: `{dict(TARGET, **{'num-cores': threads})}`; torch {torch.__version__} fp32 matmul, "
+        f"{threads} thread(s). Medians.",
+        f"Shuffle peak = {peak_info['text']} (one core; the % columns use it for any thread count).",
         "GFLOP/s-eq = 2 M D N / t (the matmul the lookup replaces). Lookups = M N C. Encode not included.",
-        "The machine is shared (2 cores, other jobs running): expect +-30% run-to-run noise.",
+        f"Load average (1, 5, 15 min) before, then 1 min after: {load}. The machine is shared (2 cores, "
+        "other jobs running): expect +-30% run-to-run noise.",
         "",
         header,
         *lines[1:],
         "",
     ]
+    if conv:
+        notes += ["## Conv lookups (NCHW output, shuffle kernel only)", "", *conv, ""]
     write_markdown(opts.out, notes)
 
 

@@ -1,23 +1,28 @@
-"""Byte-shuffle tensor intrinsics for a K = 16 INT8 table lookup with int16 accumulation.
+"""Byte-shuffle tensor intrinsics for a K = 16 INT8 table lookup into uint16 word sums, and the
+dense lookup's transposed epilogue (``TRANSPOSED_EPILOGUE``, at the end).
 
-One intrinsic call performs ``L`` lookups into one 16-byte table column (one output channel
-``n`` and one codebook ``c``) indexed by the codes of ``L`` consecutive rows, and adds the
-looked-up bytes, sign-extended, into ``L`` int16 accumulators:
+One intrinsic call performs the 64 lookups of one 64-row block into one 16-byte table column
+(one output channel ``n`` and one codebook ``c``) and adds them into the block's 2 x 32 word
+sums (``schedules.lut_shuffle_compute``: ``S`` and ``H`` of the 32 row pairs ``pair_rows(w)``):
 
-    for m in range(L), k in range(16):
-        acc[m] += Select(int32(codes[m]) == k, int16(tab[k]), 0)
+    for s in range(2), w in range(32), k in range(16):
+        acc[s, w] += word_term(s, codes[low(w)], codes[high(w)], tab[k], k)
 
 This is the one-hot form that ``tensorize`` can match (a direct gather ``tab[codes[m]]``
-cannot be matched). The implementations use one byte shuffle per call:
+cannot be matched). The implementations:
 
-* AVX-512BW ``vpshufb`` zmm, ``L = 64``: the 16-byte column is broadcast to all four 128-bit
-  lanes (``vpshufb`` shuffles within each 128-bit lane).
-* AVX2 ``vpshufb`` ymm, ``L = 32``: the column is broadcast to both lanes.
-* NEON ``tbl`` (one-register table), ``L = 16``.
+* permute the 64 codes in-lane so that byte ``2w`` / ``2w + 1`` index rows ``low(w)`` /
+  ``high(w)`` (a constant byte shuffle; the same for every channel, so LLVM computes it once
+  per codebook and row block of a tile);
+* bias the column, ``T ^ 0x80 = T + 128`` (once per column and tile);
+* look up with byte shuffles: AVX-512BW ``vpshufb`` zmm (one; the column broadcast to the four
+  128-bit lanes, ``vpshufb`` shuffles within each), AVX2 ``vpshufb`` ymm (two), NEON ``tbl``
+  (four, one-register table);
+* add the 32 words to ``S`` and the words shifted right by 8 to ``H``.
 
 The shuffle implementations read only the low 4 bits of a code (``vpshufb`` also zeroes a
-lane whose code has bit 7 set), so they equal the description for codes in ``[0, 16)``, which
-is the only range a K = 16 encoder produces.
+lane whose code has bit 7 set; ``tbl`` lanes with codes >= 16), so they equal the description
+for codes in ``[0, 16)``, which is the only range a K = 16 encoder produces.
 """
 
 from __future__ import annotations
@@ -27,14 +32,24 @@ import functools
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from ._common import TABLE_ENTRIES, broadcast_16, one_hot_desc, vector_impl
+from schedules.lut_shuffle_compute import (
+    ACC16_DTYPE,
+    DECODED_DTYPE,
+    ROW_ALIGN,
+    WORDS,
+    pair_rows,
+    word_term,
+)
+
+from ._common import TABLE_ENTRIES, broadcast_16
 
 LUT16_SHUFFLE_AVX512 = "lut_tvm_lut16_shuffle_avx512"
 LUT16_SHUFFLE_AVX2 = "lut_tvm_lut16_shuffle_avx2"
 LUT16_SHUFFLE_NEON = "lut_tvm_lut16_shuffle_neon"
 
-# Rows (lookups) per intrinsic call.
+# Lookups per shuffle instruction (one intrinsic call is ROWS_PER_CALL rows, 64 / lanes shuffles).
 LUT16_SHUFFLE_LANES = {LUT16_SHUFFLE_AVX512: 64, LUT16_SHUFFLE_AVX2: 32, LUT16_SHUFFLE_NEON: 16}
+ROWS_PER_CALL = ROW_ALIGN
 
 # The LLVM intrinsic each implementation calls (tests look for these names in the TIR).
 LLVM_SHUFFLE = {
@@ -46,36 +61,66 @@ LLVM_SHUFFLE = {
 NUM_CENTROIDS = TABLE_ENTRIES
 CODE_DTYPE = "uint8"
 TABLE_DTYPE = "int8"
-ACC_DTYPE = "int16"
+ACC_DTYPE = ACC16_DTYPE
+# Byte b of the permuted index vector: the code of row PAIRED_ORDER[b] (2w: low, 2w + 1: high).
+PAIRED_ORDER = [row for word in range(WORDS) for row in pair_rows(word)]
 
 
-def _desc(lanes: int):
-    return one_hot_desc(lanes, CODE_DTYPE, TABLE_DTYPE, ACC_DTYPE,
-                        lambda entry: T.Cast(ACC_DTYPE, entry))
+def _func(lanes: int | None, llvm_name: str | None = None):
+    """The description (``lanes`` None) or the implementation with ``lanes``-byte shuffles."""
+    describe = lanes is None  # a Python bool: TVMScript keeps only the branch taken
+    rows, words = ROWS_PER_CALL, WORDS
+    word_vec = f"{ACC_DTYPE}x{words}"
 
+    def looked_up(index, tab):
+        """The 64 looked-up bytes, pair-ordered, as 32 words."""
+        codes = T.Shuffle([index.vload([0], f"{CODE_DTYPE}x{rows}")], PAIRED_ORDER)
+        column = T.bitwise_xor(broadcast_16(tab.vload([0], f"int8x{TABLE_ENTRIES}"), lanes),
+                               T.Broadcast(T.int8(-128), lanes))
+        parts = [
+            T.call_llvm_pure_intrin(
+                f"int8x{lanes}", llvm_name, column,
+                T.reinterpret(f"int8x{lanes}", T.Shuffle([codes], list(range(i, i + lanes)))
+                              if lanes < rows else codes),
+            )
+            for i in range(0, rows, lanes)
+        ]
+        width = lanes
+        while len(parts) > 1:
+            width *= 2
+            parts = [T.vectorcombine(f"int8x{width}", parts[i], parts[i + 1])
+                     for i in range(0, len(parts), 2)]
+        return T.reinterpret(word_vec, parts[0])
 
-def _impl(lanes: int, llvm_name: str):
-    """One byte shuffle over ``lanes`` bytes (``vpshufb``: the column broadcast to every
-    128-bit lane; ``tbl``: ``lanes = 16``), widened and added."""
-    byte_vec = f"int8x{lanes}"
+    @T.prim_func(s_tir=True)
+    def func(index_h: T.handle, tab_h: T.handle, acc_h: T.handle) -> None:
+        index = T.match_buffer(index_h, (rows,), CODE_DTYPE, offset_factor=1)
+        tab = T.match_buffer(tab_h, (TABLE_ENTRIES,), TABLE_DTYPE, offset_factor=1)
+        acc = T.match_buffer(acc_h, (2, words), ACC_DTYPE, offset_factor=1)
+        with T.sblock("root"):
+            T.reads(acc[0:2, 0:words], index[0:rows], tab[0:TABLE_ENTRIES])
+            T.writes(acc[0:2, 0:words])
+            if describe:
+                for s, w, k in T.grid(2, words, TABLE_ENTRIES):
+                    with T.sblock("update"):
+                        vs, vw, vk = T.axis.remap("SSR", [s, w, k])
+                        acc[vs, vw] = acc[vs, vw] + word_term(
+                            vs, T.Cast("int32", index[pair_rows(vw)[0]]),
+                            T.Cast("int32", index[pair_rows(vw)[1]]), tab[vk], vk)
+            else:
+                value = looked_up(index, tab)
+                acc[0, T.ramp(0, 1, words)] = acc[0, T.ramp(0, 1, words)] + value
+                acc[1, T.ramp(0, 1, words)] = acc[1, T.ramp(0, 1, words)] + T.shift_right(
+                    value, T.Broadcast(T.uint16(8), words))
 
-    def shuffle(codes, tab):
-        return T.call_llvm_pure_intrin(
-            byte_vec,
-            llvm_name,
-            broadcast_16(tab.vload([0], f"int8x{NUM_CENTROIDS}"), lanes),
-            T.reinterpret(byte_vec, codes.vload([0], f"uint8x{lanes}")),
-        )
-
-    return vector_impl(lanes, CODE_DTYPE, TABLE_DTYPE, ACC_DTYPE, shuffle,
-                       lambda looked_up, _: T.Cast(f"{ACC_DTYPE}x{lanes}", looked_up))
+    return func.with_attr("global_symbol", "desc" if describe else "impl")
 
 
 @functools.cache
 def register_lut_shuffle_intrinsics() -> None:
     """Register the three intrinsics with TVM (once)."""
     for name, lanes in LUT16_SHUFFLE_LANES.items():
-        TensorIntrin.register(name, _desc(lanes), _impl(lanes, LLVM_SHUFFLE[name]), override=True)
+        TensorIntrin.register(name, _func(None), _func(lanes, LLVM_SHUFFLE[name]), override=True)
 
 
 # At import, not lazily as in ``exact_shuffle``: ``lut_tvm.tuning.tune.open_database`` imports
@@ -117,3 +162,81 @@ def shuffle_intrin_for_target(target) -> str | None:
     if "+avx2" in mattr or mcpu in _AVX2_CPUS or mcpu in _AVX512BW_CPUS:
         return LUT16_SHUFFLE_AVX2
     return None
+
+
+# The dense lookup's epilogue, ``out[m, n] = float(acc[n, m]) * scale[n] + bias[n]`` (ReLU), over
+# 8 rows x ``n`` channels of an int16 ``acc`` (one codebook chunk): ``acc`` is channel-major,
+# ``out`` row-major, so the tile is transposed.
+# In registers (one shufflevector per row) instead of LLVM's 8-lane scatter per channel.
+TRANSPOSE_ROWS = 8
+TRANSPOSED_EPILOGUE = {
+    (4, False): "lut_tvm_lut16_epilogue_t4",
+    (4, True): "lut_tvm_lut16_epilogue_t4_relu",
+    (8, False): "lut_tvm_lut16_epilogue_t8",
+    (8, True): "lut_tvm_lut16_epilogue_t8_relu",
+}
+
+
+def _epilogue_func(channels: int, relu: bool, describe: bool):
+    rows = TRANSPOSE_ROWS
+    row_vec = f"float32x{rows}"
+
+    def finish(value, lanes: int | None = None):
+        zero = T.float32(0) if lanes is None else T.Broadcast(T.float32(0), lanes)
+        return T.max(value, zero) if relu else value
+
+    def scaled_columns(acc, scale, bias):
+        """All channels' 8 rows, scaled, channel after channel (one vector)."""
+        columns = [
+            finish(T.Cast(row_vec, T.Cast(f"int32x{rows}", acc[j, T.ramp(0, 1, rows)]))
+                   * T.Broadcast(scale[j], rows)
+                   + T.Broadcast(bias[j], rows), rows)
+            for j in range(channels)
+        ]
+        return T.Shuffle(columns, list(range(rows * channels)))
+
+    def row(columns, i: int):
+        return T.Shuffle([columns], [j * rows + i for j in range(channels)])
+
+    @T.prim_func(s_tir=True)
+    def func(acc_h: T.handle, scale_h: T.handle, bias_h: T.handle, out_h: T.handle) -> None:
+        acc_stride = T.int32()
+        out_stride = T.int32()
+        acc = T.match_buffer(acc_h, (channels, rows), DECODED_DTYPE, strides=[acc_stride, 1],
+                             offset_factor=1)
+        scale = T.match_buffer(scale_h, (channels,), "float32", offset_factor=1)
+        bias = T.match_buffer(bias_h, (channels,), "float32", offset_factor=1)
+        out = T.match_buffer(out_h, (rows, channels), "float32", strides=[out_stride, 1],
+                             offset_factor=1)
+        with T.sblock("root"):
+            T.reads(acc[0:channels, 0:rows], scale[0:channels], bias[0:channels])
+            T.writes(out[0:rows, 0:channels])
+            if describe:
+                for i, j in T.grid(rows, channels):
+                    with T.sblock("out"):
+                        vi, vj = T.axis.remap("SS", [i, j])
+                        out[vi, vj] = finish(T.Cast("float32", T.Cast("int32", acc[vj, vi]))
+                                             * scale[vj] + bias[vj])
+            else:
+                columns = scaled_columns(acc, scale, bias)
+                out[0, T.ramp(0, 1, channels)] = row(columns, 0)
+                out[1, T.ramp(0, 1, channels)] = row(columns, 1)
+                out[2, T.ramp(0, 1, channels)] = row(columns, 2)
+                out[3, T.ramp(0, 1, channels)] = row(columns, 3)
+                out[4, T.ramp(0, 1, channels)] = row(columns, 4)
+                out[5, T.ramp(0, 1, channels)] = row(columns, 5)
+                out[6, T.ramp(0, 1, channels)] = row(columns, 6)
+                out[7, T.ramp(0, 1, channels)] = row(columns, 7)
+
+    return func.with_attr("global_symbol", "desc" if describe else "impl")
+
+
+@functools.cache
+def register_epilogue_intrinsics() -> None:
+    """Register the transposed epilogue intrinsics with TVM (once)."""
+    for (channels, relu), name in TRANSPOSED_EPILOGUE.items():
+        TensorIntrin.register(name, _epilogue_func(channels, relu, True),
+                              _epilogue_func(channels, relu, False), override=True)
+
+
+register_epilogue_intrinsics()

@@ -1,17 +1,26 @@
 """Schedule of the shuffle lookups (``lookup_dense_shuffle``, ``lookup_conv2d_shuffle``): one byte
-shuffle per 16–64 lookups.
+shuffle per 64 lookups (AVX-512BW; two on AVX2, four ``tbl`` on NEON).
 
-Tiles ``Y[M, N]`` into (row tile x channel tile) blocks that run in parallel. Inside a tile the
-int16 accumulators ``acc16[n_tile, m_tile]`` are computed codebook by codebook: for each
-codebook ``c`` and channel ``n`` of the tile the 16-byte table column ``T[n, c, :]`` is
-loaded once and shuffled with the codes of every ``L``-row block of the tile (``L`` = 64 on
-AVX-512BW, 32 on AVX2, 16 on NEON), each shuffle tensorized into ``vpshufb``/``tbl``. The
-epilogue (int32 sum of the int16 chunks, ``* scale + bias``, ReLU) runs on the tile right after.
+Tiles the accumulator into (row tile x channel tile) blocks that run in parallel. Inside a tile
+the uint16 word sums ``acc[n_tile, row_blocks, 2, 32]`` (``schedules.lut_shuffle_compute``)
+are computed codebook by codebook: for each codebook ``c`` and channel ``n`` of the tile the
+16-byte table column ``T[n, c, :]`` is loaded (and biased) once and shuffled with the codes of
+every 64-row block of the tile (permuted once per block and codebook), each block's lookup
+tensorized. The word sums take ``2 n_tile row_blocks`` vector registers: the default (8, 2)
+is all 32 zmm (LLVM spills a few) and measured fastest at M = 128 (fewer, larger tiles: the
+word sums need a 2 KiB workspace per tile, and each 8 x 8 epilogue tile is one transposition).
 
-Rows that are not a multiple of ``L`` are padded (by the compute, to a multiple of 64) and the
-padded rows are never stored. The channel tile is the largest divisor of ``N`` up to the
-requested tile (a prime ``N`` runs with a tile of 1 channel): a partial tile
-would put a predicate on the lookup block, and ``tensorize`` does not match a predicated block.
+Epilogues. Dense ``Y[M, N]``: in 8-row x 8 (or 4)-channel steps, each decoding its rows into
+registers and storing them transposed by shuffles (``TRANSPOSED_EPILOGUE`` intrinsics; LLVM
+scatters otherwise), when the rows are whole 64-row blocks and C <= 256 (else a plain loop).
+Conv ``Y[N, O, OH, OW]``: the tiles decode into the accumulator ``[O, M_pad]`` (int16 / int32),
+and the NCHW output is written after all tiles, per (image, channel), positions contiguous
+(LLVM vectorizes them), instead of an address ``m // (OH*OW), m % (OH*OW)`` per element.
+
+Rows that are not a multiple of 64 are padded (by the compute) and the padded rows are never
+stored. The channel tile is the largest divisor of ``N`` up to the requested tile (a prime
+``N`` runs with a tile of 1 channel): a partial tile would put a predicate on the lookup
+block, and ``tensorize`` does not match a predicated block.
 """
 
 from __future__ import annotations
@@ -19,9 +28,16 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 
-from schedules.intrin.lut_shuffle import LUT16_SHUFFLE_LANES, shuffle_intrin_for_target
+from schedules.intrin.lut_shuffle import (
+    ROWS_PER_CALL,
+    TRANSPOSE_ROWS,
+    TRANSPOSED_EPILOGUE,
+    shuffle_intrin_for_target,
+)
 from schedules.lut_shuffle_compute import (
     ACC_BLOCK_PREFIX,
+    DECODE_BLOCK,
+    PAIR_SPAN,
     CODES_PAD_BLOCK,
     LOOKUP_DENSE_SHUFFLE,
     OUT_BLOCK,
@@ -30,11 +46,13 @@ from schedules.lut_conv_shuffle_compute import LOOKUP_CONV2D_SHUFFLE
 
 from .lut_kind import has_block, lut_kind
 
-# Default (channel tile, L-row blocks per tile) per lane count. The accumulators of a tile take
-# n_tile * row_blocks * L * 2 bytes; (8, 2) on AVX-512 is 32 zmm worth, and measured fastest here
-# at M = 128 (59.8 us vs 72-77 us for (4, 2) on 128 x 24 x 384, one thread) because the
-# epilogue's transposed store gets a wider channel run.
-DEFAULT_TILES = {64: (8, 2), 32: (8, 2), 16: (4, 2)}
+# Default (channel tile, 64-row blocks per tile); the word sums of a tile take
+# n_tile * row_blocks * 128 bytes. Measured at M = 128, C = 24 / 96, N = 384, one thread, loaded
+# machine: (8, 2) 47-53 / 105 us, (8, 1) 56-57 / 115 us, (4, 2) 65-66 / 119 us.
+DEFAULT_TILE = (8, 2)
+# Channel tiles the tunable schedule samples from (those dividing N, multiples of 4 if any;
+# 1 if none does).
+N_TILE_CANDIDATES = (2, 4, 6, 8)
 # What runs in parallel: every (row tile, channel tile) pair, or row tiles only (each thread
 # then sweeps all channel tiles of its rows, reusing their codes from cache).
 PARALLEL_AXES = ("tiles", "rows")
@@ -43,11 +61,11 @@ PARALLEL_AXES = ("tiles", "rows")
 class LutLookupShuffleRule(ScheduleRule):
     """Schedules ``lookup_dense_shuffle`` PrimFuncs; None for any other function.
 
-    ``n_tile`` / ``row_blocks`` override the channel tile and the number of ``L``-row blocks
+    ``n_tile`` / ``row_blocks`` override the channel tile and the number of 64-row blocks
     per tile (each rounded down to a divisor); ``tunable=True`` samples both with
     ``sample_categorical`` among divisors instead. ``parallel_axis`` is one of
-    ``PARALLEL_AXES``. ``lookup_conv2d_shuffle`` (NCHW output) is scheduled the same way over
-    its code rows ``m = (n*OH + y)*OW + x``, storing positions innermost.
+    ``PARALLEL_AXES``. ``lookup_conv2d_shuffle`` (NCHW output) is tiled the same way over its
+    code rows ``m = (n*OH + y)*OW + x``.
 
     Targets without a known shuffle (no AVX2/AVX-512BW/NEON in the target) get the same tiling
     without tensorize: correct, scalar, slow.
@@ -68,40 +86,45 @@ class LutLookupShuffleRule(ScheduleRule):
         intrin = shuffle_intrin_for_target(target)
         sch = s_tir.Schedule(func)
         acc_blocks = _acc_blocks(sch)
-        rows_pad = int(sch.get(acc_blocks[0]).writes[0].source.shape[1])
-        out_features = int(sch.get(acc_blocks[0]).writes[0].source.shape[0])
-        lanes = LUT16_SHUFFLE_LANES[intrin] if intrin else 16
-        if rows_pad % lanes:
-            return None
+        sums_shape = sch.get(acc_blocks[0]).writes[0].source.shape  # [N, M_pad / 64, 2, 32]
+        out_features, total_blocks = int(sums_shape[0]), int(sums_shape[1])
+        rows_pad = total_blocks * ROWS_PER_CALL
 
-        default_n, default_blocks = DEFAULT_TILES[lanes]
-        n_tile = self.n_tile or default_n
-        row_blocks = self.row_blocks or default_blocks
-        total_blocks = rows_pad // lanes
+        default_n, default_blocks = DEFAULT_TILE
         out = sch.get_sblock(OUT_BLOCK)
+        decode = sch.get_sblock(DECODE_BLOCK)
         if kind == LOOKUP_CONV2D_SHUFFLE:
-            # NCHW output iterated as (code row m = (n*OH + y)*OW + x, channel), as the dense
-            # lookup's; a block layout (not a loop fuse) keeps the accumulator's region affine.
-            _, _, out_h, out_w = (int(d) for d in sch.get(out).writes[0].source.shape)
-            sch.transform_block_layout(
-                out, lambda n, o, y, x: ((n * out_h + y) * out_w + x, o)
-            )
-        row, col = sch.get_loops(out)
+            # The NCHW epilogue runs on its own, image rows contiguous (LLVM vectorizes them);
+            # the tiles are those of the decoded accumulator [O, M_pad], whole 64-row blocks.
+            batch_channel = sch.fuse(*sch.get_loops(out)[:2])
+            sch.parallel(batch_channel)
+            sch.fuse(*sch.get_loops(out)[1:])
+            col, row = sch.get_loops(decode)
+        else:
+            row, col = sch.get_loops(out)
+        rows = int(sch.get(row).extent)
         if tunable:
             # Row and channel tiles are sampled among divisors (no predicate on the lookup).
-            row_split = _sample_row_blocks(sch, total_blocks, lanes)
+            row_split = _sample_row_blocks(sch, total_blocks)
             # 1 only when nothing else divides N: a 1-channel tile loses its loop under
             # compute_at, which changes the trace's shape and breaks replay of other draws.
-            candidates = [n for n in (2, 4, 8) if out_features % n == 0] or [1]
+            # Multiples of 4 where N allows: every draw then takes the same 4-channel epilogue.
+            candidates = ([n for n in N_TILE_CANDIDATES if n % 4 == 0 and out_features % n == 0]
+                          or [n for n in N_TILE_CANDIDATES if out_features % n == 0] or [1])
             n_tile_var = sch.sample_categorical(
                 candidates, [1.0 / len(candidates)] * len(candidates)
             )
             row_outer, row_inner = sch.split(row, [None, row_split])
             col_outer, col_inner = sch.split(col, [None, n_tile_var])
+            n_tile, row_tile = int(sch.get(n_tile_var)), int(sch.get(row_split))
+            width = 4 if all(n % 4 == 0 for n in candidates) else None
         else:
-            row_blocks = _largest_divisor(total_blocks, row_blocks)
-            row_outer, row_inner = sch.split(row, [None, lanes * row_blocks])
-            col_outer, col_inner = sch.split(col, [None, _largest_divisor(out_features, n_tile)])
+            row_blocks = _largest_divisor(total_blocks, self.row_blocks or default_blocks)
+            row_tile = ROWS_PER_CALL * row_blocks
+            n_tile = _largest_divisor(out_features, self.n_tile or default_n)
+            row_outer, row_inner = sch.split(row, [None, row_tile])
+            col_outer, col_inner = sch.split(col, [None, n_tile])
+            width = 8 if n_tile % 8 == 0 else 4 if n_tile % 4 == 0 else None
         # NCHW rows are stored channel outer, positions inner (contiguous within an image).
         inner = (col_inner, row_inner) if kind == LOOKUP_CONV2D_SHUFFLE else (row_inner, col_inner)
         sch.reorder(row_outer, col_outer, *inner)
@@ -112,32 +135,41 @@ class LutLookupShuffleRule(ScheduleRule):
             tile, outer_loops = sch.fuse(row_outer, col_outer), 1
             sch.parallel(tile)
 
+        relu = bool(int(func.attrs["lut_tvm.relu"])) if "lut_tvm.relu" in func.attrs else False
+        if (kind == LOOKUP_DENSE_SHUFFLE and intrin and width and rows == rows_pad
+                and len(acc_blocks) == 1):
+            # Whole 8-row x width-channel tiles, transposed in registers (not scattered), after
+            # decoding the tile's 8 rows (n_tile x 8 int16 on the stack: no workspace call).
+            row_step, row_lane = sch.split(row_inner, [None, TRANSPOSE_ROWS])
+            col_step, col_lane = sch.split(col_inner, [None, width])
+            sch.reorder(row_step, col_step, row_lane, col_lane)
+            sch.compute_at(decode, row_step)
+            sch.vectorize(sch.get_loops(decode)[-1])
+            sch.tensorize(row_lane, TRANSPOSED_EPILOGUE[(width, relu)])
+        else:
+            if kind != LOOKUP_CONV2D_SHUFFLE:
+                sch.compute_at(decode, tile)
+            # 16-row steps: the 8 low rows of 8 word pairs, then their 8 high rows.
+            _, half, lane = sch.split(sch.get_loops(decode)[-1], [None, 2, PAIR_SPAN])
+            sch.unroll(half)
+            sch.vectorize(lane)
         for block in acc_blocks:
-            # A chunk of one codebook (C = 1, e.g. a 1-channel 3x3 stem conv) has a codebook axis
-            # of extent 1, and compute_at drops its loop (as it does the channel loop of a
-            # 1-channel tile): the loops are then (channel, row, centroid), not four.
-            one_codebook = int(sch.get(block).iter_vars[2].dom.extent) == 1
             sch.compute_at(block, tile)
-            inner = sch.get_loops(block)[outer_loops:]
-            if one_codebook:
-                chan, (row_in, centroid) = (inner[0], inner[1:]) if len(inner) == 3 else (None, inner)
-                codebook = None
-            else:
-                # compute_at leaves out the channel loop when the tile has one channel.
-                chan, (row_in, codebook, centroid) = (inner[0], inner[1:]) if len(inner) == 4 else (None, inner)
-            row_block, row_lane = sch.split(row_in, [None, lanes])
-            sch.reorder(*[loop for loop in (codebook, chan) if loop is not None], row_block, row_lane, centroid)
-            # The accumulators are zeroed right outside the codebook loop; without one, right
-            # outside the tile's channel (or row block) loop, which gives the same init loops.
-            init = sch.decompose_reduction(
-                block, codebook if codebook is not None else (chan if chan is not None else row_block)
+            chan, row_block, word_sum, word, codebook = _acc_loops(
+                sch, sch.get_loops(block)[outer_loops:], n_tile, row_tile // ROWS_PER_CALL
             )
+            sch.reorder(*[loop for loop in (codebook, chan, row_block) if loop is not None],
+                        word_sum, word)
+            # The word sums are zeroed right outside the codebook loop; without one, right
+            # outside the tile's first loop, which gives the same init loops.
+            first = next(loop for loop in (codebook, chan, row_block, word_sum) if loop is not None)
+            init = sch.decompose_reduction(block, first)
             sch.vectorize(sch.get_loops(init)[-1])
             if intrin:
-                sch.tensorize(row_lane, intrin)
-            if chan is not None:
-                sch.unroll(chan)
-            sch.unroll(row_block)
+                sch.tensorize(word_sum, intrin)
+            for loop in (chan, row_block):
+                if loop is not None:
+                    sch.unroll(loop)
 
         if has_block(sch, CODES_PAD_BLOCK):
             pad = sch.get_sblock(CODES_PAD_BLOCK)
@@ -145,13 +177,32 @@ class LutLookupShuffleRule(ScheduleRule):
         return sch
 
 
-def _sample_row_blocks(sch: s_tir.Schedule, total_blocks: int, lanes: int):
-    """Rows per tile, ``lanes * b``, with ``b`` in {1, 2, 4} dividing the padded row blocks,
-    sampled with ``sample_categorical``. (``sample_perfect_tile`` cannot be asked for a
-    multiple of ``lanes``, and the compute_at region must divide the padded rows.)"""
-    divisors = [d for d in (1, 2, 4) if total_blocks % d == 0]
+def _acc_loops(sch: s_tir.Schedule, loops: list, n_tile: int, row_blocks: int):
+    """``(channel, row block, word sum, word, codebook)`` loops of an accumulator block after
+    compute_at (``loops`` below the tile, in the compute's order n, b, s, w, c, k): compute_at
+    leaves out the loops of extent 1 (a 1-channel tile, a 1-block row tile, a 1-codebook
+    chunk), which are then None."""
+    loops = list(loops)[:-1]  # without the centroid loop
+    extents = [_const_extent(sch, loop) for loop in loops]
+    # The word-sum loop (extent 2) is followed by the word loop (32): find it from the end.
+    at = max(i for i in range(len(loops) - 1) if extents[i] == 2 and extents[i + 1] == 32)
+    word_sum, word = loops[at], loops[at + 1]
+    codebook = loops[at + 2] if at + 2 < len(loops) else None
+    outer = loops[:at]
+    chan = outer.pop(0) if n_tile > 1 and outer else None
+    row_block = outer.pop(0) if row_blocks > 1 and outer else None
+    return chan, row_block, word_sum, word, codebook
+
+
+def _sample_row_blocks(sch: s_tir.Schedule, total_blocks: int):
+    """Rows per tile, ``64 b``, with ``b`` in {2, 4} dividing the padded row blocks (1 only when
+    neither does: a 1-block tile loses its loop under compute_at, which changes the trace's
+    shape and breaks replay of other draws), sampled with ``sample_categorical``.
+    (``sample_perfect_tile`` cannot be asked for a multiple of 64, and the compute_at region
+    must divide the padded rows.)"""
+    divisors = [d for d in (2, 4) if total_blocks % d == 0] or [1]
     return sch.sample_categorical(
-        [lanes * d for d in divisors], [1.0 / len(divisors)] * len(divisors)
+        [ROWS_PER_CALL * d for d in divisors], [1.0 / len(divisors)] * len(divisors)
     )
 
 
@@ -162,6 +213,12 @@ def _acc_blocks(sch: s_tir.Schedule) -> list:
         blocks.append(sch.get_sblock(f"{ACC_BLOCK_PREFIX}{index}"))
         index += 1
     return blocks
+
+
+def _const_extent(sch: s_tir.Schedule, loop) -> int | None:
+    """The loop's extent, or None when it is not a constant (a partial row tile's block loop)."""
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
 
 
 def _largest_divisor(total: int, limit: int) -> int:

@@ -119,7 +119,12 @@ def test_no_int16_overflow_at_300_codebooks(target, intrin, value):
 
 @pytest.mark.parametrize("target, intrin", RUNNABLE)
 @pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("rows, num_codebooks, out_features", [(37, 7, 13), (100, 24, 48)])
+@pytest.mark.parametrize(
+    "rows, num_codebooks, out_features",
+    # (128, 24, 48) and (64, 9, 4): whole 64-row tiles of 8 / 4 channels, the dense epilogue
+    # transposed in registers (the intrinsic's ReLU variant included).
+    [(37, 7, 13), (100, 24, 48), (128, 24, 48), (64, 9, 4)],
+)
 def test_scale_bias_relu(target, intrin, relu, rows, num_codebooks, out_features):
     del intrin
     codes, tables = random_inputs(rows, num_codebooks, out_features, seed=2)
@@ -144,6 +149,17 @@ def test_x86_ir_and_asm_use_the_shuffle(target, intrin):
     assert "vpshufb" in asm
     register = "zmm" if intrin == LUT16_SHUFFLE_AVX512 else "ymm"
     assert any("vpshufb" in line and register in line for line in asm.splitlines())
+
+
+def test_avx512_asm_has_word_sums_and_no_scatter():
+    """The lookup adds words and shifted words (no ``vpmovsxbw`` sign extension on the shuffle's
+    port) and the dense epilogue is transposed in registers (no ``vscatter``) on whole tiles."""
+    sch = schedule(128, 24, 48, True, AVX512)
+    ex = tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), tvm.target.Target(AVX512))
+    ops = [line.split()[0] for line in ex.mod.inspect_source("asm").splitlines() if line.strip()]
+    assert "vpshufb" in ops and "vpsrlw" in ops
+    assert "vpmovsxbw" not in ops
+    assert not any(op.startswith("vscatter") for op in ops)
 
 
 def test_arm_neon_compiles_to_tbl():
