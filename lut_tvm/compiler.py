@@ -12,6 +12,7 @@ from tvm import relax
 
 from relay_passes import FuseLUTEpilogue, RewriteConv2dToLUT, RewriteDenseToLUT
 from relay_passes.conv2d_weight_hwio import Conv2dWeightHWIO
+from relay_passes.fast_math import FastMath
 from relay_passes.fuse_exact_bias import FuseExactBias
 from relay_passes.rewrite_conv2d_to_exact_lut import RewriteConv2dToExactLUT
 from relay_passes.rewrite_dense_to_exact_lut import RewriteDenseToExactLUT
@@ -87,9 +88,11 @@ def _naming_exact_plan_file(plan, plan_path):
         raise PlanError(f"exact plan file {str(plan_path)!r}: {err}") from None
 
 
-def legalize_passes() -> list:
-    """Stage 4: every remaining op to TIR, fused the way the CPU backend fuses it."""
+def legalize_passes(fast_math: bool = True) -> list:
+    """Stage 4: every remaining op to TIR, fused the way the CPU backend fuses it; with
+    ``fast_math`` GELU/softmax/exp/erf/tanh in their vectorizable forms first (``FastMath``)."""
     return [
+        *([FastMath()] if fast_math else []),
         Conv2dWeightHWIO(),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
@@ -106,18 +109,19 @@ def _dump(dump_dir: Path | None, index: int, stage: str, mod: tvm.IRModule) -> N
         (dump_dir / f"{index:02d}_{stage}.py").write_text(mod.script(show_meta=False))
 
 
-def build_relax(mod: tvm.IRModule, tvm_target, dump_dir: Path | None = None, tuning_logs=None):
+def build_relax(mod: tvm.IRModule, tvm_target, dump_dir: Path | None = None, tuning_logs=None,
+                fast_math: bool = True):
     """Stages 4-6 (see ``build_relax_with_log``); returns the VM executable only."""
-    return build_relax_with_log(mod, tvm_target, dump_dir, tuning_logs)[0]
+    return build_relax_with_log(mod, tvm_target, dump_dir, tuning_logs, fast_math)[0]
 
 
 def build_relax_with_log(mod: tvm.IRModule, tvm_target, dump_dir: Path | None = None,
-                         tuning_logs=None):
+                         tuning_logs=None, fast_math: bool = True):
     """Stages 4-6: legalize and fuse, schedule every PrimFunc (the matching tuning log in the
     folder ``tuning_logs`` first, if given, then the default rules), build the VM executable.
     Returns ``(executable, AppliedLog or None)``."""
     with tvm_target:
-        mod = tvm.transform.Sequential(legalize_passes(), name="legalize")(mod)
+        mod = tvm.transform.Sequential(legalize_passes(fast_math), name="legalize")(mod)
         _dump(dump_dir, 3, "legalized", mod)
         mod, applied = apply_tuning_log(mod, tvm_target, tuning_logs)
         mod = _tvm_compat.default_schedule_pass(default_rules())(mod)
@@ -133,6 +137,7 @@ def compile(  # pylint: disable=redefined-builtin
     *,
     dump_ir: str | Path | None = None,
     tuning_logs: bool | str | Path = True,
+    fast_math: bool = True,
 ) -> CompiledModel:
     """Compile a torch module / ``.onnx`` / ``.pt2`` model, with the plan's layers as LUTs.
 
@@ -142,6 +147,8 @@ def compile(  # pylint: disable=redefined-builtin
     friendly name (``native``, ``x86-avx2``, ``x86-avx512``, ``arm64``) or a TVM target dict.
     ``tuning_logs``: True applies the matching log from ``tuning_logs/`` (lut_tvm.tuning), a
     folder path looks there instead, False uses the default schedule rules only.
+    ``fast_math`` (default) computes GELU, softmax, exp, erf and tanh in TVM's vectorizable
+    approximations (a few ulp in float32; ``relay_passes.fast_math``); False keeps libm's.
     """
     tvm_target = resolve_target(target)
     dump_dir = Path(dump_ir) if dump_ir else None
@@ -161,7 +168,7 @@ def compile(  # pylint: disable=redefined-builtin
         mod = tvm.transform.Sequential(rewrite, name="lut_rewrite")(imported.mod)
     _dump(dump_dir, 2, "lut_rewrite", mod)
     executable, applied = build_relax_with_log(mod, tvm_target, dump_dir,
-                                               resolve_log_dir(tuning_logs))
+                                               resolve_log_dir(tuning_logs), fast_math)
     info = ArtifactInfo(
         input_names=imported.input_names,
         input_shapes=[list(s) for s in imported.input_shapes],
@@ -169,5 +176,6 @@ def compile(  # pylint: disable=redefined-builtin
         lut_layers=bound,
         source=imported.source,
         tuning_log=str(applied) if applied else "",
+        fast_math=fast_math,
     )
     return CompiledModel(executable, info)

@@ -31,6 +31,7 @@ class ArtifactInfo:
     source: str = ""
     tvm_version: str = _tvm_compat.TVM_VERSION
     tuning_log: str = ""  # the applied tuning log and how many functions it scheduled, or ""
+    fast_math: bool = True  # GELU/softmax/exp/erf/tanh in TVM's fast forms (compile's fast_math)
 
 
 def sidecar_path(path: Path) -> Path:

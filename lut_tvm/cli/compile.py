@@ -10,7 +10,8 @@ def cmd_compile(args) -> None:
 
     example = (load_array(args.example, "example input"),) if args.example else None
     compiled = compile_model(args.model, args.plan, target=args.target, example_inputs=example,
-                             dump_ir=args.dump_ir, tuning_logs=args.tuning_logs or True)
+                             dump_ir=args.dump_ir, tuning_logs=args.tuning_logs or True,
+                             fast_math=not args.no_fast_math)
     written = compiled.export(args.output)
     print(f"wrote {written} (target {compiled.info.target}; LUT layers: "
           f"{', '.join(compiled.info.lut_layers) or 'none'})")
@@ -33,5 +34,8 @@ def register(sub) -> None:
     comp.add_argument("-o", "--output", default="model.so", help="library to write (default: model.so)")
     comp.add_argument("--tuning-logs", metavar="DIR",
                       help="tuning log root to apply from (default: tuning_logs/ or $LUT_TVM_TUNING_LOGS)")
+    comp.add_argument("--no-fast-math", action="store_true",
+                      help="compute GELU, softmax, exp, erf and tanh with libm (scalar, slower) "
+                      "instead of TVM's vectorizable approximations")
     comp.add_argument("--dump-ir", metavar="DIR", help="write the IR after each stage to DIR")
     comp.set_defaults(func=cmd_compile)
