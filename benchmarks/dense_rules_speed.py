@@ -1,6 +1,14 @@
-"""Time a torch MLP and small CNN through the Relax CPU pipeline, with/without DENSE_OP_RULES.
+"""Time models through the Relax CPU pipeline under the default dense-op schedule rules.
 
 Usage: .venv/bin/python benchmarks/dense_rules_speed.py [--threads 1 2] [--no-baseline]
+       .venv/bin/python benchmarks/dense_rules_speed.py --minilm [--threads 1 2] [--out FILE]
+
+Default: a torch MLP and small CNN with DENSE_OP_RULES, without any schedule ("none") and in
+torch. ``--minilm``: all-MiniLM-L6-v2 (batch 1, sequence 128) through ``lut_tvm.compile``
+with no plan and with the V=16 k-means plan, under the previous rules ("before": row
+reductions by dlight's cpu.Reduction) and the current ones ("after": RowReduction); per-kernel
+medians (VM instrument hook) at 1 thread and whole-model medians per thread count, written
+as a markdown table to ``--out``.
 
 Each thread count runs in a fresh subprocess with TVM_NUM_THREADS (read when TVM's thread
 pool starts) and torch.set_num_threads set to the same value.
@@ -11,13 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.kernel_bench import write_markdown  # noqa: E402
 from benchmarks.speed.timing import calibrated_median  # noqa: E402
+from benchmarks.speed.timing import PAUSE_S, interleaved_samples, vm_kernel_times  # noqa: E402
+
+DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "dense_rules_speed.md")
+# Kernels reported one by one: the row reductions and the attention matmuls.
+KERNEL_KEYS = ("softmax", "layer_norm", "matmul")
+ROUNDS = 15  # interleaved before/after rounds (whole model and per-kernel profiles)
 
 
 def _models():
@@ -90,24 +106,142 @@ def _worker(threads: int, baseline: bool) -> dict:
     return results
 
 
+def _rule_sets() -> dict:
+    """"before" / "after" default rule lists (LUT rules first, as lut_tvm.compile uses them)."""
+    # pylint: disable=import-outside-toplevel
+    from schedules.rules import LUT_RULES
+    from schedules.rules.dense_ops import DENSE_OP_RULES, Reduction
+    from schedules.rules.dense_ops._loops import safe_rule
+
+    before = [safe_rule(Reduction(vector_rows=False)) if repr(r) == "Safe(Reduction)" else r
+              for r in DENSE_OP_RULES]
+    return {"before": [*LUT_RULES, *before], "after": [*LUT_RULES, *DENSE_OP_RULES]}
+
+
+def _compile_with_rules(model, plan, example, rules):
+    """``lut_tvm.compile`` with ``rules`` as its default schedule rules (no tuning log)."""
+    import lut_tvm  # pylint: disable=import-outside-toplevel
+    from lut_tvm import compiler  # pylint: disable=import-outside-toplevel
+
+    saved = compiler.default_rules
+    compiler.default_rules = lambda: rules
+    try:
+        return lut_tvm.compile(model, plan, example_inputs=(example,), tuning_logs=False)
+    finally:
+        compiler.default_rules = saved
+
+
+def _minilm_worker(threads: int) -> dict:
+    # pylint: disable=import-outside-toplevel
+    import numpy as np
+    import torch
+    import tvm
+
+    import lut_tvm
+    from benchmarks.speed.models import MINILM_CALIBRATION, MINILM_PLAN_ROWS, minilm_model
+    from benchmarks.speed.models import minilm_tokens
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(threads)
+    model, example = minilm_model(), minilm_tokens(1, seed=1)
+    policy = lut_tvm.PlanPolicy(dense_sub_len=16, skip_last_dense=False,
+                                max_rows=MINILM_PLAN_ROWS, seed=0)
+    plans = {"none": None, "V=16": lut_tvm.build_kmeans_plan(
+        model, minilm_tokens(MINILM_CALIBRATION, seed=2), policy, example_inputs=(example,))}
+    inp = [tvm.runtime.tensor(example)]
+    results = {}
+    for plan_name, plan in plans.items():
+        compiled = {label: _compile_with_rules(model, plan, example, rules)
+                    for label, rules in _rule_sets().items()}
+        outputs = {label: np.asarray(c(example)) for label, c in compiled.items()}
+        np.testing.assert_allclose(outputs["after"], outputs["before"], rtol=1e-3, atol=1e-4)
+        runs = {label: (lambda vm=c.vm: vm["main"](*inp)) for label, c in compiled.items()}
+        samples = interleaved_samples(runs, rounds=ROUNDS, number=5, pause_s=PAUSE_S)
+        for label in compiled:
+            results[f"{plan_name}/{label}"] = {"model_s": statistics.median(samples[label])}
+        if threads == 1:
+            for label, kernels in _interleaved_kernel_ms(compiled, inp).items():
+                results[f"{plan_name}/{label}"]["kernels_ms"] = kernels
+    return results
+
+
+def _interleaved_kernel_ms(compiled: dict, inp: list) -> dict:
+    """Per label, the median ms per model run of each reported kernel (VM instrument hook),
+    one profiled run of every model in turn per round."""
+    per_run: dict = {label: [] for label in compiled}
+    for _ in range(ROUNDS):
+        for label, model in compiled.items():
+            per_run[label].append(vm_kernel_times(model.vm, inp, 1))
+    return {label: {name: statistics.median([run.get(name, 0.0) for run in runs])
+                    for name in runs[0] if any(key in name for key in KERNEL_KEYS)}
+            for label, runs in per_run.items()}
+
+
+def _minilm_report(by_threads: dict, load: str) -> list[str]:
+    lines = ["# Default dense-op rules on all-MiniLM-L6-v2 (batch 1, sequence 128)", "",
+             "Command: `.venv/bin/python benchmarks/dense_rules_speed.py --minilm`. "
+             "`lut_tvm.compile(model, plan, tuning_logs=False)`, target native, fast math on.",
+             "before = row reductions (softmax, layer_norm) by dlight's cpu.Reduction (the "
+             "previous default); after = RowReduction (vector partial sums, rows in L1).",
+             f"Load average when the run started: {load}, 2 cores shared with other jobs. "
+             f"Before and after run in turn, round after round ({ROUNDS} rounds of 5 runs; "
+             "kernel profiles: one run each per round), so background load hits both alike; "
+             "medians. The matmul kernels are scheduled the same way in both: their ratios show "
+             "the noise left.", ""]
+    one = by_threads.get(1)
+    if one:
+        lines += ["## Per kernel, 1 thread (ms per model run, all calls of the kernel)", "",
+                  "| plan | kernel | before ms | after ms | speed-up |", "|---|---|---|---|---|"]
+        for plan in ("none", "V=16"):
+            before, after = (one[f"{plan}/{x}"]["kernels_ms"] for x in ("before", "after"))
+            for name in sorted(after, key=lambda n: -before.get(n, 0.0)):
+                b, a = before.get(name, float("nan")), after[name]
+                lines.append(f"| {plan} | {name} | {b:.3f} | {a:.3f} | {b / a:.2f}x |")
+        lines.append("")
+    lines += ["## Whole model (ms per run)", "",
+              "| plan | threads | before ms | after ms | speed-up |", "|---|---|---|---|---|"]
+    for threads, res in sorted(by_threads.items()):
+        for plan in ("none", "V=16"):
+            b, a = (res[f"{plan}/{x}"]["model_s"] * 1e3 for x in ("before", "after"))
+            lines.append(f"| {plan} | {threads} | {b:.2f} | {a:.2f} | {b / a:.2f}x |")
+    return lines + [""]
+
+
+def _run_worker(threads: int, extra: list[str]) -> dict:
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    cmd = [sys.executable, __file__, "--worker", str(threads), *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        sys.exit(f"worker ({threads} threads) failed:\n{proc.stderr[-3000:]}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-baseline", action="store_true", help="skip unscheduled timing")
+    parser.add_argument("--minilm", action="store_true", help="MiniLM before/after the rules")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="markdown table (with --minilm)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print("RESULT " + json.dumps(_worker(args.worker, not args.no_baseline)))
+        result = _minilm_worker(args.worker) if args.minilm else _worker(
+            args.worker, not args.no_baseline)
+        print("RESULT " + json.dumps(result))
+        return
+    if args.minilm:
+        load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+        by_threads = {t: _run_worker(t, ["--minilm"]) for t in args.threads}
+        lines = _minilm_report(by_threads, load)
+        print("\n".join(lines))
+        write_markdown(args.out, lines)
         return
     header = f"{'model':28s} {'thr':>3s} {'torch ms':>9s} {'rules ms':>9s} {'none ms':>10s} "
     print(header + f"{'rules/torch':>11s} {'none/torch':>10s}")
     for threads in args.threads:
-        env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-        cmd = [sys.executable, __file__, "--worker", str(threads)]
-        cmd += ["--no-baseline"] if args.no_baseline else []
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-        for name, row in json.loads(line[len("RESULT "):]).items():
+        rows = _run_worker(threads, ["--no-baseline"] if args.no_baseline else [])
+        for name, row in rows.items():
             none = row.get("none", float("nan"))
             print(f"{name:28s} {threads:3d} {row['torch'] * 1e3:9.3f} {row['rules'] * 1e3:9.3f} "
                   f"{none * 1e3:10.3f} {row['rules'] / row['torch']:11.2f} "

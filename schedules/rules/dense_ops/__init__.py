@@ -6,6 +6,7 @@ from .fallback import Fallback
 from .injective import Injective
 from .matmul import Matmul
 from .reduction import Reduction
+from .row_reduction import RowReduction
 
 DENSE_OP_RULES = [
     safe_rule(Matmul()),
@@ -15,4 +16,6 @@ DENSE_OP_RULES = [
     safe_rule(Fallback()),
 ]
 
-__all__ = ["DENSE_OP_RULES", "Matmul", "Conv2dNCHW", "Reduction", "Injective", "Fallback"]
+__all__ = [
+    "DENSE_OP_RULES", "Matmul", "Conv2dNCHW", "Reduction", "RowReduction", "Injective", "Fallback",
+]

@@ -84,6 +84,15 @@ def attempt(sch: s_tir.Schedule, step: Callable[[s_tir.Schedule], object]) -> bo
         return False
 
 
+def reverse_inline(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+    """``reverse_compute_inline`` of ``block``, unless a producer's output is also read by
+    another block: TVM 0.27 then inlines anyway and that output is never written (the build
+    fails with "buffer used before its definition"). True if inlined."""
+    if any(len(sch.get_consumers(p)) != 1 for p in sch.get_producers(block)):
+        return False
+    return attempt(sch, lambda s: s.reverse_compute_inline(block))
+
+
 def try_inline_all(sch: s_tir.Schedule, blocks: list[s_tir.schedule.SBlockRV]) -> list:
     """Inline (forward, then reverse) as many of ``blocks`` as possible; return the rest."""
     remaining = list(blocks)
@@ -91,9 +100,7 @@ def try_inline_all(sch: s_tir.Schedule, blocks: list[s_tir.schedule.SBlockRV]) -
     while changed:
         changed = False
         for blk in list(remaining):
-            if attempt(sch, lambda s, b=blk: s.compute_inline(b)) or attempt(
-                sch, lambda s, b=blk: s.reverse_compute_inline(b)
-            ):
+            if attempt(sch, lambda s, b=blk: s.compute_inline(b)) or reverse_inline(sch, blk):
                 remaining.remove(blk)
                 changed = True
     return remaining

@@ -6,6 +6,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_sblock_info
 
 from ._loops import MIN_PARALLEL_WORK, attempt, block_kinds, get_realize, parallel_vectorize
+from ._loops import reverse_inline
 from ._loops import root_blocks, try_inline_all
 
 # Accumulator vector registers a micro-kernel may use (AVX-512 has 32 zmm).
@@ -71,6 +72,18 @@ def operand_reads(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV):
     return reads, out
 
 
+def inline_epilogue(sch: s_tir.Schedule, epilogue: list) -> list:
+    """Fold the epilogue blocks into the write-back block that precedes them (in order, while
+    each reads only what that block writes); then inline what is left among themselves (an
+    epilogue reading an intermediate twice, e.g. GELU's ``x * f(x)``). Returns the blocks
+    still separate."""
+    leftover = []
+    for epi in epilogue:
+        if leftover or not reverse_inline(sch, epi):
+            leftover.append(epi)
+    return try_inline_all(sch, leftover)
+
+
 def register_tile(
     sch: s_tir.Schedule,
     block: s_tir.schedule.SBlockRV,
@@ -89,10 +102,7 @@ def register_tile(
     write-back, with the epilogue inlined into it when possible, runs once per tile.
     """
     wb = sch.cache_write(block, 0, "local")
-    leftover = []
-    for epi in epilogue:
-        if not attempt(sch, lambda s, e=epi: s.reverse_compute_inline(e)):
-            leftover.append(epi)
+    leftover = inline_epilogue(sch, epilogue)
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     sch.reverse_compute_at(wb, fused, preserve_unit_loops=True)
     if work >= MIN_PARALLEL_WORK and sch.get(fused).extent.value > 1:

@@ -9,7 +9,8 @@ from tvm.target import Target
 
 from ._loops import MIN_PARALLEL_WORK, attempt, is_cpu_target, largest_divisor, prod
 from ._loops import parallel_vectorize, vector_lanes
-from ._tiling import MAX_ACC_VECTORS, index_vars, operand_reads, same_var, split_main_block
+from ._tiling import MAX_ACC_VECTORS, index_vars, inline_epilogue, operand_reads, same_var
+from ._tiling import split_main_block
 
 # Most output positions per register tile (each costs one broadcast per reduction step).
 MAX_SPATIAL_TILE = 12
@@ -109,10 +110,7 @@ class Conv2dNCHW(ScheduleRule):
 
         wb = sch.cache_write(block, 0, "local")
         sch.transform_layout(block, ("write", 0), lambda a, b, c, d: (a, c, d, b))
-        leftover = []
-        for epi in epilogue:
-            if not attempt(sch, lambda s, e=epi: s.reverse_compute_inline(e)):
-                leftover.append(epi)
+        leftover = inline_epilogue(sch, epilogue)
         outer = sch.fuse(nn, fo, yo, xo)
         sch.reverse_compute_at(wb, outer, preserve_unit_loops=True)
         for pad in keep:

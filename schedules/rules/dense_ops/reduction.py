@@ -13,6 +13,7 @@ from ._loops import MAX_VECTOR_EXTENT, MIN_PARALLEL_WORK, attempt, extent, is_cp
 from ._loops import largest_divisor, parallel_vectorize
 from ._loops import prod, vector_lanes, write_dtype_bits
 from ._tiling import split_main_block
+from .row_reduction import RowReduction
 
 # Keep reduction loops inside the innermost spatial loop when that spatial loop is
 # shorter than this (vectorizing it would buy little).
@@ -20,16 +21,19 @@ MIN_VECTOR_SPATIAL = 4
 
 
 class Reduction(ScheduleRule):
-    """Two strategies, first match wins:
+    """Three strategies, first match wins:
 
     1. A single reduction block ``S..S R..R`` (+ injective prologue / epilogue: max/avg pool,
        mean, sum, matmuls the Matmul rule rejects): parallelize the outer spatial loops, move
        the reduction loops outside the innermost spatial loop and vectorize that loop.
-    2. dlight's ``cpu.Reduction`` for multi-reduction row reductions whose last block is
-       injective (softmax, layer_norm): parallel rows, everything computed at the row.
+    2. ``RowReduction`` for multi-reduction row reductions whose last block is injective
+       (softmax, layer_norm): parallel rows, vector partial sums, everything at the row.
+    3. dlight's ``cpu.Reduction`` for the row reductions RowReduction declines (and for all of
+       them with ``vector_rows=False``, the previous default, kept for benchmarks).
     """
 
-    def __init__(self):
+    def __init__(self, vector_rows: bool = True):
+        self._rows = RowReduction() if vector_rows else None
         self._dlight = DlightCPUReduction()
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
@@ -38,7 +42,11 @@ class Reduction(ScheduleRule):
         sch = self._single_reduction(func, target)
         if sch is not None:
             return sch
-        return self._dlight.apply(func, target, tunable)
+        try:
+            sch = self._rows.apply(func, target, tunable) if self._rows else None
+        except Exception:  # pylint: disable=broad-except
+            sch = None  # a schedule step RowReduction could not take: use dlight's rule
+        return sch if sch is not None else self._dlight.apply(func, target, tunable)
 
     @staticmethod
     def _single_reduction(func: tirx.PrimFunc, target: Target):
