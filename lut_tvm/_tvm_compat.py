@@ -273,3 +273,9 @@ def import_cpu_tensor_intrinsics(target) -> None:
     attrs = {str(k): str(v) for k, v in target.attrs.items()} if target.attrs else {}
     arm = attrs.get("mtriple", "").startswith(("aarch64", "arm")) or "neon" in attrs.get("mattr", "")
     importlib.import_module(f"{name}.{'arm_cpu' if arm else 'x86'}")
+
+
+def structural_hash(node) -> str:
+    """A structural hash of an IR node as 16 hex digits: equal for structurally equal nodes
+    (names of the PrimFunc's own variables do not count), stable across processes."""
+    return f"{int(tvm_ffi.structural_hash(node)) & 0xFFFFFFFFFFFFFFFF:016x}"

@@ -167,12 +167,14 @@ def _search_strategy(trials: int):
 
 def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
                example_inputs=None, progress: bool = True, seed: int = 0,
-               task_filter: list[str] | None = None, on_measure=None, remote=None) -> TuneResult:
+               task_filter: list[str] | None = None, on_measure=None, remote=None,
+               exact_task_names: bool = False) -> TuneResult:
     """Tune every task of ``model`` (+ ``plan``) for ``target``, ``trials`` measurements per task.
 
     Records go to ``<log_dir>/<device>/<key>/`` (``log_dir`` defaults to
     ``keys.default_log_dir()``) as they are measured, so an interrupted run keeps them;
-    ``task_filter`` keeps only the tasks whose name contains one of its strings;
+    ``task_filter`` keeps only the tasks whose name contains one of its strings (equals one,
+    with ``exact_task_names``: ``fused_add1`` then leaves out ``fused_add10``);
     KeyboardInterrupt ends the run early with ``interrupted=True``. ``on_measure(task_id,
     n_measured)`` is called after each batch. Worker processes are reaped on the way out.
 
@@ -218,7 +220,8 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
                                                           measured_on["emulated"])
             mod = prepare_module(model, plan, tvm_target, example_inputs)
             tasks = [t for t in extract_tasks(mod, tvm_target)
-                     if not task_filter or any(part in t.task_name for part in task_filter)]
+                     if not task_filter or (t.task_name in task_filter if exact_task_names
+                                            else any(part in t.task_name for part in task_filter))]
             if not tasks:
                 raise LutTvmError(f"no task of the model matches {task_filter}")
             _write_key(path, tvm_target, measured_on)
