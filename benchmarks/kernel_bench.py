@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import tvm
+
+from lut_tvm.files import write_text_atomic
 
 
 def compile_scheduled(func, rule, target):
@@ -18,9 +19,5 @@ def compile_scheduled(func, rule, target):
 
 def write_markdown(path: str, lines: list[str]) -> None:
     """``lines`` joined into ``path`` (its folder created; temp file + ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, delete=False) as tmp:
-        tmp.write("\n".join(lines))
-    os.replace(tmp.name, path)
+    write_text_atomic(path, "\n".join(lines))
     print(f"wrote {path}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from . import _tvm_compat
 from .errors import ArtifactError
+from .files import write_json_atomic
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -103,7 +103,7 @@ class CompiledModel:
         _tvm_compat.export_library(self.executable, str(tmp_lib), fcompile)
         os.replace(tmp_lib, path)
         meta = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, **asdict(self.info)}
-        _write_json_atomic(sidecar_path(path), meta)
+        write_json_atomic(sidecar_path(path), meta, indent=2)
         self.export_message = choice.describe(path)
         if choice.kind == "tar" and path.suffix == ".tar" and choice.reason != "a .tar was asked for":
             LOG.warning("%s", self.export_message)
@@ -126,12 +126,6 @@ def _flatten(result) -> list[np.ndarray]:
     if hasattr(result, "numpy"):
         return [result.numpy()]
     return [array for item in result for array in _flatten(item)]
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        json.dump(payload, tmp, indent=2)
-    os.replace(tmp.name, path)
 
 
 def read_artifact_info(path: str | os.PathLike) -> ArtifactInfo:

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from lut_tvm.files import write_text_atomic
 
-def _write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile makes 0600 files
-    os.replace(tmp.name, path)
-    return path
 
 
 def _json_default(value):
@@ -121,6 +113,6 @@ def render(results: dict) -> str:
 
 def write_results(results: dict, out_dir: Path) -> list[Path]:
     """``lutna.json`` (everything measured) and ``lutna.md`` (the tables) in ``out_dir``."""
-    json_path = _write_atomic(out_dir / "lutna.json", json.dumps(results, indent=1, default=_json_default))
-    md_path = _write_atomic(out_dir / "lutna.md", render(results))
+    json_path = write_text_atomic(out_dir / "lutna.json", json.dumps(results, indent=1, default=_json_default))
+    md_path = write_text_atomic(out_dir / "lutna.md", render(results))
     return [md_path, json_path]

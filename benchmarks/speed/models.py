@@ -125,7 +125,7 @@ def prepare_digits(folder: Path) -> dict:
     if trained and y_test is not None:
         meta["accuracy_here"] = _digits_accuracy(folder, meta, x_test, y_test)
         meta["accuracy_here_note"] = f"{len(x_test)} test images, batch {DIGITS_BATCH}, k-means plans"
-        from .prepare import write_json_atomic  # pylint: disable=import-outside-toplevel
+        from lut_tvm.files import write_json_atomic  # pylint: disable=import-outside-toplevel
 
         write_json_atomic(folder / "meta.json", meta)
     return meta

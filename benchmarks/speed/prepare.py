@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,6 @@ LOG = logging.getLogger("benchmarks.speed")
 
 META = "meta.json"
 STATIC_INT8 = "model_int8_static.onnx"
-
-
-def write_json_atomic(path: Path, payload) -> None:
-    """``payload`` as indented JSON at ``path`` (temp file + ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        json.dump(payload, tmp, indent=1, default=str)
-    os.replace(tmp.name, path)
 
 
 def read_meta(folder: Path) -> dict | None:

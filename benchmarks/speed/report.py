@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from .accuracy_points import accuracy_points
 from .exact_report import exact_lines
 from .goals import PEER_NAMES, case_name, evaluate_goals, lookup_fraction, lut_rows, speedup
 from .plots import write_accuracy_plot, write_speed_plot
-from .prepare import write_json_atomic
+from lut_tvm.files import write_json_atomic, write_text_atomic
 
 LOAD_WARNING = 1.5
 PEERS = list(PEER_NAMES)
@@ -213,9 +211,7 @@ def write_report(cases, timings, machine, versions, peak, settings, out_dir: Pat
     payload.update({"goals": {"threads": threads, "goals": goals}, "accuracy_vs_latency": points})
     write_json_atomic(json_path, payload)
     md_path = out_dir / "speed.md"
-    with tempfile.NamedTemporaryFile("w", dir=out_dir, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
-        tmp.write("\n".join(lines))
-    os.replace(tmp.name, md_path)
+    write_text_atomic(md_path, "\n".join(lines))
     return [md_path, json_path] + [p for p in (speed_png, accuracy_png) if p]
 
 

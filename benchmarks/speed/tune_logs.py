@@ -217,7 +217,7 @@ class TunedState:
         return self.tasks.get(task_hash, {}).get("complete", False)
 
     def save(self) -> None:
-        from .prepare import write_json_atomic  # pylint: disable=import-outside-toplevel
+        from lut_tvm.files import write_json_atomic  # pylint: disable=import-outside-toplevel
 
         write_json_atomic(self.path, {"format": STATE_FORMAT, "key": self.key_id, "tasks": self.tasks,
                                       "cases": self.cases, "runs": self.runs})
@@ -393,13 +393,6 @@ def render_report(state: TunedState, device: str, log_path: Path) -> str:
     return "\n".join(lines)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, path)
-
-
 def prune_in_place(log_path: Path) -> int:
     """Replace the log in ``log_path`` by its best record per workload; returns the records kept."""
     import shutil  # pylint: disable=import-outside-toplevel
@@ -528,6 +521,8 @@ def main(argv=None) -> int:
     if args.prune and (log_path / keys.RECORD_FILE).is_file():
         print(f"pruned {log_path} to {prune_in_place(log_path)} records (the best per workload)")
     report = render_report(state, keys.device_name(tvm_target), log_path)
+    from lut_tvm.files import write_text_atomic  # pylint: disable=import-outside-toplevel
+
     write_text_atomic(log_path.parent / REPORT_FILE, report)
     print(report)
     print(f"wrote {log_path.parent / REPORT_FILE} and {state.path}; records in {log_path}")

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from .peers import failure_text, first_output, ort_runner, torch_runner, tvm_runner
-from .prepare import read_meta, write_json_atomic
+from lut_tvm.files import write_json_atomic
+
+from .prepare import read_meta
 from .timing import PAUSE_S, calls_per_sample, interleaved_samples, vm_kernel_times
 
 LUT_ENCODE_PREFIX = "lut_encode"
