@@ -108,10 +108,12 @@ def _func(lanes: int | None, llvm_name: str | None = None):
                             vs, T.Cast("int32", index[pair_rows(vw)[0]]),
                             T.Cast("int32", index[pair_rows(vw)[1]]), tab[vk], vk)
             else:
-                value = looked_up(index, tab)
-                acc[0, T.ramp(0, 1, words)] = acc[0, T.ramp(0, 1, words)] + value
+                # The looked-up words are written twice, not bound to a variable: TVMScript
+                # makes a bound vector a "local" buffer, which LowerTVMBuiltin serves with a
+                # workspace call per tile; TVM's CSE (or LLVM's) keeps one shuffle.
+                acc[0, T.ramp(0, 1, words)] = acc[0, T.ramp(0, 1, words)] + looked_up(index, tab)
                 acc[1, T.ramp(0, 1, words)] = acc[1, T.ramp(0, 1, words)] + T.shift_right(
-                    value, T.Broadcast(T.uint16(8), words))
+                    looked_up(index, tab), T.Broadcast(T.uint16(8), words))
 
     return func.with_attr("global_symbol", "desc" if describe else "impl")
 
@@ -218,15 +220,16 @@ def _epilogue_func(channels: int, relu: bool, describe: bool):
                         out[vi, vj] = finish(T.Cast("float32", T.Cast("int32", acc[vj, vi]))
                                              * scale[vj] + bias[vj])
             else:
-                columns = scaled_columns(acc, scale, bias)
-                out[0, T.ramp(0, 1, channels)] = row(columns, 0)
-                out[1, T.ramp(0, 1, channels)] = row(columns, 1)
-                out[2, T.ramp(0, 1, channels)] = row(columns, 2)
-                out[3, T.ramp(0, 1, channels)] = row(columns, 3)
-                out[4, T.ramp(0, 1, channels)] = row(columns, 4)
-                out[5, T.ramp(0, 1, channels)] = row(columns, 5)
-                out[6, T.ramp(0, 1, channels)] = row(columns, 6)
-                out[7, T.ramp(0, 1, channels)] = row(columns, 7)
+                # scaled_columns is repeated, not bound (a bound vector becomes a workspace
+                # call per tile, as in the lookup above); CSE keeps one copy.
+                out[0, T.ramp(0, 1, channels)] = row(scaled_columns(acc, scale, bias), 0)
+                out[1, T.ramp(0, 1, channels)] = row(scaled_columns(acc, scale, bias), 1)
+                out[2, T.ramp(0, 1, channels)] = row(scaled_columns(acc, scale, bias), 2)
+                out[3, T.ramp(0, 1, channels)] = row(scaled_columns(acc, scale, bias), 3)
+                out[4, T.ramp(0, 1, channels)] = row(scaled_columns(acc, scale, bias), 4)
+                out[5, T.ramp(0, 1, channels)] = row(scaled_columns(acc, scale, bias), 5)
+                out[6, T.ramp(0, 1, channels)] = row(scaled_columns(acc, scale, bias), 6)
+                out[7, T.ramp(0, 1, channels)] = row(scaled_columns(acc, scale, bias), 7)
 
     return func.with_attr("global_symbol", "desc" if describe else "impl")
 

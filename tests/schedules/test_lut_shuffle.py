@@ -162,6 +162,21 @@ def test_avx512_asm_has_word_sums_and_no_scatter():
     assert not any(op.startswith("vscatter") for op in ops)
 
 
+def _workspace_calls(sch, target) -> int:
+    """How many TVMBackendAllocWorkspace calls the built kernel makes per tile (LLVM IR)."""
+    ex = tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), tvm.target.Target(target))
+    return ex.mod.inspect_source("ll").count("load ptr, ptr @__TVMBackendAllocWorkspace")
+
+
+@pytest.mark.parametrize("rule_args, expected", [({}, 1), ({"n_tile": 4, "row_blocks": 1}, 0)])
+def test_only_large_word_sums_take_a_workspace(rule_args, expected):
+    """The intrinsics bind no vector to a variable (TVMScript would make it a "local" buffer,
+    served by a workspace call per tile): the default tile's 2 KiB of word sums is the only
+    workspace, and a 512-byte tile (4 channels x 1 block) has none (TVM's stack limit is 1 KiB)."""
+    sch = schedule(128, 24, 48, False, AVX512, **rule_args)
+    assert _workspace_calls(sch, AVX512) == expected
+
+
 def test_arm_neon_compiles_to_tbl():
     sch = schedule(37, 7, 13, True, ARM)
     assert LLVM_SHUFFLE[LUT16_SHUFFLE_NEON] in sch.mod.script()
