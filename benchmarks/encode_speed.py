@@ -17,8 +17,10 @@ round; the table gives the median over rounds and the fastest round. GFLOP/s = 2
 (the distance GEMM; the argmin is not counted).
 
 ``--variants`` adds rule/compute variants of the row encode (used to pick the defaults):
-``chains=N`` (argmin chains), ``xt=tile`` (copy the tile transposed first), e.g.
-``--variants chains=1 chains=4 xt=tile``.
+``chains=N`` (argmin chains), ``xt=MODE`` (``LutEncodeRowsRule`` xt_mode: ``inline`` reads x
+in place, the default before the in-register transposes; ``tile`` copies the tile transposed
+first), e.g. ``--variants xt=inline chains=1 xt=tile``. With ``xt=inline`` the table adds
+the inline / rows ratio (before / after the transposes).
 
 Conv row encodes (``encode_conv2d_rows_func`` under ``LutEncodeRowsRule``, K = 16, 3x3, pad 1,
 stride 1; ``CONV_SHAPES``): ``direct`` = the input read in place by every tile (the default
@@ -66,6 +68,7 @@ K = 16
 THREADS = int(os.environ["TVM_NUM_THREADS"])
 TARGET = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": THREADS}
 NEAR_TIE = 1e-4
+INLINE = "xt=inline"
 
 
 def parse_variant(spec: str):
@@ -183,8 +186,9 @@ def main():
     header = (
         "| D | V | C | " + " | ".join(f"{lb} us (median / best round)" for lb in labels)
         + " | " + " | ".join(f"{lb} GFLOP/s" for lb in labels) + " | old/rows |"
+        + (" inline/rows |" if INLINE in labels else "")
     )
-    lines = [header, "|" + "---|" * (4 + 2 * len(labels))]
+    lines = [header, "|" + "---|" * (4 + 2 * len(labels) + (INLINE in labels))]
     for dim, sub_len in [] if opts.skip_dense else SHAPES:
         kernels = build_kernels(opts.rows, dim, sub_len, opts.variants, target)
         samples = {label: [] for label in labels}
@@ -200,6 +204,7 @@ def main():
             + " | ".join(f"{med[lb] * 1e6:.1f} / {best[lb] * 1e6:.1f}" for lb in labels)
             + " | " + " | ".join(f"{flops / med[lb] / 1e9:.1f}" for lb in labels)
             + f" | {med['old'] / med['rows']:.1f} |"
+            + (f" {med[INLINE] / med['rows']:.2f} |" if INLINE in labels else "")
         )
         print(lines[-1], flush=True)
 
@@ -220,8 +225,12 @@ def main():
         "160 GFLOP/s fp32).",
         "Before this kernel the shuffle-lookup path also ran a separate transpose of the old "
         "codes [M, C] -> [C, M] (`permute_dims`); that step is gone and is not counted above.",
-        "Variants (`--variants`): chains=N argmin chains per tile (default 2), xt=tile copies the "
-        "tile's input transposed before the products (default: read x in place up to V = 32).",
+        "Variants (`--variants`): chains=N argmin chains per tile (default 2), xt=inline reads x "
+        "in place (gathers; the default before this change), xt=tile copies the tile's input "
+        "transposed (plain TIR) before the products. Default (rows): `transpose` where M and D "
+        "are multiples of 16 (each row tile copies groups of codebooks' input transposed by "
+        "16 x 16 in-register transposes, `schedules/intrin/transpose16.py`), else inline up to "
+        "V = 32. The kernels are interleaved round by round.",
         f"The machine is shared (2 cores, other jobs running; 1/5/15-min load average "
         f"{load_start[0]:.1f} / {load_start[1]:.1f} / {load_start[2]:.1f} at the start, "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end): expect run-to-run noise "
@@ -251,8 +260,11 @@ def main():
         "computed index + vinsertps, 108 each per tile), and the dense row encode gathers its "
         "16 x V tile column by column from 16 rows (256 vinsertps/vmovss per tile at V = 16). "
         "The conv default now copies each chunk's windows (contiguous vectors from the padded "
-        "input) and its tile loop is loads + FMAs only; the dense encode still gathers (a "
-        "16 x 16 in-register transpose, e.g. a vpermt2ps tensor intrinsic, is the next step).",
+        "input) and its tile loop is loads + FMAs only. The dense default now does the same "
+        "with in-register transposes: per 16 x 16 block 16 row loads (vmovups), 64 two-source "
+        "shuffles (32 vshufps, 16 vpermt2pd, 8 + 8 vshuff64x2 / vpermt2ps class), 16 vector "
+        "stores, no vinsertps left in the kernel; the products then read the copy with vmovups "
+        "and broadcast-FMAs (256 FMAs per tile at V = 16).",
         "",
     ]
     write_markdown(opts.out, notes)

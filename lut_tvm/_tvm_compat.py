@@ -279,3 +279,17 @@ def structural_hash(node) -> str:
     """A structural hash of an IR node as 16 hex digits: equal for structurally equal nodes
     (names of the PrimFunc's own variables do not count), stable across processes."""
     return f"{int(tvm_ffi.structural_hash(node)) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def with_root_lets_and_stores(func, lets: list, stores: list):
+    """``func`` (a PrimFunc whose body is one root ``sblock``) with that block's body replaced by
+    ``var = value`` bindings (``lets``: (Var, PrimExpr) pairs, in order) then ``stores``
+    (BufferStore statements). TVM 0.27's ``LetStmt`` binds without a body (a flat sequence)."""
+    from tvm import tirx  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir.stmt import SBlock, SBlockRealize  # pylint: disable=import-outside-toplevel
+
+    realize = func.body
+    root = realize.block
+    body = tirx.SeqStmt([tirx.LetStmt(var, value) for var, value in lets] + list(stores))
+    block = SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body)
+    return func.with_body(SBlockRealize(realize.iter_values, realize.predicate, block))

@@ -62,7 +62,9 @@ def _lut_variants(func, target) -> list:
     if kind in (LutKind.ENCODE_DENSE, LutKind.ENCODE_CONV2D):
         makers = [lambda: lut_encode._centroid_major(func)]  # pylint: disable=protected-access
     elif kind == LutKind.ENCODE_DENSE_ROWS:
-        makers = [lambda: LutEncodeRowsRule(xt_mode="tile").apply(func, target, True)]
+        # The default reads the input through an in-register transpose; or in place; or tile copies.
+        makers = [lambda: LutEncodeRowsRule(xt_mode="tile").apply(func, target, True),
+                  lambda: LutEncodeRowsRule(xt_mode="inline").apply(func, target, True)]
     elif kind == LutKind.ENCODE_CONV2D_ROWS:
         # A padded-layout conv encode: chunked window copies (default) vs in-place reads.
         makers = [lambda: LutEncodeRowsRule(xt_mode="tile").apply(func, target, True),

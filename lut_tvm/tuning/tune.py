@@ -92,6 +92,7 @@ def open_database(path: Path):
     """
     # pylint: disable=import-outside-toplevel
     import schedules.intrin.lut_shuffle  # noqa: F401  (registers on import)  pylint: disable=unused-import
+    import schedules.intrin.transpose16  # noqa: F401  (registers on import)  pylint: disable=unused-import
     from schedules.intrin.exact_shuffle import register_exact_shuffle_intrinsics
 
     register_exact_shuffle_intrinsics()

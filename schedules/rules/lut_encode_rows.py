@@ -9,9 +9,9 @@ centroids (``J`` = 2 for even K >= 4; see ``lut_encode_rows_compute``):
 
 1. for each centroid ``k`` (``k`` loop and chain loop unrolled, centroids of the ``J`` chains
    interleaved): one accumulator register ``acc = sum_v x[m0:m0+L, cV+v] * P[c, k, v]``
-   (scalar broadcast of ``P``, ``v`` ascending and unrolled), read straight from ``x``: the
-   ``V`` strided row vectors are the same for every ``k``, so LLVM loads them once per tile
-   and keeps them in registers (the tile's transpose lives in registers, no copy of ``x``);
+   (scalar broadcast of ``P``, ``v`` ascending and unrolled), read from a transposed copy
+   (transpose and chunk modes, below) or straight from ``x`` (inline): the ``V`` row vectors
+   are the same for every ``k``, so LLVM loads them once per tile and keeps them in registers;
 2. the distance ``||P||^2 - 2 acc`` updates chain ``j``'s running argmin elementwise
    (compare, select index, min distance);
 3. the ``J`` chains are merged in ascending order (a later chain wins only if strictly smaller,
@@ -37,6 +37,17 @@ keeps reading them as embedded broadcasts instead of hoisting 144 broadcast regi
 stack, which made a codebook-outer chunk 1.5-3x slower) reading that buffer with plain vector
 loads.
 
+Transpose mode (``xt_mode="transpose"``; the default for a dense encode on 16- or 8-lane
+targets when ``D`` is a multiple of ``L`` and ``M`` of 16): the in-place reads of ``x [M, D]``
+compile to one ``vinsertps``/``vmovss`` per element (256 per tile at V = 16), and a plain TIR
+transposed copy to a scatter. Instead, each row tile (in parallel) walks its codebooks in
+groups of ``G`` (``G V`` a multiple of ``L``, the ``[G V, L]`` copy under ``TRANSPOSE_BYTES``;
+sampled when tunable): the group's input is copied transposed by ``L x L`` in-register
+transposes (``schedules.intrin.transpose16``: ``L`` row loads, 64 / 24 two-source shuffles,
+``L`` vector stores), then its tiles read that copy with plain vector loads. 1.4-1.7x faster
+than inline at M = 128 (``benchmarks/results/encode_speed.md``). A shifted last tile (``M``
+not a multiple of 16) or ``D`` not a multiple of ``L`` keeps the inline path.
+
 For ``V > MAX_UNROLL_SUB_LEN`` the tile's input is first copied transposed into a ``[V, L]``
 buffer (``xt_mode="tile"``), the ``v`` loop is not unrolled and the products read that buffer.
 Above ``MAX_UNROLL_CENTROIDS`` centroids per chain the chain loop is split, the outer part a
@@ -45,8 +56,8 @@ serial loop.
 Alternatives measured on this machine (AVX-512, M = 128, K = 16, one thread): the textbook
 ``K`` accumulator registers with ``v`` outermost was 1.3-2x slower (its ``[K, L]`` block is
 1 KiB at K = L = 16 and then lands behind a workspace call per tile, see below); a transposed
-copy of the whole input, or of the tile, before the products was no faster than reading ``x``
-in place; AVX-512 ``vgatherdps`` (through a tensor intrinsic) instead of the element loads was
+copy of the whole input, or of the tile, written as plain TIR (a scatter) before the products
+was no faster than reading ``x`` in place (the in-register transposes above are); AVX-512 ``vgatherdps`` (through a tensor intrinsic) instead of the element loads was
 1.5-2x slower.
 
 Every scratch buffer keeps its default ``global`` scope: TVM 0.27 (``LowerTVMBuiltin``) puts a
@@ -79,16 +90,21 @@ from schedules.lut_conv_shuffle_compute import (
     chunk_block,
 )
 
+from schedules.intrin.transpose16 import TRANSPOSE_F32
+
 from .lut_kind import has_block, lut_kind, vector_lanes
 
 # Unroll the sub-vector loop (and read x in place) up to this V.
 MAX_UNROLL_SUB_LEN = 32
 # Centroids per chain unrolled in one pass; larger K loops over passes.
 MAX_UNROLL_CENTROIDS = 8
-XT_MODES = ("auto", "inline", "tile", "chunk")
+XT_MODES = ("auto", "inline", "tile", "chunk", "transpose")
 # A chunk's copied windows ([D, rows] float32) stay under this (L1/L2-resident); at least one
 # block of lcm(16, OW) rows.
 CHUNK_BYTES = 64 * 1024
+# A transposed copy ([G V, L] float32, ``transpose`` mode) stays under this (in L1): 4 KiB was
+# within noise of 16 KiB and 1.2x faster than the whole row's copy (M = 128, D = 384 / 1536).
+TRANSPOSE_BYTES = 4 * 1024
 # Chunk sizes the tunable schedule samples from.
 MAX_CHUNK_CHOICES = 4
 
@@ -140,14 +156,27 @@ def _chunk_candidates(func, rows: int, depth: int) -> list[int]:
     return [sizes[-1], *sizes[:-1]][:MAX_CHUNK_CHOICES]
 
 
+def _transpose_groups(num_codebooks: int, sub_len: int, lanes: int) -> list[int]:
+    """Codebooks per transposed copy (``transpose`` mode), default first: divisors ``G`` of C
+    whose ``G V`` features are whole ``L x L`` blocks; the default is the largest whose
+    ``[G V, L]`` copy stays under ``TRANSPOSE_BYTES`` (the whole row if none does)."""
+    sizes = [g for g in range(1, num_codebooks + 1)
+             if num_codebooks % g == 0 and (g * sub_len) % lanes == 0]
+    fitting = [g for g in sizes if g * sub_len * lanes * 4 <= TRANSPOSE_BYTES] or sizes[:1]
+    return [fitting[-1], *[g for g in sizes if g != fitting[-1]][-(MAX_CHUNK_CHOICES - 1):]]
+
+
 class LutEncodeRowsRule(ScheduleRule):
     """Schedules ``encode_dense_rows`` / ``encode_conv2d_rows`` PrimFuncs; None for anything else.
 
     ``xt_mode``: ``"inline"`` reads ``x`` strided inside the products, ``"tile"`` copies the
     tile's input transposed into a ``[V, L]`` buffer first, ``"chunk"`` copies a chunk of rows'
     windows first (conv encodes with a padded input copy only; others fall back to auto),
-    ``"auto"`` is chunk where it applies, else inline up to ``V = MAX_UNROLL_SUB_LEN`` and tile
-    above. With ``tunable`` the chunk size is sampled (``sample_categorical``).
+    ``"transpose"`` copies groups of codebooks' input with in-register transposes (dense
+    encodes with ``D % L == 0`` and ``M % 16 == 0`` on 16/8-lane targets; others fall back to
+    auto), ``"auto"`` is chunk or transpose where they apply, else inline up to
+    ``V = MAX_UNROLL_SUB_LEN`` and tile above. With ``tunable`` the chunk size or the codebook
+    group is sampled (``sample_categorical``).
     """
 
     def __init__(self, xt_mode: str = "auto"):
@@ -169,10 +198,15 @@ class LutEncodeRowsRule(ScheduleRule):
         sub_len = depth // num_codebooks
         lanes = math.gcd(vector_lanes(target, 32), ROW_ALIGN)  # a tile never crosses 16 rows
         chunks = _chunk_candidates(func, rows, depth)
+        transposable = (
+            lut_kind(func) == ENCODE_DENSE_ROWS and lanes in TRANSPOSE_F32
+            and depth % lanes == 0 and rows % ROW_ALIGN == 0
+        )
         xt_mode = self.xt_mode
-        if xt_mode == "auto" and chunks:
-            xt_mode = "chunk"
-        elif xt_mode == "auto" or (xt_mode == "chunk" and not chunks):
+        if xt_mode == "auto":
+            xt_mode = "chunk" if chunks else "transpose" if transposable else "auto"
+        if ((xt_mode == "chunk" and not chunks) or (xt_mode == "transpose" and not transposable)
+                or xt_mode == "auto"):
             xt_mode = "inline" if sub_len <= MAX_UNROLL_SUB_LEN else "tile"
 
         c, m, j = sch.get_loops(argmin)
@@ -185,6 +219,17 @@ class LutEncodeRowsRule(ScheduleRule):
             outer, m_tile, m_in = sch.split(m, [None, per_chunk, lanes])
             sch.reorder(outer, m_tile, c, j, m_in)
             tile = sch.fuse(m_tile, c)
+            sch.parallel(outer)
+        elif xt_mode == "transpose":
+            # Row tiles in parallel; in a row tile, codebook groups: each group's transposed
+            # copy [G V, L], then its codebooks.
+            outer, m_in = sch.split(m, [None, lanes])
+            sch.reorder(outer, c, j, m_in)
+            groups = _transpose_groups(num_codebooks, sub_len, lanes)
+            per_group = groups[0]
+            if tunable and len(groups) > 1:
+                per_group = sch.sample_categorical(groups, [1.0 / len(groups)] * len(groups), 0)
+            c_group, tile = sch.split(c, [None, per_group])
             sch.parallel(outer)
         else:
             # (codebook, row tile) in parallel, then chains, then lanes.
@@ -217,6 +262,11 @@ class LutEncodeRowsRule(ScheduleRule):
             sch.compute_at(xt, outer)
             _, col = sch.split(sch.get_loops(xt)[-1], [None, int(func.attrs[OUT_WIDTH_ATTR])])
             sch.vectorize(col)
+        elif xt_mode == "transpose":
+            # The row tile's input, [D, L]: one L x L in-register transpose per L features.
+            sch.compute_at(xt, c_group)
+            x_d, _ = sch.get_loops(xt)[-2:]
+            sch.tensorize(sch.split(x_d, [None, lanes])[1], TRANSPOSE_F32[lanes])
         else:
             sch.compute_at(xt, tile)
             sch.vectorize(sch.get_loops(xt)[-1])

@@ -39,9 +39,9 @@ def assert_parallel_and_vectorized(func: tirx.PrimFunc):
     assert tirx.ForKind.VECTORIZED in kinds, func.script()
 
 
-def schedule(shape, target):
+def schedule(shape, target, xt_mode="auto"):
     func = encode_dense_rows_func(*shape)
-    sch = LutEncodeRowsRule().apply(func, tvm.target.Target(target), False)
+    sch = LutEncodeRowsRule(xt_mode).apply(func, tvm.target.Target(target), False)
     assert sch is not None, "the rule must accept its own kernel"
     scheduled = sch.mod["main"]
     assert scheduled.attrs["lut_tvm.kind"] == LutKind.ENCODE_DENSE_ROWS
@@ -88,8 +88,12 @@ def random_case(rows, num_codebooks, num_centroids, sub_len, seed):
 
 # (M, C, K, V): M = 37 and 100 move the last tile back (it overlaps the one before), M = 5 is
 # one partial tile, V = 1 has no sum, K = 32 runs two centroid passes per chain, K = 5 one
-# chain, K = 130 codes above 127, V = 40 the transposed-tile path.
+# chain, K = 130 codes above 127, V = 40 the transposed-tile path; M a multiple of 16 with D a
+# multiple of 16 takes the in-register transposes (48 x 6 x 8: groups of codebooks whose
+# features straddle a 16-feature block; 16 x 5 x 16: one row tile).
 SHAPES = [
+    (48, 6, 16, 8),
+    (16, 5, 16, 16),
     (5, 7, 16, 4),
     (37, 7, 16, 9),
     (100, 24, 16, 16),
@@ -135,7 +139,7 @@ def test_tile_scratch_stays_on_the_stack():
     (A ``local`` scope or a 1 KiB buffer is lowered to a workspace call in every tile, which
     cost 2x here.)"""
     target = tvm.target.Target(AVX512)
-    func = schedule((128, 24, 16, 16), target).with_attr("global_symbol", "main")
+    func = schedule((128, 24, 16, 16), target, "inline").with_attr("global_symbol", "main")
     lowered = []
 
     @tvm.instrument.pass_instrument
@@ -147,6 +151,29 @@ def test_tile_scratch_stays_on_the_stack():
     with tvm.transform.PassContext(instruments=[AfterBuiltinLowering()]):
         tvm.compile(func, target)
     assert lowered and all("AllocWorkspace" not in text for text in lowered)
+
+
+@pytest.mark.parametrize("target, shuffles", [(AVX512, ("vpermt2", "vshuff")),
+                                              (AVX2, ("vperm2f128", "vunpck", "vshufps"))],
+                         ids=["avx512", "avx2"])
+def test_dense_input_transposed_in_registers(target, shuffles):
+    """M = 128, D = 384: the default reads x through the transpose intrinsic (shuffles, no
+    per-element inserts), in codebook groups of a tunable size, codes equal to the reference."""
+    target = tvm.target.Target(target)
+    shape = (128, 24, 16, 16)
+    func = encode_dense_rows_func(*shape)
+    sch = LutEncodeRowsRule().apply(func, target, True)
+    assert any(inst.kind.name == "SampleCategorical" for inst in sch.trace.insts)
+    assert any(inst.kind.name == "Tensorize" for inst in sch.trace.insts)
+    ex = tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), target)
+    asm = _tvm_compat.executable_assembly(ex)
+    assert "vinsertps" not in asm and any(name in asm for name in shuffles)
+    inline_asm = _tvm_compat.executable_assembly(
+        tvm.compile(schedule(shape, target, "inline").with_attr("global_symbol", "main"), target))
+    assert "vinsertps" in inline_asm  # what the transposes replace
+    if ("avx2" if str(target.attrs["mcpu"]) == "haswell" else "avx512f") in host_cpu_flags():
+        data, centroids = random_case(*shape, seed=3)
+        assert_codes_match(run_encode(ex, data, centroids), data, centroids)
 
 
 def test_arm_neon_compiles_to_vector_fma():
