@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lut_tvm.files import write_json_atomic
+
 from .peers import compile_tvm, export_onnx, failure_text, quantize_int8, quantize_static_int8
 
 LOG = logging.getLogger("benchmarks.speed")

@@ -156,6 +156,8 @@ def main(argv=None) -> int:
         work = args.work or Path(tmp)
         folders, reused = prepare_all(work, args, lambda items, **kw: tqdm(items, file=sys.stderr, **kw))
         build_s = time.time() - start
+        if not folders:
+            raise SystemExit("no case could be prepared (the reasons are printed above): nothing to time")
         timings = {t: run_worker(t, folders, rounds, min_sample_s, Path(tmp) / f"threads{t}.json")
                    for t in args.threads}
         from .prepare import read_meta  # pylint: disable=import-outside-toplevel
