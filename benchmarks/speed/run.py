@@ -94,7 +94,9 @@ def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
             jobs.append((work / "models" / "minilm", lambda f: prepare_minilm(f, args.minilm_v)))
     if args.only in (None, "exact"):
         exact_cases = exact_kernel_cases()[:1] if args.quick else exact_kernel_cases()
-        jobs += [(work / "exact" / case.key, lambda f, c=case: prepare_exact_kernel(c, f)) for case in exact_cases]
+        # "exact-" keeps the keys apart from the LUT-NN kernel cases of the same shape (results are keyed by folder name).
+        jobs += [(work / "exact" / f"exact-{case.key}", lambda f, c=case: prepare_exact_kernel(c, f))
+                 for case in exact_cases]
         if not args.quick:
             jobs.append((work / "exact" / "vgg11", prepare_exact_vgg))
     from .peers import failure_text  # pylint: disable=import-outside-toplevel
