@@ -101,7 +101,8 @@ def parse_args(argv):
     parser.add_argument("--only", choices=GROUPS, help="tune one group of cases only")
     parser.add_argument("--cases", nargs="+", metavar="SUBSTR",
                         help="only the cases whose name ('<folder>/dense', '<folder>/LUT V=9') contains one "
-                             "of these; the part before a '/' selects the folders to prepare")
+                             "of these (e.g. /LUT: every LUT model); the part before a '/' selects the "
+                             "folders to prepare")
     parser.add_argument("--log-dir", type=Path, help="tuning log root (default: the repository's tuning_logs/, "
                         "or $LUT_TVM_TUNING_LOGS)")
     parser.add_argument("--work", type=Path, help="the speed benchmark's case folders: reuse complete ones, "
@@ -141,7 +142,9 @@ def prepared_folders(args, work: Path, progress) -> list[tuple[str, Path]]:
     if args.only in (None, "models"):
         jobs += [("models", work / "models" / "digits_cnn", prepare_digits),
                  ("models", work / "models" / "minilm", lambda f: prepare_minilm(f, [16]))]
-    folder_patterns = [pattern.split("/")[0] for pattern in args.cases or ()]
+    # "<folder part>/<case part>": the folder part selects the folders to prepare; a pattern
+    # without "/" may match either part ("LUT" is in "<folder>/LUT V=9"), so it selects them all.
+    folder_patterns = [pattern.split("/")[0] if "/" in pattern else "" for pattern in args.cases or ()]
     jobs = [job for job in jobs if wanted(job[1].name, folder_patterns)]
     ready = []
     for group, folder, prepare in progress(jobs, desc="preparing the benchmark's cases", unit="case"):
