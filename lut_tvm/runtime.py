@@ -31,7 +31,9 @@ class ArtifactInfo:
     source: str = ""
     tvm_version: str = _tvm_compat.TVM_VERSION
     tuning_log: str = ""  # the applied tuning log and how many functions it scheduled, or ""
-    fast_math: bool = True  # GELU/softmax/exp/erf/tanh in TVM's fast forms (compile's fast_math)
+    # GELU/softmax/exp/erf/tanh in TVM's fast forms (compile's fast_math; False for artifacts
+    # written before the field existed, which were compiled without them)
+    fast_math: bool = False
 
 
 def sidecar_path(path: Path) -> Path:

@@ -75,7 +75,7 @@ def test_fast_forms_leave_no_libm_call(name):
     assert libm not in fast
 
 
-def test_compile_applies_fast_math_by_default_and_keeps_the_model():
+def test_compile_applies_fast_math_by_default_and_keeps_the_model(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(33, 40), torch.nn.GELU(), torch.nn.Linear(40, 9),
                                 torch.nn.Softmax(-1)).eval()
     want = model(torch.from_numpy(X)).detach().numpy()
@@ -84,3 +84,7 @@ def test_compile_applies_fast_math_by_default_and_keeps_the_model():
     assert fast.info.fast_math and not exact.info.fast_math
     np.testing.assert_allclose(fast(X), want, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(exact(X), want, rtol=1e-4, atol=1e-6)
+    fast.export(tmp_path / "fast.so")
+    exact.export(tmp_path / "exact.so")
+    assert lut_tvm.load(tmp_path / "fast.so").info.fast_math  # the description says which math ran
+    assert not lut_tvm.load(tmp_path / "exact.so").info.fast_math
