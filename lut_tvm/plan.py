@@ -4,7 +4,9 @@ a versioned .npz file.
 A plan file is an ``.npz`` holding each layer's centroids as ``layer<i>.centroids``, a layer's free
 tables (MADDNESS's ridge refit) as ``layer<i>.tables``, and the metadata as UTF-8 JSON in
 ``__plan__``; it is read with ``allow_pickle=False``. Loading checks every field and names the
-layer and field at fault.
+layer and field at fault. Each layer entry records K and V (``num_centroids``,
+``sub_vector_len``; optional, older files lack them) so that centroids with swapped axes, which
+keep their size and C*V, are refused.
 
 Version 1 carries centroids only: the compiler builds a layer's tables as ``P.W`` from the model's
 weight. Version 2 adds the optional ``tables`` (``[C, K, N]`` float32, real-valued; the compiler
