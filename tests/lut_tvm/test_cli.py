@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -459,6 +460,13 @@ def test_corrupt_and_unsupported_pt2(capsys, files, tmp_path):
     truncated.write_bytes(good.read_bytes()[:1000])
     msg = cli_error(capsys, "compile", truncated, "-o", tmp_path / "m.so")
     assert str(truncated) in msg and "corrupt" in msg
+    future = tmp_path / "future.pt2"  # as a later torch would write it: archive version 99
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(future, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            dst.writestr(info, b"99" if info.filename.endswith("/archive_version") else data)
+    msg = cli_error(capsys, "compile", future, "-o", tmp_path / "m.so")
+    assert str(future) in msg and "version 99" in msg
 
     class Odd(torch.nn.Module):
         def forward(self, x):
