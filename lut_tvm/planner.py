@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from relay_passes import TapLayerInputs
 
 from . import _tvm_compat
-from .compiler import build_relax, layer_sites
+from .compiler import build_relax, imported_name, layer_sites
 from .errors import PlanError
 from .frontends import import_model
 from .kmeans import kmeans_centroids
@@ -194,7 +194,7 @@ def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, exam
     """
     policy = policy or PlanPolicy()
     if progress is not None:
-        progress(f"importing {model if isinstance(model, str) else type(model).__name__}")
+        progress(f"importing {imported_name(model)}")
     calibration, imported = _import(model, calibration, example_inputs)
     chosen = select_layers(imported, policy)
     specs = []

@@ -15,11 +15,13 @@ def cmd_compile(args) -> None:
     check_paths({"model": args.model, "plan": args.plan, "example input": args.example},
                 {"output": output, "output description": output.with_name(output.name + ".json")},
                 folders={"tuning log": args.tuning_logs})
+    example = (load_array(args.example, "example input"),) if args.example else None
+    say = progress_printer(args)
+    if say:
+        say("loading TVM and PyTorch ...")
     from ..compiler import compile as compile_model  # pylint: disable=import-outside-toplevel
     from ..targets import describe_target  # pylint: disable=import-outside-toplevel
 
-    say = progress_printer(args)
-    example = (load_array(args.example, "example input"),) if args.example else None
     compiled = compile_model(args.model, args.plan, target=args.target, example_inputs=example,
                              dump_ir=args.dump_ir, tuning_logs=args.tuning_logs or True,
                              fast_math=not args.no_fast_math, progress=say)

@@ -14,9 +14,12 @@ LARGE_ERROR = 0.3
 def cmd_plan(args) -> None:
     check_paths({"model": args.model, "calibration": args.calibration}, {"plan": args.output})
     overrides = parse_overrides(args.sub_len)
+    calibration = load_array(args.calibration, "calibration", args.calibration_key)
+    say = progress_printer(args)
+    if say:
+        say("loading TVM and PyTorch ...")
     from ..planner import PlanPolicy, build_kmeans_plan  # pylint: disable=import-outside-toplevel
 
-    calibration = load_array(args.calibration, "calibration", args.calibration_key)
     policy = PlanPolicy(
         num_centroids=args.centroids,
         dense_sub_len=args.dense_sub_len,
@@ -31,7 +34,6 @@ def cmd_plan(args) -> None:
         seed=args.seed,
     )
     example = (calibration[: args.batch],) if args.batch else None
-    say = progress_printer(args)
     plan = build_kmeans_plan(args.model, calibration, policy, example_inputs=example, progress=say)
     plan.save(args.output)
     errors = plan.provenance.get("reconstruction_error", {})

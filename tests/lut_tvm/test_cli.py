@@ -434,7 +434,10 @@ def test_arguments_are_checked_before_importing_tvm(files, tmp_path):
     """A bad argument costs no TVM/torch import (9-23 s): checked in a fresh interpreter."""
     script = ("import sys; from lut_tvm.cli import main; code = main(sys.argv[1:]); "
               "print(code, 'tvm' in sys.modules, 'torch' in sys.modules)")
-    for argv in (["compile", str(files.tmp / "missing.onnx")],
+    text = tmp_path / "calibration.txt"
+    text.write_text("0.1 0.2 0.3\n")
+    for argv in (["plan", str(files.onnx), "--calibration", str(text)],
+                 ["compile", str(files.tmp / "missing.onnx")],
                  ["compile", str(files.onnx), "--tuning-logs", str(tmp_path / "no_logs")],
                  ["plan", str(files.onnx), "--calibration", str(files.calibration), "-o",
                   str(files.calibration)],
