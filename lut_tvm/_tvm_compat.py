@@ -316,7 +316,7 @@ def quiet_native_log():
     with _native_log_lock:
         if state["depth"] == 0:
             sys.stderr.flush()
-            state["capture"] = tempfile.TemporaryFile()
+            state["capture"] = tempfile.TemporaryFile()  # noqa: SIM115 (closed on the way out)
             state["saved_fd"] = os.dup(2)
             os.dup2(state["capture"].fileno(), 2)
         state["depth"] += 1

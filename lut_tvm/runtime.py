@@ -71,7 +71,10 @@ def _folder_lock(folder: Path, exclusive: bool):
         yield
         return
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError:  # a file system without flock: the size/hash check remains
+            pass
         yield
     finally:
         os.close(handle)  # releases the lock

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import MODEL_HELP, add_quiet_argument, check_paths, load_array, progress_printer
+from .common import (
+    MODEL_HELP,
+    add_quiet_argument,
+    check_paths,
+    load_array,
+    progress_printer,
+)
 
 TARGET_HELP = ("native, x86-avx2, x86-avx512, arm64, android-arm64, or a TVM target dict as JSON, "
                "e.g. '{\"kind\": \"llvm\", \"mcpu\": \"znver4\"}' (default: native)")

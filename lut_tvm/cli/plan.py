@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from .common import (MODEL_HELP, add_quiet_argument, check_paths, load_array, parse_overrides,
-                     progress_printer)
+from .common import (
+    MODEL_HELP,
+    add_quiet_argument,
+    check_paths,
+    load_array,
+    parse_overrides,
+    progress_printer,
+)
 
 # a layer losing more of its output than this to the codebooks is worth training (lut_tvm.train)
 LARGE_ERROR = 0.3

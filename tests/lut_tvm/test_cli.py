@@ -424,7 +424,7 @@ def test_output_in_a_read_only_folder_fails_before_any_work(capsys, files, tmp_p
     folder = _read_only_folder(tmp_path)
     for argv in (["compile", files.onnx, "-o", folder / "m.so"],
                  ["plan", files.onnx, "--calibration", files.calibration, "-o", folder / "p.npz"]):
-        code, out, err = cli(capsys, *argv)
+        code, _, err = cli(capsys, *argv)
         assert code == 2, err
         assert err.count("\n") == 1 and "is not writable" in err and str(folder) in err, err
         assert "importing" not in err  # refused before the model was even read
@@ -521,7 +521,7 @@ def test_nan_input_is_refused(capsys, files, cli_compiled, tmp_path):
 def test_compile_output_lines(files, cli_compiled):
     """One "wrote" line, the target in words (not JSON), the tuning log outcome."""
     assert cli_compiled.out.count("wrote ") == 1, cli_compiled.out
-    target_line = re.search(r"^target: (.+)$", cli_compiled.out, re.M).group(1)
+    target_line = re.search(r"^target: (.+)$", cli_compiled.out, re.MULTILINE).group(1)
     assert "{" not in target_line and target_line.startswith("llvm")
     # stage lines went to stderr
     for stage in ("importing cnn.onnx", "binding plan", "rewriting 3 layer(s)", "building",
@@ -557,7 +557,7 @@ def test_plan_prints_each_layers_error(capsys, files, default_plan):
     assert list(errors) == EXPECTED_LUT
     for name, error in errors.items():
         assert 0 < error < 1
-        assert re.search(rf"^\s+{name}\s.*output error {error:.3f}$", default_plan.out, re.M), name
+        assert re.search(rf"^\s+{name}\s.*output error {error:.3f}$", default_plan.out, re.MULTILINE), name
     assert ("lut_tvm.train" in default_plan.out) == (max(errors.values()) > 0.3)
     # one counted line for scikit-learn's warnings on dead ReLU channels, at most
     assert default_plan.err.count("k-means:") <= 1
@@ -576,5 +576,5 @@ def test_plan_large_error_points_to_training(capsys, files):
     errors = lut_tvm.Plan.load(path).provenance["reconstruction_error"]
     large = [name for name, error in errors.items() if error > 0.3]
     assert large, errors
-    hint = re.search(r"^layer\(s\) (.+) lose more than 30% .*lut_tvm\.train", out, re.M)
+    hint = re.search(r"^layer\(s\) (.+) lose more than 30% .*lut_tvm\.train", out, re.MULTILINE)
     assert hint and hint.group(1).split(", ") == large, out
