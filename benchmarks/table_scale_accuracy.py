@@ -8,12 +8,13 @@ Centroids do not depend on the table scale granularity: each model is converted 
 granularity and then the other (the hard forward, which the compiled kernels reproduce).
 
 * ``digits``: ``lut_tvm.demo``'s CNN on scikit-learn's digits, default policy; test accuracy of
-  k-means only (and per layer the relative error of its output, as for ``minilm``), and after the
-  LUT-NN recipe (``train_lutnn``) trained at each granularity.
+  k-means only (and each layer's relative error alone, as for ``minilm``), and after the LUT-NN
+  recipe (``train_lutnn``) trained at each granularity.
 * ``minilm``: all-MiniLM-L6-v2 on Debian fortunes (``benchmarks.accuracy.tasks.minilm``), every
   encoder Linear at V = ``--sub-len``, k-means only: mean cosine to the original embeddings and
-  topic accuracy on the held-out texts, and per layer the relative error
-  ``||LUT(x) - x.W|| / ||x.W||`` of its output on its own inputs (the first 32 held-out texts).
+  topic accuracy on the held-out texts; and each LUT layer alone on its real inputs (the first 32
+  held-out texts through the original model): the relative error ``||LUT(x) - dense(x)|| /
+  ||dense(x)||`` with INT8 tables per layer, per column, and with float tables (same codes).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lut_tvm import reference as ref  # noqa: E402
 from lut_tvm.plan import TableQuant  # noqa: E402
 from lut_tvm.policy import PlanPolicy  # noqa: E402
-from lut_tvm.train import LutConfig, convert, lut_layers, train_lutnn  # noqa: E402
+from lut_tvm.train import LutConfig, LutConv2d, convert, lut_layers, train_lutnn  # noqa: E402
 from lut_tvm.train.recipes import accuracy  # noqa: E402
 
 GRANULARITIES = (TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN)
@@ -55,7 +57,8 @@ def digits(seed: int, lutnn_epochs: int) -> dict:
     for quant in GRANULARITIES:
         set_table_quant(kmeans, quant)
         result[f"kmeans {quant.value}"] = accuracy(kmeans, (x_test, y_test))
-        result[f"layer rel. error {quant.value}"] = layer_errors(kmeans, x_test)
+    result["layer rel. error"] = layer_errors(kmeans, teacher, x_test)
+    result["layer rel. error median"] = summarize(result["layer rel. error"])
     for quant in GRANULARITIES:
         learned = copy.deepcopy(kmeans)
         set_table_quant(learned, quant)
@@ -69,7 +72,14 @@ def minilm(seed: int, sub_len: int) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from benchmarks.accuracy.data import load_fortunes
-    from benchmarks.accuracy.tasks.minilm import SentenceEncoder, TopicModel, embed, evaluate, load_minilm, pack
+    from benchmarks.accuracy.tasks.minilm import (
+        SentenceEncoder,
+        TopicModel,
+        embed,
+        evaluate,
+        load_minilm,
+        pack,
+    )
 
     train_texts, y_train, test_texts, y_test, _, _ = load_fortunes(seed=seed)
     bert, tokenizer, _ = load_minilm()
@@ -92,32 +102,58 @@ def minilm(seed: int, sub_len: int) -> dict:
     for quant in GRANULARITIES:
         set_table_quant(kmeans, quant)
         result[f"kmeans {quant.value}"] = evaluate(kmeans, original_emb, x_test, y_test)
-        result[f"layer rel. error {quant.value}"] = layer_errors(kmeans, x_test[:32])
-    for quant in GRANULARITIES:
-        errors = np.array(list(result[f"layer rel. error {quant.value}"].values()))
-        result[f"layer rel. error {quant.value} median"] = float(np.median(errors))
+    result["layer rel. error"] = layer_errors(kmeans, original, x_test[:32])
+    result["layer rel. error median"] = summarize(result["layer rel. error"])
     return result
 
 
-def layer_errors(model, x: np.ndarray) -> dict:
-    """Per LUT layer: ``||LUT(x) - dense(x)|| / ||dense(x)||`` (same weight and bias) on the inputs it
-    sees in ``model``."""
-    errors = {}
+def layer_errors(lut_model, original, x: np.ndarray) -> dict:
+    """Per LUT layer, alone on its real inputs (those its dense layer sees in ``original`` on ``x``):
+    the relative error ``||LUT(x) - dense(x)|| / ||dense(x)||`` with INT8 tables at each granularity
+    and with the real-valued (float) tables, all with the same codes."""
+    inputs = {}
+    modules = {name: original.get_submodule(name) for name, _ in lut_layers(lut_model)}
 
     def hook(name):
-        def record(layer, args, out):
-            exact = layer.to_dense()(args[0])
-            errors[name] = float((out - exact).norm() / exact.norm())
+        def record(_module, args, _out):
+            inputs[name] = args[0].detach()
         return record
 
-    handles = [layer.register_forward_hook(hook(name)) for name, layer in lut_layers(model)]
+    handles = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
     try:
         with torch.no_grad():
-            model(torch.from_numpy(x))
+            original(torch.from_numpy(x))
     finally:
         for handle in handles:
             handle.remove()
+    errors = {}
+    with torch.no_grad():
+        for name, layer in lut_layers(lut_model):
+            exact = modules[name](inputs[name])
+            row = {}
+            for quant in GRANULARITIES:
+                layer.table_quant = quant
+                row[quant.value] = float((layer(inputs[name]) - exact).norm() / exact.norm())
+            if isinstance(layer, LutConv2d):  # rows in (n, oh, ow) order, channels last
+                rows = layer.rows(inputs[name])[0]
+                flat_exact = exact.permute(0, 2, 3, 1).reshape(len(rows), -1)
+            else:
+                rows = inputs[name].reshape(-1, inputs[name].shape[-1])
+                flat_exact = exact.reshape(len(rows), -1)
+            rows, flat_exact = rows.double().numpy(), flat_exact.double().numpy()
+            cents = layer.centroids.double().numpy()
+            tables = ref.build_tables(cents, layer.weight_dn().double().numpy())
+            codes = ref.encode(rows, cents)
+            floats = tables[np.arange(len(cents))[None, :], codes].sum(1) + layer.bias.double().numpy()
+            row["float_tables"] = float(np.linalg.norm(floats - flat_exact) / np.linalg.norm(flat_exact))
+            errors[name] = row
     return errors
+
+
+def summarize(errors: dict) -> dict:
+    """Median over the layers of each column of ``layer_errors``."""
+    columns = next(iter(errors.values())).keys()
+    return {column: float(np.median([row[column] for row in errors.values()])) for column in columns}
 
 
 def main(argv=None) -> dict:
