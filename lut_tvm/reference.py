@@ -91,10 +91,11 @@ def quantize_tables(tables, granularity: str = "layer"):
         raise ValueError(f"table scale granularity {granularity!r} is not one of {TABLE_SCALE_GRANULARITIES}")
     tables = np.asarray(tables)
     if granularity == "layer":
-        peak = np.float64(np.abs(tables).max())
+        peak = float(np.abs(tables).max())
+        scale = peak / INT8_MAX if peak > 0 else 1.0
     else:
         peak = np.abs(tables).reshape(-1, tables.shape[-1]).max(axis=0).astype(np.float64)
-    scale = np.where(peak > 0, peak / INT8_MAX, 1.0)
+        scale = np.where(peak > 0, peak / INT8_MAX, 1.0)
     quantized = np.clip(np.rint(tables / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
     return quantized, (np.float32(scale) if granularity == "layer" else scale.astype(np.float32))
 
