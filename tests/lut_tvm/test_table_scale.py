@@ -220,6 +220,26 @@ def test_training_forward_equals_reference_per_column():
     assert "int8_per_column" in repr(layer)
 
 
+def test_training_conv_forward_equals_reference_per_column():
+    torch = pytest.importorskip("torch")
+    from lut_tvm.train import LutConv2d
+
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(3, 7, 3, stride=2, padding=1)
+    with torch.no_grad():
+        conv.weight.mul_(torch.logspace(-2, 1, 7)[:, None, None, None])
+    cents = np.random.default_rng(1).standard_normal((3, 16, 9)).astype(np.float32)
+    layer = LutConv2d.from_conv(conv, cents).eval()
+    layer.table_quant = PER_COLUMN
+    x = np.random.default_rng(2).standard_normal((2, 3, 9, 7)).astype(np.float32)
+    weight, bias = layer.weight.detach().numpy(), layer.bias.detach().numpy()
+    with torch.no_grad():
+        got = layer(torch.from_numpy(x)).numpy()
+    want = ref.lut_conv2d(x, cents, weight, bias, (2, 2), (1, 1, 1, 1), granularity="column")
+    np.testing.assert_array_equal(got, want)
+    assert np.abs(got - ref.lut_conv2d(x, cents, weight, bias, (2, 2), (1, 1, 1, 1))).max() > 1e-3
+
+
 # --------------------------------------------------------------------------- whole model
 
 
