@@ -10,13 +10,15 @@ schedules, with a per-column plan.
 
 import functools
 import json
+import re
 
 import numpy as np
 import pytest
+import torch
 import tvm
 
+import lut_tvm
 from lut_tvm import reference as ref
-from lut_tvm.compiler import build_relax, lut_rewrite_passes
 from lut_tvm.plan import LayerPlan, Plan, TableQuant
 from lut_tvm.targets import host_cpu_flags
 from lut_tvm.weights import LayerKind, fingerprint
@@ -185,52 +187,35 @@ def test_conv_gather_per_column(target, data_shape, out_channels, geometry, sub_
 # --------------------------------------------------------------------------- through the passes
 
 
-def _relax_module(input_shape, body):
-    from tvm import relax
-
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(input_shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(body(bb, x))
-        bb.emit_func_output(out)
-    return bb.get()
-
-
-def _compile_planned(mod, plan, target):
-    from tvm import relax
-
-    target = tvm.target.Target(target)
-    with target:
-        mod = tvm.transform.Sequential(lut_rewrite_passes(plan))(mod)
-    kinds = sorted(str(f.attrs["lut_tvm.kind"]) for _, f in mod.functions_items()
-                   if f.attrs is not None and "lut_tvm.kind" in f.attrs)
-    return relax.VirtualMachine(build_relax(mod, target), tvm.cpu()), kinds
+def _compile_planned(model, layer, x, target, dump_dir):
+    """``lut_tvm.compile`` of a torch ``model`` with a one-layer plan: ``(compiled, LUT kernel kinds)``."""
+    compiled = lut_tvm.compile(model, Plan([layer]), target=target, example_inputs=(x,), dump_ir=dump_dir)
+    assert compiled.info.lut_layers == [layer.name]
+    scheduled = max(dump_dir.glob("*scheduled*")).read_text()
+    return compiled, set(re.findall(r'"lut_tvm\.kind": "(\w+)"', scheduled))
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
 @pytest.mark.parametrize("rows, depth, out_features", [(100, 48, 48), (21, 36, 13)])
-def test_planned_dense_layer_per_column(target, rows, depth, out_features):
-    """matmul + bias + ReLU with a per-column plan -> rewrite, epilogue fusion, default schedules."""
-    from tvm import relax
-
+def test_planned_dense_layer_per_column(target, rows, depth, out_features, tmp_path):
+    """Linear + ReLU with a per-column plan through lut_tvm.compile (rewrite, epilogue fusion,
+    default schedules) equals the reference."""
     rng = np.random.default_rng(rows)
     weight = uneven_weight(rng, depth, out_features)
     bias = rng.standard_normal(out_features).astype(np.float32)
     centroids = rng.standard_normal((depth // 4, K, 4)).astype(np.float32)
     x = rng.standard_normal((rows, depth)).astype(np.float32)
     assert ref.encode_margin(x, centroids).min() > 1e-4  # no near-tie: the kernels must pick the same codes
-    layer = LayerPlan("fc", LayerKind.DENSE, weight.shape, fingerprint(weight), centroids,
+    layer = LayerPlan("0", LayerKind.DENSE, weight.shape, fingerprint(weight), centroids,
                       table_quant=TableQuant.INT8_PER_COLUMN)
-
-    def body(bb, data):
-        out = bb.emit(relax.op.matmul(data, relax.const(weight)))
-        return bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(out, relax.const(bias)))))
-
-    vm, kinds = _compile_planned(_relax_module((rows, depth), body), Plan([layer]), target)
+    model = torch.nn.Sequential(torch.nn.Linear(depth, out_features), torch.nn.ReLU()).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(weight.T))
+        model[0].bias.copy_(torch.from_numpy(bias))
+    compiled, kinds = _compile_planned(model, layer, x, target, tmp_path)
     shuffle = target != PLAIN and rows >= 64 and out_features % 16 == 0
     assert ("lookup_dense_shuffle" in kinds) == shuffle and ("lookup_dense" in kinds) == (not shuffle)
-    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    got = compiled(x)
     want = np.maximum(ref.lut_matmul(x, centroids, weight, bias, "column"), 0)
     assert (want == 0).any() and (want > 0).any()
     tables_q, scale = ref.quantize_tables(ref.build_tables(centroids, weight), "column")
@@ -238,9 +223,7 @@ def test_planned_dense_layer_per_column(target, rows, depth, out_features):
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
-def test_planned_conv_layer_per_column(target):
-    from tvm import relax
-
+def test_planned_conv_layer_per_column(target, tmp_path):
     rng = np.random.default_rng(7)
     data_shape, out_channels = (2, 4, 9, 7), 32
     weight = uneven_weight(rng, 4 * 9, out_channels).T.reshape(out_channels, 4, 3, 3).copy()
@@ -249,16 +232,15 @@ def test_planned_conv_layer_per_column(target):
     x = rng.standard_normal(data_shape).astype(np.float32)
     rows, _ = ref.im2col_nchw(x, (3, 3), (1, 1), (1, 1, 1, 1))
     assert ref.encode_margin(rows, centroids).min() > 1e-4
-    layer = LayerPlan("conv", LayerKind.CONV2D, weight.shape, fingerprint(weight), centroids,
+    layer = LayerPlan("0", LayerKind.CONV2D, weight.shape, fingerprint(weight), centroids,
                       table_quant=TableQuant.INT8_PER_COLUMN)
-
-    def body(bb, data):
-        out = bb.emit(relax.op.nn.conv2d(data, relax.const(weight), padding=(1, 1)))
-        return bb.emit(relax.op.add(out, relax.const(bias.reshape(1, -1, 1, 1))))
-
-    vm, kinds = _compile_planned(_relax_module(data_shape, body), Plan([layer]), target)
-    assert ("lookup_conv2d_shuffle" in kinds) == (target != PLAIN)
-    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, out_channels, 3, padding=1)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(weight))
+        model[0].bias.copy_(torch.from_numpy(bias))
+    compiled, kinds = _compile_planned(model, layer, x, target, tmp_path)
+    assert ("lookup_conv2d_shuffle" in kinds) == (target != PLAIN), kinds
+    got = compiled(x)
     want = ref.lut_conv2d(x, centroids, weight, bias, padding=(1, 1, 1, 1), granularity="column")
     tables_q, scale = ref.quantize_tables(ref.build_tables(centroids, weight.reshape(out_channels, -1).T), "column")
     assert_scaled_close(got, want, ref.lookup_accumulate(ref.encode(rows, centroids), tables_q), scale)
