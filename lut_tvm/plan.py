@@ -11,7 +11,10 @@ keep their size and C*V, are refused.
 Version 1 carries centroids only: the compiler builds a layer's tables as ``P.W`` from the model's
 weight. Version 2 adds the optional ``tables`` (``[C, K, N]`` float32, real-valued; the compiler
 quantizes them as it does ``P.W``); a plan is written as version 2 only when a layer has tables, so
-that a reader of version 1 refuses it rather than silently compiling ``P.W``. Both load.
+that a reader of version 1 refuses it rather than silently compiling ``P.W``. Version 3 adds table
+scale granularities other than one per layer (``TableQuant``, field ``table_quant``): a plan with
+such a layer is written as version 3, so that older readers refuse it rather than compile it with
+one scale per layer. All three load; versions 1 and 2 only with ``int8_per_layer``.
 """
 
 from __future__ import annotations
@@ -31,13 +34,20 @@ from .weights import (LayerKind, check_distinct_weights, checked_layer_kind, out
 PLAN_FORMAT = "lut_tvm.plan"
 PLAN_VERSION = 1  # plans without free tables
 PLAN_VERSION_TABLES = 2  # plans with a layer carrying free tables
-SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES)
+PLAN_VERSION_TABLE_QUANT = 3  # plans with a layer whose table_quant is not int8_per_layer
+SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES, PLAN_VERSION_TABLE_QUANT)
 
 
 class TableQuant(str, Enum):
-    """How the tables are quantized."""
+    """How the tables are quantized: INT8 with one scale per layer or one per output column."""
 
     INT8_PER_LAYER = "int8_per_layer"
+    INT8_PER_COLUMN = "int8_per_column"
+
+    @property
+    def granularity(self) -> str:
+        """The ``granularity`` argument of ``reference.quantize_tables``."""
+        return {TableQuant.INT8_PER_LAYER: "layer", TableQuant.INT8_PER_COLUMN: "column"}[self]
 
 
 @dataclass
@@ -127,14 +137,22 @@ class Plan:
         """Whether a layer carries free tables (the plan is then saved as version 2)."""
         return any(layer.tables is not None for layer in self.layers)
 
+    @property
+    def version(self) -> int:
+        """The format version ``save`` writes: the lowest that carries every layer's fields."""
+        if any(TableQuant(layer.table_quant) is not TableQuant.INT8_PER_LAYER for layer in self.layers):
+            return PLAN_VERSION_TABLE_QUANT
+        return PLAN_VERSION_TABLES if self.has_tables else PLAN_VERSION
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the plan atomically to ``path`` (an ``.npz``): version 1, or 2 if a layer has tables."""
+        """Write the plan atomically to ``path`` (an ``.npz``) as version ``self.version``."""
         self.validate()
         path = Path(path)
-        with_tables = self.has_tables
+        version = self.version
+        with_tables = version >= PLAN_VERSION_TABLES
         meta = {
             "format": PLAN_FORMAT,
-            "version": PLAN_VERSION_TABLES if with_tables else PLAN_VERSION,
+            "version": version,
             "provenance": self.provenance,
             "layers": [
                 {
@@ -170,13 +188,17 @@ class Plan:
                 raise PlanError(f"{where}, layer {name!r}: missing array {key!r}")
             check_layer_shape_fields(f"{where}, layer {name!r}", entry, arrays[key])
             tables = _load_tables(where, name, index, entry, arrays, version)
+            table_quant = entry.get("table_quant", TableQuant.INT8_PER_LAYER.value)
+            if version < PLAN_VERSION_TABLE_QUANT and table_quant in _NEWER_TABLE_QUANTS:
+                raise PlanError(f"{where}, layer {name!r}: field 'table_quant' {table_quant!r} needs plan "
+                                f"version {PLAN_VERSION_TABLE_QUANT}, but the file is version {version}")
             layers.append(LayerPlan(
                 name=name,
                 kind=entry["kind"],
                 weight_shape=tuple(int(d) for d in entry["weight_shape"]),
                 weight_fingerprint=str(entry["weight_fingerprint"]),
                 centroids=arrays[key],
-                table_quant=entry.get("table_quant", TableQuant.INT8_PER_LAYER.value),
+                table_quant=table_quant,
                 tables=tables,
             ))
         provenance = meta.get("provenance", {})
@@ -191,6 +213,9 @@ class Plan:
             layer.kind = LayerKind(layer.kind)
             layer.table_quant = TableQuant(layer.table_quant)
         return plan
+
+
+_NEWER_TABLE_QUANTS = [q.value for q in TableQuant if q is not TableQuant.INT8_PER_LAYER]
 
 
 def check_layer_shape_fields(at: str, entry: dict, centroids) -> None:

@@ -230,7 +230,7 @@ def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, exam
             tables = refit_layer_tables(name, site, centroids, layer_rows, policy.refit_tables,
                                         policy.ridge_lambda)
         layers.append(LayerPlan(name, site.kind, tuple(site.weight.shape), site.fingerprint, centroids,
-                                tables=tables))
+                                table_quant=policy.table_quant, tables=tables))
         errors[name] = round(reconstruction_error(site, centroids, layer_rows, tables), 6)
         LOG.info("planned %s: %s %s, V=%d, C=%d%s, relative output error %.3f", name, site.kind.value,
                  list(site.weight.shape), sub_len, centroids.shape[0],
