@@ -348,8 +348,8 @@ def _us(sec) -> str:
 def format_summary(result: TuneResult) -> str:
     """The per-task table: name, kind, default-rule and tuned latency, speedup, trials, calls;
     both latencies were measured in this run, on the same machine."""
-    lines = [f"{'task':<36}{'kind':<22}{'default us':>12}{'tuned us':>12}{'speedup':>9}"
-             f"{'trials':>8}{'calls':>7}"]
+    lines = [(f"{'task':<36}{'kind':<22}{'default us':>12}{'tuned us':>12}{'speedup':>9}"
+              f"{'trials':>8}{'calls':>7}")]
     total_default = total_tuned = 0.0
     for row in result.tasks:
         speed = f"{row.speedup:.2f}x" if row.speedup else "-"

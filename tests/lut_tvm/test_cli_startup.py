@@ -30,11 +30,12 @@ def test_parser_builds_without_importing_tvm_or_torch():
     proc = _python("-c", textwrap.dedent("""
         import json, sys
         from lut_tvm.cli import COMMANDS, build_parser
+        heavy = json.loads(sys.argv[1])
         parser = build_parser()
         sub = next(a for a in parser._actions if a.dest == "command")
-        print(json.dumps({"heavy": sorted(m for m in sys.modules if m.split(".")[0] in %r),
+        print(json.dumps({"heavy": sorted(m for m in sys.modules if m.split(".")[0] in heavy),
                           "commands": sorted(sub.choices), "listed": list(COMMANDS)}))
-    """ % (HEAVY,)))
+    """), json.dumps(HEAVY))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["heavy"] == []
@@ -48,10 +49,11 @@ def test_parsing_and_checking_arguments_imports_nothing_heavy(tmp_path):
     proc = _python("-c", textwrap.dedent("""
         import json, sys
         from lut_tvm.cli import main
-        code = main(["compile", sys.argv[1], "-o", sys.argv[2]])
+        heavy = json.loads(sys.argv[1])
+        code = main(["compile", sys.argv[2], "-o", sys.argv[3]])
         print(json.dumps({"code": code,
-                          "heavy": sorted(m for m in sys.modules if m.split(".")[0] in %r)}))
-    """ % (HEAVY,)), str(tmp_path / "missing.onnx"), str(tmp_path / "x.so"))
+                          "heavy": sorted(m for m in sys.modules if m.split(".")[0] in heavy)}))
+    """), json.dumps(HEAVY), str(tmp_path / "missing.onnx"), str(tmp_path / "x.so"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"code": 2, "heavy": []}

@@ -102,9 +102,9 @@ def interrupted(pool_model, tmp_path_factory):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    return dict(returncode=proc.returncode, elapsed=elapsed, out=out, err=err, before=before,
-                workers=workers, folder=_record_files(cache)[0].parent, cache=cache,
-                shipped_before=shipped_before)
+    return {"returncode": proc.returncode, "elapsed": elapsed, "out": out, "err": err,
+            "before": before, "workers": workers, "folder": _record_files(cache)[0].parent,
+            "cache": cache, "shipped_before": shipped_before}
 
 
 def test_ctrl_c_exits_130_within_seconds(interrupted):
