@@ -292,12 +292,14 @@ def _tune(tasks, tvm_target, trials, seed, builder, runner, callback, database, 
     contexts = [
         ms.TuneContext(
             mod=task.dispatched[0], target=tvm_target,
-            space_generator=design_space(task.dispatched[0]["main"], tvm_target),
+            space_generator=design_space(task.dispatched[0]["main"], tvm_target, status.stop),
             search_strategy=StoppableSearch(_search_strategy(trials), status),
             task_name=task.task_name, rand_state=seed + i, num_threads=os.cpu_count() or 1,
         ).clone()
         for i, task in enumerate(tasks)
     ]
+    if status.stop.requested:
+        return
     ms.task_scheduler.GradientBased(seed=seed).tune(
         tasks=contexts, task_weights=[float(t.weight) for t in tasks],
         max_trials_global=trials * len(tasks), max_trials_per_task=trials,
