@@ -103,7 +103,8 @@ class Progress:
             yield
         finally:
             ticker.stop()
-            bar.set_description_str(f"{text} (done in {time.perf_counter() - start:.1f} s)",
+            bar.bar_format = "{desc}"
+            bar.set_description_str(f"{text}: done in {time.perf_counter() - start:.1f} s",
                                     refresh=False)
             bar.close()
 

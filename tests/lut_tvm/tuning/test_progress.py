@@ -59,7 +59,7 @@ def test_terminal_step_ticks_while_the_step_blocks():
     text = out.getvalue()
     assert text.count("\r") >= 3, repr(text)
     assert "compiling: 00:01" in text
-    assert "compiling (done in 1." in text
+    assert "compiling: done in 1." in text
 
 
 def test_disabled_progress_prints_nothing():
