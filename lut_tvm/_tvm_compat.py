@@ -150,6 +150,44 @@ def popen_worker_pids() -> list[int]:
     return found
 
 
+def ordered_union_database(databases):
+    """One database over ``databases``: a workload's record comes from the first that has one."""
+    return meta_schedule().database.OrderedUnionDatabase(*databases)
+
+
+CUSTOM_RULE_ANNOTATION = "schedule_rule"
+
+
+def register_missing_custom_rules(funcs, target) -> list[str]:
+    """Register, for each ``schedule_rule`` block annotation in ``funcs`` that names no
+    registered function, the fallback MetaSchedule's ApplyCustomRule takes anyway (drop the
+    annotation, keep the schedule), under the name it looks up
+    (``s_tir.meta_schedule.<target key>.<annotation>``). The design space is the same; what goes
+    is its C++ "Unknown schedule rule" warning, printed through the progress bar for every
+    task with a pooling op (topi annotates ``meta_schedule.pool_max``). Returns the names added.
+    """
+    keys = [str(k) for k in target.keys]
+    wanted = set()
+    for func in funcs:
+        for node in walk_tir(func.body):
+            annotations = getattr(node, "annotations", None)
+            if annotations is not None and CUSTOM_RULE_ANNOTATION in annotations:
+                wanted.add(str(annotations[CUSTOM_RULE_ANNOTATION]))
+    added = []
+    for rule in sorted(wanted - {"None"}):
+        names = [f"s_tir.meta_schedule.{key}.{rule}" for key in keys]
+        if not names or any(tvm_ffi.get_global_func(n, allow_missing=True) for n in names):
+            continue
+
+        def unannotate(sch, block):
+            sch.unannotate(block, CUSTOM_RULE_ANNOTATION)
+            return [sch]
+
+        tvm_ffi.register_global_func(names[0], unannotate)
+        added.append(names[0])
+    return added
+
+
 # --------------------------------------------------------------------------- RPC / deployment
 # (used by lut_tvm.deploy; tvm.rpc, tvm.support.cc and the stateful VM calls of TVM 0.27)
 

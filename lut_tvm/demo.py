@@ -11,6 +11,7 @@ import numpy as np
 from . import _tvm_compat
 from .compiler import compile as compile_model
 from .planner import PlanPolicy, build_kmeans_plan
+from .tuning.stages import Progress
 
 EVAL_BATCH = 72
 
@@ -41,7 +42,6 @@ def digits_cnn():
 def train_digits_cnn(x_train, y_train, seed: int = 0, epochs: int = 15):
     """Train ``digits_cnn`` with Adam, seeded; returns the model in eval mode."""
     import torch  # pylint: disable=import-outside-toplevel
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
     torch.manual_seed(seed)
     model = digits_cnn()
@@ -49,14 +49,15 @@ def train_digits_cnn(x_train, y_train, seed: int = 0, epochs: int = 15):
     data = torch.utils.data.TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train))
     loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=True,
                                          generator=torch.Generator().manual_seed(seed))
-    bar = tqdm(range(epochs), desc="train digits CNN", unit="epoch", disable=None)
-    for _ in bar:
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+    with Progress().counter("training the digits CNN", epochs, "epoch") as count:
+        for _ in range(epochs):
+            for xb, yb in loader:
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(xb), yb)
+                loss.backward()
+                opt.step()
+            count.status(f"loss {loss.item():.3f}")
+            count.update(1)
     return model.eval()
 
 
@@ -87,17 +88,22 @@ def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed:
     _tvm_compat.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    x_train, x_test, y_train, y_test = load_digits_split(seed)
+    steps = Progress()
+    with steps.step("loading scikit-learn's digits"):
+        x_train, x_test, y_train, y_test = load_digits_split(seed)
     model = train_digits_cnn(x_train, y_train, seed)
     example = (x_test[:EVAL_BATCH],)
 
-    plan = build_kmeans_plan(model, x_train, PlanPolicy(seed=seed), example_inputs=example)
-    plan.save(out_dir / "digits_plan.npz")
-    dense = compile_model(model, None, example_inputs=example)
-    lut = compile_model(model, plan, example_inputs=example)
-    lut.export(out_dir / "digits_lut.so")
+    with steps.step("building the k-means LUT plan"):
+        plan = build_kmeans_plan(model, x_train, PlanPolicy(seed=seed), example_inputs=example)
+        plan.save(out_dir / "digits_plan.npz")
+    with steps.step("compiling the dense model with TVM"):
+        dense = compile_model(model, None, example_inputs=example)
+    with steps.step("compiling the LUT model with TVM"):
+        lut = compile_model(model, plan, example_inputs=example)
+        lut.export(out_dir / "digits_lut.so")
 
-    with torch.no_grad():
+    with torch.no_grad(), steps.step("measuring accuracy and latency"):
         def torch_predict(x):
             return model(torch.from_numpy(x)).numpy()
 
