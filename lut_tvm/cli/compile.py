@@ -61,7 +61,8 @@ def register(sub) -> None:
     comp.add_argument("--example", help=".npy input fixing the shapes of an ONNX model's dynamic dims")
     comp.add_argument("-o", "--output", default="model.so", help="library to write (default: model.so)")
     comp.add_argument("--tuning-logs", metavar="DIR",
-                      help="tuning log root to apply from (default: tuning_logs/ or $LUT_TVM_TUNING_LOGS)")
+                      help="tuning log root to apply from (default: the user's logs, $LUT_TVM_TUNING_LOGS or "
+                      "~/.cache/lut_tvm/tuning_logs, then the shipped tuning_logs/)")
     comp.add_argument("--no-fast-math", action="store_true",
                       help="compute GELU, softmax, exp, erf and tanh with libm (scalar, slower) "
                       "instead of TVM's vectorizable approximations")
