@@ -13,7 +13,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from small_models import (CNN, DENSE_TOL, LUT_TOL, MLP, Dense3D, assert_matches_reference,
                           cnn_reference, dense3d_reference, export_onnx, mlp_reference, ort_out,
                           seeded, torch_out)

@@ -13,7 +13,6 @@ import re
 import socket
 import threading
 
-import numpy as np
 import pytest
 
 import lut_tvm
