@@ -9,6 +9,10 @@ from tvm.ir import Op
 
 from schedules.attrs import LUT_KIND_ATTR
 
+# How a test skipped for want of the emulated ARM64 device starts its reason (the deploy tests'
+# fixtures skip so; tests/conftest.py counts them in one summary line).
+ARM64_SKIP_PREFIX = "ARM64 device: "
+
 
 def relax_module(input_shape, body, dtype: str = "float32") -> tvm.IRModule:
     """``main(x)`` whose dataflow block is ``body(bb, x)`` (its result is main's output)."""

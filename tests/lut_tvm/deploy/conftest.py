@@ -16,14 +16,12 @@ import numpy as np
 import pytest
 
 from lut_tvm import reference as ref
-from lut_tvm.testing import GivenCodes, compile_with_codes
+from lut_tvm.testing import ARM64_SKIP_PREFIX, GivenCodes, compile_with_codes
 
 BATCH = 32
 # Tight: given the same codes, LUT layers are exact table sums; the dense layers around them differ
 # by float rounding (aarch64 FMA vs NumPy float64).
 LUT_TOL = dict(rtol=1e-5, atol=1e-5)
-# A device skip's reason starts with this (tests/conftest.py counts them for its summary line).
-SKIP_PREFIX = "emulated ARM64 device unavailable: "
 
 
 def _device_required() -> bool:
@@ -35,7 +33,7 @@ def unavailable(reason: str):
     """Skip with ``reason``, or fail where the device is required (CI)."""
     if _device_required():
         pytest.fail(f"the emulated ARM64 device is required here (CI) but: {reason}")
-    pytest.skip(SKIP_PREFIX + reason)
+    pytest.skip(ARM64_SKIP_PREFIX + reason)  # counted by tests/conftest.py's summary line
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +44,7 @@ def arm64_cache():
     try:
         return provision(quiet=True)
     except ProvisionError as err:
-        unavailable(f"cannot provision the emulated ARM64 device: {err}")
+        unavailable(str(err))  # "cannot provision the emulated ARM64 device: <why>"
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +71,9 @@ def arm64_device(start_device):
 
 
 @pytest.fixture(scope="session")
-def cross_linker():
+def cross_linker(arm64_cache):
+    """The cross linker (provisioning installs it)."""
+    del arm64_cache
     if shutil.which("aarch64-linux-gnu-g++") is None:
         unavailable("aarch64-linux-gnu-g++ is not installed (provisioning installs it)")
     return "aarch64-linux-gnu-g++"
