@@ -1,4 +1,5 @@
-"""Helpers for tests of lut_tvm's passes and kernels: build, inspect and run small Relax modules."""
+"""Helpers for tests of lut_tvm's passes and kernels: build, inspect and run small Relax modules, and
+check compiled LUT models exactly against the NumPy reference run with their own codes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import tvm
 from tvm import relax
 from tvm.ir import Op
 
-from schedules.attrs import LUT_KIND_ATTR
+from schedules.attrs import LUT_KIND_ATTR, LutKind
+
+from . import reference as ref
 
 # How a test skipped for want of the emulated ARM64 device starts its reason (the deploy tests'
 # fixtures skip so; tests/conftest.py counts them in one summary line).
@@ -77,7 +80,7 @@ NEAR_TIE = 1e-4
 # itself rounds (about V float32 epsilons of the size, ~2e-6 for V = 40), so fixed data whose
 # margins all exceed this compares whole outputs exactly (``assert_no_near_ties``).
 SAME_INPUT_NEAR_TIE = 1e-5
-_CODEBOOK_MAJOR = ("encode_dense_rows", "encode_conv2d_rows")  # LutKind values: codes [C, M]
+_CODEBOOK_MAJOR = (LutKind.ENCODE_DENSE_ROWS, LutKind.ENCODE_CONV2D_ROWS)  # encodes writing codes [C, M]
 
 
 class TappedModel:
@@ -142,8 +145,6 @@ def _distance_size(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 def relative_encode_margin(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Gap between the two nearest centroids' distances ``[M, C]``, relative to ``_distance_size``."""
-    from . import reference as ref  # pylint: disable=import-outside-toplevel
-
     return ref.encode_margin(rows, centroids) / _distance_size(rows, centroids)
 
 
@@ -161,8 +162,6 @@ def check_codes(codes: np.ndarray, rows: np.ndarray, centroids: np.ndarray, wher
     """Assert ``codes [M, C]`` pick, for ``rows [M, C*V]``, the nearest centroid of
     ``centroids [C, K, V]``, or one as near up to ``NEAR_TIE`` (relative to ``_distance_size``:
     a near-tie, where either code is right). Returns how many codes had a near-tie."""
-    from . import reference as ref  # pylint: disable=import-outside-toplevel
-
     num_codebooks, num_centroids, _ = centroids.shape
     where = f"{where}: " if where else ""
     assert codes.shape == (len(rows), num_codebooks), \
@@ -185,8 +184,6 @@ def check_codes(codes: np.ndarray, rows: np.ndarray, centroids: np.ndarray, wher
 def lut_output(codes, centroids, weight_dn, bias=None, tables=None) -> np.ndarray:
     """A LUT layer's output ``[M, N]`` for ``codes [M, C]``, as ``reference.lut_matmul`` computes
     it: the INT8 tables of ``P.W`` (or of the free ``tables [C, K, N]``), summed, times the scale."""
-    from . import reference as ref  # pylint: disable=import-outside-toplevel
-
     real = ref.build_tables(centroids.astype(np.float32), weight_dn) if tables is None else tables
     tables_q, scale = ref.quantize_tables(np.asarray(real, dtype=np.float64))
     out = ref.lookup_accumulate(codes, tables_q).astype(np.float32) * scale
@@ -214,8 +211,6 @@ class GivenCodes:
     def lut_conv2d(self, x, centroids, weight_oihw, bias=None, strides=(1, 1), padding=(0, 0, 0, 0),
                    tables=None, where: str = ""):
         """A LUT conv layer on NCHW ``x`` through im2col; returns NCHW."""
-        from . import reference as ref  # pylint: disable=import-outside-toplevel
-
         rows, (batch, out_h, out_w) = ref.im2col_nchw(x, weight_oihw.shape[2:], strides, padding)
         flat = self.lut_matmul(rows, centroids, weight_oihw.reshape(len(weight_oihw), -1).T, bias,
                                tables, where)

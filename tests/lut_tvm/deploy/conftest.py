@@ -114,7 +114,7 @@ class DigitsCase:
         def conv(h, name):
             weight, bias = w[f"{name}.weight"], w[f"{name}.bias"]
             if name in planned:
-                return given.lut_conv2d(h, planned[name], weight, bias, (1, 1), (1, 1, 1, 1), where=name)
+                return given.lut_conv2d(h, planned[name], weight, bias, (1, 1), (1, 1, 1, 1), where=f"layer {name}")
             rows, (n, oh, ow) = ref.im2col_nchw(h, weight.shape[2:], (1, 1), (1, 1, 1, 1))
             out = rows @ weight.reshape(len(weight), -1).T + bias
             return out.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
@@ -122,7 +122,7 @@ class DigitsCase:
         def linear(h, name):
             weight, bias = w[f"{name}.weight"], w[f"{name}.bias"]
             if name in planned:
-                return given.lut_matmul(h, planned[name], weight.T, bias, where=name)
+                return given.lut_matmul(h, planned[name], weight.T, bias, where=f"layer {name}")
             return h @ weight.T + bias
 
         relu = lambda a: np.maximum(a, 0)  # noqa: E731
