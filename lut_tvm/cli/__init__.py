@@ -11,7 +11,7 @@ import warnings
 from ..errors import LutTvmError
 
 # Subcommand modules of this package, in the order ``--help`` lists them.
-COMMANDS = ("plan", "compile", "tune", "run", "bench", "device", "demo")
+COMMANDS = ("plan", "optimize", "compile", "tune", "run", "bench", "device", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
