@@ -19,7 +19,7 @@ from .evaluate import CompiledEvaluator, TorchEvaluator, metric_value, torch_lay
 from .inputs import check_eval, check_settings, import_checked, is_torch_module
 from .latency import CostModel, KernelTimer
 from .layers import DEFAULT_SUB_LENS, CentroidBank, model_layers
-from .search import Candidate, greedy_search
+from .search import Candidate, greedy_search, uniform_start
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -101,7 +101,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     modules = torch_layer_modules(model, [l.name for l in candidates_layers]) if is_torch_module(model) else None
     if evaluator == "torch" and modules is None:
         raise LutTvmError("optimize: evaluator 'torch' needs a torch module whose layers are nn.Linear / nn.Conv2d")
-    compiled_eval = CompiledEvaluator(model, eval_x, example, tvm_target, model_batch)
+    compiled_eval = CompiledEvaluator(imported, eval_x, tvm_target, model_batch)
     search_eval = TorchEvaluator(model, eval_x) if modules is not None and evaluator != "compiled" else compiled_eval
     model_key = digest(*(l.site.fingerprint for l in candidates_layers), list(imported.input_shapes), eval_x,
                        None if eval_y is None else eval_y)
@@ -123,7 +123,9 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     for cand in tqdm(candidates, desc="sensitivity", unit="candidate", leave=False, disable=None):
         if cand.saving_ms > 0:
             cand.loss_alone = metrics.loss({cand.layer: cand.sub_len})
-    choice, steps = greedy_search(candidates, metrics.loss, budget)
+    start, start_steps = uniform_start(candidates, metrics.loss, budget, cost.predict_ms)
+    choice, steps = greedy_search(candidates, metrics.loss, budget, start)
+    steps = start_steps + steps
 
     final = _verify_compiled(compiled_eval, bank, metrics, choice, budget, candidates)
     compiled_lut, compiled_loss, backed_off = final

@@ -1,5 +1,6 @@
-"""The search: sensitivity of each candidate alone, then greedy by latency saved per metric lost,
-each step verified end to end on the evaluation data (layers that break the budget backed off)."""
+"""The search: sensitivity of each candidate alone, the fastest single-V plan within budget as a
+start, then greedy by latency saved per metric lost, each step verified end to end on the
+evaluation data (layers that break the budget backed off)."""
 
 from __future__ import annotations
 
@@ -39,21 +40,44 @@ class Step:
     accepted: bool
 
 
-def greedy_search(candidates: list[Candidate], loss_of, budget: float):
-    """``(choice {layer: V}, steps)``: candidates in order of saving per point lost, each added (or
-    swapped in for its layer's current, smaller saving) only if the plan's loss measured end to end
-    by ``loss_of(choice)`` stays within ``budget``. ``loss_alone`` must be filled in."""
-    choice: dict[str, int] = {}
-    saved: dict[str, float] = {}
+def uniform_start(candidates: list[Candidate], loss_of, budget: float, predict_ms):
+    """``(choice, steps)``: the fastest (by ``predict_ms``) of the empty plan and the single-V plans
+    (every layer with a saving at that V) whose loss stays within ``budget``: where one V suits
+    every layer, the greedy search starts from there instead of building it layer by layer."""
+    steps: list[Step] = []
+    best: dict[str, int] = {}
+    for sub_len in sorted({c.sub_len for c in candidates}):
+        choice = {c.layer: sub_len for c in candidates if c.sub_len == sub_len and c.saving_ms > 0}
+        if len(choice) < 2:  # one layer: the greedy search tries it anyway
+            continue
+        loss = loss_of(choice)
+        accepted = loss <= budget and predict_ms(choice) < predict_ms(best)
+        steps.append(Step(f"every layer at V={sub_len}", choice, loss, loss <= budget))
+        if accepted:
+            best = choice
+    return best, steps
+
+
+def greedy_search(candidates: list[Candidate], loss_of, budget: float, start: dict[str, int] | None = None):
+    """``(choice {layer: V}, steps)``: from ``start`` (default: all dense), candidates in order of
+    saving per point lost, each added (or swapped in for its layer's current, smaller saving) only
+    if the plan's loss measured end to end by ``loss_of(choice)`` stays within ``budget``.
+    ``loss_alone`` must be filled in."""
+    choice: dict[str, int] = dict(start or {})
+    by_key = {(c.layer, c.sub_len): c for c in candidates}
+    saved: dict[str, float] = {n: by_key[(n, v)].saving_ms for n, v in choice.items()}
+    for name, sub_len in choice.items():
+        by_key[(name, sub_len)].status = "chosen"
     steps: list[Step] = []
     ordered = sorted(candidates, key=lambda c: (-c.score, -c.saving_ms, c.layer, c.sub_len))
     for cand in ordered:
+        if cand.status == "chosen":
+            continue
         if cand.saving_ms <= 0:
             cand.status = "slower than dense"
         elif cand.loss_alone > budget:
             cand.status = "over budget alone"
     usable = [c for c in ordered if c.status == "untried"]
-    by_key = {(c.layer, c.sub_len): c for c in candidates}
     for cand in tqdm(usable, desc="search", unit="plan", leave=False, disable=None):
         if saved.get(cand.layer, 0.0) >= cand.saving_ms:
             cand.status = "a faster V of this layer already chosen"

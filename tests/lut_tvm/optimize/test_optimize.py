@@ -58,16 +58,13 @@ def test_chosen_plan_meets_budget_on_compiled_model(optimized):
 
 
 def single_v_plans(result):
-    """``{V: {layer: V}}`` over the layers whose D admits V (every such layer, and LUT-NN's default
-    set without the first conv / last dense layer)."""
+    """``{label: {layer: V}}``: every layer whose D admits V, at V."""
     rows = result.report["layers"]
     plans = {}
     for sub_len in FAST["sub_lens"]:
         every = {r["layer"]: sub_len for r in rows if r["D"] % sub_len == 0}
-        middle = {n: v for n, v in every.items() if n not in (rows[0]["layer"], rows[-1]["layer"])}
-        for name, plan in (("every", every), ("middle", middle)):
-            if plan:
-                plans[f"{name} V={sub_len}"] = plan
+        if every:
+            plans[f"every layer at V={sub_len}"] = every
     return plans
 
 
