@@ -33,7 +33,7 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
         if chosen is not None:
             cand = next(c for c in mine if c.sub_len == chosen)
             why = (f"V={chosen}: saves {cand.saving_ms:.4f} ms for {cand.loss_alone:.2f} points alone "
-                   f"(plan loss {cand.loss_with_plan:.2f} when added)")
+                   f"(plan loss {cand.loss_with_plan:.2f} with it)")
         else:
             reasons = sorted({c.status for c in mine})
             why = "dense: " + "; ".join(reasons)

@@ -55,6 +55,9 @@ def uniform_start(candidates: list[Candidate], loss_of, budget: float, predict_m
         steps.append(Step(f"every layer at V={sub_len}", choice, loss, loss <= budget))
         if accepted:
             best = choice
+    for cand in candidates:
+        if best.get(cand.layer) == cand.sub_len:
+            cand.loss_with_plan = next(s.loss for s in steps if s.choice is best)
     return best, steps
 
 
