@@ -124,7 +124,7 @@ def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed:
     result.save(out_dir / "digits_plan.npz", out_dir / "optimize_report")
     plan = result.plan
     dense = compile_model(model, None, example_inputs=example)
-    lut = compile_model(model, plan, example_inputs=example)
+    lut = compile_model(result.model, plan, example_inputs=example)
     lut.export(out_dir / "digits_lut.so")
 
     with torch.no_grad():

@@ -33,6 +33,7 @@ class OptimizeResult:
     report: dict
     cost_model: CostModel = field(repr=False)
     choice: dict[str, int] = field(default_factory=dict)
+    model: object = None  # the model the plan binds to: the original, or the fine-tuned copy
 
     def save(self, plan_path, report_dir=None) -> list[Path]:
         """Write the plan and (if ``report_dir``) report.md / report.json / frontier.png."""
@@ -73,7 +74,7 @@ def _threads() -> int:
 def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metric: str = "accuracy", *,
              target="native", cache_dir=None, sub_lens=DEFAULT_SUB_LENS, layers=None, batch: int | None = None,
              timing_number: int = 20, timing_repeat: int = 5, max_rows: int = 4096, seed: int = 0,
-             evaluator: str = "auto") -> OptimizeResult:
+             evaluator: str = "auto", finetune: int = 0, finetune_data=None) -> OptimizeResult:
     """The fastest LUT plan (K = 16, per-layer V from ``sub_lens`` or dense) whose ``metric`` on
     ``eval_x`` stays within ``budget`` points of the original model's.
 
@@ -83,6 +84,9 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     ``cache_dir``: centroids, kernel timings and metrics are cached there (a re-run resumes).
     ``evaluator``: ``auto`` (torch forward for torch modules, else compiled), ``torch`` or
     ``compiled``. The final plan is always verified on the compiled model.
+    ``finetune``: epochs of ``lut_tvm.train.train_lutnn`` on ``finetune_data = (x, y)`` for the chosen
+    plan (torch modules only); the fine-tuned copy is kept (``result.model``, the plan bound to its
+    weights) if its compiled metric is at least the un-tuned plan's, re-verified on the eval data.
     """
     check_settings(metric, budget)
     eval_x, eval_y = check_eval(metric, eval_x, eval_y)
@@ -134,6 +138,19 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     dense_now_ms = dense.benchmark(timing_input, number=timing_number, repeat=timing_repeat) * 1e3
     plan = bank.plan(choice, provenance={"method": "optimize", "metric": metric, "budget": budget,
                                          "model": imported.source})
+    final_model, tuned = model, None
+    if finetune and choice:
+        if not is_torch_module(model):
+            raise LutTvmError("optimize: finetune needs a torch module (an .onnx / .pt2 file has no trainable layers)")
+        from .finetune import finetune_plan  # pylint: disable=import-outside-toplevel
+
+        tuned_model, tuned_plan = finetune_plan(model, choice, calibration, finetune_data, finetune, seed)
+        tuned_imported, _ = import_checked(tuned_model, calibration, eval_x, model_batch)
+        tuned_lut = CompiledEvaluator(tuned_imported, eval_x, tvm_target, model_batch).compiled(tuned_plan)
+        tuned_loss = metrics.original - metrics.of_outputs(run_batched(tuned_lut, eval_x, model_batch))
+        tuned = {"epochs": finetune, "compiled_loss": tuned_loss, "kept": tuned_loss <= compiled_loss}
+        if tuned["kept"]:
+            final_model, plan, compiled_loss = tuned_model, tuned_plan, tuned_loss
     from .report import build_report  # pylint: disable=import-outside-toplevel
 
     report = build_report(
@@ -143,7 +160,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         search_loss=metrics.loss(choice), compiled_loss=compiled_loss, backed_off=backed_off,
         measured_ms=measured_ms, dense_measured_ms=dense_now_ms,
         new_timings=timer.cache.new, sub_lens=list(sub_lens))
-    return OptimizeResult(plan, report, cost, choice)
+    report["finetune"] = tuned
+    return OptimizeResult(plan, report, cost, choice, final_model)
 
 
 def run_input(eval_x, batch):

@@ -95,6 +95,10 @@ def render_markdown(report: dict) -> str:
     for step in report["steps"]:
         lines.append(f"| {step['tried']} | {step['loss']:.2f} | {step['predicted_ms']:.4f} | "
                      f"{'yes' if step['accepted'] else 'no'} |")
+    tuned = report.get("finetune")
+    if tuned:
+        lines += ["", f"Fine-tuned {tuned['epochs']} epoch(s) (train_lutnn): compiled loss "
+                  f"{tuned['compiled_loss']:.2f} points; {'kept' if tuned['kept'] else 'not kept (no better)'}."]
     if report["backed_off_after_compiled_check"]:
         lines += ["", f"Backed off after the compiled check: {', '.join(report['backed_off_after_compiled_check'])}"]
     lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
