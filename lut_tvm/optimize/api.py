@@ -51,8 +51,9 @@ class _Metrics:
     def __init__(self, evaluator, bank, metric, labels, cache_dir, model_key):
         self.evaluator, self.bank, self.metric, self.labels = evaluator, bank, metric, labels
         self.cache = MeasurementCache(cache_dir, "metrics")
-        self.prefix = f"{model_key}|{evaluator.kind}|{metric}|{bank.data_key}"
         self.reference = evaluator.outputs(None)
+        # the original outputs in the key: any change of the model (not only its LUT-able weights)
+        self.prefix = f"{model_key}|{digest(self.reference)}|{evaluator.kind}|{metric}|{bank.data_key}"
         self.original = metric_value(metric, self.reference, self.reference, labels)
 
     def of_outputs(self, outputs) -> float:
@@ -89,6 +90,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     weights) if its compiled metric is at least the un-tuned plan's, re-verified on the eval data.
     """
     check_settings(metric, budget)
+    if evaluator not in ("auto", "torch", "compiled"):
+        raise LutTvmError(f"optimize: evaluator {evaluator!r} is not one of ['auto', 'torch', 'compiled']")
     eval_x, eval_y = check_eval(metric, eval_x, eval_y)
     calibration = np.asarray(calibration, dtype=np.float32)
     tvm_target = resolve_target(target)
