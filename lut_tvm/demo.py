@@ -99,11 +99,13 @@ def _split_validation(x_train, y_train, seed: int):
 
 
 def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed: int = 0, *,
-             budget: float = 1.0, epochs: int = 15, sub_lens=(4, 8, 9, 16, 32), timing_repeat: int = 5) -> dict:
+             budget: float = 1.0, epochs: int = 15, sub_lens=(4, 8, 9, 16, 32), timing_repeat: int = 5,
+             finetune: int = 2) -> dict:
     """Train the wide digits CNN, plan it with ``optimize`` within ``budget`` points of accuracy on a
-    validation split, compile dense and LUT, and compare accuracy (test split) and median latency
-    against PyTorch at the same thread count. Writes the plan, the LUT library, the optimize report
-    and ``summary.json``; returns the summary."""
+    validation split (then ``finetune`` epochs of LUT-NN training of the chosen plan, kept if no
+    worse), compile dense and LUT, and compare accuracy (test split) and median latency against
+    PyTorch at the same thread count. Writes the plan, the LUT library, the optimize report and
+    ``summary.json``; returns the summary."""
     import torch  # pylint: disable=import-outside-toplevel
 
     from .optimize import optimize  # pylint: disable=import-outside-toplevel
@@ -120,7 +122,8 @@ def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed:
     example = (x_test[:EVAL_BATCH],)
 
     result = optimize(model, x_fit, x_val, y_val, budget=budget, batch=EVAL_BATCH, sub_lens=sub_lens,
-                      cache_dir=out_dir / "optimize_cache", timing_repeat=timing_repeat, seed=seed)
+                      cache_dir=out_dir / "optimize_cache", timing_repeat=timing_repeat, seed=seed,
+                      finetune=finetune, finetune_data=(x_fit, y_fit))
     result.save(out_dir / "digits_plan.npz", out_dir / "optimize_report")
     plan = result.plan
     dense = compile_model(model, None, example_inputs=example)
@@ -132,7 +135,8 @@ def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed:
             return model(torch.from_numpy(x)).numpy()
 
         rows = {
-            "original (PyTorch)": (_accuracy(torch_predict, x_test, y_test), _median_seconds(torch_predict, example[0])),
+            "original (PyTorch)": (_accuracy(torch_predict, x_test, y_test),
+                                   _median_seconds(torch_predict, example[0])),
             "dense TVM": (_accuracy(dense, x_test, y_test), dense.benchmark(example[0], number=20, repeat=15)),
             "LUT TVM": (_accuracy(lut, x_test, y_test), lut.benchmark(example[0], number=20, repeat=15)),
         }
@@ -140,8 +144,10 @@ def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed:
         "model": "wide digits CNN: conv32, conv64, pool, conv128, pool, fc512, fc10",
         "threads": threads, "batch": EVAL_BATCH, "test_samples": int(len(x_test)),
         "budget_points": budget, "validation_samples": int(len(x_val)),
-        "lut_layers": {layer.name: {"V": layer.sub_vector_len, "K": layer.num_centroids} for layer in plan.layers},
-        "optimize": {"validation_accuracy_original": result.report["original_metric"],
+        "lut_layers": {layer.name: {"V": layer.sub_vector_len, "K": layer.num_centroids}
+                       for layer in plan.layers},
+        "optimize": {"finetune": result.report["finetune"],
+                     "validation_accuracy_original": result.report["original_metric"],
                      "validation_accuracy_lut": result.report["chosen_metric_compiled"],
                      "predicted_ms": result.report["latency_ms"]["predicted"],
                      "measured_ms": result.report["latency_ms"]["measured"]},

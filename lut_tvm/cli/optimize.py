@@ -68,7 +68,8 @@ def cmd_optimize(args) -> None:
     print(f"{rep['metric']}: original {rep['original_metric']:.2f}, chosen {rep['chosen_metric_compiled']:.2f} "
           f"(compiled; budget {rep['budget']})")
     print(f"latency: dense {lat['dense_measured']:.4f} ms, chosen predicted {lat['predicted']:.4f} ms, "
-          f"measured {lat['measured']:.4f} ms ({rep['threads']} thread(s), batch {rep['batch']})")
+          f"measured {lat['measured']:.4f} ms; saving predicted {lat['predicted_saving']:.4f} ms, measured "
+          f"{lat['measured_saving']:.4f} ms ({rep['threads']} thread(s), batch {rep['batch']})")
     print("wrote " + ", ".join(str(p) for p in written))
 
 

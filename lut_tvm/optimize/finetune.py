@@ -13,7 +13,8 @@ def finetune_plan(model, choice: dict[str, int], calibration: np.ndarray, train_
     """``(fine-tuned dense model, its plan)``: ``choice``'s layers converted to LUT layers (k-means on
     ``calibration``), trained ``epochs`` epochs by ``train_lutnn`` (task loss + distillation from
     ``model``) on ``train_data = (x, y)``, exported as the plan and the dense model it binds to."""
-    from ..train import LutConfig, convert, export_plan, to_dense_model, train_lutnn  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from ..train import LutConfig, convert, export_plan, to_dense_model, train_lutnn
 
     if train_data is None or len(train_data) != 2:
         raise LutTvmError("optimize: finetune needs finetune_data = (x, y) training samples and integer labels")
