@@ -91,6 +91,16 @@ def _median_seconds(fn, arg, repeat: int = 30) -> float:
     return float(np.median(times))
 
 
+def _interleaved_medians(timers: dict, rounds: int = 9) -> dict:
+    """Median seconds per timer over ``rounds`` round-robin rounds, so that every row sees the same
+    machine load (on a shared machine, timing one row after another mostly measures the load)."""
+    samples = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            samples[name].append(timer())
+    return {name: float(np.median(values)) for name, values in samples.items()}
+
+
 def _split_validation(x_train, y_train, seed: int):
     """Hold out 30% of the training split (stratified) as the data ``optimize`` chooses the plan on."""
     from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
@@ -134,12 +144,12 @@ def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed:
         def torch_predict(x):
             return model(torch.from_numpy(x)).numpy()
 
-        rows = {
-            "original (PyTorch)": (_accuracy(torch_predict, x_test, y_test),
-                                   _median_seconds(torch_predict, example[0])),
-            "dense TVM": (_accuracy(dense, x_test, y_test), dense.benchmark(example[0], number=20, repeat=15)),
-            "LUT TVM": (_accuracy(lut, x_test, y_test), lut.benchmark(example[0], number=20, repeat=15)),
-        }
+        timers = {"original (PyTorch)": lambda: _median_seconds(torch_predict, example[0], repeat=10),
+                  "dense TVM": lambda: dense.benchmark(example[0], number=10, repeat=1),
+                  "LUT TVM": lambda: lut.benchmark(example[0], number=10, repeat=1)}
+        latency = _interleaved_medians(timers)
+        rows = {name: (_accuracy(predict, x_test, y_test), latency[name])
+                for name, predict in zip(timers, (torch_predict, dense, lut))}
     summary = {
         "model": "wide digits CNN: conv32, conv64, pool, conv128, pool, fc512, fc10",
         "threads": threads, "batch": EVAL_BATCH, "test_samples": int(len(x_test)),
