@@ -12,6 +12,7 @@ import numpy as np
 from . import _tvm_compat
 from .compiler import compile as compile_model
 from .files import write_json_atomic
+from .tuning.stages import Progress
 
 EVAL_BATCH = 72
 
@@ -54,7 +55,6 @@ def wide_digits_cnn():
 def train_digits_cnn(x_train, y_train, seed: int = 0, epochs: int = 15, make=digits_cnn):
     """Train ``make()`` (default ``digits_cnn``) with Adam, seeded; returns the model in eval mode."""
     import torch  # pylint: disable=import-outside-toplevel
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
     torch.manual_seed(seed)
     model = make()
@@ -62,14 +62,15 @@ def train_digits_cnn(x_train, y_train, seed: int = 0, epochs: int = 15, make=dig
     data = torch.utils.data.TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train))
     loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=True,
                                          generator=torch.Generator().manual_seed(seed))
-    bar = tqdm(range(epochs), desc="train digits CNN", unit="epoch", disable=None)
-    for _ in bar:
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+    with Progress().counter("training the digits CNN", epochs, "epoch") as count:
+        for _ in range(epochs):
+            for xb, yb in loader:
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(xb), yb)
+                loss.backward()
+                opt.step()
+            count.status(f"loss {loss.item():.3f}")
+            count.update(1)
     return model.eval()
 
 
@@ -126,21 +127,26 @@ def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    x_train, x_test, y_train, y_test = load_digits_split(seed)
-    x_fit, x_val, y_fit, y_val = _split_validation(x_train, y_train, seed)
+    steps = Progress()
+    with steps.step("loading scikit-learn's digits"):
+        x_train, x_test, y_train, y_test = load_digits_split(seed)
+        x_fit, x_val, y_fit, y_val = _split_validation(x_train, y_train, seed)
     model = train_digits_cnn(x_fit, y_fit, seed, epochs, make=wide_digits_cnn)
     example = (x_test[:EVAL_BATCH],)
 
-    result = optimize(model, x_fit, x_val, y_val, budget=budget, batch=EVAL_BATCH, sub_lens=sub_lens,
-                      cache_dir=out_dir / "optimize_cache", timing_repeat=timing_repeat, seed=seed,
-                      finetune=finetune, finetune_data=(x_fit, y_fit))
-    result.save(out_dir / "digits_plan.npz", out_dir / "optimize_report")
+    with steps.step(f"optimize: the fastest LUT plan within {budget} point(s) of accuracy"):
+        result = optimize(model, x_fit, x_val, y_val, budget=budget, batch=EVAL_BATCH, sub_lens=sub_lens,
+                          cache_dir=out_dir / "optimize_cache", timing_repeat=timing_repeat, seed=seed,
+                          finetune=finetune, finetune_data=(x_fit, y_fit))
+        result.save(out_dir / "digits_plan.npz", out_dir / "optimize_report")
     plan = result.plan
-    dense = compile_model(model, None, example_inputs=example)
-    lut = compile_model(result.model, plan, example_inputs=example)
-    lut.export(out_dir / "digits_lut.so")
+    with steps.step("compiling the dense model with TVM"):
+        dense = compile_model(model, None, example_inputs=example)
+    with steps.step("compiling the LUT model with TVM"):
+        lut = compile_model(result.model, plan, example_inputs=example)
+        lut.export(out_dir / "digits_lut.so")
 
-    with torch.no_grad():
+    with torch.no_grad(), steps.step("measuring accuracy and latency"):
         def torch_predict(x):
             return model(torch.from_numpy(x)).numpy()
 

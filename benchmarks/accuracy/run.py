@@ -21,10 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `benchmarks.accuracy` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    __package__ = "benchmarks.accuracy"  # pylint: disable=redefined-builtin
-
 def _threads_from_argv(argv) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--threads", type=int, default=1)
@@ -71,7 +67,7 @@ def run_task(name: str, seed: int, quick: bool, out_dir: Path, extra: dict) -> d
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
@@ -96,6 +92,3 @@ def main(argv=None) -> int:
     print("report:", ", ".join(str(p) for p in paths))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from benchmarks.accuracy.tasks.digits_png import Block  # ResNet's basic block, as in the digits task
 
@@ -70,21 +68,3 @@ class ResNet18(nn.Module):
 
 
 ARCHS = {"vgg11": VGG11, "resnet18": ResNet18}
-
-
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, module)
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An eval copy with each BatchNorm folded into its conv (torch's ``fuse_conv_bn_eval``).
-
-    Pruned weights stay zero (folding scales each output channel), so sparsity is kept.
-    """
-    folded = copy.deepcopy(model).eval()
-    for conv_name, bn_name in model.conv_bn_pairs():
-        _set(folded, conv_name, fuse_conv_bn_eval(folded.get_submodule(conv_name),
-                                                  folded.get_submodule(bn_name)))
-        _set(folded, bn_name, nn.Identity())
-    return folded

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -34,7 +33,9 @@ from lut_tvm.exact.quantize import (Backend, QuantizedTorchModel, build_plan, ca
                                     predict)
 
 from . import speed  # noqa: E402
-from .models import ARCHS, fold_batchnorm  # noqa: E402
+from benchmarks.common.models import fold_batchnorm  # noqa: E402
+
+from .models import ARCHS  # noqa: E402
 from .report import write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -204,6 +205,3 @@ def main(argv=None) -> int:
         log(f"wrote {path}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

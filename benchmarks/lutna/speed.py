@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.speed.peers import quantize_static_int8
-from benchmarks.speed.timing import calibrated_median
+from benchmarks.common.peers import quantize_static_int8
+from benchmarks.common.timing import calibrated_median
 
 
 def _session(path: Path, threads: int):

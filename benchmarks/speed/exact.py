@@ -82,7 +82,7 @@ class ExactVariant:
 
 def build_exact_variant(folder: Path, label: str, variant: ExactVariant, source, example) -> dict:
     """``plan_<slug>.npz``, ``expected_<slug>.npy`` and ``lut_<slug>.so`` for ``prepare_case``."""
-    from .peers import compile_tvm  # pylint: disable=import-outside-toplevel
+    from benchmarks.common.peers import compile_tvm  # pylint: disable=import-outside-toplevel
 
     slug = variant_slug(label)
     variant.plan.save(folder / f"plan_{slug}.npz")

@@ -30,7 +30,8 @@ def lutna_torch_model(meta: dict, folder: Path):
     """Rebuild the folded lutna model of a prepared case (in a timing worker)."""
     import torch  # pylint: disable=import-outside-toplevel
 
-    from benchmarks.lutna.models import ARCHS, fold_batchnorm  # pylint: disable=import-outside-toplevel
+    from benchmarks.common.models import fold_batchnorm  # pylint: disable=import-outside-toplevel
+    from benchmarks.lutna.models import ARCHS  # pylint: disable=import-outside-toplevel
 
     model = fold_batchnorm(ARCHS[meta["torch"]["arch"]](meta["torch"]["width"]))
     model.load_state_dict(torch.load(folder / "torch.pt", map_location="cpu", weights_only=True))
@@ -72,7 +73,8 @@ def fixed_mixed_bits(names: list[str]) -> dict:
 
 def prepare_exact_vgg(folder: Path) -> dict:
     """Peers and the all-8-bit and mixed exact libraries of the lutna VGG-11 in ``folder``."""
-    from benchmarks.lutna.models import ARCHS, fold_batchnorm  # pylint: disable=import-outside-toplevel
+    from benchmarks.common.models import fold_batchnorm  # pylint: disable=import-outside-toplevel
+    from benchmarks.lutna.models import ARCHS  # pylint: disable=import-outside-toplevel
     from benchmarks.lutna.run import FULL, load_tickets, tickets_path  # pylint: disable=import-outside-toplevel
     from lut_tvm.exact.quantize import build_plan, calibrate_layers  # pylint: disable=import-outside-toplevel
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .peers import failure_text
+from benchmarks.common.peers import failure_text
 from .prepare import prepare_case
 from .shapes import KernelCase
 

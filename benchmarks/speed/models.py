@@ -52,7 +52,8 @@ def minilm_tokens(count: int, seed: int) -> np.ndarray:
 def digits_model(trained: bool) -> nn.Module:
     """The folded digits CNN; with ``trained`` its cached weights (caller checks they exist)."""
     from benchmarks.accuracy.common import weights_path  # pylint: disable=import-outside-toplevel
-    from benchmarks.accuracy.tasks.digits_png import ResNetDigits, fold_batchnorm  # pylint: disable=C0415
+    from benchmarks.accuracy.tasks.digits_png import ResNetDigits  # pylint: disable=C0415
+    from benchmarks.common.models import fold_batchnorm  # pylint: disable=C0415
 
     torch.manual_seed(0)
     model = ResNetDigits()

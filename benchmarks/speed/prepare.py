@@ -18,7 +18,7 @@ import numpy as np
 
 from lut_tvm.files import write_json_atomic
 
-from .peers import compile_tvm, export_onnx, failure_text, quantize_int8, quantize_static_int8
+from benchmarks.common.peers import compile_tvm, export_onnx, failure_text, quantize_int8, quantize_static_int8
 
 LOG = logging.getLogger("benchmarks.speed")
 

@@ -22,10 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `benchmarks.speed` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    __package__ = "benchmarks.speed"  # pylint: disable=redefined-builtin
-
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 ROUNDS = 15  # samples per framework and case (--repeat)
@@ -42,7 +38,7 @@ def cpu_seconds() -> float:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", choices=("kernels", "models", "exact"),
                         help="run one group only (exact: LUT-NA exact-mode kernels and VGG-11)")
@@ -99,7 +95,7 @@ def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
                  for case in exact_cases]
         if not args.quick:
             jobs.append((work / "exact" / "vgg11", prepare_exact_vgg))
-    from .peers import failure_text  # pylint: disable=import-outside-toplevel
+    from benchmarks.common.peers import failure_text  # pylint: disable=import-outside-toplevel
 
     folders, reused = [], []
     bar = progress(jobs, desc="building (export, quantize, plan, compile)", unit="case")
@@ -137,7 +133,7 @@ def main(argv=None) -> int:
 
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
-    from .machine import library_versions, machine_info, shuffle_peak  # pylint: disable=C0415
+    from benchmarks.common.machine import library_versions, machine_info, shuffle_peak  # pylint: disable=C0415
     from .report import write_report  # pylint: disable=import-outside-toplevel
 
     if args.report_only:
@@ -177,6 +173,3 @@ def main(argv=None) -> int:
     print("wrote", ", ".join(str(p) for p in paths))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .peers import failure_text, first_output, ort_runner, torch_runner, tvm_runner
+from benchmarks.common.peers import failure_text, first_output, ort_runner, torch_runner, tvm_runner
 from lut_tvm.files import write_json_atomic
 
 from .prepare import read_meta
-from .timing import PAUSE_S, calls_per_sample, interleaved_samples, vm_kernel_times
+from benchmarks.common.timing import PAUSE_S, calls_per_sample, interleaved_samples, vm_kernel_times
 
 LUT_ENCODE_PREFIX = "lut_encode"
 LUT_LOOKUP_PREFIX = "lut_lookup"

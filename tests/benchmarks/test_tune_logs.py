@@ -1,4 +1,4 @@
-"""The speed benchmark's tuning driver (benchmarks/speed/tune_logs.py) on one small kernel case,
+"""The speed benchmark's tuning driver (scripts/tune_logs.py) on one small kernel case,
 2 trials into a temporary log: compile applies the records and computes what the untuned build
 and the NumPy reference do; a second run finds nothing left to tune."""
 
@@ -17,7 +17,7 @@ from lut_tvm.tuning import keys
 
 pytest.importorskip("onnxruntime", reason="the speed benchmark's case folders need ONNX Runtime (.[bench])")
 
-from benchmarks.speed import tune_logs  # noqa: E402  pylint: disable=wrong-import-position
+from scripts import tune_logs  # noqa: E402  pylint: disable=wrong-import-position
 from benchmarks.speed.models import load_torch_model  # noqa: E402  pylint: disable=wrong-import-position
 from benchmarks.speed.prepare import read_meta  # noqa: E402  pylint: disable=wrong-import-position
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lut_tvm import reference as ref
+from lut_tvm.plan import TableQuant
 
 # Tight: the compiled LUT layers must reproduce the reference bit-for-bit up to the float
 # rounding of the dense layers around them.
@@ -121,7 +122,7 @@ class RefForward:
         rows = h.reshape(-1, depth)
         cents = self.plans[name].centroids
         self._note(name, len(h), rows, cents)
-        return ref.lut_matmul(rows, cents, weight.T, bias).reshape(*lead, -1)
+        return ref.lut_matmul(rows, cents, weight.T, bias, self._granularity(name)).reshape(*lead, -1)
 
     def conv(self, h, name, stride, pad):
         weight, bias = self.w[f"{name}.weight"], self.w[f"{name}.bias"]
@@ -131,7 +132,11 @@ class RefForward:
         cents = self.plans[name].centroids
         rows, _ = ref.im2col_nchw(h, weight.shape[2:], (stride, stride), (pad,) * 4)
         self._note(name, len(h), rows, cents)
-        return ref.lut_conv2d(h, cents, weight, bias, (stride, stride), (pad,) * 4)
+        return ref.lut_conv2d(h, cents, weight, bias, (stride, stride), (pad,) * 4,
+                              granularity=self._granularity(name))
+
+    def _granularity(self, name):
+        return TableQuant(self.plans[name].table_quant).granularity
 
     def _note(self, name, batch, rows, cents):
         # rows are sample-major in both layouts (dense: [batch, ...lead], im2col: [batch, OH, OW])

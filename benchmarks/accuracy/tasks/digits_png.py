@@ -11,13 +11,14 @@ free tables and refit weight); the learned recipes start from the refit-weight m
 
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lut_tvm.train import convert
+
+from benchmarks.common.models import fold_batchnorm
 
 from ..common import cached_training, layer_summary, seed_everything
 from ..data import load_opencv_digits
@@ -60,27 +61,14 @@ class ResNetDigits(nn.Module):
         h = self.layer3(self.layer2(self.layer1(h)))
         return self.fc(h.mean((2, 3)))
 
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy with every BatchNorm2d folded into the conv before it (convs gain a bias)."""
-    folded = copy.deepcopy(model).eval()
-    pairs = [("stem", "stem_bn")]
-    for block in ("layer1", "layer2", "layer3"):
-        pairs += [(f"{block}.conv1", f"{block}.bn1"), (f"{block}.conv2", f"{block}.bn2")]
-        if getattr(folded, block).shortcut is not None:
-            pairs.append((f"{block}.shortcut.0", f"{block}.shortcut.1"))
-    for conv_name, bn_name in pairs:
-        conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                        padding=conv.padding, bias=True)
-        with torch.no_grad():
-            new.weight.copy_(conv.weight * scale[:, None, None, None])
-            new.bias.copy_(bn.bias - bn.running_mean * scale)
-        for name, module in ((conv_name, new), (bn_name, nn.Identity())):
-            parent, _, attr = name.rpartition(".")
-            setattr(folded.get_submodule(parent) if parent else folded, attr, module)
-    return folded
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """The (conv, BatchNorm) module names that ``fold_batchnorm`` folds."""
+        pairs = [("stem", "stem_bn")]
+        for block in ("layer1", "layer2", "layer3"):
+            pairs += [(f"{block}.conv1", f"{block}.bn1"), (f"{block}.conv2", f"{block}.bn2")]
+            if getattr(self, block).shortcut is not None:
+                pairs.append((f"{block}.shortcut.0", f"{block}.shortcut.1"))
+        return pairs
 
 
 def shift_augment(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Encode kernels at one thread: dense (codebook-lane vs row-vectorized) and conv row encodes.
 
-Usage: TVM_NUM_THREADS=1 .venv/bin/python benchmarks/encode_speed.py [--rows 128] [--rounds 7]
+Usage: TVM_NUM_THREADS=1 .venv/bin/python -m benchmarks.encode_speed [--rows 128] [--rounds 7]
 (``TVM_NUM_THREADS=2`` times the same kernels on two threads.)
 
 For M rows, K = 16 and each (D, V) in (384, 16), (1536, 16), (384, 4) (C = D / V codebooks):
@@ -34,17 +34,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tvm  # noqa: E402
 
-from benchmarks.kernel_bench import compile_scheduled, write_markdown  # noqa: E402
-from benchmarks.speed.timing import time_evaluator_median  # noqa: E402
+from benchmarks.common.kernel_bench import compile_scheduled, write_markdown  # noqa: E402
+from benchmarks.common.timing import time_evaluator_median  # noqa: E402
 from lut_tvm import reference as ref  # noqa: E402
 from schedules.lut_compute import Conv2dGeometry  # noqa: E402
 from schedules.lut_conv_shuffle_compute import (  # noqa: E402
@@ -168,7 +166,7 @@ def conv_table(opts, target) -> list[str]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.encode_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--number", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=15)
@@ -213,7 +211,7 @@ def main():
     notes = [
         f"# Encode speed, K = {K}, {THREADS} thread(s)",
         "",
-        f"Command: `TVM_NUM_THREADS={THREADS} .venv/bin/python benchmarks/encode_speed.py "
+        f"Command: `TVM_NUM_THREADS={THREADS} .venv/bin/python -m benchmarks.encode_speed "
         f"--rows {opts.rows} --number {opts.number} --repeat {opts.repeat} --rounds {opts.rounds}"
         + (f" --variants {' '.join(opts.variants)}" if opts.variants else "")
         + (" --skip-dense" if opts.skip_dense else "") + "`",
@@ -269,6 +267,3 @@ def main():
     ]
     write_markdown(opts.out, notes)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Time models through the Relax CPU pipeline under the default dense-op schedule rules.
 
-Usage: .venv/bin/python benchmarks/dense_rules_speed.py [--threads 1 2] [--no-baseline]
-       .venv/bin/python benchmarks/dense_rules_speed.py --minilm [--threads 1 2] [--out FILE]
+Usage: .venv/bin/python -m benchmarks.dense_rules_speed [--threads 1 2] [--no-baseline]
+       .venv/bin/python -m benchmarks.dense_rules_speed --minilm [--threads 1 2] [--out FILE]
 
 Default: a torch MLP and small CNN with DENSE_OP_RULES, without any schedule ("none") and in
 torch. ``--minilm``: all-MiniLM-L6-v2 (batch 1, sequence 128) through ``lut_tvm.compile``
@@ -23,12 +23,11 @@ import statistics
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.kernel_bench import write_markdown  # noqa: E402
-from benchmarks.speed.timing import calibrated_median  # noqa: E402
-from benchmarks.speed.timing import PAUSE_S, interleaved_samples, vm_kernel_times  # noqa: E402
+from benchmarks.common.kernel_bench import write_markdown  # noqa: E402
+from benchmarks.common.timing import calibrated_median  # noqa: E402
+from benchmarks.common.timing import PAUSE_S, interleaved_samples, vm_kernel_times  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "dense_rules_speed.md")
 # Kernels reported one by one: the row reductions and the attention matmuls.
@@ -179,7 +178,7 @@ def _interleaved_kernel_ms(compiled: dict, inp: list) -> dict:
 
 def _minilm_report(by_threads: dict, load: str) -> list[str]:
     lines = ["# Default dense-op rules on all-MiniLM-L6-v2 (batch 1, sequence 128)", "",
-             "Command: `.venv/bin/python benchmarks/dense_rules_speed.py --minilm`. "
+             "Command: `.venv/bin/python -m benchmarks.dense_rules_speed --minilm`. "
              "`lut_tvm.compile(model, plan, tuning_logs=False)`, target native, fast math on.",
              "before = row reductions (softmax, layer_norm) by dlight's cpu.Reduction (the "
              "previous default); after = RowReduction (vector partial sums, rows in L1).",
@@ -209,8 +208,8 @@ def _minilm_report(by_threads: dict, load: str) -> list[str]:
 
 def _run_worker(threads: int, extra: list[str]) -> dict:
     env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, __file__, "--worker", str(threads), *extra]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    cmd = [sys.executable, "-m", "benchmarks.dense_rules_speed", "--worker", str(threads), *extra]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     if proc.returncode:
         sys.exit(f"worker ({threads} threads) failed:\n{proc.stderr[-3000:]}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
@@ -218,7 +217,7 @@ def _run_worker(threads: int, extra: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dense_rules_speed", description=__doc__)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-baseline", action="store_true", help="skip unscheduled timing")
     parser.add_argument("--minilm", action="store_true", help="MiniLM before/after the rules")
@@ -247,6 +246,3 @@ def main() -> None:
                   f"{none * 1e3:10.3f} {row['rules'] / row['torch']:11.2f} "
                   f"{none / row['torch']:10.1f}")
 
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """LUT lookup kernels at one thread: shuffle lookup vs gather lookup vs torch fp32 matmul.
 
-Usage: TVM_NUM_THREADS=1 .venv/bin/python benchmarks/lut_kernel_speed.py [--rows 128] [--repeat 15]
+Usage: TVM_NUM_THREADS=1 .venv/bin/python -m benchmarks.lut_kernel_speed [--rows 128] [--repeat 15]
 (``TVM_NUM_THREADS=2`` for two threads: torch then gets as many; the report says which.)
 
 For M rows and each (D, N) with V = 16 (C = D / 16 codebooks, K = 16):
@@ -15,7 +15,7 @@ TVM kernels are timed with ``time_evaluator`` (median of ``repeat`` runs, each a
 ``number`` calls); torch with repeated ``time.perf_counter`` (median of the same). All three
 include the scale/bias epilogue where they have one (torch: none, a plain matmul).
 GFLOP/s-equivalent = 2 M D N / t. Lookups/s = M N C / t, compared with the shuffle peak
-(``benchmarks.speed.machine.shuffle_peak``: 64 byte lookups per ``vpshufb zmm`` x 1 shuffle per
+(``benchmarks.common.machine.shuffle_peak``: 64 byte lookups per ``vpshufb zmm`` x 1 shuffle per
 cycle (port 5 only on Skylake-SP / Cascade Lake) x the clock read from /proc/cpuinfo).
 The encode step is not included (lookup kernels only).
 
@@ -28,19 +28,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
 
-from benchmarks.speed.machine import shuffle_peak  # noqa: E402
-from benchmarks.kernel_bench import compile_scheduled, write_markdown  # noqa: E402
-from benchmarks.speed.timing import median_call_seconds, time_evaluator_median  # noqa: E402
+from benchmarks.common.machine import shuffle_peak  # noqa: E402
+from benchmarks.common.kernel_bench import compile_scheduled, write_markdown  # noqa: E402
+from benchmarks.common.timing import median_call_seconds, time_evaluator_median  # noqa: E402
 from schedules.lut_conv_shuffle_compute import lookup_conv2d_shuffle_func  # noqa: E402
 from schedules.lut_kernels import lookup_dense_func  # noqa: E402
 from schedules.lut_shuffle_compute import lookup_dense_shuffle_func  # noqa: E402
@@ -139,7 +137,7 @@ def conv_lines(number, repeat, target, peak) -> list[str]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.lut_kernel_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--number", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=15)
@@ -175,7 +173,7 @@ def main():
     notes = [
         f"# LUT lookup kernel speed, M = {opts.rows}, V = {SUB_LEN}, K = {K}, {threads} thread(s)",
         "",
-        f"Command: `TVM_NUM_THREADS={threads} .venv/bin/python benchmarks/lut_kernel_speed.py --rows {opts.rows} "
+        f"Command: `TVM_NUM_THREADS={threads} .venv/bin/python -m benchmarks.lut_kernel_speed --rows {opts.rows} "
         f"--number {opts.number} --repeat {opts.repeat}`",
         f"Target: `{dict(TARGET, **{'num-cores': threads})}`; torch {torch.__version__} fp32 matmul, "
         f"{threads} thread(s). Medians.",
@@ -192,6 +190,3 @@ def main():
         notes += ["## Conv lookups (NCHW output, shuffle kernel only)", "", *conv, ""]
     write_markdown(opts.out, notes)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
-"""Tune the shipped MetaSchedule logs for every case of the speed benchmark and the demo CNN.
+"""Tune the shipped MetaSchedule logs (run from the repository root) for every case of the speed benchmark and the demo CNN.
 
-    python -m benchmarks.speed.tune_logs [--target x86-avx512] [--trials N] [--only kernels|models|demo]
+    python -m scripts.tune_logs [--target x86-avx512] [--trials N] [--only kernels|models|demo]
                                          [--cases SUBSTR ...] [--log-dir DIR] [--work DIR]
                                          [--max-minutes M] [--prune] [--dry-run]
 
@@ -36,16 +36,13 @@ from typing import Callable
 import numpy as np
 from torch import nn
 
-if __package__ in (None, ""):  # run as a script: make `benchmarks.speed` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    __package__ = "benchmarks.speed"  # pylint: disable=redefined-builtin
-
 # Per task: 2 cores shared with other jobs, about 35 minutes for every case (see DEFAULT_TRIALS_NOTE).
 DEFAULT_TRIALS = 8
 DEFAULT_TRIALS_NOTE = "fits the ~35-minute budget on 2 cores (tuning_logs/README.md, Shipped logs)"
 GROUPS = ("kernels", "models", "demo")
 STATE_FILE, REPORT_FILE = "TUNED.json", "TUNED.md"
-STATE_FORMAT = "benchmarks.speed.tune_logs"
+STATE_FORMAT = "scripts.tune_logs"
+LEGACY_STATE_FORMATS = ("benchmarks.speed.tune_logs",)  # this tool's name before it moved to scripts/
 
 
 class Deadline:
@@ -94,7 +91,7 @@ class TuneCase:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.tune_logs", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="x86-avx512", help="lut_tvm target name (default: x86-avx512)")
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                         help=f"measurements per task (default {DEFAULT_TRIALS}: {DEFAULT_TRIALS_NOTE})")
@@ -129,11 +126,11 @@ def wanted(name: str, patterns) -> bool:
 def prepared_folders(args, work: Path, progress) -> list[tuple[str, Path]]:
     """``(group, folder)`` of every speed-benchmark case selected, prepared (or reused) in ``work``."""
     # pylint: disable=import-outside-toplevel
-    from .kernels import prepare_kernel
-    from .models import prepare_digits, prepare_minilm
-    from .peers import failure_text
-    from .prepare import read_meta
-    from .run import select_kernel_cases
+    from benchmarks.speed.kernels import prepare_kernel
+    from benchmarks.speed.models import prepare_digits, prepare_minilm
+    from benchmarks.common.peers import failure_text
+    from benchmarks.speed.prepare import read_meta
+    from benchmarks.speed.run import select_kernel_cases
 
     jobs = []
     if args.only in (None, "kernels"):
@@ -161,8 +158,8 @@ def prepared_folders(args, work: Path, progress) -> list[tuple[str, Path]]:
 def folder_cases(group: str, folder: Path) -> list[TuneCase]:
     """The dense model and each LUT plan of a prepared case folder, as the benchmark compiles them."""
     # pylint: disable=import-outside-toplevel
-    from .models import load_torch_model
-    from .prepare import read_meta, variant_slug
+    from benchmarks.speed.models import load_torch_model
+    from benchmarks.speed.prepare import read_meta, variant_slug
 
     meta = read_meta(folder)
 
@@ -211,7 +208,7 @@ class TunedState:
             saved = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        if saved.get("format") != STATE_FORMAT or saved.get("key") != key_id:
+        if saved.get("format") not in (STATE_FORMAT, *LEGACY_STATE_FORMATS) or saved.get("key") != key_id:
             print(f"{path}: made for another log key or format; starting afresh", file=sys.stderr)
             return
         self.tasks, self.cases, self.runs = saved["tasks"], saved["cases"], saved.get("runs", [])
@@ -260,7 +257,7 @@ def session_inputs(cases: list[TuneCase]):
         fingerprints.update(layer.weight_fingerprint for layer in planned)
         layers += [replace(layer, name=f"parts.{len(kept)}.{layer.name}") for layer in planned]
         kept.append((case, model, example))
-    merged = Plan(layers, provenance={"method": "benchmarks.speed.tune_logs side by side"}) if layers else None
+    merged = Plan(layers, provenance={"method": "scripts.tune_logs side by side"}) if layers else None
     return (SideBySide([model for _, model, _ in kept]), merged, tuple(example for _, _, example in kept),
             [case for case, _, _ in kept])
 
@@ -362,7 +359,7 @@ def case_latency(row: dict, state: TunedState) -> tuple[float, float, int]:
 def render_report(state: TunedState, device: str, log_path: Path) -> str:
     """``TUNED.md``: one row per case, then each case's tasks."""
     lines = [f"# Tuning logs for the speed benchmark and the demo CNN ({device})", "",
-             f"Written by `python -m benchmarks.speed.tune_logs`; log `{log_path.parent.name}/{log_path.name}`.",
+             f"Written by `python -m scripts.tune_logs`; log `{log_path.parent.name}/{log_path.name}`.",
              "Latencies are MetaSchedule's runner times on this machine (2 cores shared with other jobs: "
              "noisy), each task's mean weighted by its calls in the model, summed over the case's tasks "
              "(a task shared with an earlier case counts with the times measured there). "
@@ -434,7 +431,7 @@ def print_dry_run(rows: dict, sessions: list) -> None:
 def extract_rows(cases, tvm_target, state: TunedState, progress) -> tuple[dict, dict]:
     """``(rows, owner)``: every case's row (``case_row``) and, per task hash, the case that tunes it.
     A case tuned in an earlier run whose tasks did not change keeps its row."""
-    from .peers import failure_text  # pylint: disable=import-outside-toplevel
+    from benchmarks.common.peers import failure_text  # pylint: disable=import-outside-toplevel
 
     rows, owner = {}, {}
     bar = progress(cases, desc="cases: extracting tasks", unit="case")
@@ -456,7 +453,7 @@ def tune_sessions(sessions, args, tvm_target, state: TunedState, rows: dict, own
                   deadline: Deadline) -> bool:
     """Run the sessions in order (cases a side-by-side session leaves out run next; one that fails
     is split into one session per case); saves the state after each; True when interrupted."""
-    from .peers import failure_text  # pylint: disable=import-outside-toplevel
+    from benchmarks.common.peers import failure_text  # pylint: disable=import-outside-toplevel
 
     bar = progress(total=sum(len(cases) for cases in sessions), desc="cases: tuning", unit="case")
     while sessions:
@@ -516,7 +513,7 @@ def main(argv=None) -> int:
             interrupted = True
     if interrupted:
         print("interrupted: every record measured so far is kept", file=sys.stderr)
-    command = " ".join(["python -m benchmarks.speed.tune_logs", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m scripts.tune_logs", *(argv if argv is not None else sys.argv[1:])])
     state.runs.append({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": command, "trials": args.trials,
                        "wall_s": round(time.time() - start, 1), "load_start": load_start,
                        "load_end": round(os.getloadavg()[0], 2), "interrupted": interrupted})

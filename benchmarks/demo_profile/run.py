@@ -1,14 +1,14 @@
 """Profile the bundled demo (digits CNN, batch 72): per-kernel and whole-model medians of the
 dense and LUT compiles against PyTorch, at several thread counts.
 
-Usage: .venv/bin/python benchmarks/demo_profile.py [--threads 1 2] [--repeat 50] [--top 12]
+Usage: .venv/bin/python -m benchmarks.demo_profile [--threads 1 2] [--repeat 50] [--top 12]
        [--cache DIR]
 
 The CNN is trained and its k-means plan built once (``lut_tvm.demo`` functions, seeded), then
 each thread count runs in a fresh subprocess with TVM_NUM_THREADS (read when TVM's thread pool
 starts) and torch.set_num_threads set to the same value. Per-kernel times come first, from the
 Relax VM instrument hook (``vm.set_instrument``), summed per kernel within one run, median over
-runs (``benchmarks.speed.timing.vm_kernel_times``). Whole-model times then alternate blocks of
+runs (``benchmarks.common.timing.vm_kernel_times``). Whole-model times then alternate blocks of
 runs of PyTorch, TVM dense and TVM LUT over several rounds (so background load hits all three
 alike), with a short pause between blocks: PyTorch's spinning OpenMP workers otherwise steal the
 cores from TVM's thread pool right after a PyTorch run (``timing.interleaved_samples``; each
@@ -27,11 +27,9 @@ import tempfile
 from pathlib import Path
 
 ROUNDS = 5  # whole-model timing: this many rounds of one block of runs per framework
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from benchmarks.speed.timing import PAUSE_S, interleaved_samples, vm_kernel_times  # noqa: E402
+from benchmarks.common.timing import PAUSE_S, interleaved_samples, vm_kernel_times  # noqa: E402
 
 
 def _prepare(work: Path, seed: int) -> None:
@@ -107,7 +105,7 @@ def _print(result: dict, top: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_profile", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--top", type=int, default=12, help="kernels listed per model")
@@ -130,7 +128,7 @@ def main() -> None:
         for threads in args.threads:
             env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
             proc = subprocess.run(
-                [sys.executable, __file__, "--worker", str(threads), "--work", str(work),
+                [sys.executable, "-m", "benchmarks.demo_profile", "--worker", str(threads), "--work", str(work),
                  "--repeat", str(args.repeat), "--seed", str(args.seed)],
                 env=env, cwd=ROOT, capture_output=True, text=True, check=False,
             )
@@ -139,6 +137,3 @@ def main() -> None:
                 raise SystemExit(f"worker for {threads} thread(s) failed")
             _print(json.loads(proc.stdout.strip().splitlines()[-1]), args.top)
 
-
-if __name__ == "__main__":
-    main()

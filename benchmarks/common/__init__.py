@@ -1,0 +1,1 @@
+"""Helpers shared by the benchmarks: timing, the peer frameworks, machine facts, kernel builds."""
