@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import LutTvmError
-from ..plan import Plan
+from ..plan import Plan, TableQuant
 from ..targets import is_host_runnable, resolve_target
 from .cache import MeasurementCache, digest
 from .evaluate import CompiledEvaluator, TorchEvaluator, metric_value, torch_layer_modules, run_batched
@@ -60,10 +60,11 @@ class _Metrics:
         return metric_value(self.metric, outputs, self.reference, self.labels)
 
     def loss(self, choice: dict[str, int]) -> float:
-        key = f"{self.prefix}|{sorted(choice.items())}"
+        plan = self.bank.plan(choice)
+        key = f"{self.prefix}|{sorted((l.name, l.sub_vector_len, l.table_quant.value) for l in plan.layers)}"
         value = self.cache.get(key)
         if value is None:
-            value = self.of_outputs(self.evaluator.outputs(self.bank.plan(choice)))
+            value = self.of_outputs(self.evaluator.outputs(plan))
             self.cache.put(key, value)
         return self.original - float(value)
 
@@ -75,7 +76,8 @@ def _threads() -> int:
 def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metric: str = "accuracy", *,
              target="native", cache_dir=None, sub_lens=DEFAULT_SUB_LENS, layers=None, batch: int | None = None,
              timing_number: int = 20, timing_repeat: int = 5, max_rows: int = 4096, seed: int = 0,
-             evaluator: str = "auto", finetune: int = 0, finetune_data=None) -> OptimizeResult:
+             evaluator: str = "auto", finetune: int = 0, finetune_data=None,
+             table_quants=(TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN)) -> OptimizeResult:
     """The fastest LUT plan (K = 16, per-layer V from ``sub_lens`` or dense) whose ``metric`` on
     ``eval_x`` stays within ``budget`` points of the original model's.
 
@@ -85,11 +87,13 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     ``cache_dir``: centroids, kernel timings and metrics are cached there (a re-run resumes).
     ``evaluator``: ``auto`` (torch forward for torch modules, else compiled), ``torch`` or
     ``compiled``. The final plan is always verified on the compiled model.
+    ``table_quants``: the INT8 table scale granularities tried per candidate (the best alone is kept).
     ``finetune``: epochs of ``lut_tvm.train.train_lutnn`` on ``finetune_data = (x, y)`` for the chosen
     plan (torch modules only); the fine-tuned copy is kept (``result.model``, the plan bound to its
     weights) if its compiled metric is at least the un-tuned plan's, re-verified on the eval data.
     """
     check_settings(metric, budget)
+    table_quants = [TableQuant(q) for q in table_quants]
     if evaluator not in ("auto", "torch", "compiled"):
         raise LutTvmError(f"optimize: evaluator {evaluator!r} is not one of ['auto', 'torch', 'compiled']")
     eval_x, eval_y = check_eval(metric, eval_x, eval_y)
@@ -129,7 +133,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     candidates = [Candidate(l.name, v, cost.saving_ms(l.name, v)) for l in candidates_layers for v in l.sub_lens]
     for cand in tqdm(candidates, desc="sensitivity", unit="candidate", leave=False, disable=None):
         if cand.saving_ms > 0:
-            cand.loss_alone = metrics.loss({cand.layer: cand.sub_len})
+            _measure_alone(cand, metrics, bank, table_quants)
     start, start_steps = uniform_start(candidates, metrics.loss, budget, cost.predict_ms)
     choice, steps = greedy_search(candidates, metrics.loss, budget, start)
     steps = start_steps + steps
@@ -165,6 +169,19 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         new_timings=timer.cache.new, sub_lens=list(sub_lens))
     report["finetune"] = tuned
     return OptimizeResult(plan, report, cost, choice, final_model)
+
+
+def _measure_alone(cand: Candidate, metrics: _Metrics, bank: CentroidBank, table_quants) -> None:
+    """The candidate's loss with only its layer as a LUT, at each table scale granularity; the best
+    (first on a tie) is kept for the search. The granularities run the same kernel (a scale per
+    output column is a vector the kernels read either way), so the latency is the same."""
+    losses = {}
+    for quant in table_quants:
+        bank.table_quant[(cand.layer, cand.sub_len)] = quant
+        losses[quant] = metrics.loss({cand.layer: cand.sub_len})
+    best = min(losses, key=lambda q: (losses[q], table_quants.index(q)))
+    bank.table_quant[(cand.layer, cand.sub_len)] = best
+    cand.loss_alone, cand.table_quant = losses[best], best.value
 
 
 def run_input(eval_x, batch):

@@ -110,7 +110,9 @@ class TorchEvaluator:
         for layer in plan.layers if plan else []:
             original = self.module.get_submodule(layer.name)
             make = LutConv2d.from_conv if isinstance(original, nn.Conv2d) else LutLinear.from_linear
-            replace_module(self.module, layer.name, make(original, layer.centroids).eval())
+            lut = make(original, layer.centroids).eval()
+            lut.table_quant = layer.table_quant
+            replace_module(self.module, layer.name, lut)
             swapped.append((layer.name, original))
         try:
             with torch.no_grad():

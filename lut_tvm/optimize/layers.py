@@ -9,7 +9,7 @@ import numpy as np
 
 from ..compiler import layer_sites
 from ..kmeans import kmeans_centroids
-from ..plan import LayerPlan, Plan
+from ..plan import LayerPlan, Plan, TableQuant
 from ..planner import collect_layer_rows, layer_name
 from ..weights import LayerKind, reduction_length
 from .cache import MeasurementCache, digest
@@ -75,6 +75,8 @@ class CentroidBank:
         self.data_key = digest(calibration, max_rows, seed, NUM_CENTROIDS)
         self._rows: dict[str, np.ndarray] | None = None
         self._centroids: dict[tuple[str, int], np.ndarray] = {}
+        # (layer, V) -> table scale granularity; the search sets it per candidate (default per layer)
+        self.table_quant: dict[tuple[str, int], TableQuant] = {}
 
     def _layer_rows(self, name: str) -> np.ndarray:
         if self._rows is None:  # one calibration pass for every layer, only when something is missing
@@ -101,8 +103,9 @@ class CentroidBank:
 
     def layer_plan(self, layer: Layer, sub_len: int) -> LayerPlan:
         site = layer.site
+        quant = self.table_quant.get((layer.name, sub_len), TableQuant.INT8_PER_LAYER)
         return LayerPlan(layer.name, site.kind, tuple(site.weight.shape), site.fingerprint,
-                         self.centroids(layer, sub_len))
+                         self.centroids(layer, sub_len), table_quant=quant)
 
     def plan(self, choice: dict[str, int], provenance: dict | None = None) -> Plan:
         """The plan of ``choice`` (layer name -> V; the layers not named stay dense)."""

@@ -11,7 +11,8 @@ from ..files import write_json_atomic, write_text_atomic
 NOTES = [
     "K = 16 only: the LUT kernels hold one 16-entry table column per register lane; K = 32/64 "
     "(AVX-512 VBMI vpermb/vpermi2b) has no kernel yet, so it is not offered on any target.",
-    "Tables: INT8 with one scale per layer (the only table quantization the kernels run today).",
+    "Tables: INT8 with one scale per layer or per output column, whichever loses less with the layer "
+    "alone (the same kernel runs both: it reads a scale vector either way, so the latency is shared).",
     "Latency: each layer's kernel compiled alone (default schedules, no tuning log) and timed with "
     "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings.",
 ]
@@ -32,7 +33,7 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
         chosen = choice.get(layer.name)
         if chosen is not None:
             cand = next(c for c in mine if c.sub_len == chosen)
-            why = (f"V={chosen}: saves {cand.saving_ms:.4f} ms for {cand.loss_alone:.2f} points alone "
+            why = (f"V={chosen}, {cand.table_quant}: saves {cand.saving_ms:.4f} ms for {cand.loss_alone:.2f} points alone "
                    f"(plan loss {cand.loss_with_plan:.2f} with it)")
         else:
             reasons = sorted({c.status for c in mine})
@@ -94,10 +95,11 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {row['layer']} | {row['shape']} | {row['D']} | {row['dense_ms']:.4f} | {chosen} | "
                      f"{row['why']} |")
     lines += ["", "## Candidates (one layer as LUT, the rest dense)", "",
-              "| layer | V | saving ms | loss alone | status |", "|---|---:|---:|---:|---|"]
+              "| layer | V | table scales | saving ms | loss alone | status |", "|---|---:|---|---:|---:|---|"]
     for cand in report["candidates"]:
         loss = "" if cand["loss_alone"] is None else f"{cand['loss_alone']:.2f}"
-        lines.append(f"| {cand['layer']} | {cand['sub_len']} | {cand['saving_ms']:.4f} | {loss} | {cand['status']} |")
+        lines.append(f"| {cand['layer']} | {cand['sub_len']} | {cand['table_quant']} | {cand['saving_ms']:.4f} | "
+                     f"{loss} | {cand['status']} |")
     lines += ["", "## Search (each plan checked end to end)", "",
               "| added | loss | predicted ms | accepted |", "|---|---:|---:|---|"]
     for step in report["steps"]:

@@ -21,6 +21,7 @@ class Candidate:
     loss_alone: float = float("nan")  # metric points lost with only this layer as a LUT
     status: str = "untried"  # chosen / replaced / over budget alone / breaks budget / slower / ...
     loss_with_plan: float = float("nan")  # loss of the plan when this candidate was tried in it
+    table_quant: str = "int8_per_layer"  # the table scale granularity that lost least alone
 
     @property
     def score(self) -> float:

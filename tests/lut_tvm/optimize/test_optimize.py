@@ -52,9 +52,11 @@ def test_chosen_plan_meets_budget_on_compiled_model(optimized):
     assert original_usable - accuracy <= BUDGET + 100 / usable  # the last partial batch left out here
     assert original - result.report["chosen_metric_compiled"] <= BUDGET
     assert [l.name for l in result.plan.layers] == list(result.choice)
+    quants = {(c["layer"], c["sub_len"]): c["table_quant"] for c in result.report["candidates"]}
     for layer in result.plan.layers:
         assert layer.sub_vector_len == result.choice[layer.name]
         assert layer.num_centroids == 16
+        assert layer.table_quant.value == quants[(layer.name, layer.sub_vector_len)]
 
 
 def single_v_plans(result):
