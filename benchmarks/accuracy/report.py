@@ -12,7 +12,9 @@ GOAL_COSINE = 0.95
 LABELS = {"original": "original (fp32)", "kmeans": "k-means only (MADDNESS-style)",
           "kmeans_ridge": "k-means + ridge (MADDNESS free tables, sequential; no backprop)",
           "kmeans_ridge_w": "k-means + ridge on W (tables P.W', sequential; no backprop)",
-          "lutnn": "learned: LUT-NN recipe"}
+          "lutnn": "learned: LUT-NN recipe",
+          "elut_layerwise": "learned: eLUT-NN layer-wise (progressive reconstruction)",
+          "elut": "learned: eLUT-NN layer-wise + end-to-end hidden-state distillation"}
 BASELINES = ("original", "kmeans")
 
 
@@ -20,6 +22,11 @@ def _label(method: str) -> str:
     if method.startswith("reconstruction_"):
         return f"learned: reconstruction on {method.split('_', 1)[1]} of train data"
     return LABELS.get(method, method)
+
+
+def _row_label(name: str, entry: dict) -> str:
+    carried = entry.get("carried_from")
+    return _label(name) + (f" (from the run of {carried})" if carried else "")
 
 
 def _mb(nbytes: float) -> str:
@@ -155,7 +162,7 @@ def _task_section(result: dict) -> list[str]:
         acc = f"{entry[key]:.2%}"
         if name != "original":
             acc += f" ({(entry[key] - orig[key]) * 100:+.1f})"
-        cells = [_label(name), acc]
+        cells = [_row_label(name, entry), acc]
         if has_cos:
             cells += [f"{entry['cosine']:.4f}", f"{entry['cosine_min']:.4f}"]
         ratio = ""
@@ -189,6 +196,21 @@ def _task_section(result: dict) -> list[str]:
                       f"{values[len(values) // 2]:.4f}, range {values[0]:.4f}-{values[-1]:.4f}; worst: "
                   + ", ".join(f"{n} {v:.4f}" for n, v in ranked[:5])
                   + ". Errors compound: all layers together give the k-means row above."]
+    frontier = result.get("frontier")
+    if frontier:
+        lines += ["", "Frontier (eLUT-NN layer-wise model; the first n LUT layers in execution order kept, the "
+                      "others back to the original dense layers; no end-to-end stage):", "",
+                  "| LUT layers | topic acc | mean cosine |", "|---|---|---|"]
+        lines += [f"| {row['lut_layers']} | {row['topic_acc']:.2%} ({(row['topic_acc'] - orig[key]) * 100:+.1f}) | "
+                  f"{row['cosine']:.4f} |" for row in frontier]
+    errors = methods.get("elut_layerwise", {}).get("layer_errors")
+    if errors:
+        lines += ["", "eLUT-NN layer-wise relative squared error per layer (k-means -> centroids -> weights), "
+                      "worst five: " + ", ".join(
+                          f"{e['layer'].replace('encoder.bert.encoder.', '')} {e['error_init']:.3f} -> "
+                          f"{e['error_centroids']:.3f} -> {e['error_weights']:.3f}"
+                          for e in sorted(errors, key=lambda e: -e["error_weights"])[:5])
+                  + f"; median after: {sorted(e['error_weights'] for e in errors)[len(errors) // 2]:.3f}."]
     lines += ["", "Goals:", ""]
     for row in verdicts(result):
         closed = "n/a" if row["gap_closed"] is None else f"{row['gap_closed']:.0%}"

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..errors import LutTvmError
 from ..reference import INT8_MAX
+from ..ridge import ridge_weight
 from .convert import iter_batches
 from .layers import LutLayer, build_tables, centroid_distances, lut_layers, quantize_tables, round_ste
 from .recipes import load_checkpoint, lut_parameters, save_checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION
@@ -173,15 +174,34 @@ def _relative_error(layer: LutLayer, x: torch.Tensor, y: torch.Tensor, chunk: in
     return err / max(float((y**2).sum()), 1e-30)
 
 
+def solve_weight(layer: LutLayer, x: torch.Tensor, y: torch.Tensor, ridge_lambda: float) -> None:
+    """Set a Linear LUT layer's weight to the ridge fit of ``y - bias`` on the decoded ``x`` (each
+    sub-vector replaced by its centroid: ``lut_tvm.ridge.ridge_weight``), the best ``W`` for these codes."""
+    target = y if layer.bias is None else y - layer.bias.detach()
+    weight = ridge_weight(x.double().numpy(), layer.centroids.detach().double().numpy(), target.double().numpy(),
+                          ridge_lambda, "eLUT-NN weight solve")
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight.T).reshape(layer.weight.shape))
+
+
 def fit_layer(layer: LutLayer, x: torch.Tensor, y: torch.Tensor, *, stages, lr: float, batch_rows: int,
-              seed: int) -> list[float]:
+              seed: int, weight_lr_ratio: float = 0.1, ridge_lambda: float | None = 1.0) -> list[float]:
     """Adam on ``MSE(layer(x), y)`` for each ``(train_weights, epochs)`` of ``stages`` (minibatches of
-    ``batch_rows`` rows, seeded order); returns the relative error after each stage."""
+    ``batch_rows`` rows, seeded order; the weight and bias at ``lr * weight_lr_ratio``); a weight
+    stage starts from the ridge solve of the weight (``solve_weight``) unless ``ridge_lambda`` is
+    None. A stage that ends with a larger error than it started with is undone. Returns the relative
+    error after each stage."""
     errors = []
+    best = _relative_error(layer, x, y)
     for stage, (train_weights, epochs) in enumerate(stages):
-        names = ("centroids",) + (("weight", "bias") if train_weights else ())
-        params = [p for n, p in layer.named_parameters() if n in names]
-        optimizer = torch.optim.Adam(params, lr=lr)
+        saved = {k: v.detach().clone() for k, v in layer.state_dict().items()}
+        if train_weights and ridge_lambda is not None:
+            solve_weight(layer, x, y, ridge_lambda)
+        groups = [{"params": [layer.centroids], "lr": lr}]
+        if train_weights:
+            groups.append({"params": [p for n, p in layer.named_parameters() if n in ("weight", "bias")],
+                           "lr": lr * weight_lr_ratio})
+        optimizer = torch.optim.Adam(groups)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + stage)
         layer.train()
         for _ in range(epochs):
@@ -191,7 +211,12 @@ def fit_layer(layer: LutLayer, x: torch.Tensor, y: torch.Tensor, *, stages, lr: 
                 loss.backward()
                 optimizer.step()
         layer.eval()
-        errors.append(_relative_error(layer, x, y))
+        error = _relative_error(layer, x, y)
+        if error > best:
+            layer.load_state_dict(saved)
+            error = best
+        best = error
+        errors.append(error)
     return errors
 
 

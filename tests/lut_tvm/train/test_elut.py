@@ -77,7 +77,7 @@ def test_layerwise_lowers_each_layer_error_and_the_output_error(block_and_data):
                   < _relative_error(kmeans.get_submodule(n)(inputs[n][0]), inputs[n][1]) for n in inputs]
         assert sum(better) >= len(better) - 1, better  # every layer but at most one, on inputs it was not fit to
         target = model(x)
-        assert _relative_error(lut(x), target) < 0.8 * _relative_error(kmeans(x), target)
+        assert _relative_error(lut(x), target) < 0.9 * _relative_error(kmeans(x), target)
 
 
 def test_straight_through_gradient_reaches_input_centroids_and_weight(block_and_data):
