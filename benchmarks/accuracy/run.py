@@ -86,6 +86,8 @@ def main(argv=None) -> int:
                         help="distillation texts for MiniLM's eLUT-NN rows")
     parser.add_argument("--minilm-elut-e2e-epochs", type=int, default=1,
                         help="end-to-end epochs of MiniLM's eLUT-NN row (0: layer-wise only)")
+    parser.add_argument("--minilm-elut-scales", choices=("layer", "column"), default="layer",
+                        help="INT8 table scales of MiniLM's eLUT-NN rows (column: not yet in plans/kernels)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from saved task results")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
             extra = {}
             if name == "minilm":
                 extra = {"sub_len": args.minilm_v, "elut_texts": args.minilm_elut_texts,
-                         "elut_e2e_epochs": args.minilm_elut_e2e_epochs}
+                         "elut_e2e_epochs": args.minilm_elut_e2e_epochs, "elut_scales": args.minilm_elut_scales}
                 previous = per_task / "minilm.json"
                 if args.minilm_rows is not None:
                     extra["rows"] = tuple(args.minilm_rows)

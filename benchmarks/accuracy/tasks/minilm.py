@@ -23,6 +23,8 @@ reconstruction (centroids, then weights) on ``elut_texts`` unlabelled distillati
 removed), then (``elut``) end-to-end distillation of the six blocks' hidden states and the
 embedding. The layer-wise model also gives a frontier: the first ``n`` LUT layers (execution
 order) kept, the rest back to the original dense layers (``frontier`` in the result).
+``elut_scales="column"`` trains and measures those rows with one INT8 table scale per output
+column (``lut_tvm.train.elut``: plans and kernels cannot carry that yet); "layer" is compilable today.
 ``rows`` picks the rows to compute; the others may be carried over from a previous result.
 """
 
@@ -219,7 +221,7 @@ def elut_rows(original: TopicModel, kmeans: nn.Module, x_distill: np.ndarray, me
 
 def run(seed: int = 0, sub_len: int = 16, lutnn_epochs: int = 1, recon_epochs: int = 40, fraction: float = 0.01,
         log=print, quick: bool = False, rows=ROWS, elut_texts: int = 2048, elut_e2e_epochs: int = 1,
-        previous: dict | None = None) -> dict:
+        elut_scales: str = "layer", previous: dict | None = None) -> dict:
     """The task's result; ``rows`` (a subset of ``ROWS``) are computed, the other learned rows are
     carried from ``previous`` (an earlier result with the same data, V and seed) if given."""
     from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
@@ -287,7 +289,7 @@ def run(seed: int = 0, sub_len: int = 16, lutnn_epochs: int = 1, recon_epochs: i
                                        "held-out texts)")
         log(f"  distillation: {result['distillation_data']}")
         result["frontier"] = elut_rows(original, kmeans, pack(tokenizer, distill), measure, methods, seed, log,
-                                       e2e_epochs=elut_e2e_epochs)
+                                       e2e_epochs=elut_e2e_epochs, scales=elut_scales)
     if "ridge" in rows:
         refit = ridge_baselines(kmeans, original, x_train, methods, seed, measure, describe, log,
                                 samples=16 if quick else 128, batch_size=16)
