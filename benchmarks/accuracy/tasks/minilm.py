@@ -320,7 +320,8 @@ def carry_over(result: dict, previous: dict | None, rows, log) -> None:
     ``carried_from`` with that run's date, when it was measured on the same data and model."""
     if not previous or "methods" not in previous:
         return
-    if previous.get("data") != result["data"] or previous.get("model") != result["model"]:
+    same_data = previous.get("data", "").split(": ", 1)[-1] == result["data"].split(": ", 1)[-1]  # any unpack dir
+    if not same_data or previous.get("model") != result["model"]:
         log("  (previous result has other data or V: nothing carried over)")
         return
     date = previous.get("environment", {}).get("date", "an earlier run")
