@@ -296,8 +296,9 @@ def train_end_to_end(lut_model: nn.Module, teacher: nn.Module, data, *, hidden_m
                      checkpoint=None) -> list[dict]:
     """Every LUT layer at once (eLUT-NN forward): Adam on the sum over ``hidden_modules`` of
     ``MSE(student, teacher) / mean(teacher^2)`` (their outputs), plus ``output_loss(student_out,
-    teacher_out)`` if given, over the LUT layers' centroids (and weights, biases). Seeded order per
-    epoch; checkpoint after each epoch (resume ends the same). Returns one record per epoch."""
+    teacher_out)`` if given, over the LUT layers' centroids (and weights, biases). The other modules
+    run in eval mode (no dropout, as the teacher). Seeded order per epoch; checkpoint after each
+    epoch (resume ends the same). Returns one record per epoch."""
     use_elut(lut_model, scales)
     teacher.eval()
     x_all = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data)
@@ -326,7 +327,9 @@ def train_end_to_end(lut_model: nn.Module, teacher: nn.Module, data, *, hidden_m
         for epoch in range(start, epochs):
             torch.manual_seed(seed * 100_003 + epoch)
             order = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-            lut_model.train()
+            lut_model.eval()  # no dropout / batch-norm updates: the teacher's hidden states are eval-mode ones
+            for _, layer in lut_layers(lut_model):
+                layer.train()
             total = seen = 0.0
             for index in order.split(batch_size):
                 xb = x_all[index]

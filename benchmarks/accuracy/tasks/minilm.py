@@ -203,12 +203,12 @@ def elut_rows(original: TopicModel, kmeans: nn.Module, x_distill: np.ndarray, me
 
         seed_everything(seed)
         e2e = {"recipe": "eLUT-NN end-to-end: hidden states of the 6 blocks (MSE / mean square) + 10*(1-cos) "
-                         "embedding", "epochs": e2e_epochs, "lr": 1e-4, "batch_size": 16, "scales": scales,
+                         "embedding", "epochs": e2e_epochs, "lr": 3e-5, "batch_size": 16, "scales": scales,
                "samples": len(x_distill)}
         entry = {"training": {**e2e, "start": "elut_layerwise"}}
         with stopwatch(entry):
             train_end_to_end(model, original, by_length(x_distill), hidden_modules=blocks,
-                             output_loss=embedding_cosine_loss, epochs=e2e_epochs, lr=1e-4, batch_size=16,
+                             output_loss=embedding_cosine_loss, epochs=e2e_epochs, lr=3e-5, batch_size=16,
                              scales=scales, seed=seed)
         entry["kmeans_seconds"] = round(methods["elut_layerwise"]["seconds"] + methods["kmeans"]["seconds"], 2)
         entry["kmeans_cpu_seconds"] = round(methods["elut_layerwise"].get("cpu_seconds", 0)
@@ -332,10 +332,10 @@ def carry_over(result: dict, previous: dict | None, rows, log) -> None:
             continue
         for name in names:
             if name in previous["methods"] and name not in result["methods"]:
-                result["methods"][name] = {**previous["methods"][name], "carried_from": date}
+                result["methods"][name] = {"carried_from": date, **previous["methods"][name]}  # first run's date
                 log(f"  {name}: carried over from the run of {date}")
     if "sensitivity" not in rows and "sensitivity" in previous:
-        result["sensitivity"] = {**previous["sensitivity"], "carried_from": date}
+        result["sensitivity"] = {"carried_from": date, **previous["sensitivity"]}
     if "elut" not in rows and "frontier" in previous:
         result["frontier"] = previous["frontier"]
 
