@@ -142,6 +142,8 @@ def _task_section(result: dict) -> list[str]:
     orig = methods["original"]
     has_cos = "cosine" in orig
     lines = [f"## {result['title']}", "", f"- data: {result['data']}", f"- model: {result['model']}"]
+    if "distillation_data" in result:
+        lines.append(f"- distillation data (eLUT-NN rows): {result['distillation_data']}")
     if "original_training" in result:
         tr = result["original_training"]
         how = "loaded from cache" if tr.get("cached") else f"trained in {tr.get('seconds', 0):.0f} s"
