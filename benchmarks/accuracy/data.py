@@ -121,6 +121,39 @@ def load_fortunes(topics=FORTUNE_TOPICS, per_topic: int = 200, test_fraction: fl
     return (train[0], np.asarray(train[1]), test[0], np.asarray(test[1]), list(topics), root)
 
 
+COMMON_LICENSES = "usr/share/common-licenses"
+
+
+def license_paragraphs(root: Path) -> list[str]:
+    """Paragraphs (blank-line separated, >= 40 characters, whitespace collapsed) of the license texts in ``root``."""
+    paragraphs = []
+    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.is_symlink()):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        paragraphs.extend(re.sub(r"\s+", " ", part).strip() for part in re.split(r"\n\s*\n", text))
+    return [p for p in paragraphs if len(p) >= 40]
+
+
+def load_distillation_texts(exclude, limit: int | None = None, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Unlabelled text for distilling hidden states: every fortune of every file of Debian's
+    ``fortunes`` (offensive ``off/`` files left out) and the paragraphs of ``/usr/share/common-licenses``
+    (``base-files``), deduplicated, minus every text in ``exclude`` (the held-out texts), in a seeded
+    order, at most ``limit``. Returns ``(texts, sources)``; the source files are cached like the others."""
+    root = debian_package("fortunes", f"{FORTUNES_DIR}/computers") / FORTUNES_DIR
+    texts = []
+    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.suffix and not p.is_symlink()):
+        texts.extend(read_fortunes(path))
+    sources = [str(root)]
+    licenses = Path("/") / COMMON_LICENSES
+    if licenses.is_dir():
+        texts.extend(license_paragraphs(licenses))
+        sources.append(str(licenses))
+    banned = set(exclude)
+    unique = sorted({t for t in texts if t not in banned})
+    order = np.random.default_rng(seed).permutation(len(unique))
+    picked = [unique[i] for i in order]
+    return (picked if limit is None else picked[:limit]), sources
+
+
 # ------------------------------------------------------------------ MNIST-1D
 
 

@@ -73,7 +73,17 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: these models are small, and 2 spinning threads on a busy 2-core machine are slower)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny epochs, numbers meaningless")
-    parser.add_argument("--minilm-v", type=int, default=16, choices=(16, 32), help="V of MiniLM's LUT layers")
+    parser.add_argument("--minilm-v", type=int, default=16, choices=(2, 4, 8, 16, 32), help="V of MiniLM's LUT layers")
+    parser.add_argument("--minilm-rows", nargs="+", default=None,
+                        choices=("ridge", "sensitivity", "lutnn", "reconstruction", "elut"),
+                        help="MiniLM rows to compute (default all); the other learned rows are carried over "
+                             "from the previous minilm.json (marked with its date) when data and V match")
+    parser.add_argument("--minilm-elut-texts", type=int, default=2048,
+                        help="distillation texts for MiniLM's eLUT-NN rows")
+    parser.add_argument("--minilm-elut-e2e-epochs", type=int, default=1,
+                        help="end-to-end epochs of MiniLM's eLUT-NN row (0: layer-wise only)")
+    parser.add_argument("--minilm-elut-scales", choices=("layer", "column"), default="layer",
+                        help="INT8 table scales of MiniLM's eLUT-NN rows (column: not yet in plans/kernels)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from saved task results")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -82,7 +92,14 @@ def main(argv=None) -> int:
     per_task = base / "accuracy"
     if not args.report_only:
         for name in args.tasks:
-            extra = {"sub_len": args.minilm_v} if name == "minilm" else {}
+            extra = {}
+            if name == "minilm":
+                extra = {"sub_len": args.minilm_v, "elut_texts": args.minilm_elut_texts,
+                         "elut_e2e_epochs": args.minilm_elut_e2e_epochs, "elut_scales": args.minilm_elut_scales}
+                previous = per_task / "minilm.json"
+                if args.minilm_rows is not None:
+                    extra["rows"] = tuple(args.minilm_rows)
+                    extra["previous"] = json.loads(previous.read_text()) if previous.is_file() else None
             run_task(name, args.seed, args.quick, per_task, extra)
     results = [json.loads((per_task / f"{n}.json").read_text()) for n in TASKS if (per_task / f"{n}.json").is_file()]
     if not results:
