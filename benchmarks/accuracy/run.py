@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     parser.add_argument("--minilm-elut-e2e-epochs", type=int, default=1,
                         help="end-to-end epochs of MiniLM's eLUT-NN row (0: layer-wise only)")
     parser.add_argument("--minilm-elut-scales", choices=("layer", "column"), default="layer",
-                        help="INT8 table scales of MiniLM's eLUT-NN rows (column: not yet in plans/kernels)")
+                        help="INT8 table scales of MiniLM's eLUT-NN rows (per layer or per output column)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from saved task results")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)

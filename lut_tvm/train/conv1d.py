@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from ..errors import LutTvmError, PlanError
 from ..weights import LayerKind
-from .convert import LutConfig, apply_table_refit, convert_kmeans, iter_batches, layer_centroids
+from .batches import iter_batches
+from .convert import LutConfig, apply_table_refit, convert_kmeans, layer_centroids
 from .layers import LutLayer, _copy_params, conv_rows, replace_module
 
 LOG = logging.getLogger("lut_tvm")

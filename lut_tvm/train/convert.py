@@ -25,7 +25,9 @@ from ..kmeans import kmeans_centroids
 from ..policy import PlanPolicy, TableRefit
 from ..reference import encode_margin
 from ..weights import LayerKind, reduction_length
+from .batches import iter_batches
 from .layers import LutConv2d, LutLinear, conv_padding, conv_rows, replace_module
+from .refit import ridge_refit
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -125,25 +127,6 @@ def input_rows(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return inputs.reshape(-1, inputs.shape[-1])
 
 
-def iter_batches(data, batch_size: int, limit: int | None = None):
-    """Input batches (tensors) from an array / tensor of samples or an iterable of batches
-    (``x`` or ``(x, y, ...)``), up to ``limit`` samples."""
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        data = torch.as_tensor(data)
-        data = data if limit is None else data[:limit]
-        yield from torch.split(data, batch_size)
-        return
-    seen = 0
-    for batch in data:
-        x = torch.as_tensor(batch[0] if isinstance(batch, (tuple, list)) else batch)
-        if limit is not None:
-            x = x[: limit - seen]
-        if not len(x):
-            return
-        seen += len(x)
-        yield x
-
-
 def collect_rows(model: nn.Module, modules, data, config: LutConfig) -> list[np.ndarray]:
     """Each module's input rows over the calibration data (forward hooks), at most ``max_rows``."""
     policy = config.policy
@@ -201,7 +184,6 @@ def apply_table_refit(lut_model: nn.Module, original: nn.Module, config: LutConf
     policy = config.policy
     if policy.refit_tables is TableRefit.NONE:
         return lut_model
-    from .refit import ridge_refit  # pylint: disable=import-outside-toplevel  (refit imports this module)
 
     return ridge_refit(lut_model, original, calibration_data, policy.refit_tables, policy.ridge_lambda,
                        samples=config.calibration_samples, batch_size=config.batch_size,

@@ -6,8 +6,8 @@ assignment fails (transformers):
 * forward: the hard LUT output the compiled kernels compute (argmin codes, INT8 tables
   ``P.W``, ``acc * scale``). With ``scales="layer"`` (one scale per layer) it is value-identical
   to ``LutLayer``'s hard mode and ``lut_tvm.reference.lut_matmul``; ``scales="column"`` uses one
-  scale per output column (``max_ck |T[c, k, n]| / 127``): a training-side preview of per-column
-  plan scales, which plans and kernels cannot carry yet.
+  scale per output column (``max_ck |T[c, k, n]| / 127``, ``layers.quantize_tables``), as plans
+  with ``table_quant="int8_per_column"`` and the kernels compute it.
 * backward: the layer's input gets the gradient of the exact ``x.W`` (straight through the
   encoder); the centroids and weight get the gradient of the hard output through the tables
   (codes held fixed, the INT8 rounding straight through).
@@ -33,22 +33,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import LutTvmError
-from ..reference import INT8_MAX
 from ..ridge import ridge_weight
-from .convert import iter_batches
-from .layers import LutLayer, build_tables, centroid_distances, lut_layers, quantize_tables, round_ste
+from .batches import iter_batches
+from .layers import LutLayer, build_tables, centroid_distances, lut_layers, quantize_tables
 from .recipes import load_checkpoint, lut_parameters, save_checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
 SCALES = ("layer", "column")
-
-
-def quantize_tables_per_column(tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """INT8 levels of ``tables [C, K, N]`` with one float64 scale per output column ``[N]``
-    (``max_ck |T| / 127``, 1 for an all-zero column), STE round, scales constant for autograd."""
-    tables = tables.double()
-    peak = tables.detach().abs().amax(dim=(0, 1))
-    scale = torch.where(peak > 0, peak / INT8_MAX, torch.ones_like(peak))
-    return torch.clamp(round_ste(tables / scale), -INT8_MAX, INT8_MAX), scale
 
 
 class _GradThroughDense(torch.autograd.Function):
@@ -78,7 +68,7 @@ def elut_matmul(rows: torch.Tensor, centroids: torch.Tensor, weight_dn: torch.Te
         dist = centroid_distances(rows.detach().reshape(len(rows), num_codebooks, sub_len), centroids.detach())
         one_hot = F.one_hot(dist.argmin(-1), num_centroids).to(torch.float32)
     real = build_tables(centroids.double(), weight_dn.double()) if tables is None else tables
-    levels, scale = (quantize_tables if scales == "layer" else quantize_tables_per_column)(real)
+    levels, scale = quantize_tables(real, scales)
     flat = (len(rows), num_codebooks * num_centroids)
     # Integer-valued float32 sums are exact (|acc| <= 127*C << 2**24): acc is the int32 accumulator.
     acc = one_hot.reshape(flat) @ levels.to(torch.float32).reshape(flat[1], -1)

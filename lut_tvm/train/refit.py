@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..errors import LutTvmError
 from ..policy import TableRefit
 from ..ridge import check_ridge_lambda, ridge_tables, ridge_weight
-from .convert import iter_batches
+from .batches import iter_batches
 from .layers import LutLayer, lut_layers
 
 LOG = logging.getLogger("lut_tvm")

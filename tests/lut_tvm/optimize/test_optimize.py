@@ -83,7 +83,10 @@ def test_not_slower_than_any_single_v_plan_within_budget(optimized):
         policy = lut_tvm.PlanPolicy(only=list(choice), sub_len_overrides=choice, max_rows=FAST["max_rows"])
         plan = lut_tvm.build_kmeans_plan(model, calibration, policy, example_inputs=(x[:batch],))
         accuracy, usable = compiled_accuracy(model, plan, x, y, batch)
-        if torch_accuracy(model, x[:usable], y[:usable]) - accuracy > BUDGET:
+        # This plan's centroids come from build_kmeans_plan, not the optimizer's cache: a plan
+        # within a sample or two of the budget may fall on either side of it, so only plans that
+        # meet it clearly must not be faster than the chosen one.
+        if torch_accuracy(model, x[:usable], y[:usable]) - accuracy > BUDGET - 2 * 100.0 / usable:
             continue
         checked += 1
         assert chosen_ms <= result.cost_model.predict_ms(choice) + 1e-9, (
