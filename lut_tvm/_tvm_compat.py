@@ -293,3 +293,25 @@ def with_root_lets_and_stores(func, lets: list, stores: list):
     body = tirx.SeqStmt([tirx.LetStmt(var, value) for var, value in lets] + list(stores))
     block = SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body)
     return func.with_body(SBlockRealize(realize.iter_values, realize.predicate, block))
+
+
+def target_has_feature(feature: str, target) -> bool:
+    """Whether LLVM says ``target`` (its mtriple/mcpu/mattr) has the CPU ``feature`` (e.g. "avx512bw")."""
+    from tvm.target import codegen  # pylint: disable=import-outside-toplevel
+
+    try:
+        with target:
+            return bool(codegen.target_has_features(feature, target))
+    except Exception:  # pylint: disable=broad-except  (an unknown feature name or a non-LLVM target)
+        return False
+
+
+def llvm_vector_width(target) -> int:
+    """LLVM's preferred vector width in bits for ``target``'s CPU (128 where it gives none)."""
+    from tvm.target.codegen import llvm_get_vector_width  # pylint: disable=import-outside-toplevel
+
+    try:
+        bits = int(llvm_get_vector_width(target))
+    except Exception:  # pylint: disable=broad-except
+        bits = -1
+    return bits if bits > 0 else 128
