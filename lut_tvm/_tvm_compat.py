@@ -305,13 +305,3 @@ def target_has_feature(feature: str, target) -> bool:
     except Exception:  # pylint: disable=broad-except  (an unknown feature name or a non-LLVM target)
         return False
 
-
-def llvm_vector_width(target) -> int:
-    """LLVM's preferred vector width in bits for ``target``'s CPU (128 where it gives none)."""
-    from tvm.target.codegen import llvm_get_vector_width  # pylint: disable=import-outside-toplevel
-
-    try:
-        bits = int(llvm_get_vector_width(target))
-    except Exception:  # pylint: disable=broad-except
-        bits = -1
-    return bits if bits > 0 else 128

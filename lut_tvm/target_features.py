@@ -18,7 +18,6 @@ class TargetFeatures:
 
     arch: str  # "x86", "aarch64" or "other" (a non-LLVM or unknown target)
     features: frozenset[str]
-    llvm_vector_bits: int = 128  # LLVM's preferred vector width for the CPU (256 on skylake-avx512)
 
     def has(self, feature: str) -> bool:
         return feature in self.features
@@ -62,19 +61,18 @@ _CACHE: dict[str, TargetFeatures] = {}
 def _features_of(kind: str, mtriple: str, mcpu: str, mattr: str, target) -> TargetFeatures:
     if kind != "llvm":
         return TargetFeatures("other", frozenset())
-    llvm_bits = _tvm_compat.llvm_vector_width(target)
     if mtriple.startswith(("aarch64", "arm64")):
         arch, names = "aarch64", _ARM_FEATURES
     elif not mtriple or mtriple.startswith(("x86_64", "i686", "x86")):
         arch, names = "x86", _X86_FEATURES
     else:
-        return TargetFeatures("other", frozenset(), llvm_bits)
+        return TargetFeatures("other", frozenset())
     found = {name for name in names if _tvm_compat.target_has_feature(name, target)}
     # LLVM knows the features of a named CPU; an explicit "+feature" in mattr also counts.
     found |= {flag[1:] for flag in mattr.split(",") if flag.startswith("+") and flag[1:] in names}
     if arch == "aarch64" and not mcpu and "-neon" not in mattr:
         found.add("neon")  # AArch64 always has Advanced SIMD
-    return TargetFeatures(arch, frozenset(found), llvm_bits)
+    return TargetFeatures(arch, frozenset(found))
 
 
 def target_features(target) -> TargetFeatures:
