@@ -12,6 +12,8 @@ from ._lazy import lazy_exports
 _EXPORTS = {
     "compile": "compiler",
     "build_kmeans_plan": "planner",
+    "optimize": "optimize",
+    "OptimizeResult": "optimize",
     "PlanPolicy": "policy",
     "CompiledModel": "runtime",
     "load": "runtime",

@@ -150,6 +150,44 @@ def popen_worker_pids() -> list[int]:
     return found
 
 
+def ordered_union_database(databases):
+    """One database over ``databases``: a workload's record comes from the first that has one."""
+    return meta_schedule().database.OrderedUnionDatabase(*databases)
+
+
+CUSTOM_RULE_ANNOTATION = "schedule_rule"
+
+
+def register_missing_custom_rules(funcs, target) -> list[str]:
+    """Register, for each ``schedule_rule`` block annotation in ``funcs`` that names no
+    registered function, the fallback MetaSchedule's ApplyCustomRule takes anyway (drop the
+    annotation, keep the schedule), under the name it looks up
+    (``s_tir.meta_schedule.<target key>.<annotation>``). The design space is the same; what goes
+    is its C++ "Unknown schedule rule" warning, printed through the progress bar for every
+    task with a pooling op (topi annotates ``meta_schedule.pool_max``). Returns the names added.
+    """
+    keys = [str(k) for k in target.keys]
+    wanted = set()
+    for func in funcs:
+        for node in walk_tir(func.body):
+            annotations = getattr(node, "annotations", None)
+            if annotations is not None and CUSTOM_RULE_ANNOTATION in annotations:
+                wanted.add(str(annotations[CUSTOM_RULE_ANNOTATION]))
+    added = []
+    for rule in sorted(wanted - {"None"}):
+        names = [f"s_tir.meta_schedule.{key}.{rule}" for key in keys]
+        if not names or any(tvm_ffi.get_global_func(n, allow_missing=True) for n in names):
+            continue
+
+        def unannotate(sch, block):
+            sch.unannotate(block, CUSTOM_RULE_ANNOTATION)
+            return [sch]
+
+        tvm_ffi.register_global_func(names[0], unannotate)
+        added.append(names[0])
+    return added
+
+
 # --------------------------------------------------------------------------- RPC / deployment
 # (used by lut_tvm.deploy; tvm.rpc, tvm.support.cc and the stateful VM calls of TVM 0.27)
 
@@ -293,6 +331,49 @@ def with_root_lets_and_stores(func, lets: list, stores: list):
     body = tirx.SeqStmt([tirx.LetStmt(var, value) for var, value in lets] + list(stores))
     block = SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body)
     return func.with_body(SBlockRealize(realize.iter_values, realize.predicate, block))
+
+
+import contextlib as _contextlib  # pylint: disable=wrong-import-position,wrong-import-order
+import threading as _threading  # pylint: disable=wrong-import-position,wrong-import-order
+
+_NATIVE_LOG_NOISE = ("Scope Saving:", "Scope Loaded:")
+_native_log_lock = _threading.Lock()
+_native_log_state = {"depth": 0, "saved_fd": -1, "capture": None}
+
+
+@_contextlib.contextmanager
+def quiet_native_log():
+    """Drop the "Scope Saving:"/"Scope Loaded:" warnings that TVM's C++ VM executable writes to
+    the process's stderr (fd 2) once per function on every export/load; anything else it
+    writes there is passed on to ``sys.stderr`` afterwards. Nested and concurrent uses share one
+    redirection (the first in starts it, the last out ends it)."""
+    import sys  # pylint: disable=import-outside-toplevel
+    import tempfile  # pylint: disable=import-outside-toplevel
+
+    state = _native_log_state
+    with _native_log_lock:
+        if state["depth"] == 0:
+            sys.stderr.flush()
+            state["capture"] = tempfile.TemporaryFile()  # noqa: SIM115 (closed on the way out)
+            state["saved_fd"] = os.dup(2)
+            os.dup2(state["capture"].fileno(), 2)
+        state["depth"] += 1
+    try:
+        yield
+    finally:
+        with _native_log_lock:
+            state["depth"] -= 1
+            if state["depth"] == 0:
+                os.dup2(state["saved_fd"], 2)
+                os.close(state["saved_fd"])
+                capture, state["capture"] = state["capture"], None
+                capture.seek(0)
+                text = capture.read().decode("utf-8", "replace")
+                capture.close()
+                kept = [line for line in text.splitlines(keepends=True)
+                        if not any(noise in line for noise in _NATIVE_LOG_NOISE)]
+                if kept:
+                    sys.stderr.write("".join(kept))
 
 
 def target_has_feature(feature: str, target) -> bool:

@@ -20,7 +20,7 @@ from relay_passes.layer_sites import LayerSite, unique_layer_sites
 from schedules.rules import default_rules
 
 from . import _tvm_compat
-from .errors import PlanError
+from .errors import LutTvmError, PlanError
 from .exact.plan import EXACT_PLAN_FORMAT, ExactPlan, plan_file_format
 from .frontends import ImportedModel, import_model
 from .plan import Plan
@@ -138,6 +138,7 @@ def compile(  # pylint: disable=redefined-builtin
     dump_ir: str | Path | None = None,
     tuning_logs: bool | str | Path = True,
     fast_math: bool = True,
+    progress=None,
 ) -> CompiledModel:
     """Compile a torch module / ``.onnx`` / ``.pt2`` model, with the plan's layers as LUTs.
 
@@ -149,13 +150,20 @@ def compile(  # pylint: disable=redefined-builtin
     folder path looks there instead, False uses the default schedule rules only.
     ``fast_math`` (default) computes GELU, softmax, exp, erf and tanh in TVM's vectorizable
     approximations (a few ulp in float32; ``relay_passes.fast_math``); False keeps libm's.
+    ``progress``: called with a short line as each stage starts (the CLI prints them).
+    The returned model's ``tuning`` is the AppliedLog (folder and functions it scheduled) or None.
     """
+    say = progress or (lambda _line: None)
     tvm_target = resolve_target(target)
     dump_dir = Path(dump_ir) if dump_ir else None
+    log_dir = checked_tuning_log_dir(tuning_logs)
+    say(f"importing {imported_name(model)}")
     imported = import_model(model, example_inputs)
     _dump(dump_dir, 1, "imported", imported.mod)
 
     plan_path = plan if isinstance(plan, (str, Path)) else None
+    if plan_path is not None:
+        say(f"binding plan {plan_path}")
     plan = load_plan(plan)
     exact = isinstance(plan, ExactPlan)
     with _naming_exact_plan_file(plan, plan_path):
@@ -163,12 +171,14 @@ def compile(  # pylint: disable=redefined-builtin
         bound = bind_plan(plan, imported)
     LOG.info("%s layers: %s", "exact LUT" if exact else "LUT", ", ".join(bound) or "none")
 
+    if plan.layers:
+        say(f"rewriting {len(plan.layers)} layer(s) to {'exact ' if exact else ''}LUT kernels")
     rewrite = exact_rewrite_passes(plan) if exact else lut_rewrite_passes(plan)
     with tvm_target, _naming_exact_plan_file(plan, plan_path):
         mod = tvm.transform.Sequential(rewrite, name="lut_rewrite")(imported.mod)
     _dump(dump_dir, 2, "lut_rewrite", mod)
-    executable, applied = build_relax_with_log(mod, tvm_target, dump_dir,
-                                               resolve_log_dir(tuning_logs), fast_math)
+    say("building (schedules, LLVM) ...")
+    executable, applied = build_relax_with_log(mod, tvm_target, dump_dir, log_dir, fast_math)
     info = ArtifactInfo(
         input_names=imported.input_names,
         input_shapes=[list(s) for s in imported.input_shapes],
@@ -178,4 +188,23 @@ def compile(  # pylint: disable=redefined-builtin
         tuning_log=str(applied) if applied else "",
         fast_math=fast_math,
     )
-    return CompiledModel(executable, info)
+    compiled = CompiledModel(executable, info)
+    compiled.tuning = applied
+    return compiled
+
+
+def imported_name(model) -> str:
+    """How progress lines call a model: its file name, or its class."""
+    if isinstance(model, (str, Path)):
+        return Path(model).name
+    return type(model).__name__
+
+
+def checked_tuning_log_dir(tuning_logs) -> Path | None:
+    """``tuning_logs`` as a folder (``tuning.logs.resolve_log_dir``); a folder given by name must
+    exist (a typo would otherwise compile untuned without a word). The default may be absent."""
+    log_dir = resolve_log_dir(tuning_logs)
+    if tuning_logs not in (True, False, None) and not log_dir.is_dir():
+        raise LutTvmError(f"tuning log folder {str(log_dir)!r} does not exist"
+                          + (" (it is a file)" if log_dir.exists() else ""))
+    return log_dir

@@ -2,21 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 
-def write_text_atomic(path, text: str) -> Path:
-    """``text`` (UTF-8) at ``path``, its folder created; mode 0644 like a plain ``open``."""
+def _umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_path_beside(path, suffix: str = ".tmp") -> Path:
+    """A new, unique, empty file in ``path``'s folder (created) whose mode follows the umask
+    (0666 & ~umask, like a plain ``open``; ``tempfile`` makes 0600 files); the caller fills it
+    and publishes it with ``os.replace`` or removes it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp",
-                                     delete=False) as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile makes 0600 files
-    os.replace(tmp.name, path)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
+    os.chmod(name, 0o666 & ~_umask())
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = ".tmp"):
+    """Yield a temporary path beside ``path`` to write; on success it replaces ``path``
+    atomically, on an exception it is removed (``path`` untouched)."""
+    tmp = temp_path_beside(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """``text`` (UTF-8) at ``path``, its folder created; mode from the umask like a plain ``open``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

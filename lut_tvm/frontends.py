@@ -6,7 +6,9 @@ can call a layer what the user calls it (``features.3``, not ``matmul_7``).
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,10 +69,17 @@ def from_exported_program_file(path: Path) -> ImportedModel:
     """Import a ``torch.export.save``'d ``.pt2`` file."""
     import torch  # pylint: disable=import-outside-toplevel
 
+    export_log = logging.getLogger("torch.export")  # logs the whole traceback of a bad file
+    level = export_log.level
+    export_log.setLevel(logging.CRITICAL)
     try:
         exported = torch.export.load(str(path))
-    except Exception as err:
-        raise ModelLoadError(f"{str(path)!r} is not a loadable torch.export .pt2 file: {err}") from None
+    except Exception as err:  # torch raises many types for corrupt or newer-version files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"{str(path)!r} is not a .pt2 file this torch {torch.__version__} can "
+                             f"load (corrupt, or saved by another torch version?): {reason}") from None
+    finally:
+        export_log.setLevel(level)
     weights = [(n, t.detach().cpu().numpy()) for n, t in exported.state_dict.items()]
     return _from_exported(exported, str(path), weights)
 
@@ -78,7 +87,14 @@ def from_exported_program_file(path: Path) -> ImportedModel:
 def _from_exported(exported, source: str, named_weights) -> ImportedModel:
     from tvm.relax.frontend.torch import from_exported_program  # pylint: disable=import-outside-toplevel
 
-    mod = from_exported_program(exported, keep_params_as_input=False)
+    try:
+        mod = from_exported_program(exported, keep_params_as_input=False)
+    except AssertionError as err:  # how the frontend reports ops it has no converter for
+        ops = re.findall(r"'([\w.]+)'", str(err))
+        if not str(err).startswith("Unsupported function type") or not ops:
+            raise ModelLoadError(f"TVM's PyTorch frontend could not import {source}: {err}") from None
+        raise ModelLoadError(f"{source} uses op(s) {', '.join(ops)} that TVM's PyTorch frontend "
+                             "cannot import; replace them in the model, or export it to ONNX") from None
     return _finish(mod, source, _canonical_names(named_weights))
 
 
@@ -113,9 +129,18 @@ def _finish(mod: tvm.IRModule, source: str, weight_names: dict[str, str]) -> Imp
         try:
             shapes.append(tuple(int(d) for d in param.ty.shape.values))
         except (TypeError, AttributeError):
-            raise ModelLoadError(f"{source}: input {_tvm_compat.var_name(param)!r} has a dynamic shape; "
-                                 "pass example inputs with static shapes") from None
+            raise ModelLoadError(
+                f"{source}: input {_tvm_compat.var_name(param)!r} has a dynamic shape "
+                f"{_shape_text(param)}; fix it with an example input: `lut-tvm plan --batch N`, "
+                "`lut-tvm compile/tune --example X.npy`, or example_inputs= in Python") from None
     return ImportedModel(mod, names, shapes, weight_names, source)
+
+
+def _shape_text(param) -> str:
+    try:
+        return "[" + ", ".join(str(d) for d in param.ty.shape.values) + "]"
+    except (TypeError, AttributeError):
+        return "(unknown rank)"
 
 
 def import_model(model, example_inputs=None) -> ImportedModel:

@@ -4,12 +4,17 @@ a versioned .npz file.
 A plan file is an ``.npz`` holding each layer's centroids as ``layer<i>.centroids``, a layer's free
 tables (MADDNESS's ridge refit) as ``layer<i>.tables``, and the metadata as UTF-8 JSON in
 ``__plan__``; it is read with ``allow_pickle=False``. Loading checks every field and names the
-layer and field at fault.
+layer and field at fault. Each layer entry records K and V (``num_centroids``,
+``sub_vector_len``; optional, older files lack them) so that centroids with swapped axes, which
+keep their size and C*V, are refused.
 
 Version 1 carries centroids only: the compiler builds a layer's tables as ``P.W`` from the model's
 weight. Version 2 adds the optional ``tables`` (``[C, K, N]`` float32, real-valued; the compiler
 quantizes them as it does ``P.W``); a plan is written as version 2 only when a layer has tables, so
-that a reader of version 1 refuses it rather than silently compiling ``P.W``. Both load.
+that a reader of version 1 refuses it rather than silently compiling ``P.W``. Version 3 adds table
+scale granularities other than one per layer (``TableQuant``, field ``table_quant``): a plan with
+such a layer is written as version 3, so that older readers refuse it rather than compile it with
+one scale per layer. All three load; versions 1 and 2 only with ``int8_per_layer``.
 """
 
 from __future__ import annotations
@@ -22,20 +27,27 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PlanError
-from .npz_meta import read_npz_with_meta, write_npz_with_meta
+from .npz_meta import check_int_field, checked_layer_entries, read_npz_with_meta, write_npz_with_meta
 from .weights import (LayerKind, check_distinct_weights, checked_layer_kind, output_length,
                       reduction_length)
 
 PLAN_FORMAT = "lut_tvm.plan"
 PLAN_VERSION = 1  # plans without free tables
 PLAN_VERSION_TABLES = 2  # plans with a layer carrying free tables
-SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES)
+PLAN_VERSION_TABLE_QUANT = 3  # plans with a layer whose table_quant is not int8_per_layer
+SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES, PLAN_VERSION_TABLE_QUANT)
 
 
 class TableQuant(str, Enum):
-    """How the tables are quantized."""
+    """How the tables are quantized: INT8 with one scale per layer or one per output column."""
 
     INT8_PER_LAYER = "int8_per_layer"
+    INT8_PER_COLUMN = "int8_per_column"
+
+    @property
+    def granularity(self) -> str:
+        """The ``granularity`` argument of ``reference.quantize_tables``."""
+        return {TableQuant.INT8_PER_LAYER: "layer", TableQuant.INT8_PER_COLUMN: "column"}[self]
 
 
 @dataclass
@@ -69,6 +81,8 @@ class LayerPlan:
     def validate(self) -> None:
         """Raise PlanError naming this layer and the field that is wrong."""
         where = f"plan layer {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            raise PlanError(f"{where}: field 'name' must be a non-empty string")
         kind = checked_layer_kind(where, self.kind, self.weight_shape)
         cents = self.centroids
         if not isinstance(cents, np.ndarray) or cents.ndim != 3:
@@ -123,14 +137,22 @@ class Plan:
         """Whether a layer carries free tables (the plan is then saved as version 2)."""
         return any(layer.tables is not None for layer in self.layers)
 
+    @property
+    def version(self) -> int:
+        """The format version ``save`` writes: the lowest that carries every layer's fields."""
+        if any(TableQuant(layer.table_quant) is not TableQuant.INT8_PER_LAYER for layer in self.layers):
+            return PLAN_VERSION_TABLE_QUANT
+        return PLAN_VERSION_TABLES if self.has_tables else PLAN_VERSION
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the plan atomically to ``path`` (an ``.npz``): version 1, or 2 if a layer has tables."""
+        """Write the plan atomically to ``path`` (an ``.npz``) as version ``self.version``."""
         self.validate()
         path = Path(path)
-        with_tables = self.has_tables
+        version = self.version
+        with_tables = version >= PLAN_VERSION_TABLES
         meta = {
             "format": PLAN_FORMAT,
-            "version": PLAN_VERSION_TABLES if with_tables else PLAN_VERSION,
+            "version": version,
             "provenance": self.provenance,
             "layers": [
                 {
@@ -139,6 +161,8 @@ class Plan:
                     "weight_shape": list(layer.weight_shape),
                     "weight_fingerprint": layer.weight_fingerprint,
                     "table_quant": TableQuant(layer.table_quant).value,
+                    "num_centroids": layer.num_centroids,
+                    "sub_vector_len": layer.sub_vector_len,
                     **({"tables": layer.tables is not None} if with_tables else {}),
                 }
                 for layer in self.layers
@@ -157,26 +181,30 @@ class Plan:
         arrays, meta = read_npz_with_meta(path, where, PLAN_FORMAT, SUPPORTED_VERSIONS)
         version = meta["version"]
         layers = []
-        for index, entry in enumerate(meta.get("layers", [])):
-            name = entry.get("name", f"#{index}")
-            missing = {"kind", "weight_shape", "weight_fingerprint"} - set(entry)
-            if missing:
-                raise PlanError(f"{where}, layer {name!r}: missing field(s) "
-                                f"{sorted(missing)}")
+        for index, entry in enumerate(checked_layer_entries(where, meta)):
+            name = entry["name"]
             key = f"layer{index}.centroids"
             if key not in arrays:
                 raise PlanError(f"{where}, layer {name!r}: missing array {key!r}")
+            check_layer_shape_fields(f"{where}, layer {name!r}", entry, arrays[key])
             tables = _load_tables(where, name, index, entry, arrays, version)
+            table_quant = entry.get("table_quant", TableQuant.INT8_PER_LAYER.value)
+            if version < PLAN_VERSION_TABLE_QUANT and table_quant in _NEWER_TABLE_QUANTS:
+                raise PlanError(f"{where}, layer {name!r}: field 'table_quant' {table_quant!r} needs plan "
+                                f"version {PLAN_VERSION_TABLE_QUANT}, but the file is version {version}")
             layers.append(LayerPlan(
                 name=name,
                 kind=entry["kind"],
                 weight_shape=tuple(int(d) for d in entry["weight_shape"]),
                 weight_fingerprint=str(entry["weight_fingerprint"]),
                 centroids=arrays[key],
-                table_quant=entry.get("table_quant", TableQuant.INT8_PER_LAYER.value),
+                table_quant=table_quant,
                 tables=tables,
             ))
-        plan = cls(layers=layers, provenance=meta.get("provenance", {}))
+        provenance = meta.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise PlanError(f"{where}: field 'provenance' must be an object")
+        plan = cls(layers=layers, provenance=provenance)
         try:
             plan.validate()
         except PlanError as err:
@@ -185,6 +213,25 @@ class Plan:
             layer.kind = LayerKind(layer.kind)
             layer.table_quant = TableQuant(layer.table_quant)
         return plan
+
+
+_NEWER_TABLE_QUANTS = [q.value for q in TableQuant if q is not TableQuant.INT8_PER_LAYER]
+
+
+def check_layer_shape_fields(at: str, entry: dict, centroids) -> None:
+    """The centroids array against the layer entry's ``num_centroids`` (K) and ``sub_vector_len``
+    (V), written since they exist (older files have neither): centroids with their axes swapped
+    have the same size and C*V, and would compile to nonsense without this check."""
+    check_int_field(at, entry, "num_centroids")
+    check_int_field(at, entry, "sub_vector_len")
+    shape = getattr(centroids, "shape", ())
+    if len(shape) != 3:
+        raise PlanError(f"{at}: field 'centroids' must be a 3-D array [C, K, V], "
+                        f"got shape {list(shape)}")
+    for key, axis, letter in (("num_centroids", 1, "K"), ("sub_vector_len", 2, "V")):
+        if key in entry and shape[axis] != entry[key]:
+            raise PlanError(f"{at}: field 'centroids' is {list(shape)} [C, K, V], but field "
+                            f"{key!r} says {letter} = {entry[key]} (axes swapped?)")
 
 
 def _load_tables(where: str, name: str, index: int, entry: dict, arrays: dict, version: int):

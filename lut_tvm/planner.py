@@ -11,19 +11,21 @@ format version 2); ``ridge_refit_tables`` refits the tables of an existing plan.
 from __future__ import annotations
 
 import logging
+import warnings
+
 import numpy as np
 from tqdm.auto import tqdm
 
 from relay_passes import TapLayerInputs
 
 from . import _tvm_compat
-from .compiler import build_relax, layer_sites
+from .compiler import build_relax, imported_name, layer_sites
 from .errors import PlanError
 from .frontends import import_model
 from .kmeans import kmeans_centroids
 from .plan import LayerPlan, Plan
 from .policy import PlanPolicy, TableRefit
-from .reference import build_tables, im2col_nchw
+from .reference import build_tables, encode, im2col_nchw
 from .ridge import check_ridge_lambda, ridge_tables, ridge_weight
 from .targets import resolve_target
 from .weights import LayerKind, as_dense_matrix, reduction_length
@@ -78,6 +80,7 @@ def _layer_rows(site, inputs: np.ndarray) -> np.ndarray:
 
 def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, rng) -> list[np.ndarray]:
     """Input rows of each site for the calibration samples, at most ``max_rows`` each."""
+    check_calibration(imported, calibration)
     target = resolve_target("native")
     tapped = TapLayerInputs()(imported.mod)
     vm = _tvm_compat.virtual_machine(build_relax(tapped, target))
@@ -100,6 +103,32 @@ def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, 
             stacked = stacked[rng.choice(len(stacked), max_rows, replace=False)]
         sampled.append(stacked)
     return sampled
+
+
+def check_calibration(imported, calibration: np.ndarray) -> None:
+    """PlanError unless ``calibration`` is finite samples of the model's first input, stacked on
+    axis 0 (``[S, *input_shape[1:]]``)."""
+    sample = list(imported.input_shapes[0][1:])
+    if calibration.ndim != len(sample) + 1 or list(calibration.shape[1:]) != sample:
+        raise PlanError(f"calibration data has shape {list(calibration.shape)}, but "
+                        f"{imported.source}'s input {imported.input_names[0]!r} is "
+                        f"{list(imported.input_shapes[0])}: give samples stacked on axis 0, "
+                        f"[S, {', '.join(map(str, sample))}]")
+    if not np.isfinite(calibration).all():
+        raise PlanError("calibration data holds NaN or infinite values")
+
+
+def reconstruction_error(site, centroids: np.ndarray, rows: np.ndarray, tables=None) -> float:
+    """The layer's relative output error on its calibration ``rows [M, D]``: ||X.W - LUT(X)|| /
+    ||X.W|| (Frobenius, no bias), with real-valued tables (``P.W``, or the plan's free tables):
+    how much of the layer's output the codebooks lose, before the int8 rounding of the tables."""
+    weight = as_dense_matrix(site.kind, site.weight).astype(np.float64)
+    exact = rows.astype(np.float64) @ weight
+    tables = build_tables(centroids, weight) if tables is None else tables.astype(np.float64)
+    codes = encode(rows, centroids)
+    approx = tables[np.arange(tables.shape[0])[None, :], codes].sum(axis=1)  # [M, N]
+    norm = float(np.linalg.norm(exact))
+    return float(np.linalg.norm(exact - approx) / norm) if norm > 0 else 0.0
 
 
 def _import(model, calibration, example_inputs):
@@ -151,15 +180,21 @@ def ridge_refit_tables(model, calibration, plan: Plan, ridge_lambda: float = 1.0
             for layer, site, layer_rows in zip(plan.layers, chosen, rows)}
 
 
-def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, example_inputs=None) -> Plan:
+def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, example_inputs=None,
+                      progress=None) -> Plan:
     """A plan whose centroids are k-means of each planned layer's inputs on ``calibration``.
 
     ``calibration`` is an array of samples stacked on axis 0 (the model's first input). For a
     torch module, ``example_inputs`` defaults to a batch of the calibration data. With
     ``policy.refit_tables`` ``ridge`` or ``ridge_weight``, each layer's tables are then refit on the
     same rows (``refit_layer_tables``, ``policy.ridge_lambda``) and carried as free tables.
+    Each layer's ``reconstruction_error`` on its calibration rows is in the plan's provenance
+    (``reconstruction_error``: name -> relative output error). ``progress``: called with a
+    short line as each stage starts (the CLI prints them).
     """
     policy = policy or PlanPolicy()
+    if progress is not None:
+        progress(f"importing {imported_name(model)}")
     calibration, imported = _import(model, calibration, example_inputs)
     chosen = select_layers(imported, policy)
     specs = []
@@ -171,20 +206,39 @@ def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, exam
                             f"V = {sub_len}; set another V for it (sub_len_overrides)")
         specs.append((name, site, sub_len))
     rng = np.random.default_rng(policy.seed)
+    say = progress or (lambda _line: None)
+    say(f"running {len(calibration)} calibration samples through {len(specs)} layer(s)")
     rows = collect_layer_rows(imported, calibration, [s for _, s, _ in specs], policy.max_rows, rng)
+    say(f"k-means, K = {policy.num_centroids}, on {len(specs)} layer(s)")
     layers = []
+    errors = {}
+    degenerate = 0  # codebooks with fewer distinct sub-vectors than K (dead ReLU channels)
     for (name, site, sub_len), layer_rows in tqdm(list(zip(specs, rows)), desc="k-means", unit="layer", disable=None):
         if len(layer_rows) < policy.num_centroids:
             raise PlanError(f"layer {name!r}: {len(layer_rows)} calibration rows for "
                             f"K = {policy.num_centroids} centroids; give more calibration data")
-        centroids = kmeans_centroids(layer_rows, sub_len, policy.num_centroids, policy.seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            centroids = kmeans_centroids(layer_rows, sub_len, policy.num_centroids, policy.seed)
+        for warning in caught:
+            if type(warning.message).__name__ == "ConvergenceWarning":
+                degenerate += 1
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         tables = None
         if policy.refit_tables is not TableRefit.NONE:
             tables = refit_layer_tables(name, site, centroids, layer_rows, policy.refit_tables,
                                         policy.ridge_lambda)
         layers.append(LayerPlan(name, site.kind, tuple(site.weight.shape), site.fingerprint, centroids,
-                                tables=tables))
-        LOG.info("planned %s: %s %s, V=%d, C=%d%s", name, site.kind.value, list(site.weight.shape), sub_len,
-                 centroids.shape[0], "" if tables is None else f", {policy.refit_tables.value} tables")
+                                table_quant=policy.table_quant, tables=tables))
+        errors[name] = round(reconstruction_error(site, centroids, layer_rows, tables), 6)
+        LOG.info("planned %s: %s %s, V=%d, C=%d%s, relative output error %.3f", name, site.kind.value,
+                 list(site.weight.shape), sub_len, centroids.shape[0],
+                 "" if tables is None else f", {policy.refit_tables.value} tables", errors[name])
+    if degenerate:
+        LOG.warning("k-means: %d codebook(s) had fewer distinct sub-vectors than K = %d (dead ReLU "
+                    "channels?): their centroids repeat, which is harmless", degenerate,
+                    policy.num_centroids)
     return Plan(layers, provenance={"method": "kmeans", "policy": policy.to_dict(),
-                                    "model": imported.source, "samples": int(len(calibration))})
+                                    "model": imported.source, "samples": int(len(calibration)),
+                                    "reconstruction_error": errors})

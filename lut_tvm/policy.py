@@ -7,6 +7,7 @@ from enum import Enum
 from typing import ClassVar
 
 from .errors import PlanError
+from .plan import TableQuant
 from .ridge import check_ridge_lambda
 from .weights import LayerKind
 
@@ -26,7 +27,8 @@ class TableRefit(str, Enum):
 
 @dataclass
 class PlanPolicy:
-    """Which layers become LUTs and with which K and V (LUT-NN's defaults)."""
+    """Which layers become LUTs, with which K and V (LUT-NN's defaults) and table scale granularity
+    (``table_quant``: one INT8 scale per layer, the default, or one per output column)."""
 
     VERSION: ClassVar[int] = 1
 
@@ -43,8 +45,14 @@ class PlanPolicy:
     seed: int = 0
     refit_tables: TableRefit = TableRefit.NONE
     ridge_lambda: float = 1.0
+    table_quant: TableQuant = TableQuant.INT8_PER_LAYER
 
     def __post_init__(self):
+        try:
+            self.table_quant = TableQuant(self.table_quant)
+        except ValueError:
+            raise PlanError(f"policy: table_quant = {self.table_quant!r}, not one of "
+                            f"{[q.value for q in TableQuant]}") from None
         try:
             self.refit_tables = TableRefit(self.refit_tables)
         except ValueError:
@@ -63,7 +71,8 @@ class PlanPolicy:
             raise PlanError(f"policy: max_rows = {self.max_rows} is below K = {self.num_centroids}")
 
     def to_dict(self) -> dict:
-        return {"version": self.VERSION, **asdict(self), "refit_tables": self.refit_tables.value}
+        return {"version": self.VERSION, **asdict(self), "refit_tables": self.refit_tables.value,
+                "table_quant": self.table_quant.value}
 
     @classmethod
     def from_dict(cls, data: dict) -> "PlanPolicy":

@@ -76,12 +76,39 @@ def build_tables(centroids, weight_dn):
     return np.einsum("ckv,cvn->ckn", centroids.astype(np.float64), blocks)
 
 
-def quantize_tables(tables):
-    """INT8 tables with one scale per layer (``max|T| / 127``): returns ``(int8 tables, scale)``."""
-    peak = float(np.abs(tables).max())
-    scale = peak / INT8_MAX if peak > 0 else 1.0
+TABLE_SCALE_GRANULARITIES = ("layer", "column")
+
+
+def quantize_tables(tables, granularity: str = "layer"):
+    """INT8 tables and their scale: returns ``(int8 tables, scale)``.
+
+    ``granularity`` ``"layer"``: one scale ``max|T| / 127`` (a float32 scalar); ``"column"``: one
+    scale per output column, ``scale[n] = max_{c,k} |T[c, k, n]| / 127`` (float32 ``[N]``). A scale
+    whose tables are all zero is 1. Levels are ``rint(T / scale)`` (the float64 scale), clipped to
+    +-127; the layer's output is then ``acc[m, n] * scale[n] + bias[n]`` (``scaled_output``).
+    """
+    if granularity not in TABLE_SCALE_GRANULARITIES:
+        raise ValueError(f"table scale granularity {granularity!r} is not one of {TABLE_SCALE_GRANULARITIES}")
+    tables = np.asarray(tables)
+    if granularity == "layer":
+        peak = float(np.abs(tables).max())
+        scale = peak / INT8_MAX if peak > 0 else 1.0
+    else:
+        peak = np.abs(tables).reshape(-1, tables.shape[-1]).max(axis=0).astype(np.float64)
+        scale = np.where(peak > 0, peak / INT8_MAX, 1.0)
     quantized = np.clip(np.rint(tables / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
-    return quantized, np.float32(scale)
+    return quantized, (np.float32(scale) if granularity == "layer" else scale.astype(np.float32))
+
+
+def scaled_output(acc, scale, bias=None):
+    """``acc[m, n] * scale[n] + bias[n]`` in float32 for a scalar or per-column ``scale``."""
+    out = acc.astype(np.float32) * np.asarray(scale, dtype=np.float32)
+    return out if bias is None else out + np.asarray(bias, dtype=np.float32)
+
+
+def column_scale(scale, out_features: int) -> np.ndarray:
+    """The per-column scale vector ``[N]`` float32 the kernels read, from a scalar or ``[N]`` scale."""
+    return np.broadcast_to(np.asarray(scale, dtype=np.float32), (out_features,)).copy()
 
 
 def lookup_accumulate(codes, tables_q):
@@ -91,17 +118,17 @@ def lookup_accumulate(codes, tables_q):
     return gathered.astype(np.int32).sum(axis=1, dtype=np.int32)
 
 
-def lut_matmul(rows, centroids, weight_dn, bias=None):
-    """A whole LUT dense layer on ``rows [M, D]``: encode, lookup, ``acc * scale + bias``."""
-    tables_q, scale = quantize_tables(build_tables(centroids, weight_dn))
-    acc = lookup_accumulate(encode(rows, centroids), tables_q)
-    out = acc.astype(np.float32) * scale
-    return out if bias is None else out + bias.astype(np.float32)
+def lut_matmul(rows, centroids, weight_dn, bias=None, granularity: str = "layer"):
+    """A whole LUT dense layer on ``rows [M, D]``: encode, lookup, ``acc * scale + bias`` with the
+    tables quantized at ``granularity`` (``quantize_tables``)."""
+    tables_q, scale = quantize_tables(build_tables(centroids, weight_dn), granularity)
+    return scaled_output(lookup_accumulate(encode(rows, centroids), tables_q), scale, bias)
 
 
-def lut_conv2d(x, centroids, weight_oihw, bias=None, strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
+def lut_conv2d(x, centroids, weight_oihw, bias=None, strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
+               granularity: str = "layer"):
     """A whole LUT conv layer on NCHW ``x`` through im2col; returns NCHW."""
     out_channels = weight_oihw.shape[0]
     rows, (batch, out_h, out_w) = im2col_nchw(x, weight_oihw.shape[2:], strides, padding, dilation)
-    flat = lut_matmul(rows, centroids, weight_oihw.reshape(out_channels, -1).T, bias)
+    flat = lut_matmul(rows, centroids, weight_oihw.reshape(out_channels, -1).T, bias, granularity)
     return flat.reshape(batch, out_h, out_w, out_channels).transpose(0, 3, 1, 2)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -12,7 +17,7 @@ import numpy as np
 
 from . import _tvm_compat
 from .errors import ArtifactError
-from .files import write_json_atomic
+from .files import temp_path_beside
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -41,6 +46,40 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+# Besides ArtifactInfo's fields, the description records the library's size and SHA-256, so
+# that a library and a description from two different exports are never taken for a pair.
+_PAIR_FIELDS = ("library_size", "library_sha256")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, exclusive: bool):
+    """An advisory lock on ``folder`` (flock on the folder itself, no lock file left behind):
+    an export holds it exclusively while it publishes a library and its description, a load
+    shared while it reads them, so a reader never sees one export's library with another's
+    description."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:  # an unreadable folder: no lock (the size/hash check still catches a mix)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError:  # a file system without flock: the size/hash check remains
+            pass
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
 class CompiledModel:
     """A Relax VM executable plus its ArtifactInfo; call it with one NumPy array per input."""
 
@@ -49,6 +88,7 @@ class CompiledModel:
         self.info = info
         self._vm = None
         self.export_message = ""
+        self.tuning = None  # the AppliedLog compile applied (lut_tvm.tuning.logs), or None
 
     @property
     def vm(self):
@@ -70,9 +110,22 @@ class CompiledModel:
             arrays.append(array)
         return arrays
 
-    def __call__(self, *inputs):
-        """Run the model; returns one NumPy array, or a tuple for several outputs."""
-        args = [_tvm_compat.to_device(a) for a in self._check_inputs(inputs)]
+    def __call__(self, *inputs, check_finite: bool = True):
+        """Run the model; returns one NumPy array, or a tuple for several outputs.
+
+        Inputs holding NaN or infinity are refused (ArtifactError): a LUT layer encodes them to
+        some centroid and would return finite, meaningless outputs where PyTorch gives NaN.
+        ``check_finite=False`` skips the check (one pass over the inputs)."""
+        arrays = self._check_inputs(inputs)
+        if check_finite:
+            for name, array in zip(self.info.input_names, arrays):
+                if not np.isfinite(array).all():
+                    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+                    raise ArtifactError(
+                        f"input {name!r} holds {bad} NaN/infinite value(s) of {array.size}; a LUT "
+                        "model would map them to finite outputs, so they are refused (clean the "
+                        "input, or pass check_finite=False)")
+        args = [_tvm_compat.to_device(a) for a in arrays]
         outputs = _flatten(self.vm["main"](*args))
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
@@ -99,13 +152,25 @@ class CompiledModel:
             choice = plan_export(self.info.target, cc=cc, ndk=ndk)
             if choice.kind == "tar":
                 path = path.with_suffix(".tar")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_lib = path.with_name(f".{path.name}.tmp{path.suffix}")
-        fcompile = choice.linker.fcompile() if choice.linker is not None else None
-        _tvm_compat.export_library(self.executable, str(tmp_lib), fcompile)
-        os.replace(tmp_lib, path)
-        meta = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, **asdict(self.info)}
-        write_json_atomic(sidecar_path(path), meta, indent=2)
+        sidecar = sidecar_path(path)
+        tmp_lib = temp_path_beside(path, path.suffix or ".so")  # the suffix picks the format
+        tmp_meta = None
+        try:
+            fcompile = choice.linker.fcompile() if choice.linker is not None else None
+            with _tvm_compat.quiet_native_log():  # TVM logs a "Scope Saving" line per function
+                _tvm_compat.export_library(self.executable, str(tmp_lib), fcompile)
+            meta = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, **asdict(self.info),
+                    "library_size": tmp_lib.stat().st_size, "library_sha256": _file_sha256(tmp_lib)}
+            tmp_meta = temp_path_beside(sidecar)
+            tmp_meta.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+            with _folder_lock(path.parent, exclusive=True):
+                os.replace(tmp_lib, path)
+                os.replace(tmp_meta, sidecar)
+        finally:
+            for tmp in (tmp_lib, tmp_meta):
+                if tmp is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
         self.export_message = choice.describe(path)
         if choice.kind == "tar" and path.suffix == ".tar" and choice.reason != "a .tar was asked for":
             LOG.warning("%s", self.export_message)
@@ -133,6 +198,12 @@ def _flatten(result) -> list[np.ndarray]:
 def read_artifact_info(path: str | os.PathLike) -> ArtifactInfo:
     """The ArtifactInfo in the ``.json`` description beside a library written by ``export``."""
     path = Path(path)
+    with _folder_lock(path.parent, exclusive=False):
+        return _read_description(path)[0]
+
+
+def _read_description(path: Path) -> tuple[ArtifactInfo, dict]:
+    """``(info, the size/hash fields)`` of the description of ``path``; call under the folder lock."""
     if not path.is_file():
         raise ArtifactError(f"compiled model {str(path)!r} does not exist")
     meta_path = sidecar_path(path)
@@ -142,17 +213,44 @@ def read_artifact_info(path: str | os.PathLike) -> ArtifactInfo:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != ARTIFACT_FORMAT or meta.get("version") != ARTIFACT_VERSION:
             raise ValueError(f"format/version {meta.get('format')}/{meta.get('version')}")
-        return ArtifactInfo(**{k: v for k, v in meta.items() if k not in ("format", "version")})
-    except (ValueError, TypeError) as err:
+        pair = {k: meta.pop(k) for k in _PAIR_FIELDS if k in meta}
+        info = ArtifactInfo(**{k: v for k, v in meta.items() if k not in ("format", "version")})
+    except (ValueError, TypeError, AttributeError) as err:
         raise ArtifactError(f"{str(meta_path)!r} is not a lut_tvm artifact description: {err}") from None
+    size = pair.get("library_size")
+    if size is not None and (path.stat().st_size != size or _file_sha256(path) != pair.get("library_sha256")):
+        raise ArtifactError(f"{str(path)!r} is not the library that {str(meta_path)!r} describes "
+                            "(its size or SHA-256 differs: replaced since it was exported?); "
+                            "export the model again")
+    return info, pair
 
 
 def load(path: str | os.PathLike) -> CompiledModel:
-    """Load a model written by ``CompiledModel.export``."""
+    """Load a model written by ``CompiledModel.export`` (checked against its description).
+
+    The library is opened through a private name (a hard link, or a copy where the folder is
+    read-only), removed once loaded: ``dlopen`` returns the library it already has open under a
+    path, so loading a path again after a new export would otherwise run the old code."""
     path = Path(path)
-    info = read_artifact_info(path)
+    with _folder_lock(path.parent, exclusive=False):
+        info, _ = _read_description(path)
+        private_dir = None
+        try:
+            private = temp_path_beside(path, path.suffix or ".so")
+            os.unlink(private)
+            os.link(path, private)
+        except OSError:
+            private_dir = Path(tempfile.mkdtemp(prefix="lut_tvm_load_"))
+            private = private_dir / path.name
+            shutil.copyfile(path, private)
     try:
-        executable = _tvm_compat.load_module(str(path))
+        with _tvm_compat.quiet_native_log():  # TVM logs a "Scope Loaded" line per function
+            executable = _tvm_compat.load_module(str(private))
     except Exception as err:
         raise ArtifactError(f"could not load {str(path)!r}: {err}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(private)
+        if private_dir is not None:
+            shutil.rmtree(private_dir, ignore_errors=True)
     return CompiledModel(executable, info)

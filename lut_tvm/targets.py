@@ -4,6 +4,7 @@ phone); ``android-arm64`` is the same CPU with Android's triple, linked by the N
 
 from __future__ import annotations
 
+import json
 import os
 
 from . import _tvm_compat
@@ -42,7 +43,16 @@ def native_target_name() -> str:
 
 
 def resolve_target(target, num_cores: int | None = None):
-    """A TVM target from a friendly name or a TVM target dict; raises TargetError otherwise."""
+    """A TVM target from a friendly name, a TVM target dict, or that dict as a JSON string
+    (``'{"kind": "llvm", "mcpu": "znver4"}'``, as the CLI's --target takes it); raises
+    TargetError otherwise."""
+    if isinstance(target, str) and target.lstrip().startswith("{"):
+        try:
+            target = json.loads(target)
+        except ValueError as err:
+            raise TargetError(f"target {target!r} is not a valid JSON dict: {err}") from None
+        if not isinstance(target, dict) or not isinstance(target.get("kind"), str):
+            raise TargetError(f"target {json.dumps(target)} needs a field 'kind' (e.g. \"llvm\")")
     if isinstance(target, str):
         name = native_target_name() if target == "native" else target
         if name not in TARGETS:
@@ -61,6 +71,27 @@ def resolve_target(target, num_cores: int | None = None):
         return _tvm_compat.make_target(spec)
     except Exception as err:  # TVM raises several error types for bad dicts
         raise TargetError(f"invalid target {target!r}: {err}") from None
+
+
+def describe_target(target) -> str:
+    """A short readable form of a TVM target (or its JSON string): its kind, then the attributes
+    that tell CPUs apart (``llvm mcpu=znver4 mattr=+neon num-cores=2``)."""
+    if not isinstance(target, (str, dict)):
+        target = str(target)
+    if isinstance(target, str):
+        try:
+            target = json.loads(target)
+        except ValueError:
+            return target
+    if not isinstance(target, dict):
+        return str(target)
+    parts = [str(target.get("kind", "?"))]
+    for key in ("mtriple", "mcpu", "mattr", "num-cores"):
+        value = target.get(key)
+        if value not in (None, "", []):
+            value = ",".join(map(str, value)) if isinstance(value, list) else value
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
 
 
 def is_host_runnable(target) -> bool:

@@ -3,7 +3,9 @@
 Shared by the dense and conv2d rewrite passes: both turn ``(site, plan layer)`` into the
 constants (centroids, norms, INT8 tables, scale, zero bias) and the two kernel calls. The real
 tables are the plan layer's free ``tables`` when it has them, else ``P.W`` of the model's weight;
-either way they are quantized by ``reference.quantize_tables``.
+either way they are quantized by ``reference.quantize_tables`` at the layer's ``table_quant``
+granularity. The kernels always read a scale vector ``[N]``: the layer's one scale repeated, or its
+per-column scales.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from lut_tvm.errors import PlanError
-from lut_tvm.plan import LayerPlan, Plan
-from lut_tvm.reference import build_tables, quantize_tables
+from lut_tvm.plan import LayerPlan, Plan, TableQuant
+from lut_tvm.reference import build_tables, column_scale, quantize_tables
 from lut_tvm.weights import as_dense_matrix, output_length
 from schedules.lut_compute import CODE_DTYPE
 
@@ -45,13 +47,14 @@ class LutLayerConstants:
         if layer.tables is not None and tuple(layer.tables.shape) != (*centroids.shape[:2], self.out_features):
             raise PlanError(f"plan layer {layer.name!r}: field 'tables' {list(layer.tables.shape)} is not "
                             f"[C, K, N] = {[*centroids.shape[:2], self.out_features]}")
-        tables_q, scale = quantize_tables(self.real_tables(site, layer))
+        tables_q, scale = quantize_tables(self.real_tables(site, layer),
+                                          TableQuant(layer.table_quant).granularity)
         self.num_codebooks, self.num_centroids, self.sub_len = centroids.shape
         self.centroids = _const(centroids)
         self.norms = _const((centroids.astype(np.float64) ** 2).sum(-1).astype(np.float32))
         self.tables_q = tables_q
         self.table = _const(tables_q)
-        self.scale = _const(np.full(self.out_features, scale, dtype=np.float32))
+        self.scale = _const(column_scale(scale, self.out_features))
         self.bias = _const(np.zeros(self.out_features, dtype=np.float32))
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..deploy.cli_options import add_remote_arguments, is_remote, open_session
 from ..errors import ArtifactError
-from .common import load_array
+from .common import check_paths, load_array
 
 
 def _inputs(args, info) -> list[np.ndarray]:
@@ -28,6 +28,8 @@ def _inputs(args, info) -> list[np.ndarray]:
 
 
 def cmd_bench(args) -> None:
+    check_paths({"compiled model": args.artifact,
+                 **{f"input #{i}": p for i, p in enumerate(args.inputs)}}, {})
     from ..runtime import load, read_artifact_info  # pylint: disable=import-outside-toplevel
 
     if args.number < 1 or args.repeat < 1:

@@ -1,13 +1,18 @@
-"""Helpers shared by the lut-tvm subcommands: reading arrays and the model argument's help."""
+"""Helpers shared by the lut-tvm subcommands: checking paths before the slow imports, reading
+arrays, progress lines and the model argument's help."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ..errors import LutTvmError, ModelLoadError
+from ..npz_meta import describe_non_numpy_file, numpy_file_kind
 
 MODEL_HELP = "model file: .onnx, or a torch.export .pt2 (torch.export.save)"
 
@@ -17,6 +22,9 @@ def load_array(path: str, what: str, key: str | None = None) -> np.ndarray:
     file = Path(path)
     if not file.is_file():
         raise ModelLoadError(f"{what} file {path!r} does not exist")
+    if numpy_file_kind(file) is None:
+        raise ModelLoadError(f"{what} file {path!r} {describe_non_numpy_file(file)} "
+                             "(save arrays with numpy.save)")
     try:
         data = np.load(file, allow_pickle=False)
     except (ValueError, OSError) as err:
@@ -38,3 +46,64 @@ def parse_overrides(pairs: list[str]) -> dict[str, int]:
             raise argparse.ArgumentTypeError(f"--sub-len expects LAYER=V, got {pair!r}")
         overrides[name] = int(value)
     return overrides
+
+
+def _unwritable_folder(path: Path) -> Path | None:
+    """The nearest existing folder of ``path`` if a file cannot be created in it, else None
+    (tried with a temporary file: permission bits do not tell for root or a read-only mount)."""
+    folder = path.parent.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError:
+        return folder
+
+
+def check_paths(inputs: dict[str, str | None], outputs: dict[str, str | os.PathLike],
+                folders: dict[str, str | None] | None = None) -> None:
+    """Before any slow import: every input file (``{what: path}``, None skipped) and input folder
+    (``folders``) exists; no output (``{what: path}``) is one of the inputs (compared resolved: a
+    link or ``./`` spelling counts) or a folder; each output's folder is writable (or creatable)."""
+    for what, path in (folders or {}).items():
+        if path is not None and not Path(path).is_dir():
+            raise LutTvmError(f"{what} folder {str(path)!r} does not exist"
+                              + (" (it is a file)" if Path(path).exists() else ""))
+    resolved = {}
+    for what, path in inputs.items():
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise LutTvmError(f"{what} file {str(path)!r} does not exist"
+                              + (" (it is a folder)" if Path(path).is_dir() else ""))
+        resolved[Path(path).resolve()] = (what, path)
+    for what, path in outputs.items():
+        out = Path(path)
+        clash = resolved.get(out.resolve())
+        if clash is not None:
+            raise LutTvmError(f"{what} {str(out)!r} is the {clash[0]} file {str(clash[1])!r}: "
+                              "writing it would destroy the input; choose another -o")
+        if out.is_dir():
+            raise LutTvmError(f"{what} {str(out)!r} is a folder; give a file name")
+        locked = _unwritable_folder(out)
+        if locked is not None:
+            raise LutTvmError(f"cannot write {what} {str(out)!r}: folder {str(locked)!r} is not "
+                              "writable")
+
+
+def progress_printer(args):
+    """A function printing one progress line per stage to stderr (``lut-tvm CMD: ...``), or
+    None with --quiet."""
+    if getattr(args, "quiet", False):
+        return None
+
+    def say(line: str) -> None:
+        print(f"lut-tvm {args.command}: {line}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def add_quiet_argument(parser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress lines on stderr (results and errors still print)")

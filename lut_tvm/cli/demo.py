@@ -6,7 +6,10 @@ from pathlib import Path
 
 
 def cmd_demo(args) -> None:
-    from ..demo import run_demo  # pylint: disable=import-outside-toplevel
+    from ..tuning.stages import Progress  # pylint: disable=import-outside-toplevel
+
+    with Progress().step("loading TVM, PyTorch and scikit-learn"):
+        from ..demo import run_demo  # pylint: disable=import-outside-toplevel
 
     run_demo(out_dir=Path(args.out_dir), threads=args.threads, seed=args.seed)
 

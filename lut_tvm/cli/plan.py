@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from .common import MODEL_HELP, load_array, parse_overrides
+import importlib
+
+from .common import (
+    MODEL_HELP,
+    add_quiet_argument,
+    check_paths,
+    load_array,
+    parse_overrides,
+    progress_printer,
+)
+
+# a layer losing more of its output than this to the codebooks is worth training (lut_tvm.train)
+LARGE_ERROR = 0.3
 
 
 def cmd_plan(args) -> None:
+    check_paths({"model": args.model, "calibration": args.calibration}, {"plan": args.output})
+    overrides = parse_overrides(args.sub_len)
+    calibration = load_array(args.calibration, "calibration", args.calibration_key)
+    say = progress_printer(args)
+    if say:
+        say("loading TVM and PyTorch ...")
     from ..planner import PlanPolicy, build_kmeans_plan  # pylint: disable=import-outside-toplevel
 
-    calibration = load_array(args.calibration, "calibration", args.calibration_key)
     policy = PlanPolicy(
         num_centroids=args.centroids,
         dense_sub_len=args.dense_sub_len,
@@ -16,19 +33,34 @@ def cmd_plan(args) -> None:
         conv1x1_sub_len=args.conv1x1_sub_len,
         skip_first_conv=not args.keep_first_conv,
         skip_last_dense=not args.keep_last_dense,
-        sub_len_overrides=parse_overrides(args.sub_len),
+        sub_len_overrides=overrides,
         only=args.only,
         exclude=args.exclude or [],
         max_rows=args.max_rows,
         seed=args.seed,
     )
     example = (calibration[: args.batch],) if args.batch else None
-    plan = build_kmeans_plan(args.model, calibration, policy, example_inputs=example)
+    plan = build_kmeans_plan(args.model, calibration, policy, example_inputs=example, progress=say)
     plan.save(args.output)
+    errors = plan.provenance.get("reconstruction_error", {})
     for layer in plan.layers:
         print(f"  {layer.name:<24} {layer.kind.value:<6} weight {list(layer.weight_shape)}  "
-              f"C={layer.num_codebooks} K={layer.num_centroids} V={layer.sub_vector_len}")
+              f"C={layer.num_codebooks} K={layer.num_centroids} V={layer.sub_vector_len}  "
+              f"output error {errors[layer.name]:.3f}")
+    if plan.layers:
+        print("  (output error: relative error of the layer's output on the calibration data)")
     print(f"wrote {args.output} ({len(plan.layers)} LUT layers)")
+    large = [name for name, error in errors.items() if error > LARGE_ERROR]
+    if large:
+        print(f"layer(s) {', '.join(large)} lose more than {LARGE_ERROR:.0%} of their output to k-means "
+              f"centroids: learn the centroids with lut_tvm.train{_optimize_hint()} "
+              "(README: 'Learning the centroids'), or raise K / lower V for them")
+
+
+def _optimize_hint() -> str:
+    """`` or `lut-tvm optimize` `` when this lut-tvm has that command."""
+    commands = importlib.import_module("lut_tvm.cli").COMMANDS
+    return " or `lut-tvm optimize`" if "optimize" in commands else ""
 
 
 def register(sub) -> None:
@@ -56,4 +88,5 @@ def register(sub) -> None:
     plan.add_argument("--batch", type=int, default=None,
                       help="batch to import an ONNX model with dynamic batch at")
     plan.add_argument("--seed", type=int, default=0)
+    add_quiet_argument(plan)
     plan.set_defaults(func=cmd_plan)

@@ -10,10 +10,20 @@ import numpy as np
 
 from ..deploy.cli_options import add_remote_arguments, is_remote, open_session
 from ..errors import ArtifactError
-from .common import load_array
+from .common import check_paths, load_array
+
+
+def _output_path(args, num_outputs: int) -> Path:
+    """np.save/np.savez append .npy/.npz to a name without it: the file really written."""
+    suffix = ".npy" if num_outputs == 1 else ".npz"
+    out = Path(args.output)
+    return out if out.suffix == suffix else out.with_name(out.name + suffix)
 
 
 def cmd_run(args) -> None:
+    inputs = {"compiled model": args.artifact, **{f"input #{i}": p for i, p in enumerate(args.inputs)}}
+    for suffix_count in (1, 2):  # the output count is known after loading: check both names
+        check_paths(inputs, {"output": _output_path(args, suffix_count)})
     from ..runtime import load, read_artifact_info  # pylint: disable=import-outside-toplevel
 
     session = None
@@ -34,11 +44,7 @@ def cmd_run(args) -> None:
         compiled = session.load_library(args.artifact, info)
     outputs = compiled(*inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    # np.save/np.savez append .npy/.npz to a name without it: report the file really written
-    suffix = ".npy" if len(outputs) == 1 else ".npz"
-    out = Path(args.output)
-    if out.suffix != suffix:
-        out = out.with_name(out.name + suffix)
+    out = _output_path(args, len(outputs))
     out.parent.mkdir(parents=True, exist_ok=True)
     if len(outputs) == 1:
         np.save(out, outputs[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..deploy.cli_options import add_remote_arguments, is_remote
 from ..deploy.defaults import DEFAULT_MEASURE_TIMEOUT
+from . import INTERRUPTED
 from .common import MODEL_HELP, load_array
 
 
@@ -17,21 +18,26 @@ def _remote_device(args):
                         connect_timeout=args.connect_timeout, run_timeout=args.run_timeout)
 
 
-def cmd_tune(args) -> None:
-    from ..tuning.tune import format_summary, tune_model  # pylint: disable=import-outside-toplevel
+def cmd_tune(args) -> int:
+    from ..tuning.stages import Progress  # pylint: disable=import-outside-toplevel
+
+    with Progress().step("loading TVM"):
+        from ..tuning.tune import format_summary, tune_model  # pylint: disable=import-outside-toplevel
 
     example = (load_array(args.example, "example input"),) if args.example else None
-    # Ctrl-C stops after the batch in flight, a second one or SIGTERM at once: either way the
-    # records measured so far are kept and the worker processes are stopped.
+    # Ctrl-C (or SIGTERM) stops within seconds: the records measured so far stay in the log, the
+    # worker processes are killed, the exit status is 130.
     result = tune_model(args.model, args.plan, target=args.target, trials=args.trials,
                         log_dir=args.log_dir, example_inputs=example, seed=args.seed,
                         task_filter=args.tasks, remote=_remote_device(args))
     if result.tasks:
         print(format_summary(result))
     state = "interrupted; kept" if result.interrupted else "wrote"
-    print(f"{state} {result.records} records in {result.log_dir} "
-          f"(`lut-tvm compile --target {args.target}` applies them"
-          + ("" if args.log_dir is None else f" --tuning-logs {args.log_dir}") + ")")
+    apply = f"lut-tvm compile --target {args.target}"
+    if args.log_dir is not None:
+        apply += f" --tuning-logs {args.log_dir}"
+    print(f"{state} {result.records} records in {result.log_dir} (`{apply}` applies them)")
+    return INTERRUPTED if result.interrupted else 0
 
 
 def register(sub) -> None:
@@ -40,7 +46,9 @@ def register(sub) -> None:
         "tune", help="tune the model's kernels with MetaSchedule into a tuning log",
         description="Tune every task of a model (LUT kernels and the remaining dense ops) with "
         "MetaSchedule and the XGBoost cost model. Records go to LOG_DIR/<device>/<key>/ as they "
-        "are measured; Ctrl-C keeps them. `compile` applies the log matching its target. "
+        "are measured. Ctrl-C stops within seconds, keeps them and exits with status 130. "
+        "`compile` applies the log matching its target: from the default LOG_DIR without being "
+        "told, ahead of the logs shipped with lut_tvm. "
         "For a target this machine cannot run (arm64), candidates are built here and timed on "
         "the device over TVM RPC: --tracker HOST:PORT --key KEY, or --rpc HOST:PORT.")
     tune.add_argument("model", help=MODEL_HELP)
@@ -50,8 +58,9 @@ def register(sub) -> None:
     tune.add_argument("--trials", type=int, default=32,
                       help="measurements per task (default: 32)")
     tune.add_argument("--log-dir", default=None,
-                      help="tuning log root (default: tuning_logs/ of the lut_tvm checkout, "
-                      "or $LUT_TVM_TUNING_LOGS)")
+                      help="tuning log root to write to (default: $LUT_TVM_TUNING_LOGS, else "
+                      "$XDG_CACHE_HOME/lut_tvm/tuning_logs, i.e. ~/.cache/lut_tvm/tuning_logs; "
+                      "never the logs shipped with lut_tvm)")
     tune.add_argument("--example", help=".npy input fixing the shapes of an ONNX model's dynamic dims")
     tune.add_argument("--tasks", nargs="+", metavar="NAME",
                       help="tune only the tasks whose name contains one of these (e.g. lut_lookup)")

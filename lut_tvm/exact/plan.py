@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PlanError
-from ..npz_meta import META_KEY, read_npz_with_meta, write_npz_with_meta
+from ..npz_meta import (META_KEY, check_int_field, checked_layer_entries, read_npz_with_meta,
+                        write_npz_with_meta)
 from ..weights import (LayerKind, as_dense_matrix, check_distinct_weights, checked_layer_kind,
                        fingerprint, output_length)
 from .reference import MAX_BITS, MIN_BITS, quantize_weight, weight_scales
@@ -66,6 +67,8 @@ class ExactLayerPlan:
     def validate(self) -> None:
         """Raise PlanError naming this layer and the field that is wrong."""
         where = f"exact plan layer {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            raise PlanError(f"{where}: field 'name' must be a non-empty string")
         kind = checked_layer_kind(where, self.kind, self.weight_shape)
         if not isinstance(self.bits, int) or isinstance(self.bits, bool) or \
                 not MIN_BITS <= self.bits <= MAX_BITS:
@@ -132,11 +135,9 @@ class ExactPlan:
         where = f"exact plan file {str(path)!r}"
         arrays, meta = read_npz_with_meta(path, where, EXACT_PLAN_FORMAT, EXACT_PLAN_VERSION)
         layers = []
-        for index, entry in enumerate(meta.get("layers", [])):
-            name = entry.get("name", f"#{index}")
-            missing = {"kind", "weight_shape", "weight_fingerprint", "bits", "act_scale"} - set(entry)
-            if missing:
-                raise PlanError(f"{where}, layer {name!r}: missing field(s) {sorted(missing)}")
+        for index, entry in enumerate(checked_layer_entries(where, meta, ("bits", "act_scale"))):
+            name = entry["name"]
+            check_int_field(f"{where}, layer {name!r}", entry, "piece_bits")
             key = f"layer{index}.w_scale"
             if key not in arrays:
                 raise PlanError(f"{where}, layer {name!r}: missing array {key!r}")
@@ -146,7 +147,10 @@ class ExactPlan:
                 weight_fingerprint=str(entry["weight_fingerprint"]), bits=entry["bits"],
                 act_scale=entry["act_scale"], w_scale=arrays[key],
                 piece_bits=entry.get("piece_bits", 1)))
-        plan = cls(layers=layers, provenance=meta.get("provenance", {}))
+        provenance = meta.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise PlanError(f"{where}: field 'provenance' must be an object")
+        plan = cls(layers=layers, provenance=provenance)
         try:
             plan.validate()
         except PlanError as err:

@@ -198,7 +198,9 @@ def convert_conv1d_kmeans(model: nn.Module, config: LutConfig | None = None, cal
     for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc="k-means conv1d", unit="layer"):
         centroids, temperature = layer_centroids(name, layer_rows, sub_len, config)
         original = lut_model.get_submodule(name)
-        replace_module(lut_model, name, LutConv1d.from_conv(original, centroids, temperature))
+        layer = LutConv1d.from_conv(original, centroids, temperature)
+        layer.table_quant = config.policy.table_quant
+        replace_module(lut_model, name, layer)
         LOG.info("LUT layer %s (conv1d): V=%d, C=%d, K=%d, t0=%.3g", name, sub_len, centroids.shape[0],
                  num_centroids, temperature)
     lut_model.lut_config = config.to_dict()

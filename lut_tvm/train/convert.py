@@ -239,6 +239,7 @@ def convert_kmeans(model: nn.Module, config: LutConfig | None = None, calibratio
             layer = LutConv2d.from_conv(original, centroids, temperature)
         else:
             layer = LutLinear.from_linear(original, centroids, temperature)
+        layer.table_quant = config.policy.table_quant
         replace_module(lut_model, name, layer)
         LOG.info("LUT layer %s: V=%d, C=%d, K=%d, t0=%.3g", name, sub_len, centroids.shape[0],
                  num_centroids, temperature)

@@ -6,6 +6,7 @@ weights. ``lut_tvm.compile(to_dense_model(m), export_plan(m), ...)`` then runs t
 LUT model's hard forward does (same codes, same INT8 tables). A LUT layer with free tables
 (``LutLayer.set_tables``, MADDNESS's ridge refit) exports them as the plan layer's ``tables``
 (plan format version 2); its weight then only binds the layer (the compiler ignores its values).
+A layer's ``table_quant`` (per-column table scales) goes into its plan layer (plan format version 3).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def export_plan(lut_model: nn.Module, path: str | os.PathLike | None = None,
         centroids = layer.centroids.detach().cpu().numpy().astype("float32")
         tables = None if layer.tables is None else layer.tables.detach().cpu().numpy().astype("float32")
         layers.append(LayerPlan(name, layer.kind, tuple(weight.shape), fingerprint(weight), centroids,
-                                tables=tables))
+                                table_quant=layer.table_quant, tables=tables))
     info = {"method": "learned", "temperatures": {n: float(l.temperature) for n, l in lut_layers(lut_model)}}
     if getattr(lut_model, "lut_config", None) is not None:
         info["config"] = lut_model.lut_config

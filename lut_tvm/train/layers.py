@@ -6,9 +6,10 @@ im2col'd windows, flattened ``(c_in, kh, kw)`` like ``reference.im2col_nchw``) a
 ``C`` sub-vectors of length ``V``; ``d = ||P||^2 - 2 x.P``.
 
 * hard: ``code = argmin_k d`` (first index on ties), tables ``T = P.W`` built and quantized to
-  INT8 exactly as ``reference.quantize_tables(reference.build_tables(P, W))`` (float64, one scale
-  ``max|T|/127``, round half to even, clip +-127), ``acc = sum_c Tq[c, code]`` and
-  ``acc * scale + bias`` in float32: the value the compiled kernels compute. The rounding is a
+  INT8 exactly as ``reference.quantize_tables(reference.build_tables(P, W), granularity)`` (float64,
+  one scale ``max|T|/127`` per layer or, with ``LutLayer.table_quant`` ``int8_per_column``, per
+  output column; round half to even, clip +-127), ``acc = sum_c Tq[c, code]`` and
+  ``acc * scale[n] + bias`` in float32: the value the compiled kernels compute. The rounding is a
   straight-through estimator, so the hard path alone passes gradients to P and W through the table.
 * soft: ``softmax(-d / t) @ T`` with the real-valued table.
 * free tables (``LutLayer.set_tables``, MADDNESS's ridge refit): a layer may carry its own tables
@@ -28,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..reference import INT8_MAX
+from ..plan import TableQuant
+from ..reference import INT8_MAX, TABLE_SCALE_GRANULARITIES
 from ..weights import LayerKind
 
 MODES = ("ste", "hard", "soft")
@@ -46,14 +48,18 @@ def build_tables(centroids: torch.Tensor, weight_dn: torch.Tensor) -> torch.Tens
     return torch.einsum("ckv,cvn->ckn", centroids, blocks)
 
 
-def quantize_tables(tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """INT8 levels of ``tables`` (float64, integer-valued, STE round) and the float64 scale.
+def quantize_tables(tables: torch.Tensor, granularity: str = "layer") -> tuple[torch.Tensor, torch.Tensor]:
+    """INT8 levels of ``tables [C, K, N]`` (float64, integer-valued, STE round) and the float64 scale:
+    a scalar (``granularity="layer"``) or one per output column ``[N]`` (``"column"``).
 
     Value-identical to ``reference.quantize_tables`` given float64 tables (build them from float64
     centroids and weights, as the reference does); the scale is a constant for autograd.
     """
+    if granularity not in TABLE_SCALE_GRANULARITIES:
+        raise ValueError(f"table scale granularity {granularity!r} is not one of {TABLE_SCALE_GRANULARITIES}")
     tables = tables.double()
-    peak = tables.detach().abs().max()
+    magnitude = tables.detach().abs()
+    peak = magnitude.max() if granularity == "layer" else magnitude.reshape(-1, tables.shape[-1]).amax(0)
     scale = torch.where(peak > 0, peak / INT8_MAX, torch.ones_like(peak))
     return torch.clamp(round_ste(tables / scale), -INT8_MAX, INT8_MAX), scale
 
@@ -65,10 +71,12 @@ def centroid_distances(subs: torch.Tensor, centroids: torch.Tensor) -> torch.Ten
     return norms - 2.0 * torch.einsum("mcv,ckv->mck", subs, centroids)
 
 
-def lut_matmul(rows, centroids, weight_dn, log_temperature, mode: str = "ste", tables=None):
+def lut_matmul(rows, centroids, weight_dn, log_temperature, mode: str = "ste", tables=None,
+               granularity: str = "layer"):
     """A LUT layer's ``[M, N]`` output (no bias) for ``rows [M, D]``; see the module doc for modes.
 
-    ``tables [C, K, N]``, if given, replace ``P.W`` (``weight_dn`` is then unused)."""
+    ``tables [C, K, N]``, if given, replace ``P.W`` (``weight_dn`` is then unused); ``granularity``
+    is the hard path's table scale granularity (``quantize_tables``)."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {MODES}")
     num_codebooks, num_centroids, sub_len = centroids.shape
@@ -83,7 +91,7 @@ def lut_matmul(rows, centroids, weight_dn, log_temperature, mode: str = "ste", t
     with torch.set_grad_enabled(mode == "hard" and torch.is_grad_enabled()):
         one_hot = F.one_hot(dist.detach().argmin(-1), num_centroids).to(torch.float32)
         real = build_tables(centroids.double(), weight_dn.double()) if tables is None else tables
-        levels, scale = quantize_tables(real)
+        levels, scale = quantize_tables(real, granularity)
         # Integer-valued float32 sums are exact (|acc| <= 127*C << 2**24): acc is the int32 accumulator.
         acc = one_hot.reshape(flat) @ levels.to(torch.float32).reshape(flat[1], -1)
         hard = (acc * scale.to(torch.float32)).to(rows.dtype)
@@ -121,6 +129,7 @@ class LutLayer(nn.Module):
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature), dtype=self.weight.dtype))
         self.register_parameter("tables", None)  # free tables [C, K, N] (set_tables) instead of P.W
         self.mode = "ste"
+        self.table_quant = TableQuant.INT8_PER_LAYER  # the hard forward's (and the plan's) table scales
 
     def set_tables(self, tables) -> None:
         """Use ``tables [C, K, N]`` (e.g. ``lut_tvm.ridge.ridge_tables``) in place of ``P.W``, as a
@@ -161,13 +170,14 @@ class LutLayer(nn.Module):
 
     def lut_rows(self, rows: torch.Tensor) -> torch.Tensor:
         out = lut_matmul(rows, self.centroids, self.weight_dn(), self.log_temperature, self.active_mode(),
-                         self.tables)
+                         self.tables, TableQuant(self.table_quant).granularity)
         return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:
         cents = self.centroids.shape
         free = ", free tables" if self.tables is not None else ""
-        return f"C={cents[0]}, K={cents[1]}, V={cents[2]}, mode={self.mode!r}{free}"
+        quant = "" if self.table_quant == TableQuant.INT8_PER_LAYER else f", {TableQuant(self.table_quant).value}"
+        return f"C={cents[0]}, K={cents[1]}, V={cents[2]}, mode={self.mode!r}{free}{quant}"
 
 
 class LutLinear(LutLayer):

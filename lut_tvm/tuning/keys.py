@@ -20,11 +20,33 @@ _IGNORED_TARGET_FIELDS = ("num-cores", "tag")
 ENV_LOG_DIR = "LUT_TVM_TUNING_LOGS"
 
 
-def default_log_dir() -> Path:
-    """``$LUT_TVM_TUNING_LOGS``, else ``tuning_logs/`` at the root of the lut_tvm checkout."""
-    if os.environ.get(ENV_LOG_DIR):
-        return Path(os.environ[ENV_LOG_DIR])
+def shipped_log_dir() -> Path:
+    """``tuning_logs/`` at the root of the lut_tvm checkout: the logs shipped with lut_tvm."""
     return Path(__file__).resolve().parents[2] / "tuning_logs"
+
+
+def user_log_dir() -> Path:
+    """Where ``lut-tvm tune`` writes by default: ``$LUT_TVM_TUNING_LOGS``, else
+    ``$XDG_CACHE_HOME/lut_tvm/tuning_logs`` (``~/.cache/lut_tvm/tuning_logs``)."""
+    if os.environ.get(ENV_LOG_DIR):
+        return Path(os.environ[ENV_LOG_DIR]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache).expanduser() / "lut_tvm" / "tuning_logs"
+
+
+def search_log_dirs() -> list[Path]:
+    """The roots ``compile`` looks in by default, in order: ``user_log_dir()`` (this machine's
+    own tuning wins), then ``shipped_log_dir()``."""
+    dirs = [user_log_dir(), shipped_log_dir()]
+    return [d for i, d in enumerate(dirs) if d not in dirs[:i]]
+
+
+def default_log_dir() -> Path:
+    """``$LUT_TVM_TUNING_LOGS``, else the shipped ``tuning_logs/`` (the root the speed
+    benchmark's re-tuning writes to by default; ``tune`` writes to ``user_log_dir()``)."""
+    if os.environ.get(ENV_LOG_DIR):
+        return Path(os.environ[ENV_LOG_DIR]).expanduser()
+    return shipped_log_dir()
 
 
 def _plain(value):

@@ -15,20 +15,24 @@ LOG = logging.getLogger("lut_tvm")
 
 @dataclass
 class AppliedLog:
-    """A log that was applied: its folder and how many of the module's functions it scheduled."""
+    """A log that was applied: its folder (the first, when several were applied together, the
+    earlier one winning) and how many of the module's functions it scheduled."""
 
     path: Path
     applied: int
     total: int
+    others: tuple = ()  # further folders applied behind ``path``
 
     def __str__(self) -> str:
-        return f"{self.path} ({self.applied} of {self.total} functions)"
+        folders = " + ".join(str(p) for p in (self.path, *self.others))
+        return f"{folders} ({self.applied} of {self.total} functions)"
 
 
-def resolve_log_dir(tuning_logs) -> Path | None:
-    """``compile``'s ``tuning_logs`` argument as a folder: True -> the default, False/None -> none."""
+def resolve_log_dir(tuning_logs) -> list[Path] | Path | None:
+    """``compile``'s ``tuning_logs`` argument: True -> the default roots (``keys.search_log_dirs``:
+    the user's, then the shipped ones), a path -> that root, False/None -> none."""
     if tuning_logs is True:
-        return keys.default_log_dir()
+        return keys.search_log_dirs()
     if tuning_logs in (False, None):
         return None
     return Path(tuning_logs)
@@ -70,6 +74,60 @@ def corrupt_file(folder: Path) -> str | None:
     return None
 
 
+def _parsed_lines(file: Path) -> list[tuple[str, object]]:
+    """``(line, value)`` for each non-blank line of ``file``; ``value`` is None when the line
+    is not JSON (a line cut by a killed run)."""
+    if not file.is_file():
+        return []
+    parsed = []
+    with open(file, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            line = line.rstrip("\n") + "\n"
+            try:
+                parsed.append((line, json.loads(line)))
+            except ValueError:
+                parsed.append((line, None))
+    return parsed
+
+
+def repair_log(folder: Path) -> int:
+    """Drop the unreadable lines of ``folder``'s database (a run killed mid-write leaves a
+    truncated last line, and TVM cannot open such a file), keeping every readable record; one
+    warning per file names it and how many lines it lost. Returns the lines dropped.
+
+    A record names its workload by line number: the records of a dropped workload go too, and
+    the others are renumbered.
+    """
+    from ..files import write_text_atomic  # pylint: disable=import-outside-toplevel
+
+    workload_file, record_file = folder / keys.WORKLOAD_FILE, folder / keys.RECORD_FILE
+    workloads: list[str] = []
+    renumber: dict[int, int] = {}  # old line number of a readable workload -> new one
+    for old, (line, value) in enumerate(_parsed_lines(workload_file)):
+        if isinstance(value, list) and len(value) == 2:
+            renumber[old] = len(workloads)
+            workloads.append(line)
+    records: list[str] = []
+    parsed = _parsed_lines(record_file)
+    for line, value in parsed:
+        if (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)
+                and value[0] in renumber):
+            new = renumber[value[0]]
+            records.append(line if new == value[0] else
+                           json.dumps([new, value[1]], separators=(",", ":")) + "\n")
+    dropped = 0
+    for file, kept, total in ((workload_file, workloads, len(_parsed_lines(workload_file))),
+                              (record_file, records, len(parsed))):
+        if total > len(kept):
+            write_text_atomic(file, "".join(kept))
+            LOG.warning("tuning log %s: skipped %d unreadable line(s) (truncated or not JSON); "
+                        "%d kept", file, total - len(kept), len(kept))
+            dropped += total - len(kept)
+    return dropped
+
+
 def find_log(log_dir, target) -> Path | None:
     """The folder under ``log_dir`` whose key matches ``target``; problems are logged.
 
@@ -102,27 +160,34 @@ def apply_tuning_log(mod, target, log_dir):
     """``(mod, AppliedLog | None)``: ``mod``'s PrimFuncs replaced by the matching log's best
     schedules (marked scheduled, so the default rules skip them). Run inside ``with target``.
 
-    No log, a foreign one or a broken one leaves ``mod`` unchanged (the default rules apply).
+    ``log_dir`` is a root or a list of roots (``resolve_log_dir``): the matching log of each is
+    applied, a function's records from an earlier root winning over a later one's. No log, a
+    foreign one or a broken one leaves ``mod`` unchanged (the default rules apply).
     """
     if log_dir is None:
         return mod, None
-    folder = find_log(log_dir, target)
-    if folder is None:
+    roots = [Path(d) for d in log_dir] if isinstance(log_dir, (list, tuple)) else [Path(log_dir)]
+    folders = [f for f in (find_log(root, target) for root in roots) if f is not None]
+    if not folders:
         LOG.info("no tuning log for %s in %s: default schedule rules", keys.device_name(target),
-                 log_dir)
+                 " or ".join(str(r) for r in roots))
         return mod, None
     from .tune import open_database  # pylint: disable=import-outside-toplevel
 
     before = {gv.name_hint: _tvm_compat.is_scheduled(f) for gv, f in _prim_funcs(mod)}
     try:
-        new_mod = _tvm_compat.apply_tuning_database(mod, open_database(folder))
+        databases = [open_database(folder) for folder in folders]
+        database = databases[0] if len(databases) == 1 else _tvm_compat.ordered_union_database(databases)
+        new_mod = _tvm_compat.apply_tuning_database(mod, database)
     except Exception as err:  # pylint: disable=broad-except
-        LOG.warning("skipped tuning log %s: it could not be applied (%s)", folder,
+        LOG.warning("skipped tuning log %s: it could not be applied (%s)",
+                    " + ".join(str(f) for f in folders),
                     str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__)
         return mod, None
     applied = sum(1 for gv, f in _prim_funcs(new_mod)
                   if _tvm_compat.is_scheduled(f) and not before.get(gv.name_hint, False))
-    result = AppliedLog(folder, applied, sum(1 for done in before.values() if not done))
+    result = AppliedLog(folders[0], applied, sum(1 for done in before.values() if not done),
+                        tuple(folders[1:]))
     LOG.info("applied tuning log %s", result)
     return new_mod, result
 

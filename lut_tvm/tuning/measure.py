@@ -1,19 +1,51 @@
-"""Builder and runner for tuning: lean builds, code-safe inputs, worker processes reaped."""
+"""Builder and runner for tuning: lean builds, code-safe inputs, a stop honoured within a
+fraction of a second, worker processes reaped."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import logging
 import os
 import signal
+import subprocess
+import time
 
 from tvm.ir.utils import derived_object
 
 from .. import _tvm_compat
-from .worker_fns import alloc_arguments, build_lean, warm_up
+from .progress import STOPPED, TuneStatus
+from .worker_fns import alloc_arguments, build_lean, ignore_sigint, warm_up
 
 ms = _tvm_compat.meta_schedule()
-PopenPoolExecutor, StatusKind = _tvm_compat.popen_pool()
+PopenPoolExecutor, _ = _tvm_compat.popen_pool()
 _build_worker = ms.builder.local_builder._worker_func  # pylint: disable=protected-access
+_run_worker = ms.runner.local_runner._worker_func  # pylint: disable=protected-access
+LOG = logging.getLogger("lut_tvm.tuning")
+POLL = 0.2  # seconds between looks at the stop request while waiting for workers
+
+
+def worker_pool(max_workers: int, timeout: float | None, maximum_uses: int | None = None):
+    """A PopenPoolExecutor whose workers ignore Ctrl-C (the terminal sends it to them too; the
+    main process stops them) and whose stderr is dropped unless lut_tvm.tuning logs DEBUG."""
+    quiet = not LOG.isEnabledFor(logging.DEBUG)
+    return PopenPoolExecutor(max_workers=max_workers, timeout=timeout, initializer=ignore_sigint,
+                             maximum_process_uses=maximum_uses,
+                             stderr=subprocess.DEVNULL if quiet else None)
+
+
+def wait_or_stop(futures, status: TuneStatus, kill) -> bool:
+    """Wait for ``futures``; if a stop is requested meanwhile, cancel the queued ones, ``kill()``
+    the workers and return False at once (the others are then left to fail)."""
+    pending = {future for future in futures if not future.done()}
+    while pending:
+        if status.stop.requested:
+            for future in pending:
+                future.cancel()
+            kill()
+            return False
+        _, pending = concurrent.futures.wait(pending, timeout=POLL)
+    return True
 
 
 def _loaded(expr) -> set:
@@ -90,22 +122,50 @@ def task_bounds(task_mods) -> dict[str, list]:
 
 @derived_object
 class LutRunner(ms.runner.LocalRunner._cls):  # pylint: disable=protected-access
-    """LocalRunner whose argument allocator keeps every index input (codes) in range."""
+    """LocalRunner whose argument allocator keeps every index input (codes) in range, and
+    which stops at once (killing its worker) on a stop request."""
 
-    def __init__(self, bounds: dict[str, list], **kwargs):
+    def __init__(self, bounds: dict[str, list], status: TuneStatus | None = None, **kwargs):
         super().__init__(**kwargs)
         self.bounds = bounds
+        self.status = status or TuneStatus()
 
     def _sanity_check(self) -> None:
-        # The stock check waits for the worker to import TVM; warm it up in the background.
+        # Our pool (workers ignore Ctrl-C); the stock check waits for the worker to import TVM:
+        # warm it up in the background instead.
+        self.pool = worker_pool(1, self.timeout_sec)
         self.pool.submit(warm_up)
+
+    def kill(self) -> None:
+        """Stop the worker process now."""
+        self.pool.shutdown(wait=False)
 
     def run(self, runner_inputs):
         results = []
-        for runner_input in runner_inputs:
+        for index, runner_input in enumerate(runner_inputs):
+            if self.status.stop.requested:
+                results.append(ms.runner.LocalRunnerFuture(error_message=STOPPED))
+                continue
+            if len(runner_inputs) > 1:
+                self.status.phase(f"timing {index + 1}/{len(runner_inputs)}")
             bounds = self.bounds.get(args_key(runner_input.args_info))
-            self.f_alloc_argument = functools.partial(alloc_arguments, bounds)
-            results.extend(super().run([runner_input]))
+            future = self.pool.submit(
+                _run_worker, functools.partial(alloc_arguments, bounds), self.f_run_evaluator,
+                self.f_cleanup, self.evaluator_config, self.alloc_repeat,
+                str(runner_input.artifact_path), str(runner_input.device_type),
+                tuple(info.as_json() for info in runner_input.args_info))
+            if not wait_or_stop([future], self.status, self.kill):
+                results.append(ms.runner.LocalRunnerFuture(error_message=STOPPED))
+                continue
+            secs, error = None, None
+            try:
+                secs = future.result()
+            except TimeoutError:
+                error = f"LutRunner: timeout, killed after {self.timeout_sec} seconds"
+            except Exception as err:  # pylint: disable=broad-except
+                error = f"LutRunner: an exception occurred\n{err}"
+            results.append(ms.runner.LocalRunnerFuture(res=secs, error_message=error))
+            self.status.advance(1)
         return results
 
 
@@ -120,15 +180,14 @@ class LutBuilder(ms.builder.LocalBuilder._cls):  # pylint: disable=protected-acc
 
     MAX_USES = 64
 
-    def __init__(self, f_export=None, **kwargs):
+    def __init__(self, f_export=None, status: TuneStatus | None = None, **kwargs):
         self._pool = None
+        self.status = status or TuneStatus()
         super().__init__(f_build=build_lean, f_export=f_export, **kwargs)
 
     def _get_pool(self):
         if self._pool is None:
-            self._pool = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec,
-                                           initializer=self.initializer,
-                                           maximum_process_uses=self.MAX_USES)
+            self._pool = worker_pool(self.max_workers, self.timeout_sec, self.MAX_USES)
         return self._pool
 
     def _sanity_check(self) -> None:
@@ -138,53 +197,80 @@ class LutBuilder(ms.builder.LocalBuilder._cls):  # pylint: disable=protected-acc
             pool.submit(warm_up)
 
     def build(self, build_inputs):
+        count = len(build_inputs)
+        if self.status.stop.requested:
+            return [ms.builder.BuilderResult(None, STOPPED) for _ in range(count)]
+        if count > 1:
+            self.status.phase(f"building {count} candidates")
+        pool = self._get_pool()
+        futures = [pool.submit(_build_worker, self.f_build, self.f_export, b.mod, b.target, None)
+                   for b in build_inputs]
+        wait_or_stop(futures, self.status, self.close)
         results = []
-        jobs = [(self.f_build, self.f_export, b.mod, b.target, None) for b in build_inputs]
-        for item in self._get_pool().map_with_error_catching(lambda x: _build_worker(*x), jobs):
-            if item.status == StatusKind.COMPLETE:
-                results.append(ms.builder.BuilderResult(item.value, None))
-            elif item.status == StatusKind.TIMEOUT:
+        for future in futures:
+            if not future.done() or future.cancelled():
+                results.append(ms.builder.BuilderResult(None, STOPPED))
+                continue
+            try:
+                results.append(ms.builder.BuilderResult(future.result(), None))
+            except TimeoutError:
                 results.append(ms.builder.BuilderResult(
                     None, f"LutBuilder: timeout, killed after {self.timeout_sec} seconds"))
-            else:
-                results.append(ms.builder.BuilderResult(
-                    None, "LutBuilder: an exception occurred\n" + str(item.value)))
+            except Exception as err:  # pylint: disable=broad-except
+                message = (STOPPED if self.status.stop.requested
+                           else "LutBuilder: an exception occurred\n" + str(err))
+                results.append(ms.builder.BuilderResult(None, message))
+        # A candidate that failed to build is never timed: count it here.
+        self.status.advance(sum(1 for r in results
+                                if r.error_msg is not None and not str(r.error_msg).startswith(STOPPED)))
         return results
 
     def close(self) -> None:
-        """Stop the worker processes."""
+        """Stop the worker processes now."""
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
 
 
-def make_builder(max_workers: int | None = None, timeout_sec: float = 60.0, f_export=None):
+def make_builder(max_workers: int | None = None, timeout_sec: float = 60.0, f_export=None,
+                 status: TuneStatus | None = None):
     """A LutBuilder (the default build times out importing every GPU tensor intrinsic);
     ``f_export(module) -> path`` writes each candidate (default: a ``.tar`` for this machine)."""
     return LutBuilder(max_workers=max_workers or os.cpu_count(), timeout_sec=timeout_sec,
-                      f_export=f_export)
+                      f_export=f_export, status=status)
 
 
 def make_runner(bounds: dict[str, list], timeout_sec: float = 30.0, number: int = 3,
-                min_repeat_ms: int = 50):
+                min_repeat_ms: int = 50, status: TuneStatus | None = None):
     """A LutRunner (one worker) timing each candidate ``number`` runs, at least ``min_repeat_ms``."""
     config = ms.runner.EvaluatorConfig(number=number, repeat=1, min_repeat_ms=min_repeat_ms,
                                        enable_cpu_cache_flush=False)
-    return LutRunner(bounds, timeout_sec=timeout_sec, evaluator_config=config,
+    return LutRunner(bounds, status, timeout_sec=timeout_sec, evaluator_config=config,
                      f_alloc_argument=functools.partial(alloc_arguments, None))
 
 
-def reap_workers() -> int:
-    """SIGKILL the builder/runner workers this process started; returns how many there were."""
-    pids = _tvm_compat.popen_worker_pids()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            continue
-    for pid in pids:
-        try:
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
-    return len(pids)
+def reap_workers(settle: float = 0.5) -> int:
+    """SIGKILL the builder/runner workers this process started; returns how many there were.
+
+    A pool thread that was handing out work when its worker was killed may start a new one:
+    looks again until none has appeared for ``settle`` seconds."""
+    total = 0
+    deadline = time.monotonic() + settle
+    while True:
+        pids = _tvm_compat.popen_worker_pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        total += len(pids)
+        if pids:
+            deadline = time.monotonic() + settle
+        elif time.monotonic() >= deadline:
+            return total
+        time.sleep(0.05)

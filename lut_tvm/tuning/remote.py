@@ -27,11 +27,11 @@ from tvm.ir.utils import derived_object
 from .. import _tvm_compat
 from ..deploy.defaults import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MEASURE_TIMEOUT, DeviceError
 from ..errors import TargetError
-from .measure import LutBuilder, args_key, make_builder
+from .measure import LutBuilder, args_key, make_builder, wait_or_stop, worker_pool
+from .progress import STOPPED, TuneStatus
 from .worker_fns import export_shared, measure_on_device, warm_up
 
 ms = _tvm_compat.meta_schedule()
-PopenPoolExecutor, _ = _tvm_compat.popen_pool()
 LOG = logging.getLogger("lut_tvm.tuning")
 
 
@@ -125,17 +125,23 @@ class DeviceWatch:
 class RemoteRunnerFuture(ms.runner.PyRunnerFuture):
     """A measurement in the runner's worker; a lost device is reported to the ``DeviceWatch``."""
 
-    def __init__(self, future: concurrent.futures.Future, watch: DeviceWatch, budget: float):
+    def __init__(self, future: concurrent.futures.Future, watch: DeviceWatch, budget: float,
+                 status: TuneStatus, kill):
         super().__init__()
         self.future = future
         self.watch = watch
         self.budget = budget
+        self.status = status
+        self.kill = kill
 
     def done(self) -> bool:
-        return self.future.done()
+        return self.future.done() or self.status.stop.requested
 
     def result(self):
         RunnerResult = ms.runner.RunnerResult  # pylint: disable=invalid-name
+        if not wait_or_stop([self.future], self.status, self.kill):
+            return RunnerResult(None, STOPPED)
+        self.status.advance(1)
         try:
             status, value = self.future.result()
         except concurrent.futures.CancelledError:
@@ -157,10 +163,11 @@ class LutRpcRunner(ms.runner.RPCRunner._cls):  # pylint: disable=protected-acces
     """MetaSchedule's RPCRunner measuring through ``worker_fns.measure_on_device`` (see module)."""
 
     def __init__(self, bounds: dict[str, list], remote: RemoteDevice, watch: DeviceWatch,
-                 evaluator_config):
+                 evaluator_config, status: TuneStatus | None = None):
         self.bounds = bounds
         self.remote = remote
         self.watch = watch
+        self.status = status or TuneStatus()
         from ..deploy.session import parse_address  # pylint: disable=import-outside-toplevel
 
         # RPCConfig wants a tracker; for a direct server it only carries the address (unused:
@@ -174,13 +181,21 @@ class LutRpcRunner(ms.runner.RPCRunner._cls):  # pylint: disable=protected-acces
     def _sanity_check(self) -> None:
         # Upstream's pool has no timeout: a hung device would hang tuning. Ours kills the worker
         # after the measurement budget; it imports TVM in the background meanwhile.
-        self.pool = PopenPoolExecutor(max_workers=1, timeout=self.remote.measure_budget())
+        self.pool = worker_pool(1, self.remote.measure_budget())
         self.pool.submit(warm_up)
+
+    def kill(self) -> None:
+        """Stop the worker process now."""
+        self.pool.shutdown(wait=False)
 
     def run(self, runner_inputs):
         futures = []
         self.watch.pending = []
         for runner_input in runner_inputs:
+            if self.status.stop.requested:
+                futures.append(ms.runner.RunnerFuture(
+                    lambda: True, lambda: ms.runner.RunnerResult(None, STOPPED)))
+                continue
             if self.watch.failure is not None:
                 futures.append(ms.runner.RunnerFuture(
                     lambda: True, lambda: ms.runner.RunnerResult(None, "not measured: device failed")))
@@ -191,12 +206,13 @@ class LutRpcRunner(ms.runner.RPCRunner._cls):  # pylint: disable=protected-acces
                 self.alloc_repeat, str(runner_input.artifact_path),
                 tuple(info.as_json() for info in runner_input.args_info))
             self.watch.pending.append(future)
-            futures.append(RemoteRunnerFuture(future, self.watch, self.remote.measure_budget()))
+            futures.append(RemoteRunnerFuture(future, self.watch, self.remote.measure_budget(),
+                                              self.status, self.kill))
         return futures
 
 
-def remote_measurers(remote: RemoteDevice, tvm_target, bounds: dict[str, list], stop,
-                     emulated: bool) -> tuple[LutBuilder, LutRpcRunner, DeviceWatch]:
+def remote_measurers(remote: RemoteDevice, tvm_target, bounds: dict[str, list],
+                     status: TuneStatus, emulated: bool) -> tuple[LutBuilder, LutRpcRunner, DeviceWatch]:
     """The builder (shared libraries for the device) and runner (on the device) for tuning.
 
     Under emulation a run is slow and its absolute time meaningless: each candidate runs three
@@ -207,8 +223,8 @@ def remote_measurers(remote: RemoteDevice, tvm_target, bounds: dict[str, list], 
     plan = plan_export(tvm_target)
     if plan.kind != "so":
         raise TargetError(f"cannot tune remotely: the device loads shared libraries, and {plan.reason}")
-    builder = make_builder(f_export=functools.partial(export_shared, plan.linker))
-    watch = DeviceWatch(remote, stop)
+    builder = make_builder(f_export=functools.partial(export_shared, plan.linker), status=status)
+    watch = DeviceWatch(remote, status.stop)
     config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0 if emulated else 50,
                                        enable_cpu_cache_flush=False)
-    return builder, LutRpcRunner(bounds, remote, watch, config), watch
+    return builder, LutRpcRunner(bounds, remote, watch, config, status), watch

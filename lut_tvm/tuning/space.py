@@ -84,8 +84,12 @@ def _lut_variants(func, target) -> list:
     return spaces
 
 
-def rule_schedules(sch, target, rules, lut: bool) -> list:
-    """Design-space schedules for ``sch``'s function from our rules (tunable where supported)."""
+def rule_schedules(sch, target, rules, lut: bool, stop=None) -> list:
+    """Design-space schedules for ``sch``'s function from our rules (tunable where supported).
+    Once ``stop`` (a ``progress.StopRequest``) is requested, raises instead: the tuning run is
+    ending, and generating the other tasks' spaces would only delay it."""
+    if stop is not None and stop.requested:
+        raise RuntimeError("tuning was stopped")
     func = sch.mod["main"]
     spaces = []
     for variant in target_variants(target):
@@ -102,8 +106,8 @@ def rule_schedules(sch, target, rules, lut: bool) -> list:
     return list(distinct.values())
 
 
-def design_space(func, target):
-    """A MetaSchedule space generator for one task.
+def design_space(func, target, stop=None):
+    """A MetaSchedule space generator for one task (``stop``: see ``rule_schedules``).
 
     LUT kernels: our rules only (MetaSchedule's generic rules cannot produce the shuffle
     tensorization). Dense ops: the union of our default rule's schedule and MetaSchedule's
@@ -115,7 +119,8 @@ def design_space(func, target):
     is_lut = func.attrs is not None and "lut_tvm.kind" in func.attrs
     if is_lut:
         return ms.space_generator.ScheduleFn(
-            functools.partial(rule_schedules, target=target, rules=LUT_RULES, lut=True))
+            functools.partial(rule_schedules, target=target, rules=LUT_RULES, lut=True, stop=stop))
     ours = ms.space_generator.ScheduleFn(
-        functools.partial(rule_schedules, target=target, rules=DENSE_OP_RULES, lut=False))
+        functools.partial(rule_schedules, target=target, rules=DENSE_OP_RULES, lut=False,
+                          stop=stop))
     return ms.space_generator.SpaceGeneratorUnion([ours, ms.space_generator.PostOrderApply()])

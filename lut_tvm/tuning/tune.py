@@ -6,19 +6,24 @@ import json
 import logging
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tvm
 
 from .. import _tvm_compat
+from ..files import write_text_atomic
 from ..deploy.defaults import EMULATED_NOTE, DeviceError
 from ..errors import LutTvmError, TargetError
 from . import keys
+from .logs import repair_log
 from .measure import make_builder, make_runner, reap_workers, task_bounds
+from .progress import (RecordCallback, StoppableSearch, StoppableXGBModel, StopRequest, TuneStatus,
+                       interrupt_handlers, stopped)
 from .remote import RemoteDevice, device_target, remote_measurers
-from .progress import ProgressCallback, StopRequest, interrupt_handlers
 from .space import first_rule_schedule, design_space
+from .stages import Progress
 
 ms = _tvm_compat.meta_schedule()
 LOG = logging.getLogger("lut_tvm.tuning")
@@ -26,13 +31,16 @@ LOG = logging.getLogger("lut_tvm.tuning")
 
 @dataclass
 class TaskResult:
-    """One task: its name, LUT kind (or ``dense``), default-rule and best tuned latency (s)."""
+    """One task: its name, LUT kind (or ``dense``), and two latencies (s) measured in this run on
+    the same machine: the default rules' schedule, and the best schedule of this run (the
+    default's own time when no candidate beat it); ``calls`` per model run (its weight)."""
 
     name: str
     kind: str
     default_sec: float | None
     tuned_sec: float | None
     trials: int = 0
+    calls: int = 1
 
     @property
     def speedup(self) -> float | None:
@@ -109,9 +117,7 @@ def _write_key(path: Path, tvm_target, measured_on: dict | None = None) -> None:
     if measured_on:
         key["measured_on"] = measured_on["describe"]
         key["emulated"] = measured_on["emulated"]
-    tmp = path / (keys.KEY_FILE + ".tmp")
-    tmp.write_text(json.dumps(key, indent=2) + "\n")
-    os.replace(tmp, path / keys.KEY_FILE)
+    write_text_atomic(path / keys.KEY_FILE, json.dumps(key, indent=2) + "\n")
 
 
 def measure_defaults(tasks, tvm_target, builder, runner, database) -> list[float | None]:
@@ -125,6 +131,8 @@ def measure_defaults(tasks, tvm_target, builder, runner, database) -> list[float
     built = builder.build([ms.builder.BuilderInput(sch.mod, tvm_target) for _, sch in ready])
     results: list[float | None] = [None] * len(tasks)
     for (index, sch), build in zip(ready, built):
+        if stopped(build):
+            continue
         if build.error_msg:
             LOG.warning("default schedule of %s did not build: %s", tasks[index].task_name,
                         build.error_msg.splitlines()[-1] if build.error_msg else "")
@@ -133,6 +141,8 @@ def measure_defaults(tasks, tvm_target, builder, runner, database) -> list[float
         run = runner.run([ms.runner.RunnerInput(build.artifact_path, _device_type(tvm_target),
                                                 args_info)])[0].result()
         _remove_artifact(build.artifact_path)
+        if stopped(run):
+            continue
         if run.error_msg or not run.run_secs:
             LOG.warning("default schedule of %s did not run: %s", tasks[index].task_name,
                         (run.error_msg or "").strip().splitlines()[-1:])
@@ -173,19 +183,20 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
     """Tune every task of ``model`` (+ ``plan``) for ``target``, ``trials`` measurements per task.
 
     Records go to ``<log_dir>/<device>/<key>/`` (``log_dir`` defaults to
-    ``keys.default_log_dir()``) as they are measured, so an interrupted run keeps them;
-    ``task_filter`` keeps only the tasks whose name contains one of its strings (equals one,
-    with ``exact_task_names``: ``fused_add1`` then leaves out ``fused_add10``);
-    KeyboardInterrupt ends the run early with ``interrupted=True``. ``on_measure(task_id,
-    n_measured)`` is called after each batch. Worker processes are reaped on the way out.
+    ``keys.user_log_dir()``) as they are measured; unreadable lines an earlier killed run left
+    there are dropped with a warning. ``task_filter`` keeps only the tasks whose name contains
+    one of its strings (equals one, with ``exact_task_names``: ``fused_add1`` then leaves out
+    ``fused_add10``). ``progress`` shows each step on stderr (``stages.Progress``).
+
+    Ctrl-C or SIGTERM (or a KeyboardInterrupt from ``on_measure(task_id, n_measured)``, called
+    after each batch) stops the run within seconds with ``interrupted=True``: the candidates
+    measured so far are in the log, the worker processes are killed (``progress.StopRequest``).
 
     ``remote`` (a ``lut_tvm.tuning.RemoteDevice``, or ``"HOST:PORT"`` of an RPC server) times
     the candidates on that device, built here for ``target`` (cross-linked); required for a
     target this machine cannot run. A device that stops answering ends the run with a
     DeviceError naming it and the failed step; the records measured before stay in the log.
     """
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
     from ..targets import is_host_runnable, resolve_target  # pylint: disable=import-outside-toplevel
 
     start = time.perf_counter()
@@ -198,71 +209,69 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
         raise LutTvmError(f"--trials must be at least 1, got {trials}")
     if isinstance(remote, str):
         remote = RemoteDevice(rpc=remote)
-    measured_on = remote.probe(tvm_target) if remote is not None else None
-    if measured_on:
+    steps = Progress(enabled=progress)
+    measured_on = None
+    if remote is not None:
+        with steps.step(f"connecting to {remote.name}"):
+            measured_on = remote.probe(tvm_target)
         tvm_target = device_target(tvm_target, measured_on)
         if measured_on["emulated"]:
             LOG.warning("measuring on %s", measured_on["describe"])  # says it is emulated
     _tvm_compat.import_cpu_tensor_intrinsics(tvm_target)
-    path = keys.log_path(log_dir or keys.default_log_dir(), tvm_target)
-    bar = builder = runner = watch = None
-    stop = StopRequest()
+    path = keys.log_path(log_dir or keys.user_log_dir(), tvm_target)
+    builder = runner = watch = callback = None
+    status = TuneStatus(StopRequest())
+    stop = status.stop
     tasks: list = []
     defaults: list[float | None] = []
-    database = None
     try:
-        with interrupt_handlers(stop):
+        with interrupt_handlers(stop), ExitStack() as stack:
+            if steps.tty:
+                from tqdm.contrib.logging import logging_redirect_tqdm  # pylint: disable=import-outside-toplevel
+
+                stack.enter_context(logging_redirect_tqdm())  # warnings above the bar, not in it
             # Workers start (and import TVM) while the model is imported and rewritten.
             bounds: dict[str, list] = {}
-            if remote is None:
-                builder, runner = make_builder(), make_runner(bounds)
-            else:
-                builder, runner, watch = remote_measurers(remote, tvm_target, bounds, stop,
-                                                          measured_on["emulated"])
-            mod = prepare_module(model, plan, tvm_target, example_inputs)
-            tasks = [t for t in extract_tasks(mod, tvm_target)
-                     if not task_filter or (t.task_name in task_filter if exact_task_names
-                                            else any(part in t.task_name for part in task_filter))]
+            with steps.step("importing the model and extracting its tuning tasks"):
+                if remote is None:
+                    builder = make_builder(status=status)
+                    runner = make_runner(bounds, status=status)
+                else:
+                    builder, runner, watch = remote_measurers(remote, tvm_target, bounds, status,
+                                                              measured_on["emulated"])
+                mod = prepare_module(model, plan, tvm_target, example_inputs)
+                tasks = [t for t in extract_tasks(mod, tvm_target)
+                         if not task_filter or (t.task_name in task_filter if exact_task_names
+                                                else any(p in t.task_name for p in task_filter))]
             if not tasks:
                 raise LutTvmError(f"no task of the model matches {task_filter}")
             _write_key(path, tvm_target, measured_on)
+            repair_log(path)
             database = open_database(path)
             bounds.update(task_bounds([t.dispatched[0] for t in tasks]))
+            _tvm_compat.register_missing_custom_rules([t.dispatched[0]["main"] for t in tasks],
+                                                      tvm_target)
+            LOG.info("%d tasks ready after %.1f s", len(tasks), time.perf_counter() - start)
+            stop.graceful = True  # from here on, a stop keeps what was measured
             defaults = [None] * len(tasks)
-            LOG.info("%d tasks ready after %.1f s; measuring their default schedules", len(tasks),
-                     time.perf_counter() - start)
-            defaults = measure_defaults(tasks, tvm_target, builder, runner, database)
+            with steps.counter("measuring the default schedules", len(tasks), "task") as count:
+                status.counter = count
+                defaults = measure_defaults(tasks, tvm_target, builder, runner, database)
             LOG.info("default schedules measured after %.1f s", time.perf_counter() - start)
-            names = [t.task_name for t in tasks]
-            contexts = [
-                ms.TuneContext(
-                    mod=task.dispatched[0], target=tvm_target,
-                    space_generator=design_space(task.dispatched[0]["main"], tvm_target),
-                    search_strategy=_search_strategy(trials), task_name=task.task_name,
-                    rand_state=seed + i, num_threads=os.cpu_count() or 1,
-                ).clone()
-                for i, task in enumerate(tasks)
-            ]
-            bar = tqdm(total=trials * len(tasks), desc="tuning", unit="trial", disable=not progress)
-            callbacks = [*ms.MeasureCallback.create("default"),
-                         ProgressCallback(bar, names, stop, on_measure)]
-            if not stop.requested:
-                ms.task_scheduler.GradientBased(seed=seed).tune(
-                    tasks=contexts, task_weights=[float(t.weight) for t in tasks],
-                    max_trials_global=trials * len(tasks), max_trials_per_task=trials,
-                    num_trials_per_iter=max(1, min(trials, 16)), builder=builder, runner=runner,
-                    measure_callbacks=callbacks, database=database,
-                    cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count() or 1,
-                                                      tree_method="auto"),
-                )
+            callback = RecordCallback(database, status, on_measure)
+            with steps.counter("tuning", trials * len(tasks), "trial") as count:
+                status.counter = count
+                if not stop.requested:
+                    count.status("generating the design spaces")
+                    _tune(tasks, tvm_target, trials, seed, builder, runner, callback, database,
+                          status)
+            status.counter = None
     except (KeyboardInterrupt, RuntimeError):
-        # An abort (second Ctrl-C, SIGTERM) reaches here as KeyboardInterrupt, or as RuntimeError
-        # when it crossed TVM's FFI; any other RuntimeError is a real error.
+        # An abort (a second Ctrl-C, or one before measuring) reaches here as KeyboardInterrupt,
+        # or as RuntimeError when it crossed TVM's FFI; any other RuntimeError is a real error.
         if not stop.requested:
             raise
     finally:
-        if bar is not None:
-            bar.close()
         _close(builder, runner)
     if watch is not None and watch.failure is not None:
         raise DeviceError(f"{watch.failure}; the {count_records(path)} records measured before are "
@@ -271,12 +280,34 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
     if measured_on:
         result.device, result.emulated = measured_on["describe"], measured_on["emulated"]
     if stop.requested:
-        LOG.warning("tuning interrupted: the records measured so far are kept in %s", path)
-    if database is not None:
-        result.tasks = _summarize(tasks, defaults, database, tvm_target)
+        LOG.info("tuning interrupted: the records measured so far are kept in %s", path)
+    result.tasks = _summarize(tasks, defaults, callback)
     LOG.info("tuning done after %.1f s", time.perf_counter() - start)
     result.records = count_records(path)
     return result
+
+
+def _tune(tasks, tvm_target, trials, seed, builder, runner, callback, database, status) -> None:
+    """MetaSchedule's gradient-based task scheduler over ``tasks``, stoppable (``status``)."""
+    contexts = [
+        ms.TuneContext(
+            mod=task.dispatched[0], target=tvm_target,
+            space_generator=design_space(task.dispatched[0]["main"], tvm_target, status.stop),
+            search_strategy=StoppableSearch(_search_strategy(trials), status),
+            task_name=task.task_name, rand_state=seed + i, num_threads=os.cpu_count() or 1,
+        ).clone()
+        for i, task in enumerate(tasks)
+    ]
+    if status.stop.requested:
+        return
+    ms.task_scheduler.GradientBased(seed=seed).tune(
+        tasks=contexts, task_weights=[float(t.weight) for t in tasks],
+        max_trials_global=trials * len(tasks), max_trials_per_task=trials,
+        num_trials_per_iter=max(1, min(trials, 16)), builder=builder, runner=runner,
+        measure_callbacks=[callback], database=database,
+        cost_model=StoppableXGBModel(status.stop, num_tuning_cores=os.cpu_count() or 1,
+                                     tree_method="auto"),
+    )
 
 
 def _close(builder, runner) -> None:
@@ -284,21 +315,19 @@ def _close(builder, runner) -> None:
     if builder is not None:
         builder.close()
     if runner is not None:
-        runner.pool.shutdown(wait=False)
+        runner.kill()
     reap_workers()
 
 
-def _summarize(tasks, defaults, database, tvm_target) -> list[TaskResult]:
+def _summarize(tasks, defaults, callback) -> list[TaskResult]:
+    """Per task: the default schedule's time and this run's best (both measured in this run)."""
     rows = []
-    for task, default in zip(tasks, defaults):
-        best = database.query_tuning_record(task.dispatched[0], tvm_target, task.task_name)
-        tuned = None
-        if best is not None and best.run_secs:
-            secs = [float(s) for s in best.run_secs]
-            tuned = sum(secs) / len(secs)
-        measured = len(database.get_top_k(database.commit_workload(task.dispatched[0]), 10**6))
+    for index, (task, default) in enumerate(zip(tasks, defaults)):
+        best = callback.best.get(index) if callback is not None else None
+        tuned = min(t for t in (default, best) if t is not None) if default or best else None
         rows.append(TaskResult(task.task_name, _task_kind(task), default, tuned,
-                               max(0, measured - (default is not None))))
+                               callback.trials.get(index, 0) if callback is not None else 0,
+                               int(task.weight)))
     return rows
 
 
@@ -311,31 +340,35 @@ def count_records(path: Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
+def _us(sec) -> str:
+    if not sec:
+        return "-"
+    us = sec * 1e6
+    return f"{us:.1f}" if us >= 10 else f"{us:.2f}"
+
+
 def format_summary(result: TuneResult) -> str:
-    """The per-task table: name, kind, default-rule latency, tuned latency, speedup."""
-    lines = [f"{'task':<36}{'kind':<22}{'default us':>12}{'tuned us':>12}{'speedup':>9}{'trials':>8}"]
-
-    def _us(sec):
-        return f"{sec * 1e6:.1f}" if sec else "-"
-
+    """The per-task table: name, kind, default-rule and tuned latency, speedup, trials, calls;
+    both latencies were measured in this run, on the same machine."""
+    lines = [(f"{'task':<36}{'kind':<22}{'default us':>12}{'tuned us':>12}{'speedup':>9}"
+              f"{'trials':>8}{'calls':>7}")]
     total_default = total_tuned = 0.0
     for row in result.tasks:
         speed = f"{row.speedup:.2f}x" if row.speedup else "-"
         lines.append(f"{row.name[:35]:<36}{row.kind[:21]:<22}{_us(row.default_sec):>12}"
-                     f"{_us(row.tuned_sec):>12}{speed:>9}{row.trials:>8}")
+                     f"{_us(row.tuned_sec):>12}{speed:>9}{row.trials:>8}{row.calls:>7}")
         if row.default_sec and row.tuned_sec:
-            total_default += row.default_sec
-            total_tuned += row.tuned_sec
+            total_default += row.default_sec * row.calls
+            total_tuned += row.tuned_sec * row.calls
     if total_tuned:
-        lines.append(f"{'sum of tasks':<58}{total_default * 1e6:>12.1f}{total_tuned * 1e6:>12.1f}"
+        lines.append(f"{'all tasks x calls':<58}{_us(total_default):>12}{_us(total_tuned):>12}"
                      f"{total_default / total_tuned:>8.2f}x")
-    lines.append(f"times measured on {result.device}")
+    lines.append(f"default: the default rules' schedule; tuned: the best schedule this run measured "
+                 f"(the default's time if none beat it); both timed in this run on {result.device}")
     if result.emulated:
         lines.append(f"note: {EMULATED_NOTE} -- these times rank candidates of the device's code; "
                      "they are not its speed")
     return "\n".join(lines)
-
-
 
 
 def prune_log(source: Path, destination: Path) -> int:
@@ -344,6 +377,6 @@ def prune_log(source: Path, destination: Path) -> int:
     destination.mkdir(parents=True, exist_ok=True)
     for name in (keys.WORKLOAD_FILE, keys.RECORD_FILE):
         (destination / name).unlink(missing_ok=True)
-    (destination / keys.KEY_FILE).write_text((Path(source) / keys.KEY_FILE).read_text())
+    write_text_atomic(destination / keys.KEY_FILE, (Path(source) / keys.KEY_FILE).read_text())
     open_database(Path(source)).dump_pruned(open_database(destination))
     return count_records(destination)

@@ -15,6 +15,14 @@ def build_lean(mod, target, _params):
     return _tvm_compat.build_tir_for_measure(mod, target)
 
 
+def ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C at the terminal reaches every process of the foreground group;
+    the main process stops the workers itself (no traceback from each of them)."""
+    import signal  # pylint: disable=import-outside-toplevel
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def warm_up() -> None:
     """Import what a build needs, so the first real build does not pay for it."""
     from .. import _tvm_compat  # pylint: disable=import-outside-toplevel,unused-import

@@ -1,6 +1,6 @@
 """Small torch models shared by the compile tests, and their NumPy reference forward: planned
-layers through ``lut_tvm.reference``, the rest plain float math, with the samples that have an
-encode near-tie on their path marked."""
+layers through ``lut_tvm.reference`` (run with a compiled model's codes, each checked: see
+``lut_tvm.testing.GivenCodes``), the rest plain float math."""
 
 from __future__ import annotations
 
@@ -12,19 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from lut_tvm import reference as ref
+from lut_tvm.plan import TableQuant
+from lut_tvm.testing import GivenCodes, lut_output
 
-# Tight: the compiled LUT layers must reproduce the reference bit-for-bit up to the float
-# rounding of the dense layers around them.
+# Tight: given the same codes, the compiled LUT layers reproduce the reference bit-for-bit up to
+# the float rounding of the dense layers around them.
 LUT_TOL = dict(rtol=1e-5, atol=1e-5)
 # Dense (unplanned) compiles against PyTorch / ONNX Runtime: float reassociation only.
 DENSE_TOL = dict(rtol=1e-4, atol=1e-4)
-# Encode near-ties: where a row's nearest and second-nearest (distinct) centroids are closer
-# than this, float rounding upstream (TVM's vs NumPy's dense layers, float32 vs float64
-# distances) may legitimately pick the other code, and the whole sample's output moves by a
-# table step. Such samples are left out of the tight comparison; most samples must be clean.
-# (Float32 distance error here is ~1e-8, so 1e-5 is conservative.)
-MIN_ENCODE_MARGIN = 1e-5
-MIN_CLEAN_FRACTION = 0.75
 
 
 # --------------------------------------------------------------------------- models / data
@@ -102,16 +97,17 @@ def torch_out(model, x):
 
 
 class RefForward:
-    """NumPy forward: planned layers through ``reference.lut_*``, the rest dense.
-
-    Records, per sample (axis 0 of the input), the smallest encode margin on its path.
+    """NumPy forward: planned layers through ``reference`` (their free tables, if any, unless
+    ``free_tables=False``), the rest dense. With ``codes`` (a compiled model's, forward order) the
+    planned layers run with them, each checked (``GivenCodes``); else with the reference's own.
     """
 
-    def __init__(self, model, plan):
+    def __init__(self, model, plan, codes=None, free_tables=True):
         self.w = state_arrays(model)
         self.plans = {layer.name: layer for layer in plan.layers} if plan else {}
+        self.given = None if codes is None else GivenCodes(codes)
+        self.free_tables = free_tables
         self.used: list[str] = []
-        self.margin = None  # [batch]
 
     def linear(self, h, name):
         weight, bias = self.w[f"{name}.weight"], self.w[f"{name}.bias"]
@@ -119,44 +115,42 @@ class RefForward:
             return h @ weight.T + bias
         lead, depth = h.shape[:-1], h.shape[-1]
         rows = h.reshape(-1, depth)
-        cents = self.plans[name].centroids
-        self._note(name, len(h), rows, cents)
-        return ref.lut_matmul(rows, cents, weight.T, bias).reshape(*lead, -1)
+        self.used.append(name)
+        return self._lut(name, rows, weight.reshape(len(weight), -1).T, bias).reshape(*lead, -1)
 
     def conv(self, h, name, stride, pad):
         weight, bias = self.w[f"{name}.weight"], self.w[f"{name}.bias"]
         if name not in self.plans:
             return F.conv2d(torch.from_numpy(h), torch.from_numpy(weight), torch.from_numpy(bias),
                             stride=stride, padding=pad).numpy()
-        cents = self.plans[name].centroids
-        rows, _ = ref.im2col_nchw(h, weight.shape[2:], (stride, stride), (pad,) * 4)
-        self._note(name, len(h), rows, cents)
-        return ref.lut_conv2d(h, cents, weight, bias, (stride, stride), (pad,) * 4)
-
-    def _note(self, name, batch, rows, cents):
-        # rows are sample-major in both layouts (dense: [batch, ...lead], im2col: [batch, OH, OW])
+        rows, (batch, out_h, out_w) = ref.im2col_nchw(h, weight.shape[2:], (stride, stride), (pad,) * 4)
         self.used.append(name)
-        per_sample = ref.distinct_encode_margin(rows, cents).reshape(batch, -1).min(1)
-        self.margin = per_sample if self.margin is None else np.minimum(self.margin, per_sample)
+        flat = self._lut(name, rows, weight.reshape(len(weight), -1).T, bias)
+        return flat.reshape(batch, out_h, out_w, -1).transpose(0, 3, 1, 2)
 
-    def clean_samples(self):
-        """Mask of the samples without an encode near-tie on their path."""
-        return self.margin > MIN_ENCODE_MARGIN
+    def _lut(self, name, rows, weight_dn, bias):
+        layer = self.plans[name]
+        tables = layer.tables if self.free_tables else None
+        granularity = TableQuant(layer.table_quant).granularity
+        if self.given is not None:
+            return self.given.lut_matmul(rows, layer.centroids, weight_dn, bias, tables, f"LUT layer {name}",
+                                         granularity)
+        return lut_output(ref.encode(rows, layer.centroids), layer.centroids, weight_dn, bias, tables, granularity)
 
 
 def relu(a):
     return np.maximum(a, 0)
 
 
-def mlp_reference(model, plan, x):
-    r = RefForward(model, plan)
+def mlp_reference(model, plan, x, codes=None, **kwargs):
+    r = RefForward(model, plan, codes, **kwargs)
     h = relu(r.linear(x, "fc1"))
     h = relu(r.linear(h, "fc2"))
     return r.linear(h, "fc3"), r
 
 
-def cnn_reference(model, plan, x):
-    r = RefForward(model, plan)
+def cnn_reference(model, plan, x, codes=None, **kwargs):
+    r = RefForward(model, plan, codes, **kwargs)
     h = relu(r.conv(x, "conv1", 1, 1))
     h = relu(r.conv(h, "conv2", 2, 1))
     h = relu(r.conv(h, "conv3", 1, 0))
@@ -164,15 +158,20 @@ def cnn_reference(model, plan, x):
     return r.linear(h, "fc2"), r
 
 
-def dense3d_reference(model, plan, x):
-    r = RefForward(model, plan)
+def dense3d_reference(model, plan, x, codes=None, **kwargs):
+    r = RefForward(model, plan, codes, **kwargs)
     h = relu(r.linear(x, "proj"))
     return r.linear(h, "out"), r
 
 
-def assert_matches_reference(y, expected, r):
-    """Tight allclose on every sample without an encode near-tie (at least 75% of them)."""
-    clean = r.clean_samples()
-    assert clean.mean() >= MIN_CLEAN_FRACTION, (
-        f"only {clean.sum()}/{clean.size} samples are free of encode near-ties: pick other data")
-    np.testing.assert_allclose(y[clean], expected[clean], **LUT_TOL)
+def assert_matches_reference(y, tapped, reference, model, plan, x):
+    """``y``, a compiled model's output on ``x``, equals ``reference(model, plan, x, codes)`` run
+    with the codes of ``tapped`` (the same model and plan compiled by
+    ``lut_tvm.testing.compile_with_codes``), every sample, tightly. Returns ``(expected, RefForward)``."""
+    tapped_y, codes = tapped(x)
+    np.testing.assert_array_equal(tapped_y, y)  # tapping the codes changes nothing else
+    expected, r = reference(model, plan, x, codes)
+    r.given.assert_all_used()
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, **LUT_TOL)
+    return expected, r

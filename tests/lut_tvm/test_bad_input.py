@@ -3,7 +3,15 @@ at fault, not a NumPy/TVM traceback."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import json
+import logging
+import os
+import shutil
+import stat
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -136,3 +144,287 @@ def test_load_artifact_without_its_description(compiled, tmp_path):
     sidecar.unlink()
     message = _raises(ArtifactError, lut_tvm.load, path)
     assert str(sidecar) in message
+
+
+# --------------------------------------------------------------------------- files written
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_plan_and_text_files_follow_the_umask(plan, tmp_path, umask):
+    """Atomic writes go through a temporary file (0600): the result gets 0666 & ~umask."""
+    from lut_tvm.files import write_text_atomic
+
+    old = os.umask(umask)
+    try:
+        plan_path = plan.save(tmp_path / "plan.npz")
+        text_path = write_text_atomic(tmp_path / "notes.txt", "x")
+    finally:
+        os.umask(old)
+    for path in (plan_path, text_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "plan.npz"]  # no temp left
+
+
+# --------------------------------------------------------------------------- plan files
+
+
+def _rewrite_plan(path, edit_meta=None, edit_arrays=None):
+    """Rewrite a saved plan's metadata and/or arrays in place (as a hand edit would)."""
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    meta = json.loads(arrays["__plan__"].tobytes().decode())
+    if edit_meta:
+        edit_meta(meta)
+    if edit_arrays:
+        edit_arrays(arrays)
+    arrays["__plan__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_plan_file_with_transposed_centroids(plan, model, tmp_path):
+    """fc1's centroids [C, K, V] = [2, 16, 16] read as [16, 16, 2]: same size, C*V = D = 32
+    still; only the recorded K/V tell it apart (it compiled and ran before)."""
+    path = plan.save(tmp_path / "plan.npz")
+    assert plan.layers[0].centroids.shape == (2, 16, 16)
+
+    def transpose(arrays):
+        arrays["layer0.centroids"] = np.ascontiguousarray(arrays["layer0.centroids"].transpose(2, 1, 0))
+
+    _rewrite_plan(path, edit_arrays=transpose)
+    message = _raises(PlanError, lut_tvm.compile, model, str(path), example_inputs=(X,))
+    assert str(path) in message and "'fc1'" in message and "centroids" in message
+    assert "[16, 16, 2]" in message and "V = 16" in message
+
+
+def _drop_name(meta):
+    del meta["layers"][0]["name"]
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (_drop_name, "no field 'name'"),
+    (lambda meta: meta["layers"][0].update(name=""), "field 'name'"),
+    (lambda meta: meta.update(layers={"fc1": meta["layers"][0]}), "field 'layers' must be a list"),
+    (lambda meta: meta.update(layers=[5]), "must be an object"),
+    (lambda meta: meta["layers"][0].update(weight_shape=5), "field 'weight_shape' is 5"),
+    (lambda meta: meta["layers"][0].update(weight_shape=[32, "16"]), "field 'weight_shape'"),
+    (lambda meta: meta["layers"][0].update(weight_fingerprint=7), "field 'weight_fingerprint'"),
+    (lambda meta: meta["layers"][0].update(kind=["dense"]), "field 'kind'"),
+    (lambda meta: meta["layers"][0].update(num_centroids="16"), "field 'num_centroids'"),
+    (lambda meta: meta.update(provenance=[]), "field 'provenance'"),
+])
+def test_plan_file_with_wrong_metadata_types(plan, tmp_path, edit, expected):
+    path = _rewrite_plan(plan.save(tmp_path / "plan.npz"), edit_meta=edit)
+    message = _raises(PlanError, lut_tvm.Plan.load, path)
+    assert str(path) in message and expected in message
+
+
+def test_exact_plan_file_without_name_or_with_wrong_types(model, tmp_path):
+    from lut_tvm.exact.plan import ExactLayerPlan, ExactPlan
+    from lut_tvm.weights import LayerKind
+
+    weight = model.fc1.weight.detach().numpy().T.copy()  # dense [D, N]
+    layer = ExactLayerPlan.from_weight("fc1", LayerKind.DENSE, weight, bits=4, act_scale=0.05)
+    path = ExactPlan([layer]).save(tmp_path / "exact.npz")
+    assert ExactPlan.load(path).layers[0].name == "fc1"
+    for edit, expected in [(_drop_name, "no field 'name'"),
+                           (lambda meta: meta["layers"][0].update(weight_shape=5), "'weight_shape'"),
+                           (lambda meta: meta.update(layers={}), "'layers' must be a list"),
+                           (lambda meta: meta["layers"][0].update(piece_bits="2"), "'piece_bits'")]:
+        path = ExactPlan([layer]).save(tmp_path / "exact.npz")
+        with np.load(path) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        meta = json.loads(arrays["__plan__"].tobytes().decode())
+        edit(meta)
+        arrays["__plan__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        np.savez(path, **arrays)
+        message = _raises(PlanError, ExactPlan.load, path)
+        assert str(path) in message and expected in message, message
+
+
+def test_text_file_given_as_plan(model, tmp_path):
+    path = tmp_path / "plan.npz"
+    path.write_text("layer fc1: K=16 V=16\n")
+    message = _raises(PlanError, lut_tvm.compile, model, str(path), example_inputs=(X,))
+    assert str(path) in message and "text file" in message and "plan" in message
+    assert "pickle" not in message
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_nan_and_inf_inputs_are_refused(model, plan):
+    compiled = lut_tvm.compile(model, plan, example_inputs=(X,))
+    (name,) = compiled.info.input_names
+    for bad_value in (np.nan, np.inf, -np.inf):
+        x = X.copy()
+        x[1, 3] = bad_value
+        message = _raises(ArtifactError, compiled, x)
+        assert repr(name) in message and "1 NaN/infinite" in message
+        # PyTorch propagates it; the LUT layer would have encoded it to a finite centroid
+        with torch.no_grad():
+            assert not np.isfinite(model(torch.from_numpy(x)).numpy()[1]).all()
+        # the opt-out runs it anyway
+        assert compiled(x, check_finite=False).shape == (4, 8)
+    np.testing.assert_array_equal(compiled(X), compiled(X, check_finite=False))
+
+
+def test_calibration_of_the_wrong_shape(model):
+    calibration = np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32)
+    message = _raises(PlanError, lut_tvm.build_kmeans_plan, model, calibration,
+                      example_inputs=(X,))
+    assert "[64, 16]" in message and "[4, 32]" in message and "[S, 32]" in message
+
+
+def test_missing_tuning_log_folder(model, tmp_path):
+    folder = tmp_path / "no_such_logs"
+    message = _raises(LutTvmError, lut_tvm.compile, model, None, example_inputs=(X,),
+                      tuning_logs=folder)
+    assert str(folder) in message and "does not exist" in message
+
+
+def test_target_as_json_dict_string():
+    from lut_tvm.targets import describe_target, resolve_target
+
+    target = resolve_target('{"kind": "llvm", "mcpu": "haswell"}')
+    assert str(target.attrs["mcpu"]) == "haswell"
+    assert describe_target(str(target)).startswith("llvm mcpu=haswell")
+    assert "{" not in describe_target(str(target))
+    for bad in ('{"kind": "llvm", ', '{"mcpu": "haswell"}'):
+        message = _raises(TargetError, resolve_target, bad)
+        assert "kind" in message or "JSON" in message
+
+
+# --------------------------------------------------------------------------- .pt2 files
+
+
+class _Bessel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(32, 8)
+
+    def forward(self, x):
+        return torch.special.bessel_j0(self.fc(x))
+
+
+def test_pt2_with_an_op_the_frontend_lacks(tmp_path):
+    path = tmp_path / "bessel.pt2"
+    torch.export.save(torch.export.export(_Bessel().eval(), (torch.from_numpy(X),)), str(path))
+    message = _raises(ModelLoadError, lut_tvm.compile, str(path))
+    assert str(path) in message and "special_bessel_j0" in message
+
+
+def test_corrupt_pt2_gives_one_error_and_no_logged_traceback(model, tmp_path, capfd, caplog):
+    good = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(model, (torch.from_numpy(X),)), str(good))
+    bad = tmp_path / "truncated.pt2"
+    bad.write_bytes(good.read_bytes()[:400])
+    capfd.readouterr()
+    with caplog.at_level(logging.DEBUG):
+        message = _raises(ModelLoadError, lut_tvm.compile, str(bad))
+    assert str(bad) in message and "corrupt, or saved by another torch version" in message
+    assert "\n" not in message
+    captured = capfd.readouterr()
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "Traceback" not in captured.err + captured.out + "".join(logged), logged
+
+
+# --------------------------------------------------------------------------- export / load
+
+
+def test_export_and_load_print_no_scope_lines(model, plan, tmp_path, capfd):
+    compiled = lut_tvm.compile(model, plan, example_inputs=(X,))
+    capfd.readouterr()
+    path = compiled.export(tmp_path / "m.so")
+    loaded = lut_tvm.load(path)
+    captured = capfd.readouterr()
+    assert "Scope" not in captured.err + captured.out
+    np.testing.assert_array_equal(loaded(X), compiled(X))
+    # stderr works again afterwards (the redirection around the calls is undone)
+    os.write(2, b"still here\n")
+    assert "still here" in capfd.readouterr().err
+
+
+def test_concurrent_exports_to_one_path_publish_whole_pairs(model, plan, tmp_path):
+    """Eight threads export two different models to one path while four threads load it:
+    no export fails, and every load (and the final file) is a library with its own description."""
+    dense = lut_tvm.compile(model, None, example_inputs=(X,))
+    lut = lut_tvm.compile(model, plan, example_inputs=(X,))
+    expected = {(): dense(X), ("fc1",): lut(X)}
+    assert np.abs(expected[()] - expected[("fc1",)]).max() > 1e-3  # the outputs tell them apart
+    path = tmp_path / "shared" / "model.so"
+    dense.export(path)
+    stop = threading.Event()
+    problems = []
+
+    def export(index):
+        (lut if index % 2 else dense).export(path)
+
+    def reader():
+        while not stop.is_set():
+            loaded = lut_tvm.load(path)
+            out = loaded(X)
+            if not np.array_equal(out, expected[tuple(loaded.info.lut_layers)]):
+                problems.append(loaded.info.lut_layers)
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(export, range(8)))  # re-raises an export's exception
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert not problems, problems
+    final = lut_tvm.load(path)
+    np.testing.assert_array_equal(final(X), expected[tuple(final.info.lut_layers)])
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.so", "model.so.json"]
+
+
+def test_load_refuses_a_library_that_is_not_the_described_one(model, plan, tmp_path):
+    dense = lut_tvm.compile(model, None, example_inputs=(X,)).export(tmp_path / "dense.so")
+    lut = lut_tvm.compile(model, plan, example_inputs=(X,)).export(tmp_path / "lut.so")
+    shutil.copyfile(lut, dense)  # dense.so.json still describes the dense model
+    message = _raises(ArtifactError, lut_tvm.load, dense)
+    assert str(dense) in message and "not the library" in message
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_plan_reports_each_layers_reconstruction_error(model, plan):
+    """The relative output error of fc1 on its calibration rows, against NumPy: fc1's inputs
+    are the calibration samples themselves."""
+    calibration = np.random.default_rng(1).standard_normal((64, 32)).astype(np.float64)
+    centroids = plan.layers[0].centroids.astype(np.float64)  # [C, K, V]
+    num_codebooks, _, sub_len = centroids.shape
+    weight = model.fc1.weight.detach().numpy().T.astype(np.float64)  # [D, N]
+    exact = calibration @ weight
+    approx = np.zeros_like(exact)
+    for c in range(num_codebooks):
+        block = calibration[:, c * sub_len:(c + 1) * sub_len]
+        nearest = ((block[:, None, :] - centroids[c][None]) ** 2).sum(-1).argmin(1)
+        approx += centroids[c][nearest] @ weight[c * sub_len:(c + 1) * sub_len]
+    expected = np.linalg.norm(exact - approx) / np.linalg.norm(exact)
+    reported = plan.provenance["reconstruction_error"]["fc1"]
+    assert 0 < expected < 1
+    assert reported == pytest.approx(expected, abs=2e-6)
+
+
+def test_kmeans_convergence_warnings_fold_into_one_line(caplog):
+    """fc1's first 8 outputs are dead (ReLU of a large negative bias): fc2's first codebook
+    (V = 8) is all zeros, and scikit-learn warns once per codebook with too few distinct points."""
+    model = _tiny(0)
+    with torch.no_grad():
+        model.fc1.bias[:8] = -1e3
+    calibration = np.random.default_rng(1).standard_normal((64, 32)).astype(np.float32)
+    policy = lut_tvm.PlanPolicy(only=["fc2"], dense_sub_len=8)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, "lut_tvm"):
+        warnings.simplefilter("always")
+        plan = lut_tvm.build_kmeans_plan(model, calibration, policy)
+    assert plan.layers[0].centroids.shape == (2, 16, 8)
+    assert not [w for w in caught if type(w.message).__name__ == "ConvergenceWarning"]
+    folded = [r.getMessage() for r in caplog.records if "k-means:" in r.getMessage()]
+    assert len(folded) == 1 and folded[0].startswith("k-means: 1 codebook(s)"), folded

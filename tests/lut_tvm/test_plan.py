@@ -9,7 +9,8 @@ import pytest
 
 from lut_tvm.errors import PlanError
 from lut_tvm.npz_meta import META_KEY
-from lut_tvm.plan import PLAN_FORMAT, PLAN_VERSION, PLAN_VERSION_TABLES, LayerPlan, Plan, TableQuant
+from lut_tvm.plan import (PLAN_FORMAT, PLAN_VERSION, PLAN_VERSION_TABLES, SUPPORTED_VERSIONS, LayerPlan, Plan,
+                          TableQuant)
 from lut_tvm.weights import LayerKind, fingerprint
 
 RNG = np.random.default_rng(0)
@@ -334,7 +335,7 @@ def test_wrong_format_string(tmp_path):
     _assert_names(err, str(path), "'format'", "someone.elses.plan")
 
 
-@pytest.mark.parametrize("version", [PLAN_VERSION_TABLES + 1, 0, "1", "2", True, 1.5, None])
+@pytest.mark.parametrize("version", [max(SUPPORTED_VERSIONS) + 1, 0, "1", "2", True, 1.5, None])
 def test_unsupported_version(tmp_path, version):
     layers = [dense_layer()]
     path = tmp_path / "plan.npz"

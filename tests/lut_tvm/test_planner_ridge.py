@@ -1,7 +1,7 @@
 """MADDNESS's ridge refit of LUT tables (``lut_tvm.ridge``, ``planner.ridge_refit_tables``,
 ``build_kmeans_plan`` with ``refit_tables``, ``lut_tvm.train.ridge_refit``): checked against a NumPy
 normal-equation solve, on sklearn's real digits (held-out layer-output error vs k-means tables), and
-compiled (free tables carried by the plan) against the NumPy reference."""
+compiled (free tables carried by the plan) against the NumPy reference run with the compiled codes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from small_models import CNN, RefForward, assert_matches_reference, cnn_reference, relu, seeded
+from small_models import CNN, assert_matches_reference, cnn_reference, seeded
 
 import lut_tvm
 from lut_tvm import reference as ref
@@ -20,6 +20,7 @@ from lut_tvm.plan import Plan
 from lut_tvm.planner import refit_layer_tables, ridge_refit_tables
 from lut_tvm.policy import PlanPolicy, TableRefit
 from lut_tvm.ridge import one_hot_codes, ridge_tables, ridge_weight
+from lut_tvm.testing import compile_with_codes
 from lut_tvm.train import LutConfig, convert, export_plan, lut_layers, to_dense_model
 from lut_tvm.train.convert import collect_rows
 from lut_tvm.weights import LayerKind
@@ -55,46 +56,6 @@ def _lookup_output(rows, centroids, tables) -> np.ndarray:
     """NumPy LUT output (no bias) of ``rows`` with real tables ``[C, K, N]`` quantized to INT8."""
     tables_q, scale = ref.quantize_tables(tables)
     return ref.lookup_accumulate(ref.encode(rows, centroids), tables_q).astype(np.float64) * scale
-
-
-class TablesRefForward(RefForward):
-    """``RefForward`` where a plan layer with free tables looks them up (quantized by
-    ``reference.quantize_tables``) instead of ``P.W``."""
-
-    def linear(self, h, name):
-        layer = self.plans.get(name)
-        if layer is None or layer.tables is None:
-            return super().linear(h, name)
-        lead, depth = h.shape[:-1], h.shape[-1]
-        rows = h.reshape(-1, depth)
-        self._note(name, len(h), rows, layer.centroids)
-        return self._lookup(rows, layer, self.w[f"{name}.bias"]).reshape(*lead, -1)
-
-    def conv(self, h, name, stride, pad):
-        layer = self.plans.get(name)
-        if layer is None or layer.tables is None:
-            return super().conv(h, name, stride, pad)
-        weight = self.w[f"{name}.weight"]
-        rows, (batch, out_h, out_w) = ref.im2col_nchw(h, weight.shape[2:], (stride, stride), (pad,) * 4)
-        self._note(name, len(h), rows, layer.centroids)
-        flat = self._lookup(rows, layer, self.w[f"{name}.bias"])
-        return flat.reshape(batch, out_h, out_w, -1).transpose(0, 3, 1, 2)
-
-    @staticmethod
-    def _lookup(rows, layer, bias):
-        tables_q, scale = ref.quantize_tables(layer.tables.astype(np.float64))
-        acc = ref.lookup_accumulate(ref.encode(rows, layer.centroids), tables_q)
-        return acc.astype(np.float32) * scale + bias.astype(np.float32)
-
-
-def cnn_tables_reference(model, plan, x):
-    """``small_models.cnn_reference`` with ``TablesRefForward``."""
-    r = TablesRefForward(model, plan)
-    h = relu(r.conv(x, "conv1", 1, 1))
-    h = relu(r.conv(h, "conv2", 2, 1))
-    h = relu(r.conv(h, "conv3", 1, 0))
-    h = relu(r.linear(h.reshape(len(h), -1), "fc1"))
-    return r.linear(h, "fc2"), r
 
 
 def test_ridge_tables_equal_the_normal_equation_solution():
@@ -140,13 +101,12 @@ def weight_refit(cnn, digits):
 def test_refit_weight_compiles_and_runs_equal_to_the_numpy_reference(cnn, digits, weight_refit):
     plan = export_plan(weight_refit)
     dense = to_dense_model(weight_refit)
-    _, candidates = cnn_reference(dense, plan, digits[HELD_OUT])
-    x = digits[HELD_OUT][np.argsort(-candidates.margin)[:48]]  # this untrained CNN has many encode near-ties
+    x = digits[HELD_OUT][:48]
     compiled = lut_tvm.compile(dense, plan, example_inputs=(x,))
     assert compiled.info.lut_layers == ["conv2", "conv3", "fc1"]
-    expected, reference = cnn_reference(dense, plan, x)
+    tapped = compile_with_codes(dense, plan, example_inputs=(x,))
+    _, reference = assert_matches_reference(compiled(x), tapped, cnn_reference, dense, plan, x)
     assert reference.used == ["conv2", "conv3", "fc1"]
-    assert_matches_reference(compiled(x), expected, reference)
     for name, layer in lut_layers(weight_refit):  # the tables the plan compiles to are P.W', not P.W
         refit = layer.weight.detach().numpy()
         assert not np.allclose(refit, cnn.get_submodule(name).weight.detach().numpy(), atol=1e-3)
@@ -204,16 +164,14 @@ def test_ridge_plan_compiles_and_runs_equal_to_the_numpy_tables_reference(cnn, d
                                atol=1e-3)
     plan = Plan.load(ridge_plan.save(tmp_path / "ridge_plan.npz"))  # through the file (version 2)
     assert plan.layers[0].tables is not None
-    _, candidates = cnn_tables_reference(cnn, plan, digits[HELD_OUT])
-    x = digits[HELD_OUT][np.argsort(-candidates.margin)[:48]]  # this untrained CNN has many encode near-ties
+    x = digits[HELD_OUT][:48]
     compiled = lut_tvm.compile(cnn, tmp_path / "ridge_plan.npz", example_inputs=(x,))
     assert compiled.info.lut_layers == ["conv2", "conv3", "fc1"]
-    expected, reference = cnn_tables_reference(cnn, plan, x)
+    tapped = compile_with_codes(cnn, tmp_path / "ridge_plan.npz", example_inputs=(x,))
+    expected, reference = assert_matches_reference(compiled(x), tapped, cnn_reference, cnn, plan, x)
     assert reference.used == ["conv2", "conv3", "fc1"]
-    y = compiled(x)
-    assert_matches_reference(y, expected, reference)
     # the comparison can tell the free tables from P.W
-    kmeans_expected, _ = cnn_reference(cnn, plan, x)
+    kmeans_expected, _ = cnn_reference(cnn, plan, x, free_tables=False)
     assert np.abs(kmeans_expected - expected).max() > 1e-3
 
 

@@ -12,7 +12,7 @@ from lut_tvm.errors import PlanError
 from lut_tvm.plan import LayerPlan, Plan
 from lut_tvm.targets import host_cpu_flags
 from lut_tvm.weights import LayerKind, fingerprint
-from lut_tvm.testing import relax_module as make_module, run_relax as run, op_calls, lut_calls
+from lut_tvm.testing import assert_no_near_ties, relax_module as make_module, run_relax as run, op_calls, lut_calls
 from relay_passes.rewrite_conv2d_to_lut import RewriteConv2dToLUT
 
 
@@ -62,7 +62,7 @@ def test_planned_conv_replaced(input_shape, strides, padding, dilation):
     rows, (batch, out_h, out_w) = ref.im2col_nchw(x, (3, 3), strides, padding, dilation)
     assert tuple(int(d) for d in calls["encode_conv2d"].ty.shape.values) == (batch, out_h, out_w, 9)
     assert tuple(int(d) for d in calls["lookup_conv2d"].ty.shape.values) == (batch, 4, out_h, out_w)
-    assert ref.encode_margin(rows, layer.centroids).min() > 1e-4  # no near-ties in this data
+    assert_no_near_ties(rows, layer.centroids)
     lut = ref.lut_conv2d(x, layer.centroids, WC, None, strides, padding, dilation)
     got = run(out, x)
     assert got.shape == (batch, 5, out_h, out_w)
@@ -160,7 +160,7 @@ def test_shuffle_conv_matches_reference():
     out, layer, weight = _rewrite_under(AVX512, (3, 2, 5, 5), 48, seed=3)
     x = np.random.default_rng(4).standard_normal((3, 2, 5, 5)).astype(np.float32)
     rows, _ = ref.im2col_nchw(x, (3, 3), padding=(1, 1, 1, 1))
-    assert ref.encode_margin(rows, layer.centroids).min() > 1e-4
+    assert_no_near_ties(rows, layer.centroids)
     got = run(out, x, target=AVX512)
     want = ref.lut_conv2d(x, layer.centroids, weight, padding=(1, 1, 1, 1))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

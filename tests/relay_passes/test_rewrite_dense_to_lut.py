@@ -10,6 +10,7 @@ from lut_tvm import reference as ref
 from lut_tvm.errors import PlanError
 from lut_tvm.plan import LayerPlan, Plan
 from lut_tvm.targets import host_cpu_flags
+from lut_tvm.testing import assert_no_near_ties
 from lut_tvm.weights import LayerKind, fingerprint
 from relay_passes.rewrite_dense_to_lut import RewriteDenseToLUT
 
@@ -73,11 +74,6 @@ def two_layer(bb, x):
     return bb.emit(relax.op.matmul(hidden, relax.const(W2)))
 
 
-def assert_clear_codes(rows, centroids):
-    """The data has no near-tie, so TVM's float32 encode must give reference codes everywhere."""
-    assert ref.encode_margin(rows, centroids).min() > 1e-4
-
-
 def test_planned_matmul_replaced_unplanned_kept():
     mod = make_module((5, 12), two_layer)
     layer = dense_plan_layer("fc1", W1, sub_len=3)
@@ -91,7 +87,7 @@ def test_planned_matmul_replaced_unplanned_kept():
     assert tuple(int(d) for d in encode.ty.shape.values) == (5, 4) and encode.ty.dtype == "uint8"
 
     x = np.random.default_rng(1).standard_normal((5, 12)).astype(np.float32)
-    assert_clear_codes(x, layer.centroids)
+    assert_no_near_ties(x, layer.centroids)
     want = ref.lut_matmul(x, layer.centroids, W1) @ W2
     np.testing.assert_allclose(run(out, x), want, rtol=1e-5, atol=1e-5)
 
@@ -106,8 +102,8 @@ def test_two_planned_layers_chain():
 
     x = np.random.default_rng(2).standard_normal((5, 12)).astype(np.float32)
     hidden = ref.lut_matmul(x, first.centroids, W1)
-    assert_clear_codes(x, first.centroids)
-    assert_clear_codes(hidden, second.centroids)
+    assert_no_near_ties(x, first.centroids)
+    assert_no_near_ties(hidden, second.centroids)
     want = ref.lut_matmul(hidden, second.centroids, W2)
     np.testing.assert_allclose(run(out, x), want, rtol=1e-5, atol=1e-5)
 
@@ -123,7 +119,7 @@ def test_higher_rank_input(input_shape):
 
     x = np.random.default_rng(3).standard_normal(input_shape).astype(np.float32)
     rows = x.reshape(-1, 12)
-    assert_clear_codes(rows, layer.centroids)
+    assert_no_near_ties(rows, layer.centroids)
     want = ref.lut_matmul(rows, layer.centroids, W1).reshape(*input_shape[:-1], 8)
     got = run(out, x)
     assert got.shape == want.shape
@@ -190,7 +186,7 @@ def test_shuffle_lookup_chosen_by_target_and_shape(rows, out_features, expect_sh
     else:
         assert kinds == ["encode_dense", "lookup_dense"]
     x = rng.standard_normal((rows, 32)).astype(np.float32)
-    assert_clear_codes(x, layer.centroids)
+    assert_no_near_ties(x, layer.centroids)
     vm = relax.VirtualMachine(tvm.compile(rewritten, AVX512), tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, ref.lut_matmul(x, layer.centroids, weight), rtol=1e-5, atol=1e-5)

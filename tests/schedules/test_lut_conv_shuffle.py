@@ -14,6 +14,7 @@ from tvm import s_tir
 
 from lut_tvm import reference as ref
 from lut_tvm.targets import host_cpu_flags
+from lut_tvm.testing import assert_no_near_ties, check_codes
 from lut_tvm.tuning.space import rule_schedules
 from schedules.intrin.lut_shuffle import (
     LLVM_SHUFFLE,
@@ -108,7 +109,7 @@ def run_path(case, target, input_layout=None, scale=None, bias=None, relu=False)
 def reference_acc_nchw(case):
     """The reference's exact int32 accumulator, laid out NCHW; asserts the data has no near-tie."""
     _, centroids, tables, rows, (batch, out_channels, out_h, out_w) = _conv_inputs(*case)
-    assert ref.encode_margin(rows, centroids).min() > 1e-4
+    assert_no_near_ties(rows, centroids)
     codes = ref.encode(rows, centroids)
     acc = ref.lookup_accumulate(codes, tables)
     return codes, acc.reshape(batch, out_h, out_w, out_channels).transpose(0, 3, 1, 2)
@@ -192,12 +193,11 @@ def _assert_chunked(sch, out_w):
 @NEEDS_AVX512
 @pytest.mark.parametrize("case", CHUNK_CASES)
 def test_chunked_window_copy_exact(case):
-    """Codes equal the reference's away from near-ties (margin < 1e-4, a handful at most):
-    stride, dilation, asymmetric padding, C = 1 and 11, V = 9 and 4."""
+    """Codes are the nearest centroids (either one at a near-tie: ``check_codes``): stride,
+    dilation, asymmetric padding, C = 1 and 11, V = 9 and 4."""
     codes, rows, centroids = _encode_codes(case, AVX512)
-    near_tie = ref.encode_margin(rows, centroids) < 1e-4
-    assert near_tie.sum() <= 2
-    np.testing.assert_array_equal(codes[~near_tie], ref.encode(rows, centroids)[~near_tie])
+    assert codes.dtype == np.uint8
+    check_codes(codes, rows, centroids)
 
 
 @NEEDS_AVX2

@@ -1,5 +1,6 @@
 """Fixtures of the deploy tests: the emulated ARM64 device (provisioned by the project's own
-script, cached under ~/.cache/lut_tvm/arm64) and the digits CNN with a k-means LUT plan.
+script, cached under ~/.cache/lut_tvm/arm64), the digits CNN with a k-means LUT plan, and its codes
+on the device (the reference runs with them: ``lut_tvm.testing.GivenCodes``).
 
 Provisioning needs apt-get (root), mmdebstrap and the network: where it cannot be done the
 device tests are *skipped with the reason*; under CI (``CI=true``) or with
@@ -15,13 +16,12 @@ import numpy as np
 import pytest
 
 from lut_tvm import reference as ref
+from lut_tvm.testing import ARM64_SKIP_PREFIX, GivenCodes, compile_with_codes
 
 BATCH = 32
-# Tight: LUT layers are exact table sums; the dense layers around them differ by float rounding
-# (aarch64 FMA vs NumPy float64).
+# Tight: given the same codes, LUT layers are exact table sums; the dense layers around them differ
+# by float rounding (aarch64 FMA vs NumPy float64).
 LUT_TOL = dict(rtol=1e-5, atol=1e-5)
-MIN_ENCODE_MARGIN = 1e-6  # relative: see _encode_margin
-MIN_CLEAN_FRACTION = 0.75
 
 
 def _device_required() -> bool:
@@ -33,7 +33,7 @@ def unavailable(reason: str):
     """Skip with ``reason``, or fail where the device is required (CI)."""
     if _device_required():
         pytest.fail(f"the emulated ARM64 device is required here (CI) but: {reason}")
-    pytest.skip(reason)
+    pytest.skip(ARM64_SKIP_PREFIX + reason)  # counted by tests/conftest.py's summary line
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +44,7 @@ def arm64_cache():
     try:
         return provision(quiet=True)
     except ProvisionError as err:
-        unavailable(f"cannot provision the emulated ARM64 device: {err}")
+        unavailable(str(err))  # "cannot provision the emulated ARM64 device: <why>"
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +71,9 @@ def arm64_device(start_device):
 
 
 @pytest.fixture(scope="session")
-def cross_linker():
+def cross_linker(arm64_cache):
+    """The cross linker (provisioning installs it)."""
+    del arm64_cache
     if shutil.which("aarch64-linux-gnu-g++") is None:
         unavailable("aarch64-linux-gnu-g++ is not installed (provisioning installs it)")
     return "aarch64-linux-gnu-g++"
@@ -81,7 +83,8 @@ def cross_linker():
 
 
 class DigitsCase:
-    """lut_tvm's digits CNN (seeded weights), a k-means LUT plan, compiled for arm64 and host."""
+    """lut_tvm's digits CNN (seeded weights), a k-means LUT plan, compiled for arm64 (and a copy
+    tapping its codes, ``compile_with_codes``)."""
 
     def __init__(self):
         import torch
@@ -97,35 +100,29 @@ class DigitsCase:
         self.plan = build_kmeans_plan(self.model, x_train[:256], PlanPolicy(seed=0),
                                       example_inputs=(self.x,))
         self.arm64 = lut_tvm.compile(self.model, self.plan, target="arm64", example_inputs=(self.x,))
+        self.tapped = compile_with_codes(self.model, self.plan, target="arm64", example_inputs=(self.x,))
         self.weights = {k: v.detach().numpy().astype(np.float64)
                         for k, v in self.model.state_dict().items()}
-        self.expected, self.clean = self.reference(self.x)
 
-    def reference(self, x):
-        """NumPy forward: planned layers by ``lut_tvm.reference``, the others in float64."""
+    def reference(self, x, codes):
+        """NumPy forward: planned layers by the reference run with ``codes`` (each checked against
+        the nearest centroid: ``GivenCodes``), the others in float64."""
         planned = {layer.name: layer.centroids for layer in self.plan.layers}
-        margin = np.full(len(x), np.inf)
+        given = GivenCodes(codes)
         w = self.weights
-
-        def note(rows, cents):
-            nonlocal margin
-            gap = _encode_margin(rows, cents).reshape(len(x), -1).min(1)
-            margin = np.minimum(margin, gap)
 
         def conv(h, name):
             weight, bias = w[f"{name}.weight"], w[f"{name}.bias"]
-            rows, (n, oh, ow) = ref.im2col_nchw(h, weight.shape[2:], (1, 1), (1, 1, 1, 1))
             if name in planned:
-                note(rows, planned[name])
-                return ref.lut_conv2d(h, planned[name], weight, bias, (1, 1), (1, 1, 1, 1))
+                return given.lut_conv2d(h, planned[name], weight, bias, (1, 1), (1, 1, 1, 1), where=f"layer {name}")
+            rows, (n, oh, ow) = ref.im2col_nchw(h, weight.shape[2:], (1, 1), (1, 1, 1, 1))
             out = rows @ weight.reshape(len(weight), -1).T + bias
             return out.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
 
         def linear(h, name):
             weight, bias = w[f"{name}.weight"], w[f"{name}.bias"]
             if name in planned:
-                note(h, planned[name])
-                return ref.lut_matmul(h, planned[name], weight.T, bias)
+                return given.lut_matmul(h, planned[name], weight.T, bias, where=f"layer {name}")
             return h @ weight.T + bias
 
         relu = lambda a: np.maximum(a, 0)  # noqa: E731
@@ -135,29 +132,17 @@ class DigitsCase:
         h = h.reshape(n, c, hh // 2, 2, ww // 2, 2).max((3, 5))
         h = relu(conv(h, "5"))
         h = relu(linear(h.reshape(n, -1), "8"))
-        return linear(h, "10"), margin > MIN_ENCODE_MARGIN
+        out = linear(h, "10")
+        given.assert_all_used()
+        return out
 
-    def assert_matches(self, y):
-        assert y.shape == self.expected.shape
-        assert self.clean.mean() >= MIN_CLEAN_FRACTION, "too many encode near-ties: pick other data"
-        np.testing.assert_allclose(y[self.clean], self.expected[self.clean], **LUT_TOL)
-
-
-def _encode_margin(rows, centroids):
-    """Per row and codebook: the gap between the nearest and the nearest *different* centroid's
-    distance (as in test_compile_e2e), relative to the size of the numbers that make the distance
-    (``||x||^2 + max ||P||^2``): float32 rounding moves a distance by ~1e-7 of that, so a
-    relative gap above 1e-6 (~8 float32 epsilons) cannot flip the code. (Relative, because the
-    untrained CNN's activations are small.)"""
-    dist = ref.centroid_distances(rows, centroids)  # [M, C, K]
-    best = dist.argmin(-1)
-    num_codebooks, _, sub_len = centroids.shape
-    best_vec = centroids[np.arange(num_codebooks)[None, :], best]
-    same = (centroids[None] == best_vec[:, :, None, :]).all(-1)
-    gap = np.where(same, np.inf, dist).min(-1) - dist.min(-1)
-    sub = rows.reshape(len(rows), num_codebooks, sub_len)
-    size = (sub.astype(np.float64) ** 2).sum(-1) + (centroids.astype(np.float64) ** 2).sum(-1).max(-1)
-    return gap / np.maximum(size, 1e-30)
+    def assert_matches(self, y, device_codes):
+        """``y`` (this model's output on ``x``, run on the device) equals the reference run with
+        ``device_codes`` (the ``digits_codes`` fixture: the tapped copy's output and codes there)."""
+        tapped_y, codes = device_codes
+        assert y.shape == tapped_y.shape
+        np.testing.assert_allclose(y, tapped_y, **LUT_TOL)  # the same kernels: the same codes
+        np.testing.assert_allclose(y, self.reference(self.x, codes), **LUT_TOL)
 
 
 @pytest.fixture(scope="session")
@@ -171,3 +156,15 @@ def digits_lib(digits, cross_linker, tmp_path_factory):
     path = digits.arm64.export(tmp_path_factory.mktemp("arm64") / "digits_lut.so")
     assert path.suffix == ".so", digits.arm64.export_message
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_codes(digits, arm64_device, cross_linker, tmp_path_factory):
+    """``(output, codes)`` of the digits model compiled with its codes tapped, run on the device."""
+    del cross_linker
+    compiled = digits.tapped.compiled
+    path = compiled.export(tmp_path_factory.mktemp("arm64_codes") / "digits_codes.so")
+    assert path.suffix == ".so", compiled.export_message
+    with arm64_device.connect() as session:
+        outputs = session.load_library(path, compiled.info)(digits.x)
+    return digits.tapped.split(outputs)

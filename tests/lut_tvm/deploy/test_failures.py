@@ -39,7 +39,7 @@ def _bench_in_thread(remote, x):
     return thread, box
 
 
-def test_run_timeout_closes_the_session_and_the_device_stays_usable(digits, digits_lib, arm64_device):
+def test_run_timeout_closes_the_session_and_the_device_stays_usable(digits, digits_lib, arm64_device, digits_codes):
     # session_timeout: the server kills the abandoned session's process after 30 s
     session = arm64_device.connect(run_timeout=120, session_timeout=30)
     remote = session.load_library(digits_lib, digits.arm64.info)
@@ -51,10 +51,10 @@ def test_run_timeout_closes_the_session_and_the_device_stays_usable(digits, digi
         remote(digits.x)
     # the server serves sessions concurrently: a new one works while the old one is still busy
     with arm64_device.connect() as fresh:
-        digits.assert_matches(fresh.load_library(digits_lib, digits.arm64.info)(digits.x))
+        digits.assert_matches(fresh.load_library(digits_lib, digits.arm64.info)(digits.x), digits_codes)
 
 
-def test_crashed_session_gives_clear_error_and_server_survives(digits, digits_lib, arm64_device):
+def test_crashed_session_gives_clear_error_and_server_survives(digits, digits_lib, arm64_device, digits_codes):
     session = arm64_device.connect()
     remote = session.load_library(digits_lib, digits.arm64.info)
     before = set(_children(arm64_device.pid))
@@ -71,10 +71,10 @@ def test_crashed_session_gives_clear_error_and_server_survives(digits, digits_li
     assert "connection lost" in str(error)
     assert arm64_device.alive()
     with arm64_device.connect() as again:
-        digits.assert_matches(again.load_library(digits_lib, digits.arm64.info)(digits.x))
+        digits.assert_matches(again.load_library(digits_lib, digits.arm64.info)(digits.x), digits_codes)
 
 
-def test_killed_server_gives_clear_error_and_a_new_server_works(digits, digits_lib, start_device):
+def test_killed_server_gives_clear_error_and_a_new_server_works(digits, digits_lib, start_device, digits_codes):
     doomed = start_device()
     session = doomed.connect()
     remote = session.load_library(digits_lib, digits.arm64.info)
@@ -91,10 +91,10 @@ def test_killed_server_gives_clear_error_and_a_new_server_works(digits, digits_l
 
     fresh = start_device()  # a new device is usable after
     with fresh.connect() as again:
-        digits.assert_matches(again.load_library(digits_lib, digits.arm64.info)(digits.x))
+        digits.assert_matches(again.load_library(digits_lib, digits.arm64.info)(digits.x), digits_codes)
 
 
-def test_device_behind_a_tracker(digits, digits_lib, start_device):
+def test_device_behind_a_tracker(digits, digits_lib, start_device, digits_codes):
     try:
         from tvm.rpc.tracker import Tracker
     except ImportError as err:  # running a tracker needs tornado on the host (connecting does not)
@@ -105,7 +105,7 @@ def test_device_behind_a_tracker(digits, digits_lib, start_device):
         device = start_device(tracker=address, key="arm64-emulated")
         with device.connect(connect_timeout=60) as session:
             assert session.emulated and session.address == f"arm64-emulated@{address}"
-            digits.assert_matches(session.load_library(digits_lib, digits.arm64.info)(digits.x))
+            digits.assert_matches(session.load_library(digits_lib, digits.arm64.info)(digits.x), digits_codes)
     finally:
         tracker.terminate()
 

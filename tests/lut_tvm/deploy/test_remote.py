@@ -35,12 +35,12 @@ def test_device_reports_it_is_emulated(arm64_device):
         assert session.emulated and EMULATED_NOTE in session.describe()
 
 
-def test_lut_digits_cnn_on_arm64_device_equals_numpy_reference(digits, digits_lib, arm64_device):
+def test_lut_digits_cnn_on_arm64_device_equals_numpy_reference(digits, digits_lib, arm64_device, digits_codes):
     with arm64_device.connect() as session:
         remote = session.load_library(digits_lib, digits.arm64.info)
         y = remote(digits.x)
     assert isinstance(y, np.ndarray) and y.dtype == np.float32
-    digits.assert_matches(y)
+    digits.assert_matches(y, digits_codes)
     # the LUT approximation is visible: this is not the dense model
     import torch
 
@@ -49,12 +49,12 @@ def test_lut_digits_cnn_on_arm64_device_equals_numpy_reference(digits, digits_li
     assert np.abs(y - dense).max() > 1e-3
 
 
-def test_compiled_deploy_api(digits, arm64_device, cross_linker):
+def test_compiled_deploy_api(digits, arm64_device, cross_linker, digits_codes):
     """``compiled.deploy(address)`` exports, uploads, loads; the remote model returns NumPy."""
     del cross_linker
     remote = digits.arm64.deploy(arm64_device.address)
     try:
-        digits.assert_matches(remote(digits.x))
+        digits.assert_matches(remote(digits.x), digits_codes)
         assert "aarch64-linux-gnu-g++" in digits.arm64.export_message
     finally:
         remote.session.close()
@@ -110,7 +110,7 @@ def test_remote_bench_completes_and_is_labelled_emulated(digits, digits_lib, arm
     print(summary)
 
 
-def test_cli_run_and_bench_over_rpc(digits, digits_lib, arm64_device, tmp_path, capsys):
+def test_cli_run_and_bench_over_rpc(digits, digits_lib, arm64_device, digits_codes, tmp_path, capsys):
     from lut_tvm.cli import main
 
     x_path = tmp_path / "x.npy"
@@ -120,7 +120,7 @@ def test_cli_run_and_bench_over_rpc(digits, digits_lib, arm64_device, tmp_path, 
                  "--time"]) == 0
     printed = capsys.readouterr().out
     assert "aarch64" in printed and EMULATED_NOTE in printed and "median latency" in printed
-    digits.assert_matches(np.load(out))
+    digits.assert_matches(np.load(out), digits_codes)
 
     assert main(["bench", str(digits_lib), "--rpc", arm64_device.address, "--number", "1",
                  "--repeat", "2"]) == 0

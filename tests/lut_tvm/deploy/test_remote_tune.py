@@ -13,7 +13,6 @@ import re
 import socket
 import threading
 
-import numpy as np
 import pytest
 
 import lut_tvm
@@ -56,7 +55,7 @@ def _free_port() -> int:
 
 
 def test_remote_tune_log_is_applied_and_the_model_still_equals_numpy(
-        digits, tracker_device, cross_linker, tmp_path, caplog):
+        digits, tracker_device, cross_linker, digits_codes, tmp_path, caplog):
     del cross_linker
     result = tune_model(digits.model, digits.plan, "arm64", TRIALS, log_dir=tmp_path,
                         example_inputs=(digits.x,), progress=False, task_filter=TASK,
@@ -84,7 +83,7 @@ def test_remote_tune_log_is_applied_and_the_model_still_equals_numpy(
     assert lib.suffix == ".so", tuned.export_message
     with tracker_device.connect() as session:
         y = session.load_library(lib, tuned.info)(digits.x)
-    digits.assert_matches(y)
+    digits.assert_matches(y, digits_codes)
 
 
 def test_direct_rpc_measures_a_cross_built_candidate(arm64_device, cross_linker):

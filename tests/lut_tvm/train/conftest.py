@@ -1,5 +1,6 @@
 """Shared fixtures of the training tests: the digits split, a trained digits CNN and its k-means LUT
-copy (built once per session; tests deep-copy before training), and an encode-margin helper."""
+copy (built once per session; tests deep-copy before training), and the LUT model's forward given
+compiled codes."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from lut_tvm import reference as ref
 from lut_tvm.demo import load_digits_split, train_digits_cnn
 from lut_tvm.policy import PlanPolicy
+from lut_tvm.plan import TableQuant
+from lut_tvm.testing import GivenCodes
 from lut_tvm.train import LutConfig, convert, lut_layers
+from lut_tvm.train.layers import LutConv2d
 
 SEED = 0
 CNN_EPOCHS = 8
@@ -70,37 +73,42 @@ def fresh_kmeans_cnn(kmeans_cnn):
     return copy.deepcopy(kmeans_cnn)
 
 
-def _distinct_margin(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Per row and codebook: gap from the nearest centroid to the nearest *different* one
-    (ties between identical centroids pick the same table row either way)."""
-    dist = ref.centroid_distances(rows, centroids)
-    best = dist.argmin(-1)
-    best_vec = centroids[np.arange(centroids.shape[0])[None, :], best]
-    same = (centroids[None] == best_vec[:, :, None, :]).all(-1)
-    return np.where(same, np.inf, dist).min(-1) - dist.min(-1)
-
-
-def sample_margins(lut_model, x: np.ndarray) -> np.ndarray:
-    """Smallest encode margin on each sample's path through ``lut_model``'s LUT layers."""
-    margins = np.full(len(x), np.inf)
+def forward_given_codes(lut_model, x: np.ndarray, codes: list[np.ndarray]) -> np.ndarray:
+    """``lut_model``'s forward with each LUT layer replaced by the NumPy reference run with the
+    compiled model's ``codes`` (``lut_tvm.testing.GivenCodes``: each code is checked against the
+    nearest centroid of the layer's actual input, near-ties aside)."""
+    given = GivenCodes(codes)
 
     def hook(layer, args, _out):
-        inp = args[0]
-        rows = layer.rows(inp)[0] if hasattr(layer, "rows") else inp.reshape(-1, inp.shape[-1])
-        per_row = _distinct_margin(rows.numpy(), layer.centroids.detach().numpy()).min(-1)
-        margins[:] = np.minimum(margins, per_row.reshape(len(x), -1).min(-1))
+        inp = args[0].detach().numpy()
+        cents = layer.centroids.detach().numpy()
+        weight = layer.weight.detach().numpy()
+        bias = None if layer.bias is None else layer.bias.detach().numpy()
+        tables = None if layer.tables is None else layer.tables.detach().numpy()
+        granularity = TableQuant(layer.table_quant).granularity
+        if isinstance(layer, LutConv2d):
+            (ph, pw), where = layer.padding, f"LUT conv {layer.extra_repr()}"
+            out = given.lut_conv2d(inp, cents, weight, bias, layer.stride, (ph, pw, ph, pw), tables, where,
+                                   granularity)
+        else:
+            rows = inp.reshape(-1, inp.shape[-1])
+            out = given.lut_matmul(rows, cents, weight.T, bias, tables, f"LUT linear {layer.extra_repr()}",
+                                   granularity)
+            out = out.reshape(*inp.shape[:-1], -1)
+        return torch.from_numpy(out)
 
     handles = [layer.register_forward_hook(hook) for _, layer in lut_layers(lut_model)]
     try:
         with torch.no_grad():
-            lut_model.eval()(torch.from_numpy(x))
+            y = lut_model.eval()(torch.from_numpy(x)).numpy()
     finally:
         for handle in handles:
             handle.remove()
-    return margins
+    given.assert_all_used()
+    return y
 
 
-@pytest.fixture(name="sample_margins")
-def sample_margins_fixture():
-    """``sample_margins(lut_model, x)`` (a fixture, as test modules cannot import conftest)."""
-    return sample_margins
+@pytest.fixture(name="forward_given_codes")
+def forward_given_codes_fixture():
+    """``forward_given_codes(lut_model, x, codes)`` (a fixture, as test modules cannot import conftest)."""
+    return forward_given_codes

@@ -1,5 +1,6 @@
 """export_plan + to_dense_model -> lut_tvm.compile (torch and ONNX frontends) reproduces the LUT
-model's hard forward: same codes, same INT8 tables, so equal up to float rounding. Also for a LUT
+model's hard forward: the same codes (up to near-ties, where either code is right: the reference runs
+with the compiled model's codes, each checked), the same INT8 tables, so equal up to float rounding. Also for a LUT
 model with free tables (MADDNESS's ridge refit), which the plan carries (format version 2)."""
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from lut_tvm.errors import PlanError
 from lut_tvm.npz_meta import META_KEY
 from lut_tvm.plan import PLAN_VERSION, PLAN_VERSION_TABLES
 from lut_tvm.policy import PlanPolicy, TableRefit
+from lut_tvm.testing import compile_with_codes
 from lut_tvm.train import LutConfig, convert, export_plan, lut_layers, ridge_refit, to_dense_model, train_lutnn
 from lut_tvm.weights import fingerprint
 
 pytestmark = pytest.mark.filterwarnings("ignore:Renaming name:UserWarning")
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-MIN_ENCODE_MARGIN = 1e-5  # samples with a nearer encode tie may flip a code on TVM's float rounding
-MIN_CLEAN_FRACTION = 0.75
 
 
 def _mlp():
@@ -102,16 +102,23 @@ def test_dense_model_is_the_original_architecture_with_trained_weights(case):
         torch.testing.assert_close(value, lut_state[key], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("frontend", ["torch", "onnx"])
-def test_compiled_plan_matches_lut_hard_forward(case, frontend, sample_margins):
+def _compiled_output_matches_lut_forward(case, frontend, forward_given_codes) -> np.ndarray:
+    """Compile the case's plan (and a copy tapping its codes); the output equals the LUT model's
+    forward run with the compiled codes. Returns the output."""
     source = case.dense if frontend == "torch" else str(case.onnx_path)
     compiled = lut_tvm.compile(source, str(case.plan_path), example_inputs=(case.x,))
     assert compiled.info.lut_layers == [l.name for l in case.plan.layers]
     y = compiled(case.x)
     assert y.shape == case.expected.shape
-    clean = sample_margins(case.lut, case.x) > MIN_ENCODE_MARGIN
-    assert clean.mean() >= MIN_CLEAN_FRACTION, f"only {clean.sum()}/{clean.size} samples without near-ties"
-    np.testing.assert_allclose(y[clean], case.expected[clean], **TOL)
+    tapped_y, codes = compile_with_codes(source, str(case.plan_path), example_inputs=(case.x,))(case.x)
+    np.testing.assert_array_equal(tapped_y, y)  # tapping the codes changes nothing else
+    np.testing.assert_allclose(y, forward_given_codes(case.lut, case.x, codes), **TOL)
+    return y
+
+
+@pytest.mark.parametrize("frontend", ["torch", "onnx"])
+def test_compiled_plan_matches_lut_hard_forward(case, frontend, forward_given_codes):
+    _compiled_output_matches_lut_forward(case, frontend, forward_given_codes)
     # the comparison can tell LUT from dense: the dense model's outputs are elsewhere
     with torch.no_grad():
         dense_y = case.dense(torch.from_numpy(case.x)).numpy()
@@ -157,15 +164,9 @@ def test_free_tables_are_exported_into_a_version_2_plan(free_tables_case, cnn_ca
 
 
 @pytest.mark.parametrize("frontend", ["torch", "onnx"])
-def test_compiled_free_tables_plan_matches_lut_hard_forward(free_tables_case, frontend, sample_margins):
+def test_compiled_free_tables_plan_matches_lut_hard_forward(free_tables_case, frontend, forward_given_codes):
     case = free_tables_case
-    source = case.dense if frontend == "torch" else str(case.onnx_path)
-    compiled = lut_tvm.compile(source, str(case.plan_path), example_inputs=(case.x,))
-    assert compiled.info.lut_layers == [l.name for l in case.plan.layers]
-    y = compiled(case.x)
-    clean = sample_margins(case.lut, case.x) > MIN_ENCODE_MARGIN
-    assert clean.mean() >= MIN_CLEAN_FRACTION, f"only {clean.sum()}/{clean.size} samples without near-ties"
-    np.testing.assert_allclose(y[clean], case.expected[clean], **TOL)
+    _compiled_output_matches_lut_forward(case, frontend, forward_given_codes)
     # the comparison can tell the free tables from P.W of the same centroids and weights
     without = copy.deepcopy(case.lut)
     for _, layer in lut_layers(without):

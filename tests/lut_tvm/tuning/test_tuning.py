@@ -27,7 +27,8 @@ TRIALS = 2
 # The LUT primitives (encode, gather lookup, shuffle lookup) and one dense op: enough to prove
 # tune -> log -> compile within the test budget (every task of the model: `lut-tvm tune`).
 TASKS = ["lut_encode_dense", "lut_lookup", "matmul"]
-# The run is stopped (like Ctrl-C) after this many batches, before the last tasks get theirs.
+# The run is stopped (like Ctrl-C) after this many batches have been committed. The scheduler's
+# first round measures one batch per task before committing any: those are all kept.
 BATCHES_BEFORE_CTRL_C = 3
 APPLIED = re.compile(r"applied tuning log (\S+) \((\d+) of (\d+) functions\)")
 
@@ -94,8 +95,9 @@ def test_tune_writes_a_keyed_log_that_compile_applies(demo, tuned, untuned, capl
     assert any(kind.startswith("lookup_conv2d") for kind in kinds)  # gather or shuffle form
     assert any(kind.startswith("encode_dense") for kind in kinds)
     assert all(task.default_sec and task.tuned_sec for task in result.tasks)
-    # The scheduler's first round gives each task one batch: the stop came after three of them.
-    assert sum(task.trials > 0 for task in result.tasks) == BATCHES_BEFORE_CTRL_C
+    # The scheduler's first round measured one batch of each task before the stop: all are kept.
+    assert len(result.tasks) > BATCHES_BEFORE_CTRL_C
+    assert all(0 < task.trials <= TRIALS for task in result.tasks)
     assert "speedup" in format_summary(result)
 
     compiled, text = _compile_logged(demo, log_dir, caplog)
@@ -147,10 +149,10 @@ def test_foreign_logs_are_not_applied(tuned, tmp_path, caplog):
 
 def test_interrupted_tuning_keeps_a_usable_log_and_no_workers(tuned):
     log_dir, result, batches = tuned
-    assert result.interrupted and len(batches) == BATCHES_BEFORE_CTRL_C
+    assert result.interrupted and len(batches) == BATCHES_BEFORE_CTRL_C  # no hook call after
     # Every default record and every measured candidate is on disk, in a loadable log.
     measured = sum(task.trials for task in result.tasks)
-    assert BATCHES_BEFORE_CTRL_C <= measured <= TRIALS * BATCHES_BEFORE_CTRL_C
+    assert len(result.tasks) <= measured <= TRIALS * len(result.tasks)
     assert result.records == len(result.tasks) + measured
     assert logs.corrupt_file(result.log_dir) is None
     assert logs.find_log(log_dir, resolve_target("native")) == result.log_dir

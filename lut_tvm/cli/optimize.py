@@ -1,0 +1,109 @@
+"""lut-tvm optimize: the fastest LUT plan whose metric on evaluation data stays within a budget."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LutTvmError, ModelLoadError
+from ..optimize.inputs import METRICS, check_eval, check_settings
+from .common import MODEL_HELP, load_array
+
+
+
+def load_eval(path: str, metric: str):
+    """``(x, y or None)`` from an .npz with ``x`` and (for accuracy) integer ``y``."""
+    file = Path(path)
+    if not file.is_file():
+        raise ModelLoadError(f"evaluation file {path!r} does not exist")
+    try:
+        data = np.load(file, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ModelLoadError(f"evaluation file {path!r} is not an .npz: {err}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ModelLoadError(f"evaluation file {path!r} must be an .npz with arrays 'x' and 'y'")
+    with data:
+        if "x" not in data.files:
+            raise LutTvmError(f"evaluation file {path!r} has no array 'x' (has {data.files})")
+        if metric == "accuracy" and "y" not in data.files:
+            raise LutTvmError(f"evaluation file {path!r} has no labels 'y', which --metric accuracy needs "
+                              "(add 'y' or use --metric cosine)")
+        return data["x"], data["y"] if "y" in data.files else None
+
+
+def check_args(args):
+    """Everything checkable without TVM or torch: files, arrays and their shapes; returns the arrays."""
+    check_settings(args.metric, args.budget)
+    if not Path(args.model).is_file():
+        raise ModelLoadError(f"model file {args.model!r} does not exist")
+    if Path(args.model).suffix not in (".onnx", ".pt2"):
+        raise ModelLoadError(f"model file {args.model!r} is neither .onnx nor .pt2")
+    calibration = load_array(args.calibration, "calibration")
+    x, y = load_eval(args.eval, args.metric)
+    x, y = check_eval(args.metric, x, y, f"evaluation file {args.eval!r}")
+    if calibration.shape[1:] != x.shape[1:]:
+        raise LutTvmError(f"calibration file {args.calibration!r} has samples of shape "
+                          f"{list(calibration.shape[1:])}, evaluation file {args.eval!r} has "
+                          f"{list(x.shape[1:])}")
+    return calibration, x, y
+
+
+def cmd_optimize(args) -> None:
+    calibration, x, y = check_args(args)
+    from ..optimize import optimize  # pylint: disable=import-outside-toplevel
+
+    result = optimize(args.model, calibration, x, y, budget=args.budget, metric=args.metric,
+                      target=args.target, cache_dir=args.cache_dir, sub_lens=args.sub_lens,
+                      layers=args.only, batch=args.batch, timing_repeat=args.repeat, seed=args.seed)
+    report_dir = Path(args.report) if args.report else Path(args.output).with_suffix("").with_name(
+        Path(args.output).stem + "_report")
+    written = result.save(args.output, report_dir)
+    rep = result.report
+    lat = rep["latency_ms"]
+    for row in rep["layers"]:
+        chosen = f"V={row['chosen_V']}" if row["chosen_V"] else "dense"
+        print(f"  {row['layer']:<24} {row['shape']:<22} {chosen}")
+    print(f"{rep['metric']}: original {rep['original_metric']:.2f}, chosen {rep['chosen_metric_compiled']:.2f} "
+          f"(compiled; budget {rep['budget']})")
+    print(f"latency: dense {lat['dense_measured']:.4f} ms, chosen predicted {lat['predicted']:.4f} ms, "
+          f"measured {lat['measured']:.4f} ms; saving predicted {lat['predicted_saving']:.4f} ms, measured "
+          f"{lat['measured_saving']:.4f} ms ({rep['threads']} thread(s), batch {rep['batch']})")
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _sub_len(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--sub-lens takes positive integers, got {text!r}")
+    return int(text)
+
+
+def register(sub) -> None:
+    """Add the subcommand to the subparsers ``sub``."""
+    opt = sub.add_parser("optimize", help="find the fastest LUT plan within an accuracy budget",
+                         description="Measure each LUT candidate's effect on the metric (one layer at a "
+                         "time) and its kernel's latency on the target, search for the fastest plan whose "
+                         "metric on the evaluation data stays within the budget of the original, verify "
+                         "it on the compiled model, and write the plan and a report.")
+    opt.add_argument("model", help=MODEL_HELP)
+    opt.add_argument("--calibration", required=True, help=".npy of input samples for the k-means centroids")
+    opt.add_argument("--eval", required=True,
+                     help=".npz with 'x' (inputs) and, for --metric accuracy, 'y' (integer labels)")
+    opt.add_argument("--budget", type=float, default=1.0,
+                     help="points of accuracy (or of mean cosine x 100) the plan may lose (default 1.0)")
+    opt.add_argument("--metric", choices=METRICS, default="accuracy",
+                     help="accuracy: argmax vs y; cosine: mean cosine to the original model's outputs")
+    opt.add_argument("--target", default="native", help="target to measure on (default: native)")
+    opt.add_argument("-o", "--output", default="plan.npz", help="plan file to write (default: plan.npz)")
+    opt.add_argument("--report", default=None,
+                     help="folder for report.md/.json and frontier.png (default: <output stem>_report)")
+    opt.add_argument("--cache-dir", default=".lut_tvm_optimize_cache",
+                     help="measurement cache; a re-run resumes from it (default: .lut_tvm_optimize_cache)")
+    opt.add_argument("--sub-lens", nargs="+", type=_sub_len, default=[2, 4, 8, 9, 16, 32], metavar="V",
+                     help="V values to consider (each layer gets those dividing its D; K = 16)")
+    opt.add_argument("--only", nargs="+", metavar="LAYER", help="consider only these layers")
+    opt.add_argument("--batch", type=int, default=None, help="batch to import an ONNX model with dynamic batch at")
+    opt.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel (median; default 5)")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.set_defaults(func=cmd_optimize)

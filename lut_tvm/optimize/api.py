@@ -1,0 +1,210 @@
+"""``optimize``: the fastest LUT plan whose metric on the evaluation data stays within a budget of the
+original model's, found by measured sensitivity, measured kernel latency and a verified greedy search."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import LutTvmError
+from ..plan import Plan, TableQuant
+from ..targets import is_host_runnable, resolve_target
+from .cache import MeasurementCache, digest
+from .evaluate import CompiledEvaluator, TorchEvaluator, metric_value, torch_layer_modules, run_batched
+from .inputs import check_eval, check_settings, import_checked, is_torch_module
+from .latency import CostModel, KernelTimer
+from .layers import DEFAULT_SUB_LENS, CentroidBank, model_layers
+from .search import Candidate, greedy_search, uniform_start
+
+LOG = logging.getLogger("lut_tvm")
+
+
+@dataclass
+class OptimizeResult:
+    """The chosen plan, the report (a JSON-able dict; ``report.write_report`` renders it) and the
+    cost model (``predict_ms({layer: V})``) the search used."""
+
+    plan: Plan
+    report: dict
+    cost_model: CostModel = field(repr=False)
+    choice: dict[str, int] = field(default_factory=dict)
+    model: object = None  # the model the plan binds to: the original, or the fine-tuned copy
+
+    def save(self, plan_path, report_dir=None) -> list[Path]:
+        """Write the plan and (if ``report_dir``) report.md / report.json / frontier.png."""
+        from .report import write_report  # pylint: disable=import-outside-toplevel
+
+        written = [self.plan.save(plan_path)]
+        if report_dir is not None:
+            written += write_report(self.report, report_dir)
+        return written
+
+
+class _Metrics:
+    """Metric points lost by a plan (layer -> V) on the eval data, remembered on disk per evaluator."""
+
+    def __init__(self, evaluator, bank, metric, labels, cache_dir, model_key):
+        self.evaluator, self.bank, self.metric, self.labels = evaluator, bank, metric, labels
+        self.cache = MeasurementCache(cache_dir, "metrics")
+        self.reference = evaluator.outputs(None)
+        # the original outputs in the key: any change of the model (not only its LUT-able weights)
+        self.prefix = f"{model_key}|{digest(self.reference)}|{evaluator.kind}|{metric}|{bank.data_key}"
+        self.original = metric_value(metric, self.reference, self.reference, labels)
+
+    def of_outputs(self, outputs) -> float:
+        return metric_value(self.metric, outputs, self.reference, self.labels)
+
+    def loss(self, choice: dict[str, int]) -> float:
+        plan = self.bank.plan(choice)
+        key = f"{self.prefix}|{sorted((l.name, l.sub_vector_len, l.table_quant.value) for l in plan.layers)}"
+        value = self.cache.get(key)
+        if value is None:
+            value = self.of_outputs(self.evaluator.outputs(plan))
+            self.cache.put(key, value)
+        return self.original - float(value)
+
+
+def _threads() -> int:
+    return int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1)
+
+
+def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metric: str = "accuracy", *,
+             target="native", cache_dir=None, sub_lens=DEFAULT_SUB_LENS, layers=None, batch: int | None = None,
+             timing_number: int = 20, timing_repeat: int = 5, max_rows: int = 4096, seed: int = 0,
+             evaluator: str = "auto", finetune: int = 0, finetune_data=None,
+             table_quants=(TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN)) -> OptimizeResult:
+    """The fastest LUT plan (K = 16, per-layer V from ``sub_lens`` or dense) whose ``metric`` on
+    ``eval_x`` stays within ``budget`` points of the original model's.
+
+    ``model``: a torch module, ``.onnx`` or ``.pt2`` file. ``calibration``: input samples for the
+    k-means centroids. ``metric``: ``accuracy`` (argmax vs ``eval_y``, x100) or ``cosine`` (mean
+    cosine to the original model's outputs, x100). ``layers``: consider only these layer names.
+    ``cache_dir``: centroids, kernel timings and metrics are cached there (a re-run resumes).
+    ``evaluator``: ``auto`` (torch forward for torch modules, else compiled), ``torch`` or
+    ``compiled``. The final plan is always verified on the compiled model.
+    ``table_quants``: the INT8 table scale granularities tried per candidate (the best alone is kept).
+    ``finetune``: epochs of ``lut_tvm.train.train_lutnn`` on ``finetune_data = (x, y)`` for the chosen
+    plan (torch modules only); the fine-tuned copy is kept (``result.model``, the plan bound to its
+    weights) if its compiled metric is at least the un-tuned plan's, re-verified on the eval data.
+    """
+    check_settings(metric, budget)
+    table_quants = [TableQuant(q) for q in table_quants]
+    if evaluator not in ("auto", "torch", "compiled"):
+        raise LutTvmError(f"optimize: evaluator {evaluator!r} is not one of ['auto', 'torch', 'compiled']")
+    eval_x, eval_y = check_eval(metric, eval_x, eval_y)
+    calibration = np.asarray(calibration, dtype=np.float32)
+    tvm_target = resolve_target(target)
+    if not is_host_runnable(tvm_target):
+        raise LutTvmError(f"optimize: target {target!r} does not run on this machine ({os.uname().machine}); "
+                          "latency is measured, so optimize on the target itself")
+    imported, example = import_checked(model, calibration, eval_x, batch)
+    model_batch = imported.input_shapes[0][0]
+    candidates_layers = model_layers(imported, sub_lens, layers)
+    if not candidates_layers:
+        raise LutTvmError(f"optimize: {imported.source} has no layer a LUT of V in {list(sub_lens)} can replace")
+    bank = CentroidBank(imported, candidates_layers, calibration, cache_dir, max_rows, seed)
+
+    modules = torch_layer_modules(model, [l.name for l in candidates_layers]) if is_torch_module(model) else None
+    if evaluator == "torch" and modules is None:
+        raise LutTvmError("optimize: evaluator 'torch' needs a torch module whose layers are nn.Linear / nn.Conv2d")
+    compiled_eval = CompiledEvaluator(imported, eval_x, tvm_target, model_batch)
+    search_eval = TorchEvaluator(model, eval_x) if modules is not None and evaluator != "compiled" else compiled_eval
+    model_key = digest(*(l.site.fingerprint for l in candidates_layers), list(imported.input_shapes), eval_x,
+                       None if eval_y is None else eval_y)
+    metrics = _Metrics(search_eval, bank, metric, eval_y, cache_dir, model_key)
+
+    threads = _threads()
+    timer = KernelTimer(tvm_target, cache_dir, timing_number, timing_repeat, threads)
+    dense = compiled_eval.compiled(None)
+    whole_key = f"{timer.host}|model={model_key}|dense"
+    dense_ms = timer.cache.get(whole_key)
+    timing_input = np.ascontiguousarray(run_input(eval_x, model_batch))
+    if dense_ms is None:
+        dense(timing_input)  # warm up
+        dense_ms = dense.benchmark(timing_input, number=timing_number, repeat=timing_repeat) * 1e3
+        timer.cache.put(whole_key, dense_ms)
+    cost = CostModel(timer, candidates_layers, bank, dense_ms)
+
+    candidates = [Candidate(l.name, v, cost.saving_ms(l.name, v)) for l in candidates_layers for v in l.sub_lens]
+    for cand in tqdm(candidates, desc="sensitivity", unit="candidate", leave=False, disable=None):
+        if cand.saving_ms > 0:
+            _measure_alone(cand, metrics, bank, table_quants)
+    start, start_steps = uniform_start(candidates, metrics.loss, budget, cost.predict_ms)
+    choice, steps = greedy_search(candidates, metrics.loss, budget, start)
+    steps = start_steps + steps
+
+    final = _verify_compiled(compiled_eval, bank, metrics, choice, budget, candidates)
+    compiled_lut, compiled_loss, backed_off = final
+    choice = {n: v for n, v in choice.items() if n not in backed_off}
+    measured_ms = compiled_lut.benchmark(timing_input, number=timing_number, repeat=timing_repeat) * 1e3
+    dense_now_ms = dense.benchmark(timing_input, number=timing_number, repeat=timing_repeat) * 1e3
+    plan = bank.plan(choice, provenance={"method": "optimize", "metric": metric, "budget": budget,
+                                         "model": imported.source})
+    final_model, tuned = model, None
+    if finetune and choice:
+        if not is_torch_module(model):
+            raise LutTvmError("optimize: finetune needs a torch module (an .onnx / .pt2 file has no trainable layers)")
+        from .finetune import finetune_plan  # pylint: disable=import-outside-toplevel
+
+        tuned_model, tuned_plan = finetune_plan(model, choice, calibration, finetune_data, finetune, seed)
+        tuned_imported, _ = import_checked(tuned_model, calibration, eval_x, model_batch)
+        tuned_lut = CompiledEvaluator(tuned_imported, eval_x, tvm_target, model_batch).compiled(tuned_plan)
+        tuned_loss = metrics.original - metrics.of_outputs(run_batched(tuned_lut, eval_x, model_batch))
+        tuned = {"epochs": finetune, "compiled_loss": tuned_loss, "kept": tuned_loss <= compiled_loss}
+        if tuned["kept"]:
+            final_model, plan, compiled_loss = tuned_model, tuned_plan, tuned_loss
+    from .report import build_report  # pylint: disable=import-outside-toplevel
+
+    report = build_report(
+        source=imported.source, metric=metric, budget=budget, target=str(tvm_target), threads=threads,
+        batch=model_batch, evaluator=search_eval.kind, eval_samples=len(eval_x), layers=candidates_layers,
+        candidates=candidates, steps=steps, choice=choice, cost=cost, original=metrics.original,
+        search_loss=metrics.loss(choice), compiled_loss=compiled_loss, backed_off=backed_off,
+        measured_ms=measured_ms, dense_measured_ms=dense_now_ms,
+        new_timings=timer.cache.new, sub_lens=list(sub_lens))
+    report["finetune"] = tuned
+    return OptimizeResult(plan, report, cost, choice, final_model)
+
+
+def _measure_alone(cand: Candidate, metrics: _Metrics, bank: CentroidBank, table_quants) -> None:
+    """The candidate's loss with only its layer as a LUT, at each table scale granularity; the best
+    (first on a tie) is kept for the search. The granularities run the same kernel (a scale per
+    output column is a vector the kernels read either way), so the latency is the same."""
+    losses = {}
+    for quant in table_quants:
+        bank.table_quant[(cand.layer, cand.sub_len)] = quant
+        losses[quant] = metrics.loss({cand.layer: cand.sub_len})
+    best = min(losses, key=lambda q: (losses[q], table_quants.index(q)))
+    bank.table_quant[(cand.layer, cand.sub_len)] = best
+    cand.loss_alone, cand.table_quant = losses[best], best.value
+
+
+def run_input(eval_x, batch):
+    """One model batch of evaluation inputs (zero-padded if there are fewer samples)."""
+    if len(eval_x) >= batch:
+        return eval_x[:batch]
+    return np.concatenate([eval_x, np.zeros((batch - len(eval_x), *eval_x.shape[1:]), np.float32)])
+
+
+def _verify_compiled(compiled_eval, bank, metrics, choice, budget, candidates):
+    """``(compiled model, loss, backed-off layers)``: the plan compiled and measured on the eval data;
+    while its loss exceeds the budget (the torch forward and the kernels can round an encode
+    near-tie apart), the chosen layer with the least saving per point is dropped."""
+    by_key = {(c.layer, c.sub_len): c for c in candidates}
+    backed_off = []
+    current = dict(choice)
+    while True:
+        compiled = compiled_eval.compiled(bank.plan(current) if current else None)
+        outputs = run_batched(compiled, compiled_eval.x, compiled_eval.batch)
+        loss = metrics.original - metrics.of_outputs(outputs)
+        if loss <= budget or not current:
+            return compiled, loss, backed_off
+        worst = min(current, key=lambda n: by_key[(n, current[n])].score)
+        by_key[(worst, current[worst])].status = "backed off: the compiled plan broke the budget"
+        backed_off.append(worst)
+        del current[worst]

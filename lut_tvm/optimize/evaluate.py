@@ -1,0 +1,123 @@
+"""The metric of a plan on the evaluation data: a torch forward with LUT layers, or the compiled model.
+
+Two evaluators answer ``outputs(plan) -> model outputs on eval x``:
+
+* ``TorchEvaluator`` (torch modules): the planned Linear / Conv2d modules are swapped for
+  ``lut_tvm.train`` LUT layers in hard mode, which compute the compiled kernels' numerics (same
+  codes, same INT8 tables; ``tests/lut_tvm/train/test_train_export.py``). Fast: no compile.
+* ``CompiledEvaluator`` (``.onnx`` / ``.pt2`` files, and every final check): the model, imported
+  once, compiled with the plan (``lut_tvm.compile``'s stages, default schedules, no tuning log)
+  and run batch by batch. A small model builds in well under a second, so one compile per
+  candidate is practical; it is also the ground truth the final plan is verified on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import tvm
+
+from ..compiler import bind_plan, build_relax, lut_rewrite_passes
+from ..frontends import ImportedModel
+from ..plan import Plan
+from ..runtime import ArtifactInfo, CompiledModel
+
+
+def metric_value(metric: str, outputs: np.ndarray, reference: np.ndarray, labels) -> float:
+    """Accuracy (argmax vs ``labels``) or mean cosine to ``reference``, in points (x 100)."""
+    outputs = outputs.reshape(len(outputs), -1).astype(np.float64)
+    if metric == "accuracy":
+        return float((outputs.argmax(-1) == labels).mean() * 100)
+    reference = reference.reshape(len(reference), -1).astype(np.float64)
+    norms = np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1)
+    cos = (outputs * reference).sum(1) / np.maximum(norms, 1e-30)
+    return float(cos.mean() * 100)
+
+
+def compile_imported(imported: ImportedModel, plan: Plan | None, tvm_target) -> CompiledModel:
+    """``lut_tvm.compile``'s stages on an already imported model (default schedules, no tuning log):
+    the optimizer compiles one model many times and imports it once."""
+    plan = plan or Plan(layers=[])
+    plan.validate()
+    bound = bind_plan(plan, imported)
+    with tvm_target:
+        mod = tvm.transform.Sequential(lut_rewrite_passes(plan), name="lut_rewrite")(imported.mod)
+    info = ArtifactInfo(input_names=imported.input_names, input_shapes=[list(s) for s in imported.input_shapes],
+                        target=str(tvm_target), lut_layers=bound, source=imported.source, fast_math=True)
+    return CompiledModel(build_relax(mod, tvm_target), info)
+
+
+def run_batched(fn, x: np.ndarray, batch: int) -> np.ndarray:
+    """``fn`` over ``x`` in chunks of exactly ``batch`` samples (the last one zero-padded)."""
+    outs = []
+    for start in range(0, len(x), batch):
+        chunk = x[start : start + batch]
+        short = batch - len(chunk)
+        if short:
+            chunk = np.concatenate([chunk, np.zeros((short, *chunk.shape[1:]), chunk.dtype)])
+        out = np.asarray(fn(chunk))
+        outs.append(out[: len(out) - short] if short else out)
+    return np.concatenate(outs)
+
+
+class CompiledEvaluator:
+    """Outputs of ``model`` compiled with a plan (default schedules), on ``x`` in model batches."""
+
+    kind = "compiled"
+
+    def __init__(self, imported: ImportedModel, x: np.ndarray, target, batch: int):
+        self.imported, self.x, self.target, self.batch = imported, x, target, batch
+
+    def compiled(self, plan: Plan | None) -> CompiledModel:
+        return compile_imported(self.imported, plan, self.target)
+
+    def outputs(self, plan: Plan | None) -> np.ndarray:
+        return run_batched(self.compiled(plan), self.x, self.batch)
+
+
+def torch_layer_modules(module, names) -> dict | None:
+    """``{plan name: Linear / Conv2d submodule}``, or None where a name is no such submodule."""
+    from torch import nn  # pylint: disable=import-outside-toplevel
+
+    found = {}
+    for name in names:
+        try:
+            sub = module.get_submodule(name)
+        except AttributeError:
+            return None
+        if not isinstance(sub, (nn.Linear, nn.Conv2d)):
+            return None
+        found[name] = sub
+    return found
+
+
+class TorchEvaluator:
+    """Outputs of a torch module whose planned layers run as hard-forward ``lut_tvm.train`` layers."""
+
+    kind = "torch"
+
+    def __init__(self, module, x: np.ndarray, batch: int = 256):
+        import torch  # pylint: disable=import-outside-toplevel
+
+        self.module, self.x, self.batch, self.torch = module.eval(), x, batch, torch
+
+    def outputs(self, plan: Plan | None) -> np.ndarray:
+        from torch import nn  # pylint: disable=import-outside-toplevel
+        from ..train.layers import LutConv2d, LutLinear, replace_module  # pylint: disable=import-outside-toplevel
+
+        torch = self.torch
+        swapped = []
+        for layer in plan.layers if plan else []:
+            original = self.module.get_submodule(layer.name)
+            make = LutConv2d.from_conv if isinstance(original, nn.Conv2d) else LutLinear.from_linear
+            lut = make(original, layer.centroids).eval()
+            lut.table_quant = layer.table_quant
+            replace_module(self.module, layer.name, lut)
+            swapped.append((layer.name, original))
+        try:
+            with torch.no_grad():
+                return np.concatenate([self.module(torch.from_numpy(chunk)).numpy()
+                                       for chunk in np.array_split(self.x, max(1, len(self.x) // self.batch))])
+        finally:
+            for name, original in swapped:
+                replace_module(self.module, name, original)

@@ -1,0 +1,30 @@
+"""Optional fine-tuning of the chosen plan with lut_tvm.train's LUT-NN recipe (torch modules only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import LutTvmError
+from ..policy import PlanPolicy
+
+
+def finetune_plan(model, choice: dict[str, int], calibration: np.ndarray, train_data, epochs: int,
+                  seed: int = 0, lr: float = 1e-3):
+    """``(fine-tuned dense model, its plan)``: ``choice``'s layers converted to LUT layers (k-means on
+    ``calibration``), trained ``epochs`` epochs by ``train_lutnn`` (task loss + distillation from
+    ``model``) on ``train_data = (x, y)``, exported as the plan and the dense model it binds to."""
+    # pylint: disable-next=import-outside-toplevel
+    from ..train import LutConfig, convert, export_plan, to_dense_model, train_lutnn
+
+    if train_data is None or len(train_data) != 2:
+        raise LutTvmError("optimize: finetune needs finetune_data = (x, y) training samples and integer labels")
+    x, y = np.asarray(train_data[0], dtype=np.float32), np.asarray(train_data[1]).astype(np.int64)
+    if len(x) != len(y):
+        raise LutTvmError(f"optimize: finetune_data has {len(x)} samples but {len(y)} labels")
+    policy = PlanPolicy(only=list(choice), sub_len_overrides=dict(choice), skip_first_conv=False,
+                        skip_last_dense=False, seed=seed)
+    lut = convert(model, LutConfig(policy=policy, calibration_samples=len(calibration)), calibration)
+    train_lutnn(lut, model, (x, y), epochs=epochs, lr=lr, seed=seed)
+    lut.eval()
+    plan = export_plan(lut, provenance={"method": "optimize+finetune", "epochs": epochs})
+    return to_dense_model(lut).eval(), plan

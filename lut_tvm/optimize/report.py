@@ -1,0 +1,159 @@
+"""optimize's report: a JSON-able dict, rendered as report.md, report.json and (with matplotlib)
+frontier.png, the accuracy-latency points of the candidates and plans tried and the chosen one."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ..files import write_json_atomic, write_text_atomic
+
+NOTES = [
+    "K = 16 only: the LUT kernels hold one 16-entry table column per register lane; K = 32/64 "
+    "(AVX-512 VBMI vpermb/vpermi2b) has no kernel yet, so it is not offered on any target.",
+    "Tables: INT8 with one scale per layer or per output column, whichever loses less with the layer "
+    "alone (the same kernel runs both: it reads a scale vector either way, so the latency is shared).",
+    "Latency: each layer's kernel compiled alone (default schedules, no tuning log) and timed with "
+    "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings.",
+]
+
+
+def _finite(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def build_report(*, source, metric, budget, target, threads, batch, evaluator, eval_samples, layers,
+                 candidates, steps, choice, cost, original, search_loss, compiled_loss, backed_off,
+                 measured_ms, dense_measured_ms, new_timings, sub_lens) -> dict:
+    """The report dict: settings, original vs chosen metric, predicted vs measured latency, per layer
+    what was chosen and why, every candidate and every end-to-end check of the search."""
+    per_layer = []
+    for layer in layers:
+        mine = [c for c in candidates if c.layer == layer.name]
+        chosen = choice.get(layer.name)
+        if chosen is not None:
+            cand = next(c for c in mine if c.sub_len == chosen)
+            why = (f"V={chosen}, {cand.table_quant}: saves {cand.saving_ms:.4f} ms for {cand.loss_alone:.2f} points alone "
+                   f"(plan loss {cand.loss_with_plan:.2f} with it)")
+        else:
+            reasons = sorted({c.status for c in mine})
+            why = "dense: " + "; ".join(reasons)
+        per_layer.append({"layer": layer.name, "shape": layer.describe(), "D": layer.depth,
+                          "dense_ms": cost.dense_ms[layer.name], "chosen_V": chosen, "why": why})
+    predicted = cost.predict_ms(choice)
+    return {
+        "model": source, "metric": metric, "budget": budget, "target": target, "threads": threads,
+        "batch": batch, "search_evaluator": evaluator, "eval_samples": eval_samples,
+        "sub_lens_offered": sub_lens, "num_centroids": 16,
+        "original_metric": original,
+        "chosen_metric_search": original - search_loss,
+        "chosen_metric_compiled": original - compiled_loss,
+        "backed_off_after_compiled_check": backed_off,
+        "latency_ms": {"dense_cost_model_base": cost.dense_model_ms, "dense_measured": dense_measured_ms,
+                       "predicted": predicted, "measured": measured_ms,
+                       # the whole dense model drifts with the machine's load between the start and
+                       # the end of a run: compare savings, dense and LUT timed back to back at the end
+                       "predicted_saving": cost.dense_model_ms - predicted,
+                       "measured_saving": dense_measured_ms - measured_ms},
+        "new_timings": new_timings,
+        "choice": choice,
+        "layers": per_layer,
+        "candidates": [{k: _finite(v) for k, v in c.to_dict().items()} for c in candidates],
+        "steps": [{"tried": s.tried, "loss": s.loss, "accepted": s.accepted,
+                   "predicted_ms": cost.predict_ms(s.choice)} for s in steps],
+        "notes": NOTES,
+    }
+
+
+def render_markdown(report: dict) -> str:
+    lat = report["latency_ms"]
+    unit = "accuracy %" if report["metric"] == "accuracy" else "mean cosine x100"
+    lines = [
+        f"# lut-tvm optimize: {report['model']}",
+        "",
+        f"Budget {report['budget']} points of {unit}; target {report['target']}; "
+        f"{report['threads']} thread(s); batch {report['batch']}; {report['eval_samples']} eval samples; "
+        f"search evaluated with the {report['search_evaluator']} forward, final plan on the compiled model.",
+        "",
+        "| | metric | latency ms |",
+        "|---|---:|---:|",
+        f"| original (dense TVM) | {report['original_metric']:.2f} | {lat['dense_measured']:.4f} |",
+        f"| chosen plan, predicted | {report['chosen_metric_search']:.2f} | {lat['predicted']:.4f} |",
+        f"| chosen plan, compiled | {report['chosen_metric_compiled']:.2f} | {lat['measured']:.4f} |",
+        "",
+        f"Saving over dense: predicted {lat['predicted_saving']:.4f} ms (per-layer kernels), measured "
+        f"{lat['measured_saving']:.4f} ms (whole compiled models timed back to back; the dense model "
+        f"measured {lat['dense_cost_model_base']:.4f} ms at the start of the run).",
+        "",
+        "## Per layer",
+        "",
+        "| layer | weight | D | dense ms | chosen | why |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for row in report["layers"]:
+        chosen = f"V={row['chosen_V']}" if row["chosen_V"] else "dense"
+        lines.append(f"| {row['layer']} | {row['shape']} | {row['D']} | {row['dense_ms']:.4f} | {chosen} | "
+                     f"{row['why']} |")
+    lines += ["", "## Candidates (one layer as LUT, the rest dense)", "",
+              "| layer | V | table scales | saving ms | loss alone | status |", "|---|---:|---|---:|---:|---|"]
+    for cand in report["candidates"]:
+        loss = "" if cand["loss_alone"] is None else f"{cand['loss_alone']:.2f}"
+        lines.append(f"| {cand['layer']} | {cand['sub_len']} | {cand['table_quant']} | {cand['saving_ms']:.4f} | "
+                     f"{loss} | {cand['status']} |")
+    lines += ["", "## Search (each plan checked end to end)", "",
+              "| added | loss | predicted ms | accepted |", "|---|---:|---:|---|"]
+    for step in report["steps"]:
+        lines.append(f"| {step['tried']} | {step['loss']:.2f} | {step['predicted_ms']:.4f} | "
+                     f"{'yes' if step['accepted'] else 'no'} |")
+    tuned = report.get("finetune")
+    if tuned:
+        lines += ["", f"Fine-tuned {tuned['epochs']} epoch(s) (train_lutnn): compiled loss "
+                  f"{tuned['compiled_loss']:.2f} points; {'kept' if tuned['kept'] else 'not kept (no better)'}."]
+    if report["backed_off_after_compiled_check"]:
+        lines += ["", f"Backed off after the compiled check: {', '.join(report['backed_off_after_compiled_check'])}"]
+    lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_frontier(report: dict, path: Path) -> Path | None:
+    """frontier.png: metric vs predicted latency of each candidate alone and each plan tried, the
+    chosen plan (predicted and measured) and the original; None without matplotlib."""
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    lat, base = report["latency_ms"], report["original_metric"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    alone = [c for c in report["candidates"] if c["loss_alone"] is not None]
+    ax.scatter([lat["dense_cost_model_base"] - c["saving_ms"] for c in alone],
+               [base - c["loss_alone"] for c in alone], s=14, alpha=0.5, label="one layer as LUT")
+    ax.scatter([s["predicted_ms"] for s in report["steps"]], [base - s["loss"] for s in report["steps"]],
+               s=20, marker="s", alpha=0.7, label="plans tried")
+    ax.scatter([lat["dense_measured"]], [base], marker="o", s=60, color="k", label="original (dense TVM)")
+    ax.scatter([lat["predicted"]], [report["chosen_metric_search"]], marker="*", s=160, color="C3",
+               label="chosen (predicted)")
+    ax.scatter([lat["measured"]], [report["chosen_metric_compiled"]], marker="X", s=90, color="C2",
+               label="chosen (compiled, measured)")
+    ax.axhline(base - report["budget"], color="gray", linestyle="--", linewidth=0.8, label="budget")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel(report["metric"] + (" (%)" if report["metric"] == "accuracy" else " x100"))
+    ax.set_title("accuracy-latency frontier")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_report(report: dict, folder) -> list[Path]:
+    """report.md, report.json and (if matplotlib imports) frontier.png in ``folder``."""
+    folder = Path(folder)
+    written = [write_text_atomic(folder / "report.md", render_markdown(report)),
+               write_json_atomic(folder / "report.json", report)]
+    png = plot_frontier(report, folder / "frontier.png")
+    return written + ([png] if png else [])

@@ -1,0 +1,101 @@
+"""The search: sensitivity of each candidate alone, the fastest single-V plan within budget as a
+start, then greedy by latency saved per metric lost, each step verified end to end on the
+evaluation data (layers that break the budget backed off)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from tqdm.auto import tqdm
+
+EPSILON = 1e-3  # points: a loss below this counts as free (ordered by saving alone)
+
+
+@dataclass
+class Candidate:
+    """One layer at one V (K = 16): its measured cost alone and what happened to it in the search."""
+
+    layer: str
+    sub_len: int
+    saving_ms: float
+    loss_alone: float = float("nan")  # metric points lost with only this layer as a LUT
+    status: str = "untried"  # chosen / replaced / over budget alone / breaks budget / slower / ...
+    loss_with_plan: float = float("nan")  # loss of the plan when this candidate was tried in it
+    table_quant: str = "int8_per_layer"  # the table scale granularity that lost least alone
+
+    @property
+    def score(self) -> float:
+        return self.saving_ms / max(self.loss_alone, EPSILON)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Step:
+    """One end-to-end check of the search: the plan tried and its loss."""
+
+    tried: str
+    choice: dict
+    loss: float
+    accepted: bool
+
+
+def uniform_start(candidates: list[Candidate], loss_of, budget: float, predict_ms):
+    """``(choice, steps)``: the fastest (by ``predict_ms``) of the empty plan and the single-V plans
+    (every layer with a saving at that V) whose loss stays within ``budget``: where one V suits
+    every layer, the greedy search starts from there instead of building it layer by layer."""
+    steps: list[Step] = []
+    best: dict[str, int] = {}
+    for sub_len in sorted({c.sub_len for c in candidates}):
+        choice = {c.layer: sub_len for c in candidates if c.sub_len == sub_len and c.saving_ms > 0}
+        if len(choice) < 2:  # one layer: the greedy search tries it anyway
+            continue
+        loss = loss_of(choice)
+        accepted = loss <= budget and predict_ms(choice) < predict_ms(best)
+        steps.append(Step(f"every layer at V={sub_len}", choice, loss, loss <= budget))
+        if accepted:
+            best = choice
+    for cand in candidates:
+        if best.get(cand.layer) == cand.sub_len:
+            cand.loss_with_plan = next(s.loss for s in steps if s.choice is best)
+    return best, steps
+
+
+def greedy_search(candidates: list[Candidate], loss_of, budget: float, start: dict[str, int] | None = None):
+    """``(choice {layer: V}, steps)``: from ``start`` (default: all dense), candidates in order of
+    saving per point lost, each added (or swapped in for its layer's current, smaller saving) only
+    if the plan's loss measured end to end by ``loss_of(choice)`` stays within ``budget``.
+    ``loss_alone`` must be filled in."""
+    choice: dict[str, int] = dict(start or {})
+    by_key = {(c.layer, c.sub_len): c for c in candidates}
+    saved: dict[str, float] = {n: by_key[(n, v)].saving_ms for n, v in choice.items()}
+    for name, sub_len in choice.items():
+        by_key[(name, sub_len)].status = "chosen"
+    steps: list[Step] = []
+    ordered = sorted(candidates, key=lambda c: (-c.score, -c.saving_ms, c.layer, c.sub_len))
+    for cand in ordered:
+        if cand.status == "chosen":
+            continue
+        if cand.saving_ms <= 0:
+            cand.status = "slower than dense"
+        elif cand.loss_alone > budget:
+            cand.status = "over budget alone"
+    usable = [c for c in ordered if c.status == "untried"]
+    for cand in tqdm(usable, desc="search", unit="plan", leave=False, disable=None):
+        if saved.get(cand.layer, 0.0) >= cand.saving_ms:
+            cand.status = "a faster V of this layer already chosen"
+            continue
+        trial = {**choice, cand.layer: cand.sub_len}
+        loss = loss_of(trial)
+        cand.loss_with_plan = loss
+        accepted = loss <= budget
+        steps.append(Step(f"{cand.layer} V={cand.sub_len}", trial, loss, accepted))
+        if not accepted:
+            cand.status = "breaks the budget with the layers chosen before it"
+            continue
+        if cand.layer in choice:
+            by_key[(cand.layer, choice[cand.layer])].status = "replaced by a faster V"
+        choice, saved[cand.layer] = trial, cand.saving_ms
+        cand.status = "chosen"
+    return choice, steps

@@ -1,0 +1,154 @@
+"""optimize on a small MLP and CNN (seeded, budget 1.5 points): the chosen plan meets the budget on the
+eval data measured through the compiled model, it is not slower by the cost model than any single-V
+plan that also meets it, the report says what was chosen, and a re-run resumes from the cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST
+
+import lut_tvm
+from lut_tvm.optimize.evaluate import metric_value
+from lut_tvm.optimize.report import write_report
+from lut_tvm.weights import reduction_length
+
+BUDGET = 1.5
+
+
+def compiled_accuracy(model, plan, x, y, batch):
+    """Accuracy (%) of ``model`` compiled with ``plan`` on ``x``, computed here with NumPy."""
+    compiled = lut_tvm.compile(model, plan, example_inputs=(x[:batch],), tuning_logs=False)
+    usable = len(x) - len(x) % batch
+    preds = np.concatenate([compiled(x[i : i + batch]).argmax(-1) for i in range(0, usable, batch)])
+    return float((preds == y[:usable]).mean() * 100), usable
+
+
+def torch_accuracy(model, x, y):
+    with torch.no_grad():
+        return float((model(torch.from_numpy(x)).numpy().argmax(-1) == y).mean() * 100)
+
+
+@pytest.fixture(scope="module", params=["mlp", "cnn"])
+def optimized(request, tmp_path_factory):
+    model, calibration, x, y = request.getfixturevalue(f"{request.param}_case")
+    cache = tmp_path_factory.mktemp(f"cache_{request.param}")
+    result = lut_tvm.optimize(model, calibration, x, y, budget=BUDGET, cache_dir=cache, **FAST)
+    return request.param, (model, calibration, x, y), result, cache
+
+
+def test_chosen_plan_meets_budget_on_compiled_model(optimized):
+    _, (model, _, x, y), result, _ = optimized
+    batch = result.report["batch"]
+    original = torch_accuracy(model, x, y)
+    assert result.report["original_metric"] == pytest.approx(original)
+    assert result.choice, "a LUT layer pays in these models: the search should choose one"
+    usable = len(x) - len(x) % batch
+    accuracy, usable = compiled_accuracy(model, result.plan, x, y, batch)
+    original_usable = torch_accuracy(model, x[:usable], y[:usable])
+    assert original_usable - accuracy <= BUDGET + 100 / usable  # the last partial batch left out here
+    assert original - result.report["chosen_metric_compiled"] <= BUDGET
+    assert [l.name for l in result.plan.layers] == list(result.choice)
+    quants = {(c["layer"], c["sub_len"]): c["table_quant"] for c in result.report["candidates"]}
+    for layer in result.plan.layers:
+        assert layer.sub_vector_len == result.choice[layer.name]
+        assert layer.num_centroids == 16
+        assert layer.table_quant.value == quants[(layer.name, layer.sub_vector_len)]
+
+
+def single_v_plans(result):
+    """``{label: {layer: V}}``: at each V, every layer whose D admits it, and the same without the
+    first and last layer (LUT-NN's default set)."""
+    rows = result.report["layers"]
+    plans = {}
+    for sub_len in FAST["sub_lens"]:
+        every = {r["layer"]: sub_len for r in rows if r["D"] % sub_len == 0}
+        middle = {n: v for n, v in every.items() if n not in (rows[0]["layer"], rows[-1]["layer"])}
+        for label, plan in ((f"every layer at V={sub_len}", every), (f"middle layers at V={sub_len}", middle)):
+            if plan and plan not in plans.values():
+                plans[label] = plan
+    return plans
+
+
+def test_not_slower_than_any_single_v_plan_within_budget(optimized):
+    _, (model, calibration, x, y), result, _ = optimized
+    batch = result.report["batch"]
+    original = torch_accuracy(model, x, y)
+    chosen_ms = result.cost_model.predict_ms(result.choice)
+    checked = 0
+    for label, choice in single_v_plans(result).items():
+        policy = lut_tvm.PlanPolicy(only=list(choice), sub_len_overrides=choice, max_rows=FAST["max_rows"])
+        plan = lut_tvm.build_kmeans_plan(model, calibration, policy, example_inputs=(x[:batch],))
+        accuracy, usable = compiled_accuracy(model, plan, x, y, batch)
+        if torch_accuracy(model, x[:usable], y[:usable]) - accuracy > BUDGET:
+            continue
+        checked += 1
+        assert chosen_ms <= result.cost_model.predict_ms(choice) + 1e-9, (
+            f"{label} meets the budget and is predicted faster than the chosen {result.choice}")
+    assert original >= 90
+    assert checked >= 1, "no single-V plan met the budget: the comparison checked nothing"
+
+
+def test_report_names_every_layer_and_writes_files(optimized, tmp_path):
+    _, _, result, _ = optimized
+    report = result.report
+    assert {r["layer"] for r in report["layers"]} >= set(result.choice)
+    for row in report["layers"]:
+        assert row["why"].startswith("V=" if row["chosen_V"] else "dense")
+    lat = report["latency_ms"]
+    assert lat["predicted"] == pytest.approx(result.cost_model.predict_ms(result.choice))
+    assert lat["measured"] > 0 and lat["dense_measured"] > 0
+    for cand in report["candidates"]:
+        assert cand["sub_len"] in FAST["sub_lens"] and cand["status"] != "untried"
+    written = write_report(report, tmp_path)
+    names = {p.name for p in written}
+    assert {"report.md", "report.json"} <= names
+    assert json.loads((tmp_path / "report.json").read_text())["choice"] == result.choice
+    assert "| layer |" in (tmp_path / "report.md").read_text()
+
+
+def test_rerun_resumes_from_cache(optimized):
+    name, (model, calibration, x, y), result, cache = optimized
+    if name != "mlp":
+        pytest.skip("one model is enough")
+    again = lut_tvm.optimize(model, calibration, x, y, budget=BUDGET, cache_dir=cache, **FAST)
+    assert again.report["new_timings"] == 0
+    assert again.choice == result.choice
+    assert again.cost_model.dense_ms == result.cost_model.dense_ms
+
+
+def test_cosine_metric_against_numpy():
+    out = np.array([[1.0, 0.0], [1.0, 1.0]])
+    ref = np.array([[1.0, 0.0], [1.0, -1.0]])
+    assert metric_value("cosine", out, ref, None) == pytest.approx(50.0)
+    assert metric_value("accuracy", out, ref, np.array([0, 1])) == pytest.approx(50.0)
+
+
+def test_bad_inputs_one_line_errors(mlp_case):
+    model, calibration, x, y = mlp_case
+    with pytest.raises(lut_tvm.LutTvmError, match="needs integer labels 'y'"):
+        lut_tvm.optimize(model, calibration, x, None, metric="accuracy")
+    with pytest.raises(lut_tvm.LutTvmError, match=r"labels 'y' have shape \[3\]"):
+        lut_tvm.optimize(model, calibration, x, y[:3])
+    with pytest.raises(lut_tvm.LutTvmError, match=r"evaluation data 'x' has samples of shape \[32\]"):
+        lut_tvm.optimize(model, calibration, x[:, :32], y)
+    with pytest.raises(lut_tvm.LutTvmError, match="metric 'top5'"):
+        lut_tvm.optimize(model, calibration, x, y, metric="top5")
+
+
+def test_finetune_reverifies_on_compiled_model(mlp_case, digits):
+    model, calibration, x, y = mlp_case
+    with pytest.raises(lut_tvm.LutTvmError, match="finetune needs finetune_data"):
+        lut_tvm.optimize(model, calibration, x, y, budget=BUDGET, finetune=1, **FAST)
+    y_train = digits[2]
+    result = lut_tvm.optimize(model, calibration, x, y, budget=BUDGET, finetune=1,
+                              finetune_data=(calibration, y_train), **FAST)
+    tuned = result.report["finetune"]
+    assert tuned["epochs"] == 1
+    assert (result.model is not model) == tuned["kept"]
+    batch = result.report["batch"]
+    accuracy, usable = compiled_accuracy(result.model, result.plan, x, y, batch)  # the plan binds to it
+    assert torch_accuracy(model, x[:usable], y[:usable]) - accuracy <= BUDGET + 100 / usable

@@ -1,0 +1,94 @@
+"""Long steps are never silent: ``stages.Progress`` ticks on a terminal and prints one line per
+step when piped; ``lut-tvm demo`` announces its steps from the start."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from lut_tvm.tuning import stages
+from lut_tvm.tuning.stages import Progress
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal (tqdm then draws and redraws its line)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_piped_steps_print_one_line_each():
+    out = io.StringIO()
+    progress = Progress(file=out)
+    with progress.step("importing the model"):
+        pass
+    with progress.counter("tuning", 4, "trial") as count:
+        count.status("task a: searching")
+        count.update(3)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "importing the model ..."
+    assert lines[1] == "tuning (4 trials) ..."
+    assert lines[2].startswith("tuning: 3/4 trials (done in ")
+    assert len(lines) == 3 and "\r" not in out.getvalue()
+
+
+def test_piped_counter_reports_while_it_runs(monkeypatch):
+    monkeypatch.setattr(stages, "PIPED_INTERVAL", 0.2)
+    out = io.StringIO()
+    with Progress(file=out).counter("tuning", 10, "trial") as count:
+        for step in range(3):
+            count.status(f"task {step}")
+            count.update(1)
+            time.sleep(0.5)
+        middle = out.getvalue().splitlines()
+    assert any(line.startswith("tuning: 1/10 trials (task 0)") for line in middle), middle
+    assert any(line.startswith("tuning: 2/10 trials (task 1)") for line in middle), middle
+
+
+def test_terminal_step_ticks_while_the_step_blocks():
+    out = Terminal()
+    with Progress(file=out).step("compiling"):
+        time.sleep(1.6)  # one blocking call: the line must still be redrawn as time passes
+    text = out.getvalue()
+    assert text.count("\r") >= 3, repr(text)
+    assert "compiling: 00:01" in text
+    assert "compiling: done in 1." in text
+
+
+def test_disabled_progress_prints_nothing():
+    out = Terminal()
+    progress = Progress(enabled=False, file=out)
+    with progress.step("a"), progress.counter("b", 2) as count:
+        count.update(2)
+    assert out.getvalue() == ""
+
+
+def test_demo_announces_its_steps_from_the_start(tmp_path):
+    """The first steps of ``lut-tvm demo`` (imports, data, training) each print a line at once;
+    the run is stopped once they did."""
+    wanted = ["loading TVM, PyTorch and scikit-learn ...", "loading scikit-learn's digits ...",
+              "training the digits CNN (15 epochs) ..."]
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with
+        [sys.executable, "-m", "lut_tvm.cli", "demo", "--out-dir", str(tmp_path / "out")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    seen = []
+    watchdog = threading.Timer(600, proc.kill)  # the whole demo would be over long before
+    watchdog.start()
+    try:
+        for line in proc.stderr:
+            seen.append(line.rstrip("\n"))
+            if seen[-1] == wanted[-1]:
+                break
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait()
+    assert [line for line in seen if line in wanted] == wanted, seen
