@@ -11,13 +11,18 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", (
         "lut_tvm.errors", "lut_tvm.files", "lut_tvm.npz_meta", "lut_tvm.weights", "lut_tvm.plan",
         "lut_tvm.policy", "lut_tvm.reference", "lut_tvm.targets", "lut_tvm._tvm_compat",
-        "lut_tvm._lazy", "lut_tvm.layers", "lut_tvm.kmeans", "lut_tvm.ridge",
+        "lut_tvm._lazy", "lut_tvm.layers", "lut_tvm.kmeans", "lut_tvm.ridge", "lut_tvm.target_features",
+        "lut_tvm.model_io",
         "lut_tvm.exact.plan", "lut_tvm.exact.reference", "lut_tvm.exact.conv_reference",
         "schedules.attrs",
     )),
     ("schedules", ("schedules",)),
     ("relay_passes", ("relay_passes",)),
-    ("pipeline", ("lut_tvm.frontends", "lut_tvm.compiler", "lut_tvm.runtime")),
+    # import -> bind -> rewrite -> legalize -> apply tuning log -> schedule -> build, and what runs
+    # the result here or on a device (runtime, deploy's linker and RPC session).
+    ("pipeline", ("lut_tvm.frontends", "lut_tvm.compiler", "lut_tvm.runtime", "lut_tvm.tuning.logs",
+                  "lut_tvm.tuning.keys", "lut_tvm.deploy.linker", "lut_tvm.deploy.session",
+                  "lut_tvm.deploy.defaults")),
     ("users", ("lut_tvm",)),
 )
 PACKAGES = ("lut_tvm", "relay_passes", "schedules")
