@@ -374,3 +374,15 @@ def quiet_native_log():
                         if not any(noise in line for noise in _NATIVE_LOG_NOISE)]
                 if kept:
                     sys.stderr.write("".join(kept))
+
+
+def target_has_feature(feature: str, target) -> bool:
+    """Whether LLVM says ``target`` (its mtriple/mcpu/mattr) has the CPU ``feature`` (e.g. "avx512bw")."""
+    from tvm.target import codegen  # pylint: disable=import-outside-toplevel
+
+    try:
+        with target:
+            return bool(codegen.target_has_features(feature, target))
+    except Exception:  # pylint: disable=broad-except  (an unknown feature name or a non-LLVM target)
+        return False
+

@@ -1,5 +1,7 @@
 """The compile pipeline, as named stages read top to bottom: import, bind plan, LUT rewrite,
-legalize + fuse, schedule, build. ``dump_ir`` writes the module after each stage."""
+legalize + fuse, apply tuning log, schedule, build. ``dump_ir`` writes the module after each
+stage. ``compile``, ``tune`` (``lowered_module``), the optimizer and the tests' code tap
+(``compile_imported``) all run these same stages."""
 
 from __future__ import annotations
 
@@ -129,6 +131,62 @@ def build_relax_with_log(mod: tvm.IRModule, tvm_target, dump_dir: Path | None = 
     return _tvm_compat.build_executable(mod, tvm_target), applied
 
 
+def rewrite_module(imported: ImportedModel, plan, tvm_target, *, plan_path=None, say=None,
+                   dump_dir: Path | None = None, after_rewrite=()):
+    """Stages 2-3: check and bind ``plan`` (a Plan or an ExactPlan, loaded) to the imported model,
+    then rewrite its layers to LUT kernels, then run ``after_rewrite`` (extra Relax passes, e.g. a
+    test's code tap). Returns ``(module, bound layer names)``."""
+    say = say or (lambda _line: None)
+    exact = isinstance(plan, ExactPlan)
+    with _naming_exact_plan_file(plan, plan_path):
+        plan.validate()  # an in-memory plan is not checked by its loader
+        bound = bind_plan(plan, imported)
+    LOG.info("%s layers: %s", "exact LUT" if exact else "LUT", ", ".join(bound) or "none")
+    if plan.layers:
+        say(f"rewriting {len(plan.layers)} layer(s) to {'exact ' if exact else ''}LUT kernels")
+    passes = [*(exact_rewrite_passes(plan) if exact else lut_rewrite_passes(plan)), *after_rewrite]
+    with tvm_target, _naming_exact_plan_file(plan, plan_path):
+        mod = tvm.transform.Sequential(passes, name="lut_rewrite")(imported.mod)
+    _dump(dump_dir, 2, "lut_rewrite", mod)
+    return mod, bound
+
+
+def lowered_module(imported: ImportedModel, plan, tvm_target, *, fast_math: bool = True, after_rewrite=()):
+    """Stages 2-4, what ``tune`` extracts its tasks from: the module as the schedule stage sees it."""
+    mod, _ = rewrite_module(imported, load_plan(plan), tvm_target, after_rewrite=after_rewrite)
+    with tvm_target:
+        return tvm.transform.Sequential(legalize_passes(fast_math), name="legalize")(mod)
+
+
+def compile_imported(imported: ImportedModel, plan, tvm_target, *, log_dir=None, fast_math: bool = True,
+                     dump_dir: Path | None = None, say=None, after_rewrite=()) -> CompiledModel:
+    """Stages 2-6 on an imported model: ``compile`` after its import, for callers that compile one
+    model many times (the optimizer) or add passes after the rewrite (``after_rewrite``).
+    ``plan``: a Plan, an ExactPlan, a file of either kind or None; ``log_dir``: the tuning log
+    root(s) to apply (``tuning.logs.resolve_log_dir``), None for the default rules only."""
+    say = say or (lambda _line: None)
+    plan_path = plan if isinstance(plan, (str, Path)) else None
+    if plan_path is not None:
+        say(f"binding plan {plan_path}")
+    plan = load_plan(plan)
+    mod, bound = rewrite_module(imported, plan, tvm_target, plan_path=plan_path, say=say, dump_dir=dump_dir,
+                                after_rewrite=after_rewrite)
+    say("building (schedules, LLVM) ...")
+    executable, applied = build_relax_with_log(mod, tvm_target, dump_dir, log_dir, fast_math)
+    info = ArtifactInfo(
+        input_names=imported.input_names,
+        input_shapes=[list(s) for s in imported.input_shapes],
+        target=str(tvm_target),
+        lut_layers=bound,
+        source=imported.source,
+        tuning_log=str(applied) if applied else "",
+        fast_math=fast_math,
+    )
+    compiled = CompiledModel(executable, info)
+    compiled.tuning = applied
+    return compiled
+
+
 def compile(  # pylint: disable=redefined-builtin
     model,
     plan: Plan | ExactPlan | str | Path | None = None,
@@ -146,8 +204,8 @@ def compile(  # pylint: disable=redefined-builtin
     bit-exact quantized LUT kernels), a file of either kind (told apart by its metadata), or
     None (everything dense). ``target`` is a
     friendly name (``native``, ``x86-avx2``, ``x86-avx512``, ``arm64``) or a TVM target dict.
-    ``tuning_logs``: True applies the matching log from ``tuning_logs/`` (lut_tvm.tuning), a
-    folder path looks there instead, False uses the default schedule rules only.
+    ``tuning_logs``: True applies the matching log from the user's and the shipped log roots
+    (lut_tvm.tuning), a folder path looks there instead, False uses the default schedule rules only.
     ``fast_math`` (default) computes GELU, softmax, exp, erf and tanh in TVM's vectorizable
     approximations (a few ulp in float32; ``relay_passes.fast_math``); False keeps libm's.
     ``progress``: called with a short line as each stage starts (the CLI prints them).
@@ -160,37 +218,8 @@ def compile(  # pylint: disable=redefined-builtin
     say(f"importing {imported_name(model)}")
     imported = import_model(model, example_inputs)
     _dump(dump_dir, 1, "imported", imported.mod)
-
-    plan_path = plan if isinstance(plan, (str, Path)) else None
-    if plan_path is not None:
-        say(f"binding plan {plan_path}")
-    plan = load_plan(plan)
-    exact = isinstance(plan, ExactPlan)
-    with _naming_exact_plan_file(plan, plan_path):
-        plan.validate()  # an in-memory plan is not checked by its loader
-        bound = bind_plan(plan, imported)
-    LOG.info("%s layers: %s", "exact LUT" if exact else "LUT", ", ".join(bound) or "none")
-
-    if plan.layers:
-        say(f"rewriting {len(plan.layers)} layer(s) to {'exact ' if exact else ''}LUT kernels")
-    rewrite = exact_rewrite_passes(plan) if exact else lut_rewrite_passes(plan)
-    with tvm_target, _naming_exact_plan_file(plan, plan_path):
-        mod = tvm.transform.Sequential(rewrite, name="lut_rewrite")(imported.mod)
-    _dump(dump_dir, 2, "lut_rewrite", mod)
-    say("building (schedules, LLVM) ...")
-    executable, applied = build_relax_with_log(mod, tvm_target, dump_dir, log_dir, fast_math)
-    info = ArtifactInfo(
-        input_names=imported.input_names,
-        input_shapes=[list(s) for s in imported.input_shapes],
-        target=str(tvm_target),
-        lut_layers=bound,
-        source=imported.source,
-        tuning_log=str(applied) if applied else "",
-        fast_math=fast_math,
-    )
-    compiled = CompiledModel(executable, info)
-    compiled.tuning = applied
-    return compiled
+    return compile_imported(imported, plan, tvm_target, log_dir=log_dir, fast_math=fast_math,
+                            dump_dir=dump_dir, say=say)
 
 
 def imported_name(model) -> str:

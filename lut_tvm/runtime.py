@@ -18,6 +18,7 @@ import numpy as np
 from . import _tvm_compat
 from .errors import ArtifactError
 from .files import temp_path_beside
+from .model_io import checked_inputs, flatten_outputs, refuse_non_finite
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -97,41 +98,22 @@ class CompiledModel:
             self._vm = _tvm_compat.virtual_machine(self.executable)
         return self._vm
 
-    def _check_inputs(self, inputs) -> list[np.ndarray]:
-        if len(inputs) != len(self.info.input_names):
-            raise ArtifactError(f"model takes {len(self.info.input_names)} input(s) "
-                                f"{self.info.input_names}, got {len(inputs)}")
-        arrays = []
-        for name, shape, value in zip(self.info.input_names, self.info.input_shapes, inputs):
-            array = np.asarray(value, dtype=np.float32)
-            if list(array.shape) != list(shape):
-                raise ArtifactError(f"input {name!r} has shape {list(array.shape)}, "
-                                    f"the model was compiled for {list(shape)}")
-            arrays.append(array)
-        return arrays
-
     def __call__(self, *inputs, check_finite: bool = True):
         """Run the model; returns one NumPy array, or a tuple for several outputs.
 
         Inputs holding NaN or infinity are refused (ArtifactError): a LUT layer encodes them to
         some centroid and would return finite, meaningless outputs where PyTorch gives NaN.
         ``check_finite=False`` skips the check (one pass over the inputs)."""
-        arrays = self._check_inputs(inputs)
+        arrays = checked_inputs(self.info, inputs)
         if check_finite:
-            for name, array in zip(self.info.input_names, arrays):
-                if not np.isfinite(array).all():
-                    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-                    raise ArtifactError(
-                        f"input {name!r} holds {bad} NaN/infinite value(s) of {array.size}; a LUT "
-                        "model would map them to finite outputs, so they are refused (clean the "
-                        "input, or pass check_finite=False)")
+            refuse_non_finite(self.info, arrays)
         args = [_tvm_compat.to_device(a) for a in arrays]
-        outputs = _flatten(self.vm["main"](*args))
+        outputs = flatten_outputs(self.vm["main"](*args))
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def benchmark(self, *inputs, number: int = 10, repeat: int = 5) -> float:
         """Median seconds per run, from TVM's time evaluator."""
-        args = [_tvm_compat.to_device(a) for a in self._check_inputs(inputs)]
+        args = [_tvm_compat.to_device(a) for a in checked_inputs(self.info, inputs)]
         timer = self.vm.time_evaluator("main", _tvm_compat.cpu_device(), number=number, repeat=repeat)
         return float(np.median(timer(*args).results))
 
@@ -187,12 +169,6 @@ class CompiledModel:
         if isinstance(session, str):
             session = connect(session, **connect_kwargs)
         return session.load(self)
-
-
-def _flatten(result) -> list[np.ndarray]:
-    if hasattr(result, "numpy"):
-        return [result.numpy()]
-    return [array for item in result for array in _flatten(item)]
 
 
 def read_artifact_info(path: str | os.PathLike) -> ArtifactInfo:

@@ -107,31 +107,27 @@ class TappedModel:
 
 def compile_with_codes(model, plan, target="native", example_inputs=None, *, tuning_logs=True,
                        fast_math: bool = True) -> TappedModel:
-    """``lut_tvm.compile``'s stages with ``TapLUTCodes`` after the LUT rewrite (LUT-NN plans)."""
+    """``lut_tvm.compile`` with ``TapLUTCodes`` after the LUT rewrite (LUT-NN plans): the same
+    stages (``compiler.compile_imported``), so the tapped model computes what ``compile``'s does."""
     # pylint: disable=import-outside-toplevel
     from relay_passes.tap_lut_codes import TapLUTCodes, encode_calls
 
-    from .compiler import bind_plan, build_relax_with_log, load_plan, lut_rewrite_passes
+    from .compiler import checked_tuning_log_dir, compile_imported
     from .frontends import import_model
-    from .runtime import ArtifactInfo, CompiledModel
     from .targets import resolve_target
-    from .tuning.logs import resolve_log_dir
+
+    kinds: list[str] = []
+
+    @tvm.transform.module_pass(opt_level=0, name="RecordEncodeKinds")
+    def record_kinds(mod, _ctx):
+        kinds.extend(kind for _, kind in encode_calls(mod))
+        return mod
 
     tvm_target = resolve_target(target)
-    imported = import_model(model, example_inputs)
-    plan = load_plan(plan)
-    plan.validate()
-    bound = bind_plan(plan, imported)
-    with tvm_target:
-        mod = tvm.transform.Sequential(lut_rewrite_passes(plan))(imported.mod)
-    kinds = [kind for _, kind in encode_calls(mod)]
-    executable, _ = build_relax_with_log(TapLUTCodes()(mod), tvm_target, None,
-                                         resolve_log_dir(tuning_logs), fast_math)
-    info = ArtifactInfo(input_names=imported.input_names,
-                        input_shapes=[list(s) for s in imported.input_shapes],
-                        target=str(tvm_target), lut_layers=bound, source=imported.source,
-                        fast_math=fast_math)
-    return TappedModel(CompiledModel(executable, info), kinds)
+    compiled = compile_imported(import_model(model, example_inputs), plan, tvm_target,
+                                log_dir=checked_tuning_log_dir(tuning_logs), fast_math=fast_math,
+                                after_rewrite=[record_kinds, TapLUTCodes()])
+    return TappedModel(compiled, kinds)
 
 
 def _distance_size(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:

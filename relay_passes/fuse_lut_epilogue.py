@@ -17,7 +17,7 @@ from tvm.ir.transform import PassContext, module_pass
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from lut_tvm._tvm_compat import constant_value, is_constant
-from schedules.attrs import LUT_KIND_ATTR
+from schedules.attrs import LUT_KIND_ATTR, RELU_ATTR
 from schedules.lut_kernels import LOOKUP_KINDS, lookup_func_for
 
 from .epilogue_matching import channel_vector, fuse_single_use
@@ -42,7 +42,7 @@ class _EpilogueFuser(PyExprMutator):
         kind = func.attrs.get(LUT_KIND_ATTR) if func.attrs else None
         if kind not in LOOKUP_KINDS:
             return None
-        return bound, kind, bool(int(func.attrs["lut_tvm.relu"]))
+        return bound, kind, bool(int(func.attrs[RELU_ATTR]))
 
     def _relaunch(self, call, kind, relu, bias):
         codes, table, scale, _ = call.args[1].fields

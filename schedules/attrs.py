@@ -2,6 +2,18 @@
 
 # Function attribute naming which LUT primitive a PrimFunc computes (a value of LutKind).
 LUT_KIND_ATTR = "lut_tvm.kind"
+# Further attributes of our kernels, by the keyword the builders pass them as (``tag_kernel``).
+RELU_ATTR = "lut_tvm.relu"  # 1 where a following ReLU is fused into the kernel
+EPILOGUE_ATTR = "lut_tvm.epilogue"  # 0 for a lookup that returns its int accumulator
+OUT_WIDTH_ATTR = "lut_tvm.out_width"  # conv row encode: output width OW
+INPUT_LAYOUT_ATTR = "lut_tvm.input_layout"  # conv row encode: "padded" (window copy) or "nchw"
+BITS_ATTR = "lut_tvm.bits"  # exact LUT: weight bit width
+FLOAT_IO_ATTR = "lut_tvm.float_io"  # exact LUT: 1 for float input/output with in-kernel quantization
+INPUT_ATTR = "lut_tvm.input"  # exact LUT: the input's form (rows or conv2d windows)
+WORD_ATTR = "lut_tvm.word"  # exact shuffle: 1 where tables are looked up as int16 words
+KERNEL_ATTRS = {"relu": RELU_ATTR, "epilogue": EPILOGUE_ATTR, "out_width": OUT_WIDTH_ATTR,
+                "input_layout": INPUT_LAYOUT_ATTR, "bits": BITS_ATTR, "float_io": FLOAT_IO_ATTR,
+                "input": INPUT_ATTR, "word": WORD_ATTR}
 # Relax's operator-pattern attribute; kOpaque keeps FuseOps from fusing our kernels away.
 OP_PATTERN_ATTR = "op_pattern"
 OP_PATTERN_OPAQUE = 8
@@ -22,3 +34,12 @@ class LutKind:
     LOOKUP_CONV2D_SHUFFLE = "lookup_conv2d_shuffle"
     ALL = (ENCODE_DENSE, ENCODE_CONV2D, LOOKUP_DENSE, LOOKUP_CONV2D, LOOKUP_DENSE_SHUFFLE,
            ENCODE_DENSE_ROWS, EXACT_LUT_DENSE, ENCODE_CONV2D_ROWS, LOOKUP_CONV2D_SHUFFLE, EXACT_LUT_SHUFFLE)
+
+
+def tag_kernel(func, kind: str, **attrs):
+    """``func`` tagged with its LutKind and the ``KERNEL_ATTRS`` named by keyword, kept unfused
+    (opaque) by Relax; an unknown keyword is a builder bug (KeyError)."""
+    func = func.with_attr(LUT_KIND_ATTR, kind).with_attr(OP_PATTERN_ATTR, OP_PATTERN_OPAQUE)
+    for key, value in attrs.items():
+        func = func.with_attr(KERNEL_ATTRS[key], value)
+    return func

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from .attrs import LUT_KIND_ATTR, OP_PATTERN_ATTR, OP_PATTERN_OPAQUE, LutKind
+from .attrs import LutKind, tag_kernel
 from .lut_compute import Conv2dGeometry
 
 EXACT_LUT_DENSE = LutKind.EXACT_LUT_DENSE
@@ -173,10 +173,7 @@ def _packed_inputs(bits: int, kmax: int, out_features: int):
 
 def to_exact_prim_func(tensors, kind: str = EXACT_LUT_DENSE, **attrs) -> tirx.PrimFunc:
     func = te.create_prim_func(tensors).without_attr("global_symbol")
-    func = func.with_attr(LUT_KIND_ATTR, kind).with_attr(OP_PATTERN_ATTR, OP_PATTERN_OPAQUE)
-    for key, value in attrs.items():
-        func = func.with_attr(f"lut_tvm.{key}", value)
-    return func
+    return tag_kernel(func, kind, **attrs)
 
 
 def exact_lut_accumulator_func(rows: int, depth: int, bits: int, kmax: int,

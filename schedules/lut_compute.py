@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tvm import te, tirx, topi
 
-from .attrs import LUT_KIND_ATTR, OP_PATTERN_ATTR, OP_PATTERN_OPAQUE, LutKind
+from .attrs import LutKind, tag_kernel
 
 CODE_DTYPE = "uint8"
 TABLE_DTYPE = "int8"
@@ -154,7 +154,4 @@ def to_prim_func(tensors: list[te.Tensor], kind: str, **attrs) -> tirx.PrimFunc:
     if kind not in LutKind.ALL:
         raise ValueError(f"unknown LUT kernel kind {kind!r}")
     func = te.create_prim_func(tensors).without_attr("global_symbol")
-    func = func.with_attr(LUT_KIND_ATTR, kind).with_attr(OP_PATTERN_ATTR, OP_PATTERN_OPAQUE)
-    for key, value in attrs.items():
-        func = func.with_attr(f"lut_tvm.{key}", value)
-    return func
+    return tag_kernel(func, kind, **attrs)

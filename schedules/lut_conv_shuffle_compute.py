@@ -51,8 +51,6 @@ LOOKUP_CONV2D_SHUFFLE = LutKind.LOOKUP_CONV2D_SHUFFLE
 INPUT_COPY_BLOCK = "encode_rows_input"
 INPUT_LAYOUTS = ("shifted", "padded", "direct")
 # Function attributes the schedule reads (set by ``encode_conv2d_rows_func``).
-OUT_WIDTH_ATTR = "lut_tvm.out_width"
-INPUT_LAYOUT_ATTR = "lut_tvm.input_layout"
 
 
 def _window_reader(data: te.Tensor, geometry: Conv2dGeometry, input_layout: str):

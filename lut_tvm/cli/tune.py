@@ -29,13 +29,16 @@ def cmd_tune(args) -> int:
     # worker processes are killed, the exit status is 130.
     result = tune_model(args.model, args.plan, target=args.target, trials=args.trials,
                         log_dir=args.log_dir, example_inputs=example, seed=args.seed,
-                        task_filter=args.tasks, remote=_remote_device(args))
+                        task_filter=args.tasks, remote=_remote_device(args),
+                        fast_math=not args.no_fast_math)
     if result.tasks:
         print(format_summary(result))
     state = "interrupted; kept" if result.interrupted else "wrote"
     apply = f"lut-tvm compile --target {args.target}"
     if args.log_dir is not None:
         apply += f" --tuning-logs {args.log_dir}"
+    if args.no_fast_math:
+        apply += " --no-fast-math"
     print(f"{state} {result.records} records in {result.log_dir} (`{apply}` applies them)")
     return INTERRUPTED if result.interrupted else 0
 
@@ -52,7 +55,7 @@ def register(sub) -> None:
         "For a target this machine cannot run (arm64), candidates are built here and timed on "
         "the device over TVM RPC: --tracker HOST:PORT --key KEY, or --rpc HOST:PORT.")
     tune.add_argument("model", help=MODEL_HELP)
-    tune.add_argument("--plan", help="LUT plan (.npz) from `lut-tvm plan`; omit for all-dense")
+    tune.add_argument("--plan", help="LUT plan (.npz) from `lut-tvm plan`, or an exact (LUT-NA) plan; omit for all-dense")
     tune.add_argument("--target", default="native",
                       help="native, x86-avx2, x86-avx512 or arm64 (default: native)")
     tune.add_argument("--trials", type=int, default=32,
@@ -65,6 +68,9 @@ def register(sub) -> None:
     tune.add_argument("--tasks", nargs="+", metavar="NAME",
                       help="tune only the tasks whose name contains one of these (e.g. lut_lookup)")
     tune.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
+    tune.add_argument("--no-fast-math", action="store_true",
+                      help="tune the model as `compile --no-fast-math` builds it (libm GELU, softmax, "
+                      "exp, erf, tanh: other tasks than the default fast forms)")
     add_remote_arguments(tune, run_timeout=DEFAULT_MEASURE_TIMEOUT,
                          run_help="each step of one measurement (upload, load, copy, time)")
     tune.set_defaults(func=cmd_tune)

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import _tvm_compat
 from ..errors import ArtifactError, LutTvmError
+from ..model_io import checked_inputs, flatten_outputs, refuse_non_finite
 
 from .defaults import (  # noqa: F401  (re-exported)
     DEFAULT_CONNECT_TIMEOUT,
@@ -247,13 +248,10 @@ class RemoteModel:
         self.info = info
         self.name = name
 
-    def _check_inputs(self, inputs):
-        from ..runtime import CompiledModel  # pylint: disable=import-outside-toplevel
-
-        return CompiledModel._check_inputs(self, inputs)  # pylint: disable=protected-access
-
-    def _set_inputs(self, inputs):
-        arrays = self._check_inputs(inputs)
+    def _set_inputs(self, inputs, check_finite: bool = True):
+        arrays = checked_inputs(self.info, inputs)
+        if check_finite:
+            refuse_non_finite(self.info, arrays)
         device = self.session.device
 
         def upload():
@@ -261,13 +259,12 @@ class RemoteModel:
 
         return self.session.step("copy inputs to the device", upload)
 
-    def __call__(self, *inputs):
-        """Run on the device; returns one NumPy array, or a tuple for several outputs."""
-        from ..runtime import _flatten  # pylint: disable=import-outside-toplevel
-
-        tensors = self._set_inputs(inputs)
+    def __call__(self, *inputs, check_finite: bool = True):
+        """Run on the device; returns one NumPy array, or a tuple for several outputs. Inputs
+        holding NaN or infinity are refused, as ``CompiledModel`` refuses them."""
+        tensors = self._set_inputs(inputs, check_finite)
         result = self.session.step("run main", lambda: _tvm_compat.vm_run_stateful(self.vm, tensors))
-        outputs = self.session.step("fetch outputs", lambda: _flatten(result))
+        outputs = self.session.step("fetch outputs", lambda: flatten_outputs(result))
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def benchmark(self, *inputs, number: int = 10, repeat: int = 5, min_repeat_ms: int = 0,

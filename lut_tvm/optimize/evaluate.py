@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-import tvm
-
-from ..compiler import bind_plan, build_relax, lut_rewrite_passes
+from ..compiler import compile_imported
 from ..frontends import ImportedModel
 from ..plan import Plan
-from ..runtime import ArtifactInfo, CompiledModel
+from ..runtime import CompiledModel
 
 
 def metric_value(metric: str, outputs: np.ndarray, reference: np.ndarray, labels) -> float:
@@ -32,19 +30,6 @@ def metric_value(metric: str, outputs: np.ndarray, reference: np.ndarray, labels
     norms = np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1)
     cos = (outputs * reference).sum(1) / np.maximum(norms, 1e-30)
     return float(cos.mean() * 100)
-
-
-def compile_imported(imported: ImportedModel, plan: Plan | None, tvm_target) -> CompiledModel:
-    """``lut_tvm.compile``'s stages on an already imported model (default schedules, no tuning log):
-    the optimizer compiles one model many times and imports it once."""
-    plan = plan or Plan(layers=[])
-    plan.validate()
-    bound = bind_plan(plan, imported)
-    with tvm_target:
-        mod = tvm.transform.Sequential(lut_rewrite_passes(plan), name="lut_rewrite")(imported.mod)
-    info = ArtifactInfo(input_names=imported.input_names, input_shapes=[list(s) for s in imported.input_shapes],
-                        target=str(tvm_target), lut_layers=bound, source=imported.source, fast_math=True)
-    return CompiledModel(build_relax(mod, tvm_target), info)
 
 
 def run_batched(fn, x: np.ndarray, batch: int) -> np.ndarray:

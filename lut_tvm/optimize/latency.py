@@ -16,7 +16,7 @@ from ..frontends import import_model
 from ..plan import LayerPlan, Plan
 from ..weights import LayerKind, as_dense_matrix
 from .cache import MeasurementCache
-from .evaluate import compile_imported
+from ..compiler import compile_imported
 
 
 def single_layer_module(site):

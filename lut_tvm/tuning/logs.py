@@ -172,7 +172,6 @@ def apply_tuning_log(mod, target, log_dir):
         LOG.info("no tuning log for %s in %s: default schedule rules", keys.device_name(target),
                  " or ".join(str(r) for r in roots))
         return mod, None
-    from .tune import open_database  # pylint: disable=import-outside-toplevel
 
     before = {gv.name_hint: _tvm_compat.is_scheduled(f) for gv, f in _prim_funcs(mod)}
     try:
@@ -194,3 +193,19 @@ def apply_tuning_log(mod, target, log_dir):
 
 def _prim_funcs(mod):
     return [(gv, f) for gv, f in mod.functions.items() if type(f).__name__ == "PrimFunc"]
+
+
+def open_database(path: Path):
+    """The JSON database in ``path`` (created with its key file by ``tune_model``).
+
+    Records that tensorize name our intrinsics, which must be registered before they load.
+    """
+    # pylint: disable=import-outside-toplevel
+    import schedules.intrin.lut_shuffle  # noqa: F401  (registers on import)  pylint: disable=unused-import
+    import schedules.intrin.transpose16  # noqa: F401  (registers on import)  pylint: disable=unused-import
+    from schedules.intrin.exact_shuffle import register_exact_shuffle_intrinsics
+
+    register_exact_shuffle_intrinsics()
+    ms = _tvm_compat.meta_schedule()
+    return ms.database.JSONDatabase(str(path / keys.WORKLOAD_FILE), str(path / keys.RECORD_FILE),
+                                    allow_missing=True, module_equality="structural")

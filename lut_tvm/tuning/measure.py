@@ -13,6 +13,8 @@ import time
 
 from tvm.ir.utils import derived_object
 
+from schedules.attrs import LUT_KIND_ATTR
+
 from .. import _tvm_compat
 from .progress import STOPPED, TuneStatus
 from .worker_fns import alloc_arguments, build_lean, ignore_sigint, warm_up
@@ -90,7 +92,7 @@ def index_bounds(func) -> list[int | None]:
     for name, high in list(bound.items()):
         for source in copied_from.get(name, ()):
             bound[source] = min(bound.get(source, high), high)
-    if func.attrs is not None and "lut_tvm.kind" in func.attrs:
+    if func.attrs is not None and LUT_KIND_ATTR in func.attrs:
         tables = [min(shapes[n]) for n in names if dtypes.get(n) == "int8" and shapes.get(n)]
         for name in names:
             if dtypes.get(name) == "uint8" and name not in bound and tables:

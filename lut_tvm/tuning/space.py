@@ -5,14 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 
+from schedules.attrs import LUT_KIND_ATTR
+
 from .. import _tvm_compat
+from ..target_features import target_features
 
 ms = _tvm_compat.meta_schedule()
 LOG = logging.getLogger("lut_tvm.tuning")
 
-# CPUs whose widest shuffle is AVX-512BW: their space also holds the AVX2 (32-lane) variant.
-_AVX512_MCPUS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake-server", "icelake-client",
-                 "tigerlake", "sapphirerapids", "znver4", "znver5")
 _NARROW_MCPU = "haswell"
 
 
@@ -22,10 +22,7 @@ def target_variants(target) -> list:
     A schedule made for the AVX2 view still runs on the AVX-512 CPU: it is one more point of
     the space (intrinsic width 32 instead of 64 lanes), compiled for the real target.
     """
-    attrs = {str(k): v for k, v in target.attrs.items()} if target.attrs else {}
-    mcpu = str(attrs.get("mcpu", ""))
-    mattr = [str(m) for m in attrs.get("mattr", [])]
-    if target.kind.name != "llvm" or not (mcpu in _AVX512_MCPUS or "+avx512bw" in mattr):
+    if target_features(target).shuffle_lanes != 64:  # only AVX-512BW has a narrower shuffle to offer
         return [target]
     spec = {k: v for k, v in dict(target.export()).items() if k not in ("mattr", "tag", "keys")}
     spec["mcpu"] = _NARROW_MCPU
@@ -40,7 +37,8 @@ def first_rule_schedule(func, target, rules, tunable: bool):
     for rule in rules:
         try:
             sch = rule.apply(func, target, tunable)
-        except Exception:  # pylint: disable=broad-except
+        except Exception as err:  # pylint: disable=broad-except
+            LOG.debug("rule %r failed (%s: %s); trying the next rule", rule, type(err).__name__, err)
             continue
         if sch is None:
             continue
@@ -58,7 +56,7 @@ def _lut_variants(func, target) -> list:
     from schedules.rules.lut_encode_rows import LutEncodeRowsRule
     from schedules.rules.lut_lookup_shuffle import LutLookupShuffleRule
 
-    kind = str(func.attrs.get("lut_tvm.kind", "")) if func.attrs is not None else ""
+    kind = str(func.attrs.get(LUT_KIND_ATTR, "")) if func.attrs is not None else ""
     if kind in (LutKind.ENCODE_DENSE, LutKind.ENCODE_CONV2D):
         makers = [lambda: lut_encode._centroid_major(func)]  # pylint: disable=protected-access
     elif kind == LutKind.ENCODE_DENSE_ROWS:
@@ -116,7 +114,7 @@ def design_space(func, target, stop=None):
     """
     from schedules.rules import DENSE_OP_RULES, LUT_RULES  # pylint: disable=import-outside-toplevel
 
-    is_lut = func.attrs is not None and "lut_tvm.kind" in func.attrs
+    is_lut = func.attrs is not None and LUT_KIND_ATTR in func.attrs
     if is_lut:
         return ms.space_generator.ScheduleFn(
             functools.partial(rule_schedules, target=target, rules=LUT_RULES, lut=True, stop=stop))

@@ -10,14 +10,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tvm
+from schedules.attrs import LUT_KIND_ATTR
 
 from .. import _tvm_compat
 from ..files import write_text_atomic
 from ..deploy.defaults import EMULATED_NOTE, DeviceError
 from ..errors import LutTvmError, TargetError
 from . import keys
-from .logs import repair_log
+from .logs import open_database, repair_log
 from .measure import make_builder, make_runner, reap_workers, task_bounds
 from .progress import (RecordCallback, StoppableSearch, StoppableXGBModel, StopRequest, TuneStatus,
                        interrupt_handlers, stopped)
@@ -62,22 +62,13 @@ class TuneResult:
     emulated: bool = False  # timed under emulation (qemu): not device performance
 
 
-def prepare_module(model, plan, tvm_target, example_inputs=None):
-    """The model as ``compile`` schedules it: imported, plan bound, LUT-rewritten, legalized."""
-    from ..compiler import bind_plan, legalize_passes, lut_rewrite_passes  # pylint: disable=import-outside-toplevel
+def prepare_module(model, plan, tvm_target, example_inputs=None, fast_math: bool = True):
+    """The model as ``compile`` schedules it (``compiler.lowered_module``: imported, plan bound,
+    LUT-rewritten, legalized) for a Plan, an ExactPlan or a file of either kind."""
+    from ..compiler import lowered_module  # pylint: disable=import-outside-toplevel
     from ..frontends import import_model  # pylint: disable=import-outside-toplevel
-    from ..plan import Plan  # pylint: disable=import-outside-toplevel
 
-    imported = import_model(model, example_inputs)
-    if isinstance(plan, (str, Path)):
-        plan = Plan.load(plan)
-    plan = plan or Plan(layers=[])
-    plan.validate()
-    bind_plan(plan, imported)
-    with tvm_target:
-        mod = tvm.transform.Sequential(lut_rewrite_passes(plan), name="lut_rewrite")(imported.mod)
-        mod = tvm.transform.Sequential(legalize_passes(), name="legalize")(mod)
-    return mod
+    return lowered_module(import_model(model, example_inputs), plan, tvm_target, fast_math=fast_math)
 
 
 def extract_tasks(mod, tvm_target) -> list:
@@ -88,24 +79,9 @@ def extract_tasks(mod, tvm_target) -> list:
 
 def _task_kind(task) -> str:
     func = task.dispatched[0]["main"]
-    if func.attrs is not None and "lut_tvm.kind" in func.attrs:
-        return str(func.attrs["lut_tvm.kind"])
+    if func.attrs is not None and LUT_KIND_ATTR in func.attrs:
+        return str(func.attrs[LUT_KIND_ATTR])
     return "dense"
-
-
-def open_database(path: Path):
-    """The JSON database in ``path`` (created with its key file by ``tune_model``).
-
-    Records that tensorize name our intrinsics, which must be registered before they load.
-    """
-    # pylint: disable=import-outside-toplevel
-    import schedules.intrin.lut_shuffle  # noqa: F401  (registers on import)  pylint: disable=unused-import
-    import schedules.intrin.transpose16  # noqa: F401  (registers on import)  pylint: disable=unused-import
-    from schedules.intrin.exact_shuffle import register_exact_shuffle_intrinsics
-
-    register_exact_shuffle_intrinsics()
-    return ms.database.JSONDatabase(str(path / keys.WORKLOAD_FILE), str(path / keys.RECORD_FILE),
-                                    allow_missing=True, module_equality="structural")
 
 
 def _write_key(path: Path, tvm_target, measured_on: dict | None = None) -> None:
@@ -179,7 +155,7 @@ def _search_strategy(trials: int):
 def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
                example_inputs=None, progress: bool = True, seed: int = 0,
                task_filter: list[str] | None = None, on_measure=None, remote=None,
-               exact_task_names: bool = False) -> TuneResult:
+               exact_task_names: bool = False, fast_math: bool = True) -> TuneResult:
     """Tune every task of ``model`` (+ ``plan``) for ``target``, ``trials`` measurements per task.
 
     Records go to ``<log_dir>/<device>/<key>/`` (``log_dir`` defaults to
@@ -191,6 +167,9 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
     Ctrl-C or SIGTERM (or a KeyboardInterrupt from ``on_measure(task_id, n_measured)``, called
     after each batch) stops the run within seconds with ``interrupted=True``: the candidates
     measured so far are in the log, the worker processes are killed (``progress.StopRequest``).
+
+    ``plan`` is a Plan, an ExactPlan or a file of either kind; ``fast_math`` must be what the
+    model will be compiled with (``compile(fast_math=...)``), since it changes the tasks.
 
     ``remote`` (a ``lut_tvm.tuning.RemoteDevice``, or ``"HOST:PORT"`` of an RPC server) times
     the candidates on that device, built here for ``target`` (cross-linked); required for a
@@ -239,7 +218,7 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
                 else:
                     builder, runner, watch = remote_measurers(remote, tvm_target, bounds, status,
                                                               measured_on["emulated"])
-                mod = prepare_module(model, plan, tvm_target, example_inputs)
+                mod = prepare_module(model, plan, tvm_target, example_inputs, fast_math)
                 tasks = [t for t in extract_tasks(mod, tvm_target)
                          if not task_filter or (t.task_name in task_filter if exact_task_names
                                                 else any(p in t.task_name for p in task_filter))]

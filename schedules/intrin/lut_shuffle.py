@@ -32,6 +32,8 @@ import functools
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from lut_tvm.target_features import target_features
+
 from schedules.lut_shuffle_compute import (
     ACC16_DTYPE,
     DECODED_DTYPE,
@@ -129,41 +131,16 @@ def register_lut_shuffle_intrinsics() -> None:
 # this module so that loading a tuning database (which replays the records' traces) finds them.
 register_lut_shuffle_intrinsics()
 
-
-def _target_attrs(target) -> tuple[str, str, str]:
-    attrs = {str(k): v for k, v in target.attrs.items()} if target.attrs else {}
-    mattr = attrs.get("mattr", "")
-    mattr = ",".join(str(x) for x in mattr) if not isinstance(mattr, str) else mattr
-    return str(attrs.get("mcpu", "")), mattr, str(attrs.get("mtriple", ""))
-
-
-_AVX512BW_CPUS = (
-    "skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
-    "icelake-server", "tigerlake", "sapphirerapids", "emeraldrapids", "graniterapids",
-    "rocketlake", "alderlake-avx512", "znver4", "znver5", "x86-64-v4",
-)
-_AVX2_CPUS = (
-    "haswell", "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake", "znver1",
-    "znver2", "znver3", "x86-64-v3", "core-avx2",
-)
+_SHUFFLE_BY_LANES = {64: LUT16_SHUFFLE_AVX512, 32: LUT16_SHUFFLE_AVX2, 16: LUT16_SHUFFLE_NEON}
 
 
 def shuffle_intrin_for_target(target) -> str | None:
-    """The widest shuffle intrinsic ``target`` supports, or None (no SSSE3-class shuffle known).
+    """The widest shuffle intrinsic ``target`` supports, or None (no 16-entry byte shuffle).
 
-    Decided from the target's ``mtriple``/``mcpu``/``mattr`` only (not the host CPU): the
-    target says what the generated code may use.
+    Decided from the target (``lut_tvm.target_features``), not the host CPU: the target says
+    what the generated code may use.
     """
-    mcpu, mattr, mtriple = _target_attrs(target)
-    if mtriple.startswith(("aarch64", "arm64")) or "+neon" in mattr:
-        return LUT16_SHUFFLE_NEON
-    if str(target.kind.name) != "llvm":
-        return None
-    if "+avx512bw" in mattr or mcpu in _AVX512BW_CPUS:
-        return LUT16_SHUFFLE_AVX512
-    if "+avx2" in mattr or mcpu in _AVX2_CPUS or mcpu in _AVX512BW_CPUS:
-        return LUT16_SHUFFLE_AVX2
-    return None
+    return _SHUFFLE_BY_LANES.get(target_features(target).shuffle_lanes)
 
 
 # The dense lookup's epilogue, ``out[m, n] = float(acc[n, m]) * scale[n] + bias[n]`` (ReLU), over

@@ -45,6 +45,8 @@ from schedules.intrin.exact_shuffle import (
     exact_word_intrin_for_target,
 )
 
+from schedules.attrs import WORD_ATTR
+
 from .lut_kind import lut_kind, vector_lanes
 
 
@@ -93,7 +95,7 @@ class ExactLutRule(ScheduleRule):
 
 
 def _schedule_shuffle(sch: s_tir.Schedule, target) -> s_tir.Schedule:
-    word = bool(int(sch.mod["main"].attrs.get("lut_tvm.word", 0)))
+    word = bool(int(sch.mod["main"].attrs.get(WORD_ATTR, 0)))
     if word:
         intrin = exact_word_intrin_for_target(target)
         lanes, tables = EXACT_PERMW_LANES, (TABLE_SEL_BLOCK,)

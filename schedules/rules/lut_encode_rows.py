@@ -85,10 +85,9 @@ from schedules.lut_encode_rows_compute import (
 from schedules.lut_conv_shuffle_compute import (
     ENCODE_CONV2D_ROWS,
     INPUT_COPY_BLOCK,
-    INPUT_LAYOUT_ATTR,
-    OUT_WIDTH_ATTR,
     chunk_block,
 )
+from schedules.attrs import INPUT_LAYOUT_ATTR, OUT_WIDTH_ATTR
 
 from schedules.intrin.transpose16 import TRANSPOSE_F32
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tvm import tirx
 
+from lut_tvm.target_features import target_features
 from schedules.attrs import LUT_KIND_ATTR
 
 
@@ -15,20 +16,9 @@ def lut_kind(func: tirx.PrimFunc) -> str | None:
 
 
 def vector_lanes(target, dtype_bits: int) -> int:
-    """Elements of ``dtype_bits`` per SIMD register on ``target`` (AVX-512: 512 bits, NEON: 128)."""
-    keys = list(target.keys) if hasattr(target, "keys") else []
-    attrs = {str(k): str(v) for k, v in target.attrs.items()} if target.attrs else {}
-    mcpu = attrs.get("mcpu", "")
-    mattr = attrs.get("mattr", "")
-    if "avx512" in mcpu or "avx512" in mattr or mcpu in ("skylake-avx512", "cascadelake",
-                                                         "icelake-server", "sapphirerapids",
-                                                         "znver4"):
-        width = 512
-    elif "arm" in str(keys) or "aarch64" in attrs.get("mtriple", ""):
-        width = 128
-    else:
-        width = 256
-    return max(1, width // dtype_bits)
+    """Elements of ``dtype_bits`` per SIMD register on ``target`` (AVX-512: 512 bits, AVX2 256,
+    NEON 128), from ``lut_tvm.target_features``."""
+    return target_features(target).vector_lanes(dtype_bits)
 
 
 def has_block(sch, name: str) -> bool:

@@ -44,6 +44,8 @@ from schedules.lut_shuffle_compute import (
 )
 from schedules.lut_conv_shuffle_compute import LOOKUP_CONV2D_SHUFFLE
 
+from schedules.attrs import RELU_ATTR
+
 from .lut_kind import has_block, lut_kind
 
 # Default (channel tile, 64-row blocks per tile); the word sums of a tile take
@@ -135,7 +137,7 @@ class LutLookupShuffleRule(ScheduleRule):
             tile, outer_loops = sch.fuse(row_outer, col_outer), 1
             sch.parallel(tile)
 
-        relu = bool(int(func.attrs["lut_tvm.relu"])) if "lut_tvm.relu" in func.attrs else False
+        relu = bool(int(func.attrs[RELU_ATTR])) if RELU_ATTR in func.attrs else False
         if (kind == LOOKUP_DENSE_SHUFFLE and intrin and width and rows == rows_pad
                 and len(acc_blocks) == 1):
             # Whole 8-row x width-channel tiles, transposed in registers (not scattered), after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import tvm_ffi
@@ -9,7 +10,10 @@ import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
-from tvm.target.codegen import llvm_get_vector_width
+
+from lut_tvm.target_features import target_features
+
+LOG = logging.getLogger("lut_tvm.schedules")
 
 get_realize = tvm_ffi.get_global_func("s_tir.schedule.GetSBlockRealize")
 
@@ -26,14 +30,8 @@ def is_cpu_target(target: Target) -> bool:
 
 
 def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
-    """SIMD lanes for ``dtype_bits``-wide elements on ``target`` (AVX-512 f32 -> 16)."""
-    try:
-        bits = int(llvm_get_vector_width(target))
-    except Exception:  # pylint: disable=broad-except
-        bits = -1
-    if bits <= 0:
-        bits = 128
-    return max(bits // max(dtype_bits, 8), 1)
+    """SIMD lanes for ``dtype_bits``-wide elements on ``target`` (AVX-512 f32 -> 16, AVX2 8)."""
+    return target_features(target).vector_lanes(dtype_bits)
 
 
 def extent(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV) -> int | None:
@@ -153,7 +151,9 @@ def safe_rule(rule: ScheduleRule, cpu_only: bool = True) -> ScheduleRule:
                 return None
             try:
                 return rule.apply(func, target, tunable)
-            except Exception:  # pylint: disable=broad-except
+            except Exception as err:  # pylint: disable=broad-except
+                LOG.debug("rule %s does not apply (%s: %s); the next rule schedules the function",
+                          type(rule).__name__, type(err).__name__, err)
                 return None
 
         def __repr__(self):
