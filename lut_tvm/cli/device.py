@@ -91,7 +91,7 @@ def register(sub) -> None:
                             "max (every extension: hides mismatches)")
     start.add_argument("--tracker", metavar="HOST:PORT", nargs="?", const=_START_TRACKER,
                        help="register with this RPC tracker; without HOST:PORT the device starts "
-                            f"its own tracker on --host (port --tracker-port), for `lut-tvm tune`")
+                            "its own tracker on --host (port --tracker-port), for `lut-tvm tune`")
     start.add_argument("--tracker-port", type=int, default=DEFAULT_TRACKER_PORT,
                        help=f"port of the tracker --tracker starts (default {DEFAULT_TRACKER_PORT}, "
                             "else the next free one; 0: any)")

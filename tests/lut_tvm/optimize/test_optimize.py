@@ -14,7 +14,6 @@ from conftest import FAST
 import lut_tvm
 from lut_tvm.optimize.evaluate import metric_value
 from lut_tvm.optimize.report import write_report
-from lut_tvm.weights import reduction_length
 
 BUDGET = 1.5
 
