@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import threading
+
 import numpy as np
 import tvm
 import tvm_ffi
@@ -192,9 +194,16 @@ def register_missing_custom_rules(funcs, target) -> list[str]:
 # (used by lut_tvm.deploy; tvm.rpc, tvm.support.cc and the stateful VM calls of TVM 0.27)
 
 
+_EXPORT_LOCK = threading.Lock()
+
+
 def export_library(executable, path: str, fcompile=None) -> None:
-    """Write ``executable`` as a shared library linked by ``fcompile`` (a ``.tar`` path: objects)."""
-    executable.export_library(path, fcompile=fcompile)
+    """Write ``executable`` as a shared library linked by ``fcompile`` (a ``.tar`` path: objects).
+
+    One export at a time per process: TVM 0.27's ``export_library`` crashes (segfault or abort)
+    when threads export concurrently (seen with one executable exported from 8 threads)."""
+    with _EXPORT_LOCK:
+        executable.export_library(path, fcompile=fcompile)
 
 
 def executable_assembly(executable) -> str:

@@ -29,7 +29,9 @@ from .shapes import KernelCase, minilm_cases, resnet18_cases
 
 BITS = (2, 4, 8)
 CALIBRATION_ROWS = 256  # dense rows / conv images x positions: enough for a max-abs scale
-AVX512F_NO_BW = {"kind": "llvm", "mattr": ["+avx512f", "+avx512dq", "+avx512vl", "+fma"]}
+# No 16-entry byte shuffle the rules use (SSE4.2: no AVX2): the exact rules fall back to the gather form.
+# (AVX-512F without BW is no such target: LLVM enables AVX2, and with it vpshufb ymm, under AVX-512F.)
+NO_SHUFFLE_TARGET = {"kind": "llvm", "mcpu": "x86-64-v2"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ class ExactForm:
     def describe_target(self) -> str:
         if isinstance(self.target, str):
             return self.target
-        return "llvm " + ",".join(self.target.get("mattr", [])) if self.target.get("mattr") else "llvm"
+        parts = [f"mcpu={self.target['mcpu']}"] if self.target.get("mcpu") else []
+        parts += [",".join(self.target["mattr"])] if self.target.get("mattr") else []
+        return " ".join(["llvm", *parts])
 
 
 def exact_forms(flags: set[str]) -> list[ExactForm]:
@@ -55,7 +59,7 @@ def exact_forms(flags: set[str]) -> list[ExactForm]:
         forms.append(ExactForm("shuffle", "AVX2 byte shuffle (vpshufb ymm)", "x86-avx2"))
     elif "asimd" in flags:
         forms.append(ExactForm("shuffle", "NEON byte shuffle (tbl)", "arm64"))
-    gather_target = AVX512F_NO_BW if "avx512f" in flags else {"kind": "llvm"}
+    gather_target = NO_SHUFFLE_TARGET if "sse4_2" in flags else {"kind": "llvm"}
     forms.append(ExactForm("gather", "gather (no shuffle)", gather_target))
     return forms
 

@@ -144,7 +144,8 @@ def calibrate_layers(model: nn.Module, calibration, *, method: str = "max", batc
         values = np.array([stat.peak], np.float32) if method == "max" else np.concatenate(stat.values)
         bias = None if module.bias is None else module.bias.detach().cpu().numpy().astype(np.float32)
         kind = LayerKind.DENSE if isinstance(module, nn.Linear) else LayerKind.CONV2D
-        calibrated.append(CalibratedLayer(name, kind, canonical_weight(module), bias,
+        # a model that is itself one layer has the module name "": its plan layer needs a name
+        calibrated.append(CalibratedLayer(name or type(module).__name__.lower(), kind, canonical_weight(module), bias,
                                           calibrate_activation_scale(values, method), stat.rows))
     return calibrated
 
