@@ -12,8 +12,8 @@ from ._lazy import lazy_exports
 _EXPORTS = {
     "compile": "compiler",
     "build_kmeans_plan": "planner",
-    "optimize": "optimize",
-    "OptimizeResult": "optimize",
+    "optimize": "optimizer",
+    "OptimizeResult": "optimizer",
     "PlanPolicy": "policy",
     "CompiledModel": "runtime",
     "load": "runtime",

@@ -119,7 +119,7 @@ def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed:
     ``summary.json``; returns the summary."""
     import torch  # pylint: disable=import-outside-toplevel
 
-    from .optimize import optimize  # pylint: disable=import-outside-toplevel
+    from .optimizer import optimize  # pylint: disable=import-outside-toplevel
 
     threads = threads or os.cpu_count()
     torch.set_num_threads(threads)

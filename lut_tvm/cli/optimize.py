@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LutTvmError, ModelLoadError
-from ..optimize.inputs import METRICS, check_eval, check_settings
+from ..optimizer.inputs import METRICS, check_eval, check_settings
 from .common import MODEL_HELP, load_array
 
 
@@ -52,7 +52,7 @@ def check_args(args):
 
 def cmd_optimize(args) -> None:
     calibration, x, y = check_args(args)
-    from ..optimize import optimize  # pylint: disable=import-outside-toplevel
+    from ..optimizer import optimize  # pylint: disable=import-outside-toplevel
 
     result = optimize(args.model, calibration, x, y, budget=args.budget, metric=args.metric,
                       target=args.target, cache_dir=args.cache_dir, sub_lens=args.sub_lens,

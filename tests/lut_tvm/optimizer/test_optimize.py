@@ -12,8 +12,8 @@ import torch
 from conftest import FAST
 
 import lut_tvm
-from lut_tvm.optimize.evaluate import metric_value
-from lut_tvm.optimize.report import write_report
+from lut_tvm.optimizer.evaluate import metric_value
+from lut_tvm.optimizer.report import write_report
 
 BUDGET = 1.5
 
