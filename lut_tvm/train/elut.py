@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import LutTvmError
+from ..plan import TableQuant
 from ..ridge import ridge_weight
 from .batches import iter_batches
 from .layers import LutLayer, build_tables, centroid_distances, lut_layers, quantize_tables
@@ -87,7 +88,7 @@ def _elut_rows(self: LutLayer, rows: torch.Tensor) -> torch.Tensor:
 
 def use_elut(model: nn.Module, scales: str | None = "layer") -> nn.Module:
     """Switch every LUT layer of ``model`` to the eLUT-NN forward with ``scales`` (``None``: back to
-    the layers' own modes). Returns ``model``."""
+    the layers' own modes), and set each layer's ``table_quant`` to ``scales``. Returns ``model``."""
     if scales is not None and scales not in SCALES:
         raise LutTvmError(f"table scales {scales!r} are not one of {SCALES}")
     for _, layer in lut_layers(model):
@@ -96,6 +97,8 @@ def use_elut(model: nn.Module, scales: str | None = "layer") -> nn.Module:
             layer.__dict__.pop("elut_scales", None)
         else:
             layer.elut_scales = scales
+            # the layer's own table scales follow, so its hard mode and export_plan's plan agree
+            layer.table_quant = TableQuant.INT8_PER_COLUMN if scales == "column" else TableQuant.INT8_PER_LAYER
             layer.lut_rows = types.MethodType(_elut_rows, layer)
     return model
 

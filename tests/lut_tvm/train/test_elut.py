@@ -184,3 +184,20 @@ def test_end_to_end_lowers_output_error_and_resumes(block_and_data, tmp_path):
     assert run(again, 3, path) == history
     for key, value in straight.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_column_scales_are_the_layers_and_the_exported_plans(block_and_data, tmp_path):
+    """``use_elut(..., "column")`` sets each layer's table_quant, so the hard forward and the plan
+    that export_plan writes use the per-column scales the layer was trained with."""
+    from lut_tvm.plan import TableQuant  # pylint: disable=import-outside-toplevel
+    from lut_tvm.train import export_plan  # pylint: disable=import-outside-toplevel
+
+    _, x, lut = block_and_data
+    lut = use_elut(copy.deepcopy(lut), "column")
+    assert {l.table_quant for _, l in lut_layers(lut)} == {TableQuant.INT8_PER_COLUMN}
+    with torch.no_grad():
+        trained_forward = lut(x).numpy()
+        hard = use_elut(lut, None)(x).numpy()  # the layers' own hard mode
+    np.testing.assert_array_equal(hard, trained_forward)
+    plan = export_plan(lut, tmp_path / "plan.npz")
+    assert {l.table_quant for l in plan.layers} == {TableQuant.INT8_PER_COLUMN}
