@@ -105,6 +105,27 @@ def meta_schedule():
     return meta_schedule
 
 
+def subclassable(registered):
+    """The Python class behind a MetaSchedule ``derived_object`` (``LocalRunner``, ``RPCRunner``,
+    ``LocalBuilder``, ``XGBModel``), to subclass: TVM 0.27 keeps it in the private ``_cls``."""
+    return registered._cls  # pylint: disable=protected-access
+
+
+def local_worker_functions():
+    """``(build, run)``: the functions MetaSchedule's local builder and runner run in their worker
+    processes (private module-level ``_worker_func`` in TVM 0.27)."""
+    ms = meta_schedule()
+    return (ms.builder.local_builder._worker_func,  # pylint: disable=protected-access
+            ms.runner.local_runner._worker_func)  # pylint: disable=protected-access
+
+
+def run_evaluator_common(*args, **kwargs):
+    """MetaSchedule's shared "time a built candidate" helper (``runner.utils`` in TVM 0.27)."""
+    from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common as run  # pylint: disable=C0415
+
+    return run(*args, **kwargs)
+
+
 def popen_pool():
     """TVM's worker pool and its status enum: ``(PopenPoolExecutor, StatusKind)``."""
     from tvm.support.popen_pool import PopenPoolExecutor, StatusKind  # pylint: disable=import-outside-toplevel

@@ -21,8 +21,7 @@ from .worker_fns import alloc_arguments, build_lean, ignore_sigint, warm_up
 
 ms = _tvm_compat.meta_schedule()
 PopenPoolExecutor, _ = _tvm_compat.popen_pool()
-_build_worker = ms.builder.local_builder._worker_func  # pylint: disable=protected-access
-_run_worker = ms.runner.local_runner._worker_func  # pylint: disable=protected-access
+_build_worker, _run_worker = _tvm_compat.local_worker_functions()
 LOG = logging.getLogger("lut_tvm.tuning")
 POLL = 0.2  # seconds between looks at the stop request while waiting for workers
 
@@ -123,7 +122,7 @@ def task_bounds(task_mods) -> dict[str, list]:
 
 
 @derived_object
-class LutRunner(ms.runner.LocalRunner._cls):  # pylint: disable=protected-access
+class LutRunner(_tvm_compat.subclassable(ms.runner.LocalRunner)):
     """LocalRunner whose argument allocator keeps every index input (codes) in range, and
     which stops at once (killing its worker) on a stop request."""
 
@@ -172,7 +171,7 @@ class LutRunner(ms.runner.LocalRunner._cls):  # pylint: disable=protected-access
 
 
 @derived_object
-class LutBuilder(ms.builder.LocalBuilder._cls):  # pylint: disable=protected-access
+class LutBuilder(_tvm_compat.subclassable(ms.builder.LocalBuilder)):
     """LocalBuilder with ``build_lean`` and one pool kept for the whole run.
 
     The stock builder starts fresh workers for every batch; each pays TVM's import (10-20 s on

@@ -186,7 +186,7 @@ class StopSearch(RuntimeError):
 
 
 @derived_object
-class StoppableXGBModel(ms.cost_model.XGBModel._cls):  # pylint: disable=protected-access
+class StoppableXGBModel(_tvm_compat.subclassable(ms.cost_model.XGBModel)):
     """MetaSchedule's XGBoost cost model that stops predicting (ending a search in progress) and
     training once a stop is requested."""
 

@@ -159,7 +159,7 @@ class RemoteRunnerFuture(ms.runner.PyRunnerFuture):
 
 
 @derived_object
-class LutRpcRunner(ms.runner.RPCRunner._cls):  # pylint: disable=protected-access
+class LutRpcRunner(_tvm_compat.subclassable(ms.runner.RPCRunner)):
     """MetaSchedule's RPCRunner measuring through ``worker_fns.measure_on_device`` (see module)."""
 
     def __init__(self, bounds: dict[str, list], remote: RemoteDevice, watch: DeviceWatch,

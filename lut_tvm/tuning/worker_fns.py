@@ -88,7 +88,7 @@ def measure_on_device(connect_kwargs: dict, bounds, evaluator_config, alloc_repe
     """
     import os  # pylint: disable=import-outside-toplevel
 
-    from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common  # pylint: disable=import-outside-toplevel
+    from .._tvm_compat import run_evaluator_common  # pylint: disable=import-outside-toplevel
 
     from ..deploy.session import DeviceError, connect  # pylint: disable=import-outside-toplevel
 
