@@ -9,6 +9,13 @@ import tempfile
 from pathlib import Path
 
 
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/lut_tvm/<parts>`` (normally ``~/.cache/lut_tvm/...``): where lut_tvm keeps
+    what it measured for this user (tuning logs, the optimizer's measurements)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache).expanduser().joinpath("lut_tvm", *parts)
+
+
 def _umask() -> int:
     """The process umask (reading it means setting it: set it straight back)."""
     mask = os.umask(0o022)

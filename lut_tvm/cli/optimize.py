@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LutTvmError, ModelLoadError
+from ..files import user_cache_dir
 from ..optimizer.inputs import METRICS, check_eval, check_settings
 from .common import MODEL_HELP, load_array
 
@@ -55,7 +56,7 @@ def cmd_optimize(args) -> None:
     from ..optimizer import optimize  # pylint: disable=import-outside-toplevel
 
     result = optimize(args.model, calibration, x, y, budget=args.budget, metric=args.metric,
-                      target=args.target, cache_dir=args.cache_dir, sub_lens=args.sub_lens,
+                      target=args.target, cache_dir=args.cache_dir or user_cache_dir("optimize"), sub_lens=args.sub_lens,
                       layers=args.only, batch=args.batch, timing_repeat=args.repeat, seed=args.seed)
     report_dir = Path(args.report) if args.report else Path(args.output).with_suffix("").with_name(
         Path(args.output).stem + "_report")
@@ -98,8 +99,9 @@ def register(sub) -> None:
     opt.add_argument("-o", "--output", default="plan.npz", help="plan file to write (default: plan.npz)")
     opt.add_argument("--report", default=None,
                      help="folder for report.md/.json and frontier.png (default: <output stem>_report)")
-    opt.add_argument("--cache-dir", default=".lut_tvm_optimize_cache",
-                     help="measurement cache; a re-run resumes from it (default: .lut_tvm_optimize_cache)")
+    opt.add_argument("--cache-dir", default=None,
+                     help="measurement cache (centroids, kernel timings, metrics); a re-run resumes from "
+                     "it (default: $XDG_CACHE_HOME/lut_tvm/optimize, i.e. ~/.cache/lut_tvm/optimize)")
     opt.add_argument("--sub-lens", nargs="+", type=_sub_len, default=[2, 4, 8, 9, 16, 32], metavar="V",
                      help="V values to consider (each layer gets those dividing its D; K = 16)")
     opt.add_argument("--only", nargs="+", metavar="LAYER", help="consider only these layers")

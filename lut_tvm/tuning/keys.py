@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .. import _tvm_compat
+from ..files import user_cache_dir
 
 # Bump when the meaning of a record changes (design spaces, kernels' TIR, key fields).
 TUNING_FORMAT = "lut_tvm.tuning"
@@ -30,8 +31,7 @@ def user_log_dir() -> Path:
     ``$XDG_CACHE_HOME/lut_tvm/tuning_logs`` (``~/.cache/lut_tvm/tuning_logs``)."""
     if os.environ.get(ENV_LOG_DIR):
         return Path(os.environ[ENV_LOG_DIR]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(cache).expanduser() / "lut_tvm" / "tuning_logs"
+    return user_cache_dir("tuning_logs")
 
 
 def search_log_dirs() -> list[Path]:

@@ -41,14 +41,19 @@ def files(mlp_case, tmp_path_factory):
 
 
 @pytest.mark.parametrize("suffix,metric", [("onnx", "accuracy"), ("pt2", "cosine")])
-def test_cli_end_to_end(files, suffix, metric):
+def test_cli_end_to_end(files, suffix, metric, monkeypatch):
     evaluation = files / ("eval.npz" if metric == "accuracy" else "eval_nolabels.npz")
     plan_path = files / f"plan_{suffix}.npz"
+    # the .pt2 run uses the default cache folder, under the user's cache (XDG_CACHE_HOME)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(files / f"xdg_{suffix}"))
+    cache = ["--cache-dir", str(files / "cache")] if suffix == "onnx" else []
     code, out, err = run_cli(["optimize", str(files / f"mlp.{suffix}"), "--calibration", str(files / "cal.npy"),
                               "--eval", str(evaluation), "--metric", metric, "--budget", "3",
-                              "--sub-lens", "16", "--repeat", "2", "--cache-dir", str(files / "cache"),
-                              "-o", str(plan_path)])
+                              "--sub-lens", "16", "--repeat", "2", *cache, "-o", str(plan_path)])
     assert code == 0, err
+    default_cache = files / f"xdg_{suffix}" / "lut_tvm" / "optimize"
+    assert bool(list(default_cache.glob("*.json"))) == (suffix == "pt2")
+    assert bool(list((files / "cache").glob("*.json")))
     report = json.loads((files / f"plan_{suffix}_report" / "report.json").read_text())
     assert (files / f"plan_{suffix}_report" / "report.md").is_file()
     plan = Plan.load(plan_path)
