@@ -64,8 +64,10 @@ def cmd_optimize(args) -> None:
     rep = result.report
     lat = rep["latency_ms"]
     for row in rep["layers"]:
-        chosen = f"V={row['chosen_V']}" if row["chosen_V"] else "dense"
-        print(f"  {row['layer']:<24} {row['shape']:<22} {chosen}")
+        print(f"  {row['layer']:<24} {row['shape']:<22} {row['why']}")
+    if not any(row["chosen_V"] for row in rep["layers"]):
+        print("no layer is worth a LUT here: each candidate was slower than its dense layer or broke the "
+              "budget (per layer above); the plan keeps every layer dense")
     print(f"{rep['metric']}: original {rep['original_metric']:.2f}, chosen {rep['chosen_metric_compiled']:.2f} "
           f"(compiled; budget {rep['budget']})")
     print(f"latency: dense {lat['dense_measured']:.4f} ms, chosen predicted {lat['predicted']:.4f} ms, "

@@ -36,8 +36,11 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
             why = (f"V={chosen}, {cand.table_quant}: saves {cand.saving_ms:.4f} ms for {cand.loss_alone:.2f} points alone "
                    f"(plan loss {cand.loss_with_plan:.2f} with it)")
         else:
-            reasons = sorted({c.status for c in mine})
-            why = "dense: " + "; ".join(reasons)
+            by_status: dict[str, list[int]] = {}
+            for cand in mine:
+                by_status.setdefault(cand.status, []).append(cand.sub_len)
+            why = "dense: " + ("no LUT candidate (no V divides D)" if not mine else "; ".join(
+                f"V={', '.join(str(v) for v in sorted(set(subs)))} {status}" for status, subs in sorted(by_status.items())))
         per_layer.append({"layer": layer.name, "shape": layer.describe(), "D": layer.depth,
                           "dense_ms": cost.dense_ms[layer.name], "chosen_V": chosen, "why": why})
     predicted = cost.predict_ms(choice)
