@@ -12,7 +12,7 @@ import numpy as np
 from . import _tvm_compat
 from .compiler import compile as compile_model
 from .files import write_json_atomic
-from .tuning.stages import Progress
+from .steps import Progress
 
 EVAL_BATCH = 72
 

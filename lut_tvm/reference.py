@@ -55,20 +55,6 @@ def encode_margin(rows, centroids):
     return two[..., 1] - two[..., 0]
 
 
-def distinct_encode_margin(rows, centroids):
-    """Like ``encode_margin`` but against the nearest *different* centroid, per ``[M, C]``.
-
-    k-means duplicates a centroid when a codebook's sub-vectors take fewer than K values (a dead
-    ReLU channel): ties between identical centroids select the same table row either way, so
-    they are not near-ties that float rounding could turn into a different output.
-    """
-    dist = centroid_distances(rows, centroids)  # [M, C, K]
-    best = dist.argmin(-1)
-    best_vec = centroids[np.arange(centroids.shape[0])[None, :], best]  # [M, C, V]
-    same = (centroids[None] == best_vec[:, :, None, :]).all(-1)  # [M, C, K]
-    return np.where(same, np.inf, dist).min(-1) - dist.min(-1)
-
-
 def build_tables(centroids, weight_dn):
     """Real-valued tables ``T[c, k, n] = P[c, k] . W[cV:(c+1)V, n]`` for ``W [D, N]``."""
     num_codebooks, _, sub_len = centroids.shape
@@ -118,11 +104,19 @@ def lookup_accumulate(codes, tables_q):
     return gathered.astype(np.int32).sum(axis=1, dtype=np.int32)
 
 
+def lut_output(codes, centroids, weight_dn, bias=None, granularity: str = "layer", tables=None):
+    """A LUT dense layer's output for given ``codes [M, C]``: the INT8 tables of ``P.W`` (or of the
+    free real-valued ``tables [C, K, N]``) quantized at ``granularity``, looked up and summed,
+    ``acc * scale + bias``."""
+    real = build_tables(centroids, weight_dn) if tables is None else np.asarray(tables, dtype=np.float64)
+    tables_q, scale = quantize_tables(real, granularity)
+    return scaled_output(lookup_accumulate(codes, tables_q), scale, bias)
+
+
 def lut_matmul(rows, centroids, weight_dn, bias=None, granularity: str = "layer"):
     """A whole LUT dense layer on ``rows [M, D]``: encode, lookup, ``acc * scale + bias`` with the
     tables quantized at ``granularity`` (``quantize_tables``)."""
-    tables_q, scale = quantize_tables(build_tables(centroids, weight_dn), granularity)
-    return scaled_output(lookup_accumulate(encode(rows, centroids), tables_q), scale, bias)
+    return lut_output(encode(rows, centroids), centroids, weight_dn, bias, granularity)
 
 
 def lut_conv2d(x, centroids, weight_oihw, bias=None, strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),

@@ -177,15 +177,6 @@ def check_codes(codes: np.ndarray, rows: np.ndarray, centroids: np.ndarray, wher
     return int((ref.encode_margin(rows, centroids) / size <= NEAR_TIE).sum())
 
 
-def lut_output(codes, centroids, weight_dn, bias=None, tables=None, granularity: str = "layer") -> np.ndarray:
-    """A LUT layer's output ``[M, N]`` for ``codes [M, C]``, as ``reference.lut_matmul`` computes
-    it: the INT8 tables of ``P.W`` (or of the free ``tables [C, K, N]``) quantized at
-    ``granularity`` (``reference.quantize_tables``), summed, times the scale."""
-    real = ref.build_tables(centroids.astype(np.float32), weight_dn) if tables is None else tables
-    tables_q, scale = ref.quantize_tables(np.asarray(real, dtype=np.float64), granularity)
-    return ref.scaled_output(ref.lookup_accumulate(codes, tables_q), scale, bias)
-
-
 class GivenCodes:
     """The NumPy reference of LUT layers run with a compiled model's codes: each layer takes the
     next codes (forward order), checks them (``check_codes``) and sums the INT8 table entries they
@@ -204,7 +195,7 @@ class GivenCodes:
         codes = self.codes[self.used]
         self.used += 1
         self.near_ties += check_codes(codes, rows, centroids, where or f"LUT layer {self.used - 1}")
-        return lut_output(codes, centroids, weight_dn, bias, tables, granularity)
+        return ref.lut_output(codes, centroids, weight_dn, bias, granularity, tables)
 
     def lut_conv2d(self, x, centroids, weight_oihw, bias=None, strides=(1, 1), padding=(0, 0, 0, 0),
                    tables=None, where: str = "", granularity: str = "layer"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def cmd_demo(args) -> None:
-    from ..tuning.stages import Progress  # pylint: disable=import-outside-toplevel
+    from ..steps import Progress  # pylint: disable=import-outside-toplevel
 
     with Progress().step("loading TVM, PyTorch and scikit-learn"):
         from ..demo import run_demo  # pylint: disable=import-outside-toplevel

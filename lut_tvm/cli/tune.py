@@ -19,7 +19,7 @@ def _remote_device(args):
 
 
 def cmd_tune(args) -> int:
-    from ..tuning.stages import Progress  # pylint: disable=import-outside-toplevel
+    from ..steps import Progress  # pylint: disable=import-outside-toplevel
 
     with Progress().step("loading TVM"):
         from ..tuning.tune import format_summary, tune_model  # pylint: disable=import-outside-toplevel

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..files import write_json_atomic
 from .defaults import DEFAULT_EMULATED_KEY, DEFAULT_PORT, DEFAULT_TRACKER_PORT, DeviceError
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "scripts" / "arm64_device"
@@ -230,7 +231,7 @@ def start_emulated(port: int = DEFAULT_PORT, *, host: str = "127.0.0.1",
     ready.unlink()
     device = EmulatedDevice(host, int(info["port"]), proc.pid, qemu_cpu, str(log_path), str(cache),
                             info.get("tracker") or tracker, key)
-    _state_file(cache, device.port).write_text(json.dumps(asdict(device), indent=2))
+    write_json_atomic(_state_file(cache, device.port), asdict(device))
     return device
 
 

@@ -52,9 +52,14 @@ class CompiledEvaluator:
 
     def __init__(self, imported: ImportedModel, x: np.ndarray, target, batch: int):
         self.imported, self.x, self.target, self.batch = imported, x, target, batch
+        self._dense: CompiledModel | None = None  # the model without a plan, compiled once
 
     def compiled(self, plan: Plan | None) -> CompiledModel:
-        return compile_imported(self.imported, plan, self.target)
+        if plan is not None and plan.layers:
+            return compile_imported(self.imported, plan, self.target)
+        if self._dense is None:
+            self._dense = compile_imported(self.imported, None, self.target)
+        return self._dense
 
     def outputs(self, plan: Plan | None) -> np.ndarray:
         return run_batched(self.compiled(plan), self.x, self.batch)

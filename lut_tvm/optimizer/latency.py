@@ -12,11 +12,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import _tvm_compat
+from ..compiler import compile_imported
 from ..frontends import import_model
 from ..plan import LayerPlan, Plan
 from ..weights import LayerKind, as_dense_matrix
 from .cache import MeasurementCache
-from ..compiler import compile_imported
 
 
 def single_layer_module(site):

@@ -34,12 +34,13 @@ from tqdm.auto import tqdm
 
 from ..errors import LutTvmError
 from ..plan import TableQuant
+from ..reference import TABLE_SCALE_GRANULARITIES
 from ..ridge import ridge_weight
 from .batches import iter_batches
-from .layers import LutLayer, build_tables, centroid_distances, lut_layers, quantize_tables
+from .layers import LutLayer, centroid_distances, hard_output, lut_layers
 from .recipes import load_checkpoint, lut_parameters, save_checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
-SCALES = ("layer", "column")
+SCALES = TABLE_SCALE_GRANULARITIES  # per layer or per output column (reference.quantize_tables)
 
 
 class _GradThroughDense(torch.autograd.Function):
@@ -68,12 +69,7 @@ def elut_matmul(rows: torch.Tensor, centroids: torch.Tensor, weight_dn: torch.Te
     with torch.no_grad():
         dist = centroid_distances(rows.detach().reshape(len(rows), num_codebooks, sub_len), centroids.detach())
         one_hot = F.one_hot(dist.argmin(-1), num_centroids).to(torch.float32)
-    real = build_tables(centroids.double(), weight_dn.double()) if tables is None else tables
-    levels, scale = quantize_tables(real, scales)
-    flat = (len(rows), num_codebooks * num_centroids)
-    # Integer-valued float32 sums are exact (|acc| <= 127*C << 2**24): acc is the int32 accumulator.
-    acc = one_hot.reshape(flat) @ levels.to(torch.float32).reshape(flat[1], -1)
-    hard = (acc * scale.to(torch.float32)).to(rows.dtype)
+    hard = hard_output(one_hot, centroids, weight_dn, tables, scales, rows.dtype)
     if not (torch.is_grad_enabled() and rows.requires_grad):
         return hard
     if tables is not None:

@@ -71,6 +71,18 @@ def centroid_distances(subs: torch.Tensor, centroids: torch.Tensor) -> torch.Ten
     return norms - 2.0 * torch.einsum("mcv,ckv->mck", subs, centroids)
 
 
+def hard_output(one_hot, centroids, weight_dn, tables=None, granularity: str = "layer", dtype=torch.float32):
+    """The hard LUT output ``[M, N]`` for ``one_hot [M, C, K]`` codes: the INT8 tables of ``P.W``
+    (float64, or the free ``tables``) at ``granularity``, summed, times the scale; gradients reach
+    the centroids and weight through the tables (codes fixed, rounding straight through)."""
+    flat = (one_hot.shape[0], one_hot.shape[1] * one_hot.shape[2])
+    real = build_tables(centroids.double(), weight_dn.double()) if tables is None else tables
+    levels, scale = quantize_tables(real, granularity)
+    # Integer-valued float32 sums are exact (|acc| <= 127*C << 2**24): acc is the int32 accumulator.
+    acc = one_hot.reshape(flat) @ levels.to(torch.float32).reshape(flat[1], -1)
+    return (acc * scale.to(torch.float32)).to(dtype)
+
+
 def lut_matmul(rows, centroids, weight_dn, log_temperature, mode: str = "ste", tables=None,
                granularity: str = "layer"):
     """A LUT layer's ``[M, N]`` output (no bias) for ``rows [M, D]``; see the module doc for modes.
@@ -90,11 +102,7 @@ def lut_matmul(rows, centroids, weight_dn, log_temperature, mode: str = "ste", t
             return soft
     with torch.set_grad_enabled(mode == "hard" and torch.is_grad_enabled()):
         one_hot = F.one_hot(dist.detach().argmin(-1), num_centroids).to(torch.float32)
-        real = build_tables(centroids.double(), weight_dn.double()) if tables is None else tables
-        levels, scale = quantize_tables(real, granularity)
-        # Integer-valued float32 sums are exact (|acc| <= 127*C << 2**24): acc is the int32 accumulator.
-        acc = one_hot.reshape(flat) @ levels.to(torch.float32).reshape(flat[1], -1)
-        hard = (acc * scale.to(torch.float32)).to(rows.dtype)
+        hard = hard_output(one_hot, centroids, weight_dn, tables, granularity, rows.dtype)
     if mode == "hard":
         return hard
     return hard.detach() + (soft - soft.detach())

@@ -11,7 +11,6 @@ no backpropagation.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import LutTvmError
+from ..files import atomic_path
 from .convert import LutConfig, convert
 from .layers import lut_layers
 
@@ -48,15 +48,8 @@ def accuracy(model: nn.Module, data, batch_size: int = 256) -> float:
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """``torch.save`` to a temp file beside ``path``, then ``os.replace``: never a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        try:
-            torch.save(state, tmp)
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

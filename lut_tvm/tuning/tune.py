@@ -23,7 +23,7 @@ from .progress import (RecordCallback, StoppableSearch, StoppableXGBModel, StopR
                        interrupt_handlers, stopped)
 from .remote import RemoteDevice, device_target, remote_measurers
 from .space import first_rule_schedule, design_space
-from .stages import Progress
+from ..steps import Progress
 
 ms = _tvm_compat.meta_schedule()
 LOG = logging.getLogger("lut_tvm.tuning")
@@ -162,7 +162,7 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
     ``keys.user_log_dir()``) as they are measured; unreadable lines an earlier killed run left
     there are dropped with a warning. ``task_filter`` keeps only the tasks whose name contains
     one of its strings (equals one, with ``exact_task_names``: ``fused_add1`` then leaves out
-    ``fused_add10``). ``progress`` shows each step on stderr (``stages.Progress``).
+    ``fused_add10``). ``progress`` shows each step on stderr (``lut_tvm.steps.Progress``).
 
     Ctrl-C or SIGTERM (or a KeyboardInterrupt from ``on_measure(task_id, n_measured)``, called
     after each batch) stops the run within seconds with ``interrupted=True``: the candidates

@@ -13,7 +13,7 @@ from torch import nn
 
 from lut_tvm import reference as ref
 from lut_tvm.plan import TableQuant
-from lut_tvm.testing import GivenCodes, lut_output
+from lut_tvm.testing import GivenCodes
 
 # Tight: given the same codes, the compiled LUT layers reproduce the reference bit-for-bit up to
 # the float rounding of the dense layers around them.
@@ -135,7 +135,7 @@ class RefForward:
         if self.given is not None:
             return self.given.lut_matmul(rows, layer.centroids, weight_dn, bias, tables, f"LUT layer {name}",
                                          granularity)
-        return lut_output(ref.encode(rows, layer.centroids), layer.centroids, weight_dn, bias, tables, granularity)
+        return ref.lut_output(ref.encode(rows, layer.centroids), layer.centroids, weight_dn, bias, granularity, tables)
 
 
 def relu(a):

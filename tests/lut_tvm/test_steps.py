@@ -1,4 +1,4 @@
-"""Long steps are never silent: ``stages.Progress`` ticks on a terminal and prints one line per
+"""Long steps are never silent: ``lut_tvm.steps.Progress`` ticks on a terminal and prints one line per
 step when piped; ``lut-tvm demo`` announces its steps from the start."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from lut_tvm.tuning import stages
-from lut_tvm.tuning.stages import Progress
+from lut_tvm import steps
+from lut_tvm.steps import Progress
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -40,7 +40,7 @@ def test_piped_steps_print_one_line_each():
 
 
 def test_piped_counter_reports_while_it_runs(monkeypatch):
-    monkeypatch.setattr(stages, "PIPED_INTERVAL", 0.2)
+    monkeypatch.setattr(steps, "PIPED_INTERVAL", 0.2)
     out = io.StringIO()
     with Progress(file=out).counter("tuning", 10, "trial") as count:
         for step in range(3):
