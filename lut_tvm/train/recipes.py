@@ -48,8 +48,8 @@ def accuracy(model: nn.Module, data, batch_size: int = 256) -> float:
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """``torch.save`` to a temp file beside ``path``, then ``os.replace``: never a half-written file."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
     return path
 
 
