@@ -152,3 +152,51 @@ def test_finetune_reverifies_on_compiled_model(mlp_case, digits):
     batch = result.report["batch"]
     accuracy, usable = compiled_accuracy(result.model, result.plan, x, y, batch)  # the plan binds to it
     assert torch_accuracy(model, x[:usable], y[:usable]) - accuracy <= BUDGET + 100 / usable
+
+
+def test_report_has_onnx_runtime_rows(optimized, tmp_path):
+    pytest.importorskip("onnxruntime")
+    _, (model, _, x, y), result, _ = optimized
+    write_report(result.report, tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = {row["label"]: row for row in report["peers"]}
+    assert set(rows) == {"onnxruntime_fp32", "onnxruntime_int8"}
+    for row in rows.values():
+        assert "error" not in row, row
+        assert row["threads"] == report["threads"] and row["ms"] > 0
+    # ONNX Runtime fp32 computes the original model: its accuracy is torch's, up to an argmax near-tie
+    assert rows["onnxruntime_fp32"]["metric"] == pytest.approx(torch_accuracy(model, x, y), abs=100 / len(x))
+    # dynamic int8 rounds weights and activations: close to the original on these small models
+    assert abs(rows["onnxruntime_int8"]["metric"] - report["original_metric"]) < 5
+    markdown = (tmp_path / "report.md").read_text()
+    assert f"| ONNX Runtime int8 (dynamic), {report['threads']} thread(s) |" in markdown
+    assert f"| ONNX Runtime fp32, {report['threads']} thread(s) |" in markdown
+
+
+def test_onnx_runtime_rows_say_when_it_is_missing(mlp_case, monkeypatch):
+    import sys
+
+    from lut_tvm.optimizer.report import render_markdown
+    from lut_tvm.peers import onnx_runtime_peers
+
+    model, _, x, _ = mlp_case
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    rows = onnx_runtime_peers(model, x[:8], x[:16], threads=1)
+    assert set(rows) == {"onnxruntime_fp32", "onnxruntime_int8"}
+    for row in rows.values():
+        assert row["error"] == "onnxruntime is not installed (pip install onnxruntime)"
+        assert "ms" not in row and "outputs" not in row
+    line = [l for l in render_markdown_rows(render_markdown, rows) if "int8" in l]
+    assert line and "not measured: onnxruntime is not installed" in line[0]
+
+
+def render_markdown_rows(render_markdown, rows) -> list[str]:
+    """The summary-table lines a minimal report with these peer rows renders to."""
+    report = {"model": "m", "metric": "accuracy", "budget": 1.0, "target": "llvm", "threads": 1, "batch": 8,
+              "eval_samples": 16, "search_evaluator": "compiled", "original_metric": 90.0,
+              "chosen_metric_search": 89.5, "chosen_metric_compiled": 89.5,
+              "latency_ms": {"dense_measured": 1.0, "predicted": 0.5, "measured": 0.6, "predicted_saving": 0.5,
+                             "measured_saving": 0.4, "dense_cost_model_base": 1.0},
+              "layers": [], "candidates": [], "steps": [], "backed_off_after_compiled_check": [], "notes": [],
+              "peers": [{"label": label, **row} for label, row in rows.items()]}
+    return [line for line in render_markdown(report).splitlines() if line.startswith("| ONNX Runtime")]
