@@ -1,12 +1,13 @@
-"""ONNX Runtime as the peer a compiled model is compared with: the model as ONNX fp32 and dynamic int8,
-its outputs, and its latency timed in a separate process (so ONNX Runtime's and TVM's thread pools
-never share cores).
+"""The peers a compiled model is compared with, PyTorch fp32 and ONNX Runtime fp32 and dynamic int8: each
+one's model file, its outputs, and its latency timed in a separate process (so its thread pool and
+TVM's never share cores).
 
 * ``export_onnx``: a torch module as ONNX (TorchScript exporter, opset 17, fixed shapes, input ``x``);
 * ``quantize_int8``: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations per call);
 * ``ort_session`` / ``ort_runner``: a CPU session with ``intra_op_num_threads`` set;
-* ``onnx_runtime_peers``: both peers of a model (torch module, ``.onnx`` or ``.pt2``), their outputs on
-  given inputs and their median latency, each failure (no onnxruntime, an export error) in its row;
+* ``peer_rows``: the three peers of a model (torch module, ``.onnx`` or ``.pt2``; PyTorch runs the
+  ``torch.export`` program), their outputs on given inputs and their median latency, each failure
+  (no onnxruntime, an export error, an ONNX model for PyTorch) in its row;
 * ``python -m lut_tvm.peers``: the timing process ``time_in_subprocess`` starts.
 """
 
@@ -31,7 +32,8 @@ from .files import write_json_atomic
 LOG = logging.getLogger("lut_tvm")
 ONNX_OPSET = 17
 # label -> what a report calls it
-PEERS = {"onnxruntime_fp32": "ONNX Runtime fp32", "onnxruntime_int8": "ONNX Runtime int8 (dynamic)"}
+PEERS = {"pytorch_fp32": "PyTorch fp32", "onnxruntime_fp32": "ONNX Runtime fp32",
+         "onnxruntime_int8": "ONNX Runtime int8 (dynamic)"}
 
 
 def failure_text(err: BaseException) -> str:
@@ -111,8 +113,8 @@ def median_ms(run, number: int, repeat: int) -> float:
 
 def time_in_subprocess(paths: dict[str, Path], example: np.ndarray, threads: int, number: int,
                        repeat: int) -> dict[str, float]:
-    """``{label: median ms}`` of each ONNX file run on ``example`` with ``threads`` threads, timed one
-    after the other in a fresh ``python -m lut_tvm.peers`` process."""
+    """``{label: median ms}`` of each model file (``.onnx`` in ONNX Runtime, ``.pt2`` in PyTorch) run on
+    ``example`` with ``threads`` threads, timed one after the other in a fresh ``python -m lut_tvm.peers``."""
     with tempfile.TemporaryDirectory(prefix="lut_tvm_peers_") as tmp:
         x_path, out_path = Path(tmp) / "x.npy", Path(tmp) / "times.json"
         np.save(x_path, np.ascontiguousarray(example))
@@ -125,49 +127,72 @@ def time_in_subprocess(paths: dict[str, Path], example: np.ndarray, threads: int
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode:
             lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
-            raise RuntimeError(f"the ONNX Runtime timing process failed: {lines[-1]}")
+            raise RuntimeError(f"the timing process failed: {lines[-1]}")
         return json.loads(out_path.read_text())
 
 
-def _run_batched(session, x: np.ndarray, batch: int) -> np.ndarray:
+def pt2_of(model, example: np.ndarray, folder: Path) -> Path:
+    """The model as a ``torch.export`` program file: a ``.pt2`` path as it is, a torch module exported at
+    ``example``'s shape into ``folder``; ValueError for an ONNX file (no PyTorch program to run)."""
+    if isinstance(model, (str, os.PathLike)):
+        if Path(model).suffix == ".pt2":
+            return Path(model)
+        raise ValueError("the model is an ONNX file: there is no PyTorch program to run")
+    import torch  # pylint: disable=import-outside-toplevel
+
+    with torch.no_grad():
+        program = torch.export.export(model.eval(), (torch.from_numpy(example),))
+    path = Path(folder) / "model.pt2"
+    torch.export.save(program, str(path))
+    return path
+
+
+def _call(label: str, path: Path, threads: int):
+    """A callable ``x -> first output as NumPy`` of the peer ``label``'s file."""
+    if label.startswith("pytorch"):
+        import torch  # pylint: disable=import-outside-toplevel
+
+        module = torch.export.load(str(path)).module()
+
+        def run(x):
+            with torch.inference_mode():
+                out = module(torch.from_numpy(x))
+            return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+
+        return run
+    session = ort_session(path, threads)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def peer_rows(model, example: np.ndarray, eval_x: np.ndarray | None, threads: int, *,
+              number: int = 20, repeat: int = 5) -> dict[str, dict]:
+    """PyTorch fp32 (the ``torch.export`` program), ONNX Runtime fp32 and dynamic int8 of ``model`` (a torch
+    module, ``.onnx`` or ``.pt2``): ``{label: {"name", "threads", "ms", "outputs" (on eval_x, in batches of
+    example's size)}}``, or ``{"name", "threads", "error"}`` where a peer could not be made or run."""
     from .optimizer.evaluate import run_batched  # pylint: disable=import-outside-toplevel  (TVM)
 
-    name = session.get_inputs()[0].name
-    return run_batched(lambda chunk: session.run(None, {name: chunk})[0], x, batch)
-
-
-def onnx_runtime_peers(model, example: np.ndarray, eval_x: np.ndarray | None, threads: int, *,
-                       number: int = 20, repeat: int = 5) -> dict[str, dict]:
-    """ONNX Runtime fp32 and dynamic int8 of ``model`` (a torch module, ``.onnx`` or ``.pt2``):
-    ``{label: {"name", "threads", "ms", "outputs" (on eval_x, in batches of example's size)}}``, or
-    ``{"name", "threads", "error"}`` where a peer could not be made or run."""
     rows = {label: {"name": name, "threads": threads} for label, name in PEERS.items()}
 
     def fail(labels, reason):
         for label in labels:
             rows[label]["error"] = reason
-        return rows
 
-    try:
-        import onnxruntime  # pylint: disable=import-outside-toplevel,unused-import  # noqa: F401
-    except ImportError:
-        return fail(PEERS, "onnxruntime is not installed (pip install onnxruntime)")
-    with tempfile.TemporaryDirectory(prefix="lut_tvm_onnx_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lut_tvm_peers_") as tmp:
         paths = {}
         try:
-            paths["onnxruntime_fp32"] = onnx_of(model, example, Path(tmp))
-        except Exception as err:  # pylint: disable=broad-except  (torch's exporter raises many types)
-            return fail(PEERS, f"ONNX export failed: {failure_text(err)}")
-        try:
-            paths["onnxruntime_int8"] = quantize_int8(paths["onnxruntime_fp32"], Path(tmp) / "model_int8.onnx")
-        except Exception as err:  # pylint: disable=broad-except
-            fail(["onnxruntime_int8"], f"quantize_dynamic failed: {failure_text(err)}")
+            paths["pytorch_fp32"] = pt2_of(model, example, Path(tmp))
+        except ValueError as err:
+            fail(["pytorch_fp32"], str(err))
+        except Exception as err:  # pylint: disable=broad-except  (torch.export raises many types)
+            fail(["pytorch_fp32"], f"torch.export failed: {failure_text(err)}")
+        paths.update(_onnx_files(model, example, Path(tmp), fail))
         for label, path in list(paths.items()):
             try:
                 if eval_x is not None:
-                    rows[label]["outputs"] = _run_batched(ort_session(path, threads), eval_x, len(example))
+                    rows[label]["outputs"] = run_batched(_call(label, path, threads), eval_x, len(example))
             except Exception as err:  # pylint: disable=broad-except
-                fail([label], f"ONNX Runtime could not run it: {failure_text(err)}")
+                fail([label], f"could not run it: {failure_text(err)}")
                 del paths[label]
         if paths:
             try:
@@ -178,10 +203,31 @@ def onnx_runtime_peers(model, example: np.ndarray, eval_x: np.ndarray | None, th
     return rows
 
 
+def _onnx_files(model, example, folder: Path, fail) -> dict[str, Path]:
+    """``{"onnxruntime_fp32": file, "onnxruntime_int8": file}``, less those that could not be made (``fail``ed)."""
+    ort_labels = ["onnxruntime_fp32", "onnxruntime_int8"]
+    try:
+        import onnxruntime  # pylint: disable=import-outside-toplevel,unused-import  # noqa: F401
+    except ImportError:
+        fail(ort_labels, "onnxruntime is not installed (pip install onnxruntime)")
+        return {}
+    try:
+        fp32 = onnx_of(model, example, folder)
+    except Exception as err:  # pylint: disable=broad-except  (torch's exporter raises many types)
+        fail(ort_labels, f"ONNX export failed: {failure_text(err)}")
+        return {}
+    try:
+        return {"onnxruntime_fp32": fp32, "onnxruntime_int8": quantize_int8(fp32, folder / "model_int8.onnx")}
+    except Exception as err:  # pylint: disable=broad-except
+        fail(["onnxruntime_int8"], f"quantize_dynamic failed: {failure_text(err)}")
+        return {"onnxruntime_fp32": fp32}
+
+
 def main(argv=None) -> int:
-    """The timing process: median ms of each ``label=file.onnx`` on one input, written as JSON."""
+    """The timing process: median ms of each ``label=file`` (.onnx, or .pt2 for a ``pytorch*`` label) on one
+    input, written as JSON."""
     parser = argparse.ArgumentParser(prog="python -m lut_tvm.peers", description=main.__doc__)
-    parser.add_argument("models", nargs="+", help="label=path of an ONNX file")
+    parser.add_argument("models", nargs="+", help="label=path of an ONNX file (or a .pt2 for pytorch* labels)")
     parser.add_argument("--input", required=True, help=".npy input of the model")
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--number", type=int, default=20)
@@ -189,10 +235,15 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="JSON file written: {label: median ms}")
     args = parser.parse_args(argv)
     example = np.load(args.input)
+    if any(item.startswith("pytorch") for item in args.models):
+        import torch  # pylint: disable=import-outside-toplevel
+
+        torch.set_num_threads(args.threads)
     times = {}
     for item in args.models:
         label, _, path = item.partition("=")
-        times[label] = median_ms(ort_runner(Path(path), example, args.threads), args.number, args.repeat)
+        call = _call(label, Path(path), args.threads)
+        times[label] = median_ms(lambda: call(example), args.number, args.repeat)
     write_json_atomic(Path(args.out), times)
     return 0
 

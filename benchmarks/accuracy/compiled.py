@@ -5,8 +5,8 @@ A LUT model is compiled as its users would: ``export_plan`` + ``to_dense_model``
 the original is compiled dense. Accuracy: argmax over the test set, run in batches of ``BATCH``.
 Latency: TVM's time evaluator, median of ``REPEAT`` samples of ``NUMBER`` runs of one batch, with
 ``TVM_NUM_THREADS`` threads (``run.py`` sets it from ``--threads``). The original row also gets
-ONNX Runtime fp32 and dynamic int8 at the same batch and threads (``lut_tvm.peers``: timed in a
-separate process), each with its accuracy on the test set.
+PyTorch fp32 and ONNX Runtime fp32 and dynamic int8 at the same batch and threads (``lut_tvm.peers``:
+each timed in a separate process), each with its accuracy on the test set.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 import lut_tvm
 from lut_tvm.optimizer.evaluate import run_batched
-from lut_tvm.peers import onnx_runtime_peers
+from lut_tvm.peers import peer_rows
 from lut_tvm.train import export_plan, lut_layers, to_dense_model
 
 BATCH = 50
@@ -50,10 +50,11 @@ def compiled_row(model, test, batch: int = BATCH) -> dict:
     return {"acc": _accuracy(run_batched(compiled, x, batch), labels), "compiled": info}
 
 
-def onnx_runtime_rows(model, test, batch: int = BATCH) -> dict:
-    """``{label: {"name", "threads", "batch", "acc", "latency_ms"} or {..., "error"}}`` of ``model`` in ONNX Runtime."""
+def framework_rows(model, test, batch: int = BATCH) -> dict:
+    """``{label: {"name", "threads", "batch", "acc", "latency_ms"} or {..., "error"}}`` of ``model`` in PyTorch
+    and ONNX Runtime."""
     x, labels = test
-    rows = onnx_runtime_peers(model, np.ascontiguousarray(x[:batch]), x, threads(), number=NUMBER, repeat=REPEAT)
+    rows = peer_rows(model, np.ascontiguousarray(x[:batch]), x, threads(), number=NUMBER, repeat=REPEAT)
     for row in rows.values():
         row["batch"] = batch
         outputs = row.pop("outputs", None)

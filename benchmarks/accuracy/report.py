@@ -135,15 +135,16 @@ def goals_section(results: list[dict]) -> list[str]:
     return lines
 
 
-def _onnx_runtime_lines(orig: dict) -> list[str]:
-    """The original model in ONNX Runtime (fp32, dynamic int8): accuracy and latency, or why not measured."""
+def _peer_lines(orig: dict) -> list[str]:
+    """The original model in PyTorch and ONNX Runtime (fp32, dynamic int8): accuracy and latency, or why not."""
     lines = []
-    for row in orig.get("onnx_runtime", {}).values():
+    for row in orig.get("peers", {}).values():
         if "error" in row:
             lines.append(f"- {row['name']}: not measured: {row['error']}")
             continue
         lines.append(f"- {row['name']} (the original model, batch {row['batch']}, {row['threads']} thread(s), timed in "
-                     f"its own process): accuracy {row['acc']:.2%}, {row['latency_ms']:.3f} ms / batch")
+                     f"its own process): accuracy {row['acc']:.2%}, {row['latency_ms']:.3f} ms / batch "
+                     f"({row['latency_ms'] / orig['compiled']['latency_ms']:.2f}x dense TVM)")
     return [""] + lines if lines else []
 
 
@@ -213,7 +214,7 @@ def _task_section(result: dict) -> list[str]:
         cells += [_mb(sizes["total"]), ratio or "-", flops, f"{ops['lookups'] / 1e6:.3f} M" if ops["lookups"] else "-",
                   time_cell]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += _onnx_runtime_lines(orig)
+    lines += _peer_lines(orig)
     lines.append("")
     for name, entry in methods.items():
         if "training" in entry:

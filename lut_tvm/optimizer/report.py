@@ -15,9 +15,10 @@ NOTES = [
     "alone (the same kernel runs both: it reads a scale vector either way, so the latency is shared).",
     "Latency: each layer's kernel compiled alone (default schedules, no tuning log) and timed with "
     "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings.",
-    "ONNX Runtime: the original model exported to ONNX (a .onnx model as given), fp32 and dynamic int8 "
-    "(onnxruntime.quantization.quantize_dynamic), the same batch and threads, timed in a separate process "
-    "so its thread pool and TVM's never share cores (median of the same number of runs).",
+    "Peers, the original model at the same batch and threads, each timed in a separate process so its "
+    "thread pool and TVM's never share cores (median of the same number of runs): PyTorch fp32 runs its "
+    "torch.export program (not for an .onnx model); ONNX Runtime the model exported to ONNX (an .onnx "
+    "model as given), fp32 and dynamic int8 (onnxruntime.quantization.quantize_dynamic).",
 ]
 
 
@@ -31,7 +32,7 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
     """The report dict: settings, original vs chosen metric, predicted vs measured latency, per layer
     what was chosen and why, every candidate and every end-to-end check of the search, and the
     ``peers`` rows (``{"label", "name", "threads", "metric", "ms"}``, or ``"error"`` in place of the
-    figures a peer could not give: ONNX Runtime fp32 and int8 of the original model)."""
+    figures a peer could not give: PyTorch fp32, ONNX Runtime fp32 and int8 of the original model)."""
     per_layer = []
     for layer in layers:
         mine = [c for c in candidates if c.layer == layer.name]

@@ -9,7 +9,7 @@ from lut_tvm.policy import PlanPolicy
 from lut_tvm.train import LutConfig, accuracy, train_lutnn, train_reconstruction
 
 from ..common import ridge_baselines, run_recipes, seed_everything, size_and_ops, stopwatch
-from ..compiled import compiled_row, onnx_runtime_rows
+from ..compiled import compiled_row, framework_rows
 
 
 def reconstruction_recipe(original: nn.Module, train_data, *, fraction: float, epochs: int, lr: float,
@@ -32,7 +32,7 @@ def classifier_methods(original: nn.Module, train_data, test, convert_fn, *, see
 
     ``compiled``: each row's ``acc`` is that of the model ``lut_tvm.compile`` builds (``compiled.compiled_row``:
     the LUT models through their exported plans), with its whole-model latency; the torch forward's
-    accuracy is kept as ``acc_torch``, and the original row gets ONNX Runtime fp32 / int8 rows."""
+    accuracy is kept as ``acc_torch``, and the original row gets PyTorch and ONNX Runtime fp32 / int8 rows."""
     x_train, _ = train_data
     sample = torch.from_numpy(test[0][:1])
 
@@ -50,9 +50,9 @@ def classifier_methods(original: nn.Module, train_data, test, convert_fn, *, see
 
     methods = {"original": measure(original)}
     if compiled:
-        methods["original"]["onnx_runtime"] = onnx_runtime_rows(original, test)
+        methods["original"]["peers"] = framework_rows(original, test)
     log(f"  original: {describe(methods['original'])}")
-    for row in methods["original"].get("onnx_runtime", {}).values():
+    for row in methods["original"].get("peers", {}).values():
         log(f"    {row['name']}: " + (f"not measured: {row['error']}" if "error" in row else
                                      f"{row['acc']:.2%}, {row['latency_ms']:.3f} ms"))
 
