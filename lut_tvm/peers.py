@@ -29,7 +29,6 @@ import numpy as np
 
 from .files import write_json_atomic
 
-LOG = logging.getLogger("lut_tvm")
 ONNX_OPSET = 17
 # label -> what a report calls it
 PEERS = {"pytorch_fp32": "PyTorch fp32", "onnxruntime_fp32": "ONNX Runtime fp32",
@@ -243,7 +242,7 @@ def main(argv=None) -> int:
     for item in args.models:
         label, _, path = item.partition("=")
         call = _call(label, Path(path), args.threads)
-        times[label] = median_ms(lambda: call(example), args.number, args.repeat)
+        times[label] = median_ms(lambda call=call: call(example), args.number, args.repeat)
     write_json_atomic(Path(args.out), times)
     return 0
 
