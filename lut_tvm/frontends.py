@@ -16,6 +16,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from relay_passes.conv1d_as_conv2d import Conv1dAsConv2d
+
 from . import _tvm_compat
 from .errors import ModelLoadError
 from .weights import fingerprint
@@ -38,6 +40,8 @@ def _canonical_names(named_arrays) -> dict[str, str]:
     for name, array in named_arrays:
         if array.ndim == 2:
             names.setdefault(fingerprint(array.T), name)
+        if array.ndim == 3:  # a conv1d weight, seen as the [O, I, 1, k] conv2d weight (Conv1dAsConv2d)
+            names.setdefault(fingerprint(array[:, :, None, :]), name)
         names.setdefault(fingerprint(array), name)
     return names
 
@@ -121,7 +125,7 @@ def from_onnx_file(path: Path, example_inputs: tuple = ()) -> ImportedModel:
 
 
 def _finish(mod: tvm.IRModule, source: str, weight_names: dict[str, str]) -> ImportedModel:
-    mod = relax.transform.FoldConstant()(mod)
+    mod = Conv1dAsConv2d()(relax.transform.FoldConstant()(mod))  # conv1d: a height-1 conv2d site
     main = mod["main"]
     names = [_tvm_compat.var_name(param) for param in main.params]
     shapes = []

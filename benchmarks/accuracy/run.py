@@ -27,8 +27,10 @@ def _threads_from_argv(argv) -> int:
     return pre.parse_known_args(argv)[0].threads
 
 
-# OpenMP pools (torch, scikit-learn's KMeans) size themselves when first loaded: set it before.
+# OpenMP pools (torch, scikit-learn's KMeans) and TVM's pool (the compiled rows) size themselves when
+# first loaded: set them before.
 os.environ.setdefault("OMP_NUM_THREADS", str(_threads_from_argv(sys.argv[1:])))
+os.environ.setdefault("TVM_NUM_THREADS", str(_threads_from_argv(sys.argv[1:])))
 
 import torch  # noqa: E402
 
@@ -71,7 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1: these models are small, and 2 spinning threads on a busy 2-core machine are slower)")
+                        help="torch intra-op threads, and TVM's / ONNX Runtime's for the compiled rows' latency "
+                             "(1: these models are small, and 2 spinning threads on a busy 2-core machine are slower)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny epochs, numbers meaningless")
     parser.add_argument("--minilm-v", type=int, default=16, choices=(2, 4, 8, 16, 32), help="V of MiniLM's LUT layers")
     parser.add_argument("--minilm-rows", nargs="+", default=None,

@@ -23,36 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lut_tvm.peers import export_onnx, failure_text, ort_runner, quantize_int8
+
 LOG = logging.getLogger("lut_tvm")
-ONNX_OPSET = 17
-
-
-def export_onnx(model, example: np.ndarray, path: Path) -> Path:
-    """``model`` as an ONNX file (fixed shapes, one input ``x``), written atomically."""
-    import torch  # pylint: disable=import-outside-toplevel
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.from_numpy(example),), str(tmp), dynamo=False,
-                          input_names=["x"], output_names=["y"], opset_version=ONNX_OPSET)
-    os.replace(tmp, path)
-    return path
-
-
-def quantize_int8(source: Path, path: Path) -> Path:
-    """ONNX Runtime's dynamic int8 quantization of ``source`` (weights int8, written atomically)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # pylint: disable=C0415
-
-    tmp = path.with_name(f".{path.name}.tmp.onnx")
-    root, level = logging.getLogger(), logging.getLogger().level
-    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger
-    try:
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
-    os.replace(tmp, path)
-    return path
+# the ONNX export, dynamic int8 quantization and ONNX Runtime sessions are lut_tvm.peers' (optimize's
+# report compares with ONNX Runtime too); imported here for the benchmarks
+__all__ = ["applied_tuning_logs", "compile_tvm", "export_onnx", "failure_text", "first_output", "ort_runner",
+           "quantize_int8", "quantize_static_int8", "schedule_label", "torch_runner", "tvm_runner"]
 
 
 def quantize_static_int8(source: Path, path: Path, calibration: np.ndarray, batch: int) -> Path:
@@ -127,19 +104,6 @@ def compile_tvm(model, plan, example: np.ndarray, path: Path, target="native") -
     return {"schedule": schedule_label(applied), "lut_layers": len(compiled.info.lut_layers)}
 
 
-def ort_runner(path: Path, example: np.ndarray, threads: int):
-    """A no-argument callable running the ONNX file at ``path`` on ``example`` with ``threads`` threads."""
-    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: example}
-    return lambda: session.run(None, feed)
-
-
 def tvm_runner(path: Path, example: np.ndarray):
     """``(run, vm, args)`` for the library at ``path``: ``run()`` calls the VM's ``main`` on ``example``."""
     import lut_tvm  # pylint: disable=import-outside-toplevel
@@ -161,13 +125,6 @@ def torch_runner(model, example: np.ndarray):
             return model(x)
 
     return run
-
-
-def failure_text(err: BaseException) -> str:
-    """A one-line description of an exception (TVM errors carry pages of IR: keep the gist)."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    informative = [line for line in lines if "Error" in line or "error" in line] or lines or [""]
-    return f"{type(err).__name__}: {informative[0][:300]}"
 
 
 def first_output(result) -> np.ndarray:

@@ -77,7 +77,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
              target="native", cache_dir=None, sub_lens=DEFAULT_SUB_LENS, layers=None, batch: int | None = None,
              timing_number: int = 20, timing_repeat: int = 5, max_rows: int = 4096, seed: int = 0,
              evaluator: str = "auto", finetune: int = 0, finetune_data=None,
-             table_quants=(TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN)) -> OptimizeResult:
+             table_quants=(TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN),
+             peers: bool = True) -> OptimizeResult:
     """The fastest LUT plan (K = 16, per-layer V from ``sub_lens`` or dense) whose ``metric`` on
     ``eval_x`` stays within ``budget`` points of the original model's.
 
@@ -91,6 +92,9 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     ``finetune``: epochs of ``lut_tvm.train.train_lutnn`` on ``finetune_data = (x, y)`` for the chosen
     plan (torch modules only); the fine-tuned copy is kept (``result.model``, the plan bound to its
     weights) if its compiled metric is at least the un-tuned plan's, re-verified on the eval data.
+    ``peers``: also measure the original model in PyTorch fp32 and ONNX Runtime fp32 and dynamic int8
+    (metric on the eval data, latency at the same batch and threads, each timed in a separate process)
+    for the report.
     """
     check_settings(metric, budget)
     table_quants = [TableQuant(q) for q in table_quants]
@@ -160,15 +164,31 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
             final_model, plan, compiled_loss = tuned_model, tuned_plan, tuned_loss
     from .report import build_report  # pylint: disable=import-outside-toplevel
 
+    peer_rows = _peer_rows(model, timing_input, eval_x, threads, metrics, timing_number, timing_repeat) \
+        if peers else []
     report = build_report(
         source=imported.source, metric=metric, budget=budget, target=str(tvm_target), threads=threads,
         batch=model_batch, evaluator=search_eval.kind, eval_samples=len(eval_x), layers=candidates_layers,
         candidates=candidates, steps=steps, choice=choice, cost=cost, original=metrics.original,
         search_loss=metrics.loss(choice), compiled_loss=compiled_loss, backed_off=backed_off,
         measured_ms=measured_ms, dense_measured_ms=dense_now_ms,
-        new_timings=timer.cache.new, sub_lens=list(sub_lens))
+        new_timings=timer.cache.new, sub_lens=list(sub_lens), peers=peer_rows)
     report["finetune"] = tuned
     return OptimizeResult(plan, report, cost, choice, final_model)
+
+
+def _peer_rows(model, timing_input, eval_x, threads, metrics: _Metrics, number: int, repeat: int) -> list[dict]:
+    """The report's rows of the original model in PyTorch and ONNX Runtime: ``lut_tvm.peers.peer_rows``
+    with each peer's metric on the eval data in place of its outputs."""
+    from ..peers import peer_rows  # pylint: disable=import-outside-toplevel
+
+    rows = []
+    for label, row in peer_rows(model, timing_input, eval_x, threads, number=number, repeat=repeat).items():
+        outputs = row.pop("outputs", None)
+        if outputs is not None:
+            row["metric"] = metrics.of_outputs(outputs)
+        rows.append({"label": label, **row})
+    return rows
 
 
 def _measure_alone(cand: Candidate, metrics: _Metrics, bank: CentroidBank, table_quants) -> None:

@@ -15,6 +15,10 @@ NOTES = [
     "alone (the same kernel runs both: it reads a scale vector either way, so the latency is shared).",
     "Latency: each layer's kernel compiled alone (default schedules, no tuning log) and timed with "
     "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings.",
+    "Peers, the original model at the same batch and threads, each timed in a separate process so its "
+    "thread pool and TVM's never share cores (median of the same number of runs): PyTorch fp32 runs its "
+    "torch.export program (not for an .onnx model); ONNX Runtime the model exported to ONNX (an .onnx "
+    "model as given), fp32 and dynamic int8 (onnxruntime.quantization.quantize_dynamic).",
 ]
 
 
@@ -24,9 +28,11 @@ def _finite(value):
 
 def build_report(*, source, metric, budget, target, threads, batch, evaluator, eval_samples, layers,
                  candidates, steps, choice, cost, original, search_loss, compiled_loss, backed_off,
-                 measured_ms, dense_measured_ms, new_timings, sub_lens) -> dict:
+                 measured_ms, dense_measured_ms, new_timings, sub_lens, peers=()) -> dict:
     """The report dict: settings, original vs chosen metric, predicted vs measured latency, per layer
-    what was chosen and why, every candidate and every end-to-end check of the search."""
+    what was chosen and why, every candidate and every end-to-end check of the search, and the
+    ``peers`` rows (``{"label", "name", "threads", "metric", "ms"}``, or ``"error"`` in place of the
+    figures a peer could not give: PyTorch fp32, ONNX Runtime fp32 and int8 of the original model)."""
     per_layer = []
     for layer in layers:
         mine = [c for c in candidates if c.layer == layer.name]
@@ -58,6 +64,7 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
                        # the end of a run: compare savings, dense and LUT timed back to back at the end
                        "predicted_saving": cost.dense_model_ms - predicted,
                        "measured_saving": dense_measured_ms - measured_ms},
+        "peers": [{k: _finite(v) for k, v in row.items()} for row in peers],
         "new_timings": new_timings,
         "choice": choice,
         "layers": per_layer,
@@ -66,6 +73,15 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
                    "predicted_ms": cost.predict_ms(s.choice)} for s in steps],
         "notes": NOTES,
     }
+
+
+def _peer_line(row: dict) -> str:
+    """A peer's row of the summary table: its metric and latency, or why it has none."""
+    metric = "" if row.get("metric") is None else f"{row['metric']:.2f}"
+    latency = f"{row['ms']:.4f}" if row.get("ms") is not None else ""
+    if row.get("error"):
+        latency = (latency + "; " if latency else "") + f"not measured: {row['error']}"
+    return f"| {row['name']}, {row['threads']} thread(s) | {metric} | {latency} |"
 
 
 def render_markdown(report: dict) -> str:
@@ -83,6 +99,7 @@ def render_markdown(report: dict) -> str:
         f"| original (dense TVM) | {report['original_metric']:.2f} | {lat['dense_measured']:.4f} |",
         f"| chosen plan, predicted | {report['chosen_metric_search']:.2f} | {lat['predicted']:.4f} |",
         f"| chosen plan, compiled | {report['chosen_metric_compiled']:.2f} | {lat['measured']:.4f} |",
+        *[_peer_line(row) for row in report.get("peers", [])],
         "",
         f"Saving over dense: predicted {lat['predicted_saving']:.4f} ms (per-layer kernels), measured "
         f"{lat['measured_saving']:.4f} ms (whole compiled models timed back to back; the dense model "
@@ -140,6 +157,9 @@ def plot_frontier(report: dict, path: Path) -> Path | None:
                label="chosen (predicted)")
     ax.scatter([lat["measured"]], [report["chosen_metric_compiled"]], marker="X", s=90, color="C2",
                label="chosen (compiled, measured)")
+    for index, row in enumerate(r for r in report.get("peers", []) if r.get("ms") is not None
+                                and r.get("metric") is not None):
+        ax.scatter([row["ms"]], [row["metric"]], marker="D", s=50, color=f"C{4 + index}", label=row["name"])
     ax.axhline(base - report["budget"], color="gray", linestyle="--", linewidth=0.8, label="budget")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel(report["metric"] + (" (%)" if report["metric"] == "accuracy" else " x100"))

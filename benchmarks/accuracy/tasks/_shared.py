@@ -9,6 +9,7 @@ from lut_tvm.policy import PlanPolicy
 from lut_tvm.train import LutConfig, accuracy, train_lutnn, train_reconstruction
 
 from ..common import ridge_baselines, run_recipes, seed_everything, size_and_ops, stopwatch
+from ..compiled import compiled_row, framework_rows
 
 
 def reconstruction_recipe(original: nn.Module, train_data, *, fraction: float, epochs: int, lr: float,
@@ -26,22 +27,42 @@ def reconstruction_recipe(original: nn.Module, train_data, *, fraction: float, e
 
 def classifier_methods(original: nn.Module, train_data, test, convert_fn, *, seed: int, log, ridge_samples: int,
                        lutnn_epochs: int, recon_epochs: int, recon_lr: float, recon_train_weights: bool,
-                       fraction: float) -> tuple[dict, nn.Module]:
-    """``(methods, kmeans)``: original, k-means (``convert_fn``), ridge refits, then LUT-NN and reconstruction."""
+                       fraction: float, compiled: bool = False) -> tuple[dict, nn.Module]:
+    """``(methods, kmeans)``: original, k-means (``convert_fn``), ridge refits, then LUT-NN and reconstruction.
+
+    ``compiled``: each row's ``acc`` is that of the model ``lut_tvm.compile`` builds (``compiled.compiled_row``:
+    the LUT models through their exported plans), with its whole-model latency; the torch forward's
+    accuracy is kept as ``acc_torch``, and the original row gets PyTorch and ONNX Runtime fp32 / int8 rows."""
     x_train, _ = train_data
     sample = torch.from_numpy(test[0][:1])
-    methods = {"original": {"acc": accuracy(original, test), **size_and_ops(original, original, sample)}}
-    log(f"  original: {methods['original']['acc']:.2%}")
+
+    def measure(model):
+        if not compiled:
+            return {"acc": accuracy(model, test), **size_and_ops(model, original, sample)}
+        return {"acc_torch": accuracy(model, test), **compiled_row(model, test), **size_and_ops(model, original, sample)}
+
+    def describe(row):
+        if "compiled" not in row:
+            return f"{row['acc']:.2%}"
+        info = row["compiled"]
+        return (f"{row['acc']:.2%} compiled ({row['acc_torch']:.2%} torch), {info['latency_ms']:.3f} ms per batch of "
+                f"{info['batch']}, {info['threads']} thread(s), {info['lut_layers']} LUT layer(s)")
+
+    methods = {"original": measure(original)}
+    if compiled:
+        methods["original"]["peers"] = framework_rows(original, test)
+    log(f"  original: {describe(methods['original'])}")
+    for row in methods["original"].get("peers", {}).values():
+        log(f"    {row['name']}: " + (f"not measured: {row['error']}" if "error" in row else
+                                     f"{row['acc']:.2%}, {row['latency_ms']:.3f} ms"))
 
     config = LutConfig(policy=PlanPolicy(seed=seed))
     seed_everything(seed)
     entry: dict = {}
     with stopwatch(entry):
         kmeans = convert_fn(original, config, x_train).eval()
-    methods["kmeans"] = {"acc": accuracy(kmeans, test), **entry, **size_and_ops(kmeans, original, sample)}
-    log(f"  k-means only: {methods['kmeans']['acc']:.2%} ({entry['seconds']:.0f} s)")
-    measure = lambda m: {"acc": accuracy(m, test), **size_and_ops(m, original, sample)}  # noqa: E731
-    describe = lambda row: f"{row['acc']:.2%}"  # noqa: E731
+    methods["kmeans"] = {**measure(kmeans), **entry}
+    log(f"  k-means only: {describe(methods['kmeans'])} ({entry['seconds']:.0f} s)")
     refit = ridge_baselines(kmeans, original, x_train, methods, seed, measure, describe, log, samples=ridge_samples)
     recipes = {
         "lutnn": (lambda m: train_lutnn(m, original, train_data, epochs=lutnn_epochs, lr=1e-3, seed=seed),

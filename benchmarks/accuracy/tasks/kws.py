@@ -9,7 +9,8 @@ fc 768->64, fc 64->12, ReLUs. LUT layers (``LutConv1d`` from ``lut_tvm.train.con
 K = 16; the first conv and the classifier stay dense. Rows: k-means only, its ridge refits
 (``common.ridge_baselines``), then LUT-NN's recipe (9 epochs: the 15-minute budget on a busy
 2-core machine) and the reconstruction recipe on 5% of the training clips, both started from the
-ridge-refit weights as in the MNIST-1D task.
+ridge-refit weights as in the MNIST-1D task. As there, every row's accuracy is the compiled model's
+(the conv1d layers as LUT kernels), with its whole-model latency (``benchmarks.accuracy.compiled``).
 """
 
 from __future__ import annotations

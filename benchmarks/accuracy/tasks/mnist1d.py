@@ -7,6 +7,8 @@ with a small 1-D CNN trained here (seeded, weights cached).
 fc 320->64 (V = 16), K = 16; the first conv and the classifier stay dense.
 No-backprop rows: k-means, then its tables refit by ridge regression (``common.ridge_baselines``:
 free tables and refit weight); the learned recipes start from the refit-weight model.
+Every row's accuracy is the compiled model's (``lut_tvm.compile`` of the exported plan: the conv1d
+layers run as LUT kernels), with its whole-model latency (``benchmarks.accuracy.compiled``).
 """
 
 from __future__ import annotations
@@ -59,10 +61,12 @@ def train_cnn(model, x_train, y_train, epochs: int, seed: int, log) -> None:
 
 def conv1d_methods(original, train_data, test, *, seed: int, log, quick: bool, lutnn_epochs: int,
                    recon_epochs: int, fraction: float) -> tuple[dict, nn.Module]:
-    """``classifier_methods`` for the 1-D CNN tasks: LutConv1d, ridge on 1,024 samples, tables-only reconstruction."""
+    """``classifier_methods`` for the 1-D CNN tasks: LutConv1d, ridge on 1,024 samples, tables-only reconstruction;
+    every row measured on the compiled model (the conv1d layers as LUT kernels), with its latency."""
     return classifier_methods(original, train_data, test, convert_with_conv1d, seed=seed, log=log,
                               ridge_samples=256 if quick else 1024, lutnn_epochs=lutnn_epochs,
-                              recon_epochs=recon_epochs, recon_lr=1e-3, recon_train_weights=False, fraction=fraction)
+                              recon_epochs=recon_epochs, recon_lr=1e-3, recon_train_weights=False, fraction=fraction,
+                              compiled=True)
 
 
 def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 30, recon_epochs: int = 60,

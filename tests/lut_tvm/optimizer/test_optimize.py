@@ -4,7 +4,9 @@ plan that also meets it, the report says what was chosen, and a re-run resumes f
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -152,3 +154,66 @@ def test_finetune_reverifies_on_compiled_model(mlp_case, digits):
     batch = result.report["batch"]
     accuracy, usable = compiled_accuracy(result.model, result.plan, x, y, batch)  # the plan binds to it
     assert torch_accuracy(model, x[:usable], y[:usable]) - accuracy <= BUDGET + 100 / usable
+
+
+def test_report_has_pytorch_and_onnx_runtime_rows(optimized, tmp_path):
+    pytest.importorskip("onnxruntime")
+    _, (model, _, x, y), result, _ = optimized
+    write_report(result.report, tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = {row["label"]: row for row in report["peers"]}
+    assert set(rows) == {"pytorch_fp32", "onnxruntime_fp32", "onnxruntime_int8"}
+    for row in rows.values():
+        assert "error" not in row, row
+        assert row["threads"] == report["threads"] and row["ms"] > 0
+    # PyTorch and ONNX Runtime fp32 compute the original model: torch's accuracy, up to an argmax near-tie
+    for label in ("pytorch_fp32", "onnxruntime_fp32"):
+        assert rows[label]["metric"] == pytest.approx(torch_accuracy(model, x, y), abs=100 / len(x))
+    # dynamic int8 rounds weights and activations: close to the original on these small models
+    assert abs(rows["onnxruntime_int8"]["metric"] - report["original_metric"]) < 5
+    markdown = (tmp_path / "report.md").read_text()
+    for name in ("PyTorch fp32", "ONNX Runtime fp32", "ONNX Runtime int8 (dynamic)"):
+        assert f"| {name}, {report['threads']} thread(s) | " in markdown
+
+
+def peer_table_lines(rows) -> list[str]:
+    """The summary-table lines of a minimal report with these peer rows, rendered."""
+    from lut_tvm.optimizer.report import render_markdown
+
+    report = {"model": "m", "metric": "accuracy", "budget": 1.0, "target": "llvm", "threads": 1, "batch": 8,
+              "eval_samples": 16, "search_evaluator": "compiled", "original_metric": 90.0,
+              "chosen_metric_search": 89.5, "chosen_metric_compiled": 89.5,
+              "latency_ms": {"dense_measured": 1.0, "predicted": 0.5, "measured": 0.6, "predicted_saving": 0.5,
+                             "measured_saving": 0.4, "dense_cost_model_base": 1.0},
+              "layers": [], "candidates": [], "steps": [], "backed_off_after_compiled_check": [], "notes": [],
+              "peers": [{"label": label, **row} for label, row in rows.items()]}
+    names = tuple(row["name"] for row in rows.values())
+    return [line for line in render_markdown(report).splitlines() if line.startswith(tuple(f"| {n}" for n in names))]
+
+
+def test_peer_rows_say_when_onnx_runtime_is_missing(mlp_case, monkeypatch):
+    from lut_tvm.peers import peer_rows
+
+    model, _, x, _ = mlp_case
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    rows = peer_rows(model, x[:8], x[:16], threads=1, number=2, repeat=2)
+    assert set(rows) == {"pytorch_fp32", "onnxruntime_fp32", "onnxruntime_int8"}
+    for label in ("onnxruntime_fp32", "onnxruntime_int8"):
+        assert rows[label]["error"] == "onnxruntime is not installed (pip install onnxruntime)"
+        assert "ms" not in rows[label] and "outputs" not in rows[label]
+    torch_row = rows["pytorch_fp32"]  # still measured, and computes the model
+    assert torch_row["ms"] > 0
+    with torch.no_grad():
+        np.testing.assert_allclose(torch_row["outputs"], model(torch.from_numpy(x[:16])).numpy(), rtol=1e-5, atol=1e-5)
+    lines = peer_table_lines({k: v for k, v in rows.items() if k != "pytorch_fp32"})
+    assert len(lines) == 2 and all("not measured: onnxruntime is not installed" in line for line in lines)
+
+
+def test_peer_rows_of_an_onnx_model_have_no_pytorch_row(mlp_case, tmp_path):
+    from lut_tvm.peers import export_onnx, peer_rows
+
+    model, _, x, _ = mlp_case
+    rows = peer_rows(str(export_onnx(model, x[:8], tmp_path / "mlp.onnx")), x[:8], None, threads=1, number=2, repeat=2)
+    assert rows["pytorch_fp32"]["error"].startswith("the model is an ONNX file")
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert rows["onnxruntime_fp32"]["ms"] > 0 and "outputs" not in rows["onnxruntime_fp32"]
