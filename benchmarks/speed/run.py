@@ -101,16 +101,16 @@ def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
     with progress.counter("building (export, quantize, plan, compile)", len(jobs), "case") as count:
         for folder, prepare in jobs:
             count.status(folder.name[-32:])
-            count.update()
             if read_meta(folder) is not None:
                 reused.append(folder.name)
+                folders.append(folder)
             else:
                 try:
                     prepare(folder)
+                    folders.append(folder)
                 except Exception as err:  # pylint: disable=broad-except
                     progress.say(f"{folder.name}: could not be prepared, left out: {failure_text(err)}")
-                    continue
-            folders.append(folder)
+            count.update()
     return folders, reused
 
 

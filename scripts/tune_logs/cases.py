@@ -54,14 +54,15 @@ def prepared_folders(args, work: Path, progress) -> list[tuple[str, Path]]:
     with progress.counter("preparing the benchmark's cases", len(jobs), "case") as count:
         for group, folder, prepare in jobs:
             count.status(folder.name[-40:])
-            count.update()
-            if read_meta(folder) is None:
+            if read_meta(folder) is not None:
+                ready.append((group, folder))
+            else:
                 try:
                     prepare(folder)
+                    ready.append((group, folder))
                 except Exception as err:  # pylint: disable=broad-except
                     progress.say(f"{folder.name}: could not be prepared, left out: {failure_text(err)}")
-                    continue
-            ready.append((group, folder))
+            count.update()
     return ready
 
 
