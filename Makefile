@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "make: $$(date -u +%T) setting up $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
@@ -19,17 +20,22 @@ demo: $(STAMP)
 
 # Where the emulated ARM64 device can be provisioned (root with apt-get), provision it first as CI
 # does (about 3 min the first time, cached in ~/.cache/lut_tvm/arm64) and require it, so the deploy
-# tests run; elsewhere they are skipped and pytest's last lines say how to enable them.
+# tests run; elsewhere they are skipped and pytest's last lines say how to enable them. Provisioning
+# is bounded (LUT_TVM_PROVISION_TIMEOUT seconds, default 1200): a slow mirror skips the device tests
+# instead of eating the run. Each stage prints the time, and pytest lists its slowest tests.
+PROVISION_TIMEOUT ?= $(or $(LUT_TVM_PROVISION_TIMEOUT),1200)
 test: $(STAMP)
 	@require="$${LUT_TVM_REQUIRE_ARM64_DEVICE:-}"; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "make test: provisioning the emulated ARM64 device for the deploy tests, as CI does" \
-			"(lut-tvm device provision; about 3 min the first time, then cached)"; \
-		if $(VENV)/bin/lut-tvm device provision; then require=1; \
-		else echo "make test: the emulated ARM64 device could not be provisioned: its tests will be skipped"; fi; \
+		echo "make test: $$(date -u +%T) provisioning the emulated ARM64 device for the deploy tests, as CI does" \
+			"(lut-tvm device provision; about 3 min the first time, then cached; at most $(PROVISION_TIMEOUT) s)"; \
+		if timeout $(PROVISION_TIMEOUT) $(VENV)/bin/lut-tvm device provision; then require=1; \
+		else echo "make test: $$(date -u +%T) the emulated ARM64 device could not be provisioned" \
+			"(the reason is above; the limit is $(PROVISION_TIMEOUT) s): its tests will be skipped"; fi; \
 	fi; \
-	echo "$(PY) -m pytest -q tests"; \
-	LUT_TVM_REQUIRE_ARM64_DEVICE="$$require" $(PY) -m pytest -q tests
+	echo "make test: $$(date -u +%T) $(PY) -m pytest -q --durations=15 tests"; \
+	LUT_TVM_REQUIRE_ARM64_DEVICE="$$require" $(PY) -m pytest -q --durations=15 tests; \
+	status=$$?; echo "make test: $$(date -u +%T) pytest exited $$status"; exit $$status
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -136,8 +136,8 @@ def _header(machine, versions, peak, settings, case_count: int) -> list[str]:
     if load > LOAD_WARNING:
         lines += [f"**Measured under load**: 1-minute load average {machine['loadavg_start'][0]:.1f} at the start "
                   f"and {machine['loadavg_end'][0]:.1f} at the end on {machine['cpus']} cores (other jobs were "
-                  "running). Every framework was timed in the same rounds, so ratios are fairer than absolute times, "
-                  "but expect +-30% or more run to run.", ""]
+                  "running); each framework group was timed in its own process, one after another, so the load "
+                  "may differ between them: expect +-30% or more run to run.", ""]
     lines += [
         f"- command: `{settings['command']}` ({settings['date']}; wall time: build {settings['build_seconds']:.0f} s, "
         f"total {settings['wall_seconds']:.0f} s"
@@ -148,11 +148,13 @@ def _header(machine, versions, peak, settings, case_count: int) -> list[str]:
         f"- CPU: {machine['cpu_model']}, {machine['cpus']} cores, {machine['cpu_mhz']} MHz; flags: "
         f"{', '.join(machine['flags'])}; kernel {machine['kernel']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        f"- threads: {', '.join(map(str, settings['threads']))}; one process per thread count, all frameworks in "
-        "it: TVM_NUM_THREADS and OMP_NUM_THREADS set, torch.set_num_threads, ORT intra_op_num_threads",
+        f"- threads: {', '.join(map(str, settings['threads']))}; one process per thread count and framework group "
+        "(PyTorch; ONNX Runtime; TVM dense + LUT), so no framework runs beside another's idle spinning pool: "
+        "TVM_NUM_THREADS and OMP_NUM_THREADS set, torch.set_num_threads, ORT intra_op_num_threads. A framework "
+        "that ran more than 10% slower at N threads than at 1 gets no N-thread ratio (listed below the tables)",
         f"- timing: median of {settings['rounds']} samples per framework and case, each sample the mean of as many "
-        f"calls as fill {settings['min_sample_s'] * 1e3:.0f} ms; frameworks interleaved round by round (a "
-        "50 ms pause before each block when threads > 1)",
+        f"calls as fill {settings['min_sample_s'] * 1e3:.0f} ms; the frameworks of a group interleaved round by "
+        "round (a 50 ms pause before each block when threads > 1)",
         "- peers: PyTorch fp32 (eager, inference_mode), ONNX Runtime fp32 and int8 (`quantize_dynamic`, int8 "
         "weights) of the same model exported to ONNX, TVM dense = `lut_tvm.compile` with no plan; LUT = "
         "`lut_tvm.compile` with a k-means plan (K = 16), encode included. 'sched' says whether a shipped tuning "
@@ -197,6 +199,15 @@ def write_report(cases, timings, machine, versions, peak, settings, out_dir: Pat
     lines += exact_lines(cases, timings)
     if points:
         lines += _accuracy_lines(points)
+    regressions = [(case_name(c), t, n, ms) for t in sorted(timings) for c in cases
+                   for n, ms in timings[t]["cases"].get(c["key"], {}).get("slower_than_one_thread", {}).items()]
+    if regressions:
+        lines += ["## Slower with more threads (no ratio given)", "",
+                  "Frameworks whose median at N threads was more than 10% above their 1-thread median: their "
+                  "N-thread time is not a measure of their N-thread speed, so a peer's is left out of the tables "
+                  "(a LUT variant's stays, with this note).", ""]
+        lines += [f"- {c}, {t} threads: {n} {a:.3f} ms vs {b:.3f} ms at 1 thread" for c, t, n, (a, b) in regressions]
+        lines += [""]
     failures = [((f"{c['case']['group']} " if c["kind"] == "kernels" else "") + case_name(c), n, e)
                 for c in cases for n, e in c.get("failed", {}).items()]
     if failures:

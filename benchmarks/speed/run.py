@@ -7,8 +7,10 @@ Writes ``benchmarks/results/speed.json``, ``speed.md``, ``speed.png`` and ``spee
 (``--quick``: a subset of cases and tiny repeat counts, numbers meaningless, under
 ``benchmarks/results/quick/``). Every framework's artifact is built first in this process
 (``prepare``, ``kernels``, ``models``; the exact LUT-NA group: ``exact``, ``exact_models``); then one
-worker process per thread count times all of them (``worker``), since TVM's thread count is fixed
-when its pool starts. ``--work DIR`` keeps the built artifacts there and reuses complete ones next
+worker process per thread count and framework group (PyTorch, ONNX Runtime, TVM) times them
+(``worker``): TVM's thread count is fixed when its pool starts, and no framework is timed while
+another's idle pool spins on the same cores. A peer that ran slower at N threads than at 1 gets no
+ratio at N (``scaling.flag_thread_regressions``). ``--work DIR`` keeps the built artifacts there and reuses complete ones next
 time (development only: rebuild after changing the compiler).
 """
 
@@ -114,17 +116,27 @@ def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
     return folders, reused
 
 
-def run_worker(threads: int, folders: list[Path], rounds: int, min_sample_s: float, out: Path) -> dict:
+def run_worker(threads: int, group: str, folders: list[Path], rounds: int, min_sample_s: float, out: Path) -> dict:
+    """One worker process: ``group``'s frameworks timed on every case at ``threads`` threads."""
     import json  # pylint: disable=import-outside-toplevel
 
     env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "benchmarks.speed.worker", "--threads", str(threads), "--rounds", str(rounds),
-           "--min-sample", str(min_sample_s), "--out", str(out), *map(str, folders)]
+    cmd = [sys.executable, "-m", "benchmarks.speed.worker", "--group", group, "--threads", str(threads),
+           "--rounds", str(rounds), "--min-sample", str(min_sample_s), "--out", str(out), *map(str, folders)]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"the timing worker for {threads} thread(s) failed (exit {proc.returncode})")
+        raise SystemExit(f"the {group} timing worker for {threads} thread(s) failed (exit {proc.returncode})")
     return json.loads(out.read_text())
+
+
+def time_all_groups(threads: int, folders: list[Path], rounds: int, min_sample_s: float, tmp: Path) -> dict:
+    """Every group's worker at ``threads``, their per-case results merged into one timing record."""
+    from .scaling import merge_group_timings  # pylint: disable=import-outside-toplevel
+    from .worker import GROUPS  # pylint: disable=import-outside-toplevel
+
+    return merge_group_timings([run_worker(threads, group, folders, rounds, min_sample_s,
+                                           tmp / f"threads{threads}_{group}.json") for group in GROUPS])
 
 
 def main(argv=None) -> int:
@@ -155,8 +167,10 @@ def main(argv=None) -> int:
         build_s = time.time() - start
         if not folders:
             raise SystemExit("no case could be prepared (the reasons are printed above): nothing to time")
-        timings = {t: run_worker(t, folders, rounds, min_sample_s, Path(tmp) / f"threads{t}.json")
-                   for t in args.threads}
+        from .scaling import flag_thread_regressions  # pylint: disable=import-outside-toplevel
+
+        timings = flag_thread_regressions({t: time_all_groups(t, folders, rounds, min_sample_s, Path(tmp))
+                                           for t in args.threads})
         from .prepare import read_meta  # pylint: disable=import-outside-toplevel
 
         cases = [{**read_meta(f), "key": f.name, "kind": f.parent.name} for f in folders]

@@ -1,14 +1,18 @@
-"""Time every framework on every prepared case, in one process with one thread count.
+"""Time one framework group on every prepared case, in one process with one thread count.
 
-Run by ``benchmarks.speed.run`` as ``python -m benchmarks.speed.worker --threads N ...`` with
-``TVM_NUM_THREADS`` and ``OMP_NUM_THREADS`` set to N in its environment (TVM reads its thread
+Run by ``benchmarks.speed.run`` as ``python -m benchmarks.speed.worker --group G --threads N ...``
+with ``TVM_NUM_THREADS`` and ``OMP_NUM_THREADS`` set to N in its environment (TVM reads its thread
 count when its pool starts, so each thread count needs a fresh process); PyTorch gets
-``torch.set_num_threads(N)`` and each ONNX Runtime session ``intra_op_num_threads = N``.
+``torch.set_num_threads(N)`` and each ONNX Runtime session ``intra_op_num_threads = N``. One
+process per group (``pytorch``, ``ort``, ``tvm``) so that no framework is timed while another's
+idle thread pool spins on the same cores; in the non-PyTorch groups the PyTorch reference output
+is computed on one thread, so torch starts no pool there.
 
 Per case: outputs are checked against PyTorch's (relative max error), and the output of each
 variant whose meta names an ``expected`` file (the exact LUT's integer reference) against that
 file bit for bit; each framework's calls per sample are calibrated to ``--min-sample`` seconds,
-then ``--rounds`` rounds take one sample of each framework in turn (``timing.interleaved_samples``).
+then ``--rounds`` rounds take one sample of each framework of the group in turn
+(``timing.interleaved_samples``).
 Then the LUT libraries run under the VM's instrument hook for a per-kernel profile: encode
 (``lut_encode*``), lookup + accumulate (``lut_lookup*``, with any epilogue fused into them), the
 exact (LUT-NA) kernels (``exact_lut*``) and the rest (skipped for a case whose meta says
@@ -72,21 +76,30 @@ def check_exact(folder: Path, meta: dict, runners: dict) -> dict:
             for label, variant in meta["lut_variants"].items() if "expected" in variant}
 
 
-def case_runners(folder: Path, meta: dict, threads: int):
-    """``(runners, luts)``: a no-argument callable per framework, and ``{label: (vm, args)}`` of the LUT builds."""
+GROUPS = ("pytorch", "ort", "tvm")  # one worker process each: no framework shares its cores with another's pool
+
+
+def torch_reference(folder: Path, meta: dict, example: np.ndarray):
+    """The case's PyTorch model as a runner (``pytorch`` group) and its output, the reference of every check."""
     from .exact_models import LUTNA_BUILDER, lutna_torch_model  # pylint: disable=import-outside-toplevel
     from .models import load_torch_model  # pylint: disable=import-outside-toplevel
 
-    example = np.load(folder / "input.npy")
-    failed = meta.get("failed", {})
     load = lutna_torch_model if meta["torch"]["builder"] == LUTNA_BUILDER else load_torch_model
-    runners = {"pytorch": torch_runner(load(meta, folder), example)}
-    makers = {"ort_fp32": lambda: ort_runner(folder / "model.onnx", example, threads),
-              "ort_int8": lambda: ort_runner(folder / "model_int8.onnx", example, threads),
-              "tvm_dense": lambda: tvm_runner(folder / "tvm_dense.so", example)[0]}
-    if "ort_int8_static" in meta:
-        makers["ort_int8_static"] = lambda: ort_runner(folder / meta["ort_int8_static"], example, threads)
-    runners.update({name: make() for name, make in makers.items() if name not in failed})
+    run = torch_runner(load(meta, folder), example)
+    return run, first_output(run())
+
+
+def case_runners(folder: Path, meta: dict, threads: int, group: str, example: np.ndarray):
+    """``(runners, luts)`` of ``group``: a no-argument callable per framework, and ``{label: (vm, args)}`` of
+    the LUT builds (``tvm`` group)."""
+    failed = meta.get("failed", {})
+    if group == "ort":
+        makers = {"ort_fp32": lambda: ort_runner(folder / "model.onnx", example, threads),
+                  "ort_int8": lambda: ort_runner(folder / "model_int8.onnx", example, threads)}
+        if "ort_int8_static" in meta:
+            makers["ort_int8_static"] = lambda: ort_runner(folder / meta["ort_int8_static"], example, threads)
+        return {name: make() for name, make in makers.items() if name not in failed}, {}
+    runners = {} if "tvm_dense" in failed else {"tvm_dense": tvm_runner(folder / "tvm_dense.so", example)[0]}
     luts = {}
     for label, variant in meta["lut_variants"].items():
         run, vm, args = tvm_runner(folder / variant["library"], example)
@@ -95,14 +108,21 @@ def case_runners(folder: Path, meta: dict, threads: int):
     return runners, luts
 
 
-def measure_case(folder: Path, threads: int, rounds: int, min_sample_s: float) -> dict:
+def measure_case(folder: Path, threads: int, rounds: int, min_sample_s: float, group: str) -> dict:
+    import torch  # pylint: disable=import-outside-toplevel
+
     meta = read_meta(folder)
     if meta is None:
         raise RuntimeError(f"{folder}: no meta.json (the case was not prepared completely)")
-    runners, luts = case_runners(folder, meta, threads)
-    want = first_output(runners["pytorch"]())
+    example = np.load(folder / "input.npy")
+    torch.set_num_threads(threads if group == "pytorch" else 1)
+    torch_run, want = torch_reference(folder, meta, example)
+    if group == "pytorch":
+        runners, luts = {"pytorch": torch_run}, {}
+    else:
+        runners, luts = case_runners(folder, meta, threads, group, example)
     errors = {name: relative_error(first_output(fn()), want) for name, fn in runners.items() if name != "pytorch"}
-    exact = check_exact(folder, meta, runners)
+    exact = check_exact(folder, meta, runners) if group == "tvm" else {}
     number = {name: calls_per_sample(fn, min_sample_s) for name, fn in runners.items()}
     samples = interleaved_samples(runners, rounds, number, PAUSE_S if threads > 1 else 0.0)
     profiles = ({label: split_profile(vm_kernel_times(vm, args, rounds)) for label, (vm, args) in luts.items()}
@@ -118,6 +138,7 @@ def measure_case(folder: Path, threads: int, rounds: int, min_sample_s: float) -
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--group", choices=GROUPS, required=True, help="the frameworks this process times")
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--min-sample", type=float, required=True, help="seconds per sample, at least")
@@ -130,18 +151,17 @@ def main(argv=None) -> int:
     import torch  # pylint: disable=import-outside-toplevel
     from lut_tvm.steps import Progress  # pylint: disable=import-outside-toplevel
 
-    torch.set_num_threads(args.threads)
     results = {}
     progress = Progress()
-    with progress.counter(f"timing, {args.threads} thread(s)", len(args.folders), "case") as count:
+    with progress.counter(f"timing {args.group}, {args.threads} thread(s)", len(args.folders), "case") as count:
         for folder in args.folders:
             count.status(folder.name[-32:])
             try:
-                results[folder.name] = measure_case(folder, args.threads, args.rounds, args.min_sample)
+                results[folder.name] = measure_case(folder, args.threads, args.rounds, args.min_sample, args.group)
             except Exception as err:  # pylint: disable=broad-except
                 progress.say(f"{folder.name}: timing failed: {failure_text(err)}")
             count.update()
-    write_json_atomic(args.out, {"threads": args.threads, "torch_threads": torch.get_num_threads(),
+    write_json_atomic(args.out, {"threads": args.threads, "group": args.group, "torch_threads": torch.get_num_threads(),
                                  "loadavg_end": list(os.getloadavg()), "cases": results})
     return 0
 
