@@ -6,9 +6,14 @@ targets, the VM, the library exporter and the thread count.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import importlib.util
 import os
-
+import sys
+import tempfile
 import threading
+import types
 
 import numpy as np
 import tvm
@@ -325,10 +330,6 @@ def import_cpu_tensor_intrinsics(target) -> None:
     this puts a bare package in its place and imports just ``x86`` (or ``arm_cpu``) from it, so
     the later import is free. Code needing the GPU intrinsics must import them before tuning.
     """
-    import importlib  # pylint: disable=import-outside-toplevel
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
-    import types  # pylint: disable=import-outside-toplevel
 
     name = "tvm.s_tir.tensor_intrin"
     if name not in sys.modules:
@@ -363,22 +364,17 @@ def with_root_lets_and_stores(func, lets: list, stores: list):
     return func.with_body(SBlockRealize(realize.iter_values, realize.predicate, block))
 
 
-import contextlib as _contextlib  # pylint: disable=wrong-import-position,wrong-import-order
-import threading as _threading  # pylint: disable=wrong-import-position,wrong-import-order
-
 _NATIVE_LOG_NOISE = ("Scope Saving:", "Scope Loaded:")
-_native_log_lock = _threading.Lock()
+_native_log_lock = threading.Lock()
 _native_log_state = {"depth": 0, "saved_fd": -1, "capture": None}
 
 
-@_contextlib.contextmanager
+@contextlib.contextmanager
 def quiet_native_log():
     """Drop the "Scope Saving:"/"Scope Loaded:" warnings that TVM's C++ VM executable writes to
     the process's stderr (fd 2) once per function on every export/load; anything else it
     writes there is passed on to ``sys.stderr`` afterwards. Nested and concurrent uses share one
     redirection (the first in starts it, the last out ends it)."""
-    import sys  # pylint: disable=import-outside-toplevel
-    import tempfile  # pylint: disable=import-outside-toplevel
 
     state = _native_log_state
     with _native_log_lock:

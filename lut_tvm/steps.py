@@ -1,5 +1,6 @@
-"""Progress of long steps (no TVM import): a tqdm line with the time elapsed on a terminal, ticking
-while the step runs; one line per step when the output is piped or logged."""
+"""The one progress display of lut_tvm, its CLI, benchmarks and scripts (no TVM import): tqdm on a
+terminal (a step's line ticks with the time elapsed, a counter is a bar), plain lines when the
+output is piped or logged (one per step or stage, a counter's count every ``PIPED_INTERVAL`` s)."""
 
 from __future__ import annotations
 
@@ -76,13 +77,37 @@ class Counter:
 
 
 class Progress:
-    """Steps and counters on ``file`` (stderr): tqdm on a terminal, plain lines when piped,
-    nothing when ``enabled`` is False."""
+    """Steps, counters and stage lines on ``file`` (stderr): tqdm on a terminal, plain lines when
+    piped, nothing when ``enabled`` is False. ``prefix`` starts every line (``"lut-tvm compile: "``)."""
 
-    def __init__(self, enabled: bool = True, file=None):
+    def __init__(self, enabled: bool = True, file=None, prefix: str = ""):
         self.file = file or sys.stderr
         self.enabled = enabled
+        self.prefix = prefix
         self.tty = bool(enabled and getattr(self.file, "isatty", lambda: False)())
+
+    def say(self, line: str) -> None:
+        """One line now, e.g. a stage starting (the ``progress`` hook of ``compile`` and
+        ``build_kmeans_plan``) or a case left out: above any bar on a terminal."""
+        if not self.enabled:
+            return
+        if self.tty:
+            from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+
+            tqdm.write(self.prefix + line, file=self.file)
+        else:
+            print(self.prefix + line, file=self.file, flush=True)
+
+    @contextmanager
+    def logs_above_bars(self):
+        """While inside, log records print above a terminal's bars instead of through them."""
+        if not self.tty:
+            yield
+            return
+        from tqdm.contrib.logging import logging_redirect_tqdm  # pylint: disable=import-outside-toplevel
+
+        with logging_redirect_tqdm():
+            yield
 
     @contextmanager
     def step(self, text: str):
@@ -91,6 +116,7 @@ class Progress:
             yield
             return
         start = time.perf_counter()
+        text = self.prefix + text
         if not self.tty:
             print(f"{text} ...", file=self.file, flush=True)
             yield
@@ -116,6 +142,7 @@ class Progress:
             yield Counter(text, total, unit)
             return
         start = time.perf_counter()
+        text = self.prefix + text
         if not self.tty:
             count = Counter(text, total, unit, file=self.file)
             print(f"{text} ({total} {unit}s) ..." if total else f"{text} ...", file=self.file,

@@ -75,7 +75,7 @@ def select_kernel_cases(quick: bool):
 
 def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
     """Build every case's artifacts (reusing complete folders); returns the case folders in order
-    and the names of those reused from ``work``."""
+    and the names of those reused from ``work``. ``progress``: a ``lut_tvm.steps.Progress``."""
     from .exact import exact_kernel_cases, prepare_exact_kernel  # pylint: disable=import-outside-toplevel
     from .exact_models import prepare_exact_vgg  # pylint: disable=import-outside-toplevel
     from .kernels import prepare_kernel  # pylint: disable=import-outside-toplevel
@@ -100,19 +100,19 @@ def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
     from benchmarks.common.peers import failure_text  # pylint: disable=import-outside-toplevel
 
     folders, reused = [], []
-    bar = progress(jobs, desc="building (export, quantize, plan, compile)", unit="case")
-    for folder, prepare in bar:
-        bar.set_postfix_str(folder.name[-32:])
-        if read_meta(folder) is not None:
-            reused.append(folder.name)
-        else:
-            try:
-                prepare(folder)
-            except Exception as err:  # pylint: disable=broad-except
-                print(f"\n{folder.name}: could not be prepared, left out: {failure_text(err)}",
-                      file=sys.stderr, flush=True)
-                continue
-        folders.append(folder)
+    with progress.counter("building (export, quantize, plan, compile)", len(jobs), "case") as count:
+        for folder, prepare in jobs:
+            count.status(folder.name[-32:])
+            if read_meta(folder) is not None:
+                reused.append(folder.name)
+                folders.append(folder)
+            else:
+                try:
+                    prepare(folder)
+                    folders.append(folder)
+                except Exception as err:  # pylint: disable=broad-except
+                    progress.say(f"{folder.name}: could not be prepared, left out: {failure_text(err)}")
+            count.update()
     return folders, reused
 
 
@@ -143,9 +143,8 @@ def main(argv=None) -> int:
     args = parse_args(argv if argv is not None else sys.argv[1:])
     import warnings  # pylint: disable=import-outside-toplevel
 
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
     from benchmarks.common.machine import library_versions, machine_info, shuffle_peak  # pylint: disable=C0415
+    from lut_tvm.steps import Progress  # pylint: disable=import-outside-toplevel
     from .report import write_report  # pylint: disable=import-outside-toplevel
 
     if args.report_only:
@@ -164,7 +163,7 @@ def main(argv=None) -> int:
     out_dir = args.out or (RESULTS / "quick" if args.quick else RESULTS)
     with tempfile.TemporaryDirectory(prefix="speed_bench_") as tmp:
         work = args.work or Path(tmp)
-        folders, reused = prepare_all(work, args, lambda items, **kw: tqdm(items, file=sys.stderr, **kw))
+        folders, reused = prepare_all(work, args, Progress())
         build_s = time.time() - start
         if not folders:
             raise SystemExit("no case could be prepared (the reasons are printed above): nothing to time")

@@ -149,16 +149,18 @@ def main(argv=None) -> int:
         raise SystemExit(f"worker: TVM_NUM_THREADS is {os.environ.get('TVM_NUM_THREADS')!r}, "
                          f"expected {args.threads} (set it before TVM starts)")
     import torch  # pylint: disable=import-outside-toplevel
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+    from lut_tvm.steps import Progress  # pylint: disable=import-outside-toplevel
 
     results = {}
-    bar = tqdm(args.folders, desc=f"timing {args.group}, {args.threads} thread(s)", unit="case", file=sys.stderr)
-    for folder in bar:
-        bar.set_postfix_str(folder.name[-32:])
-        try:
-            results[folder.name] = measure_case(folder, args.threads, args.rounds, args.min_sample, args.group)
-        except Exception as err:  # pylint: disable=broad-except
-            print(f"\n{folder.name}: timing failed: {failure_text(err)}", file=sys.stderr, flush=True)
+    progress = Progress()
+    with progress.counter(f"timing {args.group}, {args.threads} thread(s)", len(args.folders), "case") as count:
+        for folder in args.folders:
+            count.status(folder.name[-32:])
+            try:
+                results[folder.name] = measure_case(folder, args.threads, args.rounds, args.min_sample, args.group)
+            except Exception as err:  # pylint: disable=broad-except
+                progress.say(f"{folder.name}: timing failed: {failure_text(err)}")
+            count.update()
     write_json_atomic(args.out, {"threads": args.threads, "group": args.group, "torch_threads": torch.get_num_threads(),
                                  "loadavg_end": list(os.getloadavg()), "cases": results})
     return 0

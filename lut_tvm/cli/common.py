@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from ..errors import LutTvmError, ModelLoadError
 from ..npz_meta import describe_non_numpy_file, numpy_file_kind
+from ..steps import Progress
 
 MODEL_HELP = "model file: .onnx, or a torch.export .pt2 (torch.export.save)"
 
@@ -93,15 +93,11 @@ def check_paths(inputs: dict[str, str | None], outputs: dict[str, str | os.PathL
 
 
 def progress_printer(args):
-    """A function printing one progress line per stage to stderr (``lut-tvm CMD: ...``), or
-    None with --quiet."""
+    """The ``progress`` hook of ``compile`` / ``build_kmeans_plan``: one line per stage on stderr
+    (``lut-tvm CMD: ...``, through ``lut_tvm.steps.Progress``), or None with --quiet."""
     if getattr(args, "quiet", False):
         return None
-
-    def say(line: str) -> None:
-        print(f"lut-tvm {args.command}: {line}", file=sys.stderr, flush=True)
-
-    return say
+    return Progress(prefix=f"lut-tvm {args.command}: ").say
 
 
 def add_quiet_argument(parser) -> None:

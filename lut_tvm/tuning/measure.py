@@ -16,7 +16,7 @@ from tvm.ir.utils import derived_object
 from schedules.attrs import LUT_KIND_ATTR
 
 from .. import _tvm_compat
-from .progress import STOPPED, TuneStatus
+from .stopping import STOPPED, TuneStatus
 from .worker_fns import alloc_arguments, build_lean, ignore_sigint, warm_up
 
 ms = _tvm_compat.meta_schedule()

@@ -28,7 +28,7 @@ from .. import _tvm_compat
 from ..deploy.defaults import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MEASURE_TIMEOUT, DeviceError
 from ..errors import TargetError
 from .measure import LutBuilder, args_key, make_builder, wait_or_stop, worker_pool
-from .progress import STOPPED, TuneStatus
+from .stopping import STOPPED, TuneStatus
 from .worker_fns import export_shared, measure_on_device, warm_up
 
 ms = _tvm_compat.meta_schedule()

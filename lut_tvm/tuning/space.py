@@ -84,7 +84,7 @@ def _lut_variants(func, target) -> list:
 
 def rule_schedules(sch, target, rules, lut: bool, stop=None) -> list:
     """Design-space schedules for ``sch``'s function from our rules (tunable where supported).
-    Once ``stop`` (a ``progress.StopRequest``) is requested, raises instead: the tuning run is
+    Once ``stop`` (a ``stopping.StopRequest``) is requested, raises instead: the tuning run is
     ending, and generating the other tasks' spaces would only delay it."""
     if stop is not None and stop.requested:
         raise RuntimeError("tuning was stopped")

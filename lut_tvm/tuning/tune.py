@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from ..errors import LutTvmError, TargetError
 from . import keys
 from .logs import open_database, repair_log
 from .measure import make_builder, make_runner, reap_workers, task_bounds
-from .progress import (RecordCallback, StoppableSearch, StoppableXGBModel, StopRequest, TuneStatus,
+from .stopping import (RecordCallback, StoppableSearch, StoppableXGBModel, StopRequest, TuneStatus,
                        interrupt_handlers, stopped)
 from .remote import RemoteDevice, device_target, remote_measurers
 from .space import first_rule_schedule, design_space
@@ -166,7 +165,7 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
 
     Ctrl-C or SIGTERM (or a KeyboardInterrupt from ``on_measure(task_id, n_measured)``, called
     after each batch) stops the run within seconds with ``interrupted=True``: the candidates
-    measured so far are in the log, the worker processes are killed (``progress.StopRequest``).
+    measured so far are in the log, the worker processes are killed (``stopping.StopRequest``).
 
     ``plan`` is a Plan, an ExactPlan or a file of either kind; ``fast_math`` must be what the
     model will be compiled with (``compile(fast_math=...)``), since it changes the tasks.
@@ -204,11 +203,7 @@ def tune_model(model, plan, target="native", trials: int = 32, *, log_dir=None,
     tasks: list = []
     defaults: list[float | None] = []
     try:
-        with interrupt_handlers(stop), ExitStack() as stack:
-            if steps.tty:
-                from tqdm.contrib.logging import logging_redirect_tqdm  # pylint: disable=import-outside-toplevel
-
-                stack.enter_context(logging_redirect_tqdm())  # warnings above the bar, not in it
+        with interrupt_handlers(stop), steps.logs_above_bars():
             # Workers start (and import TVM) while the model is imported and rewritten.
             bounds: dict[str, list] = {}
             with steps.step("importing the model and extracting its tuning tasks"):

@@ -1,4 +1,4 @@
-"""The speed benchmark's tuning driver (scripts/tune_logs.py) on one small kernel case,
+"""The tuning-log producer (scripts/tune_logs/) on one small kernel case,
 2 trials into a temporary log: compile applies the records and computes what the untuned build
 and the NumPy reference do; a second run finds nothing left to tune."""
 

@@ -1,56 +1,31 @@
 """Bad input gets a LutTvmError subclass whose message names the file, layer, field or input
-at fault, not a NumPy/TVM traceback."""
+at fault, not a NumPy/TVM traceback: plans, model files, targets, inputs, files written. Bad
+artifacts, ``.pt2`` files and planning warnings: ``test_bad_artifacts.py``."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
-import logging
 import os
-import shutil
 import stat
-import threading
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from tiny_model import X, kmeans_plan, raises, tiny
 
 import lut_tvm
 from lut_tvm import ArtifactError, LutTvmError, ModelLoadError, PlanError, TargetError
 
 
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(32, 16)
-        self.fc2 = nn.Linear(16, 8)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x)))
-
-
-def _tiny(seed):
-    torch.manual_seed(seed)
-    return Tiny().eval()
-
-
-X = np.random.default_rng(0).standard_normal((4, 32)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def model():
-    return _tiny(0)
+    return tiny(0)
 
 
 @pytest.fixture(scope="module")
 def plan(model):
-    calibration = np.random.default_rng(1).standard_normal((64, 32)).astype(np.float32)
-    plan = lut_tvm.build_kmeans_plan(model, calibration)
-    assert [layer.name for layer in plan.layers] == ["fc1"]
-    return plan
+    return kmeans_plan(model)
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +33,9 @@ def compiled(model):
     return lut_tvm.compile(model, None, example_inputs=(X,))
 
 
-def _raises(exc_type, func, *args, **kwargs) -> str:
-    """Run ``func``, check it raises ``exc_type`` (a LutTvmError); return the message."""
-    assert issubclass(exc_type, LutTvmError)
-    with pytest.raises(exc_type) as info:
-        func(*args, **kwargs)
-    return str(info.value)
-
-
 def test_plan_for_another_model(plan):
-    other = _tiny(1)  # same architecture, other weights
-    message = _raises(PlanError, lut_tvm.compile, other, plan, example_inputs=(X,))
+    other = tiny(1)  # same architecture, other weights
+    message = raises(PlanError, lut_tvm.compile, other, plan, example_inputs=(X,))
     assert "'fc1'" in message
     assert "another model" in message
 
@@ -79,7 +46,7 @@ def test_plan_with_wrong_centroid_shape(model, plan):
     # C*V = 2*8 = 16, but fc1 reduces over D = 32
     wrong = np.ascontiguousarray(layer.centroids[:, :, : sub_len // 2])
     bad = lut_tvm.Plan([dataclasses.replace(layer, centroids=wrong)])
-    message = _raises(PlanError, lut_tvm.compile, model, bad, example_inputs=(X,))
+    message = raises(PlanError, lut_tvm.compile, model, bad, example_inputs=(X,))
     assert "'fc1'" in message
     assert "centroids" in message
     # the good plan still compiles (the error is the shape, not the plan)
@@ -93,12 +60,12 @@ def test_plan_file_with_wrong_centroid_shape(plan, tmp_path):
         arrays = {key: npz[key] for key in npz.files}
     arrays["layer0.centroids"] = np.ascontiguousarray(arrays["layer0.centroids"][:, :, :8])
     np.savez(path, **arrays)
-    message = _raises(PlanError, lut_tvm.Plan.load, path)
+    message = raises(PlanError, lut_tvm.Plan.load, path)
     assert str(path) in message and "'fc1'" in message and "centroids" in message
 
 
 def test_unknown_target(model):
-    message = _raises(TargetError, lut_tvm.compile, model, None, target="riscv-v",
+    message = raises(TargetError, lut_tvm.compile, model, None, target="riscv-v",
                       example_inputs=(X,))
     assert "riscv-v" in message
     for name in ("x86-avx2", "x86-avx512", "arm64", "native"):
@@ -107,20 +74,20 @@ def test_unknown_target(model):
 
 def test_missing_model_file(tmp_path):
     path = tmp_path / "nowhere" / "model.onnx"
-    message = _raises(ModelLoadError, lut_tvm.compile, str(path), None, example_inputs=(X,))
+    message = raises(ModelLoadError, lut_tvm.compile, str(path), None, example_inputs=(X,))
     assert str(path) in message
 
 
 def test_onnx_file_that_is_not_onnx(tmp_path):
     path = tmp_path / "garbage.onnx"
     path.write_bytes(b"\x00\xffthis is not a protobuf\x13\x37" * 16)
-    message = _raises(ModelLoadError, lut_tvm.compile, str(path), None, example_inputs=(X,))
+    message = raises(ModelLoadError, lut_tvm.compile, str(path), None, example_inputs=(X,))
     assert str(path) in message
 
 
 def test_wrong_input_shape(compiled):
     (name,) = compiled.info.input_names
-    message = _raises(ArtifactError, compiled, np.zeros((3, 32), np.float32))
+    message = raises(ArtifactError, compiled, np.zeros((3, 32), np.float32))
     assert repr(name) in message
     assert "[3, 32]" in message and "[4, 32]" in message
     # the right shape runs
@@ -128,13 +95,13 @@ def test_wrong_input_shape(compiled):
 
 
 def test_wrong_number_of_inputs(compiled):
-    message = _raises(ArtifactError, compiled, X, X)
+    message = raises(ArtifactError, compiled, X, X)
     assert compiled.info.input_names[0] in message
 
 
 def test_load_missing_artifact(tmp_path):
     path = tmp_path / "missing.so"
-    message = _raises(ArtifactError, lut_tvm.load, path)
+    message = raises(ArtifactError, lut_tvm.load, path)
     assert str(path) in message
 
 
@@ -142,7 +109,7 @@ def test_load_artifact_without_its_description(compiled, tmp_path):
     path = compiled.export(tmp_path / "model.so")
     sidecar = path.with_name(path.name + ".json")
     sidecar.unlink()
-    message = _raises(ArtifactError, lut_tvm.load, path)
+    message = raises(ArtifactError, lut_tvm.load, path)
     assert str(sidecar) in message
 
 
@@ -192,7 +159,7 @@ def test_plan_file_with_transposed_centroids(plan, model, tmp_path):
         arrays["layer0.centroids"] = np.ascontiguousarray(arrays["layer0.centroids"].transpose(2, 1, 0))
 
     _rewrite_plan(path, edit_arrays=transpose)
-    message = _raises(PlanError, lut_tvm.compile, model, str(path), example_inputs=(X,))
+    message = raises(PlanError, lut_tvm.compile, model, str(path), example_inputs=(X,))
     assert str(path) in message and "'fc1'" in message and "centroids" in message
     assert "[16, 16, 2]" in message and "V = 16" in message
 
@@ -215,7 +182,7 @@ def _drop_name(meta):
 ])
 def test_plan_file_with_wrong_metadata_types(plan, tmp_path, edit, expected):
     path = _rewrite_plan(plan.save(tmp_path / "plan.npz"), edit_meta=edit)
-    message = _raises(PlanError, lut_tvm.Plan.load, path)
+    message = raises(PlanError, lut_tvm.Plan.load, path)
     assert str(path) in message and expected in message
 
 
@@ -238,14 +205,14 @@ def test_exact_plan_file_without_name_or_with_wrong_types(model, tmp_path):
         edit(meta)
         arrays["__plan__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         np.savez(path, **arrays)
-        message = _raises(PlanError, ExactPlan.load, path)
+        message = raises(PlanError, ExactPlan.load, path)
         assert str(path) in message and expected in message, message
 
 
 def test_text_file_given_as_plan(model, tmp_path):
     path = tmp_path / "plan.npz"
     path.write_text("layer fc1: K=16 V=16\n")
-    message = _raises(PlanError, lut_tvm.compile, model, str(path), example_inputs=(X,))
+    message = raises(PlanError, lut_tvm.compile, model, str(path), example_inputs=(X,))
     assert str(path) in message and "text file" in message and "plan" in message
     assert "pickle" not in message
 
@@ -259,7 +226,7 @@ def test_nan_and_inf_inputs_are_refused(model, plan):
     for bad_value in (np.nan, np.inf, -np.inf):
         x = X.copy()
         x[1, 3] = bad_value
-        message = _raises(ArtifactError, compiled, x)
+        message = raises(ArtifactError, compiled, x)
         assert repr(name) in message and "1 NaN/infinite" in message
         # PyTorch propagates it; the LUT layer would have encoded it to a finite centroid
         with torch.no_grad():
@@ -271,14 +238,14 @@ def test_nan_and_inf_inputs_are_refused(model, plan):
 
 def test_calibration_of_the_wrong_shape(model):
     calibration = np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32)
-    message = _raises(PlanError, lut_tvm.build_kmeans_plan, model, calibration,
+    message = raises(PlanError, lut_tvm.build_kmeans_plan, model, calibration,
                       example_inputs=(X,))
     assert "[64, 16]" in message and "[4, 32]" in message and "[S, 32]" in message
 
 
 def test_missing_tuning_log_folder(model, tmp_path):
     folder = tmp_path / "no_such_logs"
-    message = _raises(LutTvmError, lut_tvm.compile, model, None, example_inputs=(X,),
+    message = raises(LutTvmError, lut_tvm.compile, model, None, example_inputs=(X,),
                       tuning_logs=folder)
     assert str(folder) in message and "does not exist" in message
 
@@ -291,140 +258,6 @@ def test_target_as_json_dict_string():
     assert describe_target(str(target)).startswith("llvm mcpu=haswell")
     assert "{" not in describe_target(str(target))
     for bad in ('{"kind": "llvm", ', '{"mcpu": "haswell"}'):
-        message = _raises(TargetError, resolve_target, bad)
+        message = raises(TargetError, resolve_target, bad)
         assert "kind" in message or "JSON" in message
 
-
-# --------------------------------------------------------------------------- .pt2 files
-
-
-class _Bessel(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(32, 8)
-
-    def forward(self, x):
-        return torch.special.bessel_j0(self.fc(x))
-
-
-def test_pt2_with_an_op_the_frontend_lacks(tmp_path):
-    path = tmp_path / "bessel.pt2"
-    torch.export.save(torch.export.export(_Bessel().eval(), (torch.from_numpy(X),)), str(path))
-    message = _raises(ModelLoadError, lut_tvm.compile, str(path))
-    assert str(path) in message and "special_bessel_j0" in message
-
-
-def test_corrupt_pt2_gives_one_error_and_no_logged_traceback(model, tmp_path, capfd, caplog):
-    good = tmp_path / "tiny.pt2"
-    torch.export.save(torch.export.export(model, (torch.from_numpy(X),)), str(good))
-    bad = tmp_path / "truncated.pt2"
-    bad.write_bytes(good.read_bytes()[:400])
-    capfd.readouterr()
-    with caplog.at_level(logging.DEBUG):
-        message = _raises(ModelLoadError, lut_tvm.compile, str(bad))
-    assert str(bad) in message and "corrupt, or saved by another torch version" in message
-    assert "\n" not in message
-    captured = capfd.readouterr()
-    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert "Traceback" not in captured.err + captured.out + "".join(logged), logged
-
-
-# --------------------------------------------------------------------------- export / load
-
-
-def test_export_and_load_print_no_scope_lines(model, plan, tmp_path, capfd):
-    compiled = lut_tvm.compile(model, plan, example_inputs=(X,))
-    capfd.readouterr()
-    path = compiled.export(tmp_path / "m.so")
-    loaded = lut_tvm.load(path)
-    captured = capfd.readouterr()
-    assert "Scope" not in captured.err + captured.out
-    np.testing.assert_array_equal(loaded(X), compiled(X))
-    # stderr works again afterwards (the redirection around the calls is undone)
-    os.write(2, b"still here\n")
-    assert "still here" in capfd.readouterr().err
-
-
-def test_concurrent_exports_to_one_path_publish_whole_pairs(model, plan, tmp_path):
-    """Eight threads export two different models to one path while four threads load it:
-    no export fails, and every load (and the final file) is a library with its own description."""
-    dense = lut_tvm.compile(model, None, example_inputs=(X,))
-    lut = lut_tvm.compile(model, plan, example_inputs=(X,))
-    expected = {(): dense(X), ("fc1",): lut(X)}
-    assert np.abs(expected[()] - expected[("fc1",)]).max() > 1e-3  # the outputs tell them apart
-    path = tmp_path / "shared" / "model.so"
-    dense.export(path)
-    stop = threading.Event()
-    problems = []
-
-    def export(index):
-        (lut if index % 2 else dense).export(path)
-
-    def reader():
-        while not stop.is_set():
-            loaded = lut_tvm.load(path)
-            out = loaded(X)
-            if not np.array_equal(out, expected[tuple(loaded.info.lut_layers)]):
-                problems.append(loaded.info.lut_layers)
-
-    readers = [threading.Thread(target=reader) for _ in range(4)]
-    for thread in readers:
-        thread.start()
-    try:
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(export, range(8)))  # re-raises an export's exception
-    finally:
-        stop.set()
-        for thread in readers:
-            thread.join()
-    assert not problems, problems
-    final = lut_tvm.load(path)
-    np.testing.assert_array_equal(final(X), expected[tuple(final.info.lut_layers)])
-    assert sorted(p.name for p in path.parent.iterdir()) == ["model.so", "model.so.json"]
-
-
-def test_load_refuses_a_library_that_is_not_the_described_one(model, plan, tmp_path):
-    dense = lut_tvm.compile(model, None, example_inputs=(X,)).export(tmp_path / "dense.so")
-    lut = lut_tvm.compile(model, plan, example_inputs=(X,)).export(tmp_path / "lut.so")
-    shutil.copyfile(lut, dense)  # dense.so.json still describes the dense model
-    message = _raises(ArtifactError, lut_tvm.load, dense)
-    assert str(dense) in message and "not the library" in message
-
-
-# --------------------------------------------------------------------------- planning
-
-
-def test_plan_reports_each_layers_reconstruction_error(model, plan):
-    """The relative output error of fc1 on its calibration rows, against NumPy: fc1's inputs
-    are the calibration samples themselves."""
-    calibration = np.random.default_rng(1).standard_normal((64, 32)).astype(np.float64)
-    centroids = plan.layers[0].centroids.astype(np.float64)  # [C, K, V]
-    num_codebooks, _, sub_len = centroids.shape
-    weight = model.fc1.weight.detach().numpy().T.astype(np.float64)  # [D, N]
-    exact = calibration @ weight
-    approx = np.zeros_like(exact)
-    for c in range(num_codebooks):
-        block = calibration[:, c * sub_len:(c + 1) * sub_len]
-        nearest = ((block[:, None, :] - centroids[c][None]) ** 2).sum(-1).argmin(1)
-        approx += centroids[c][nearest] @ weight[c * sub_len:(c + 1) * sub_len]
-    expected = np.linalg.norm(exact - approx) / np.linalg.norm(exact)
-    reported = plan.provenance["reconstruction_error"]["fc1"]
-    assert 0 < expected < 1
-    assert reported == pytest.approx(expected, abs=2e-6)
-
-
-def test_kmeans_convergence_warnings_fold_into_one_line(caplog):
-    """fc1's first 8 outputs are dead (ReLU of a large negative bias): fc2's first codebook
-    (V = 8) is all zeros, and scikit-learn warns once per codebook with too few distinct points."""
-    model = _tiny(0)
-    with torch.no_grad():
-        model.fc1.bias[:8] = -1e3
-    calibration = np.random.default_rng(1).standard_normal((64, 32)).astype(np.float32)
-    policy = lut_tvm.PlanPolicy(only=["fc2"], dense_sub_len=8)
-    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, "lut_tvm"):
-        warnings.simplefilter("always")
-        plan = lut_tvm.build_kmeans_plan(model, calibration, policy)
-    assert plan.layers[0].centroids.shape == (2, 16, 8)
-    assert not [w for w in caught if type(w.message).__name__ == "ConvergenceWarning"]
-    folded = [r.getMessage() for r in caplog.records if "k-means:" in r.getMessage()]
-    assert len(folded) == 1 and folded[0].startswith("k-means: 1 codebook(s)"), folded

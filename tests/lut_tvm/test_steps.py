@@ -1,9 +1,12 @@
-"""Long steps are never silent: ``lut_tvm.steps.Progress`` ticks on a terminal and prints one line per
-step when piped; ``lut-tvm demo`` announces its steps from the start."""
+"""Long steps are never silent: ``lut_tvm.steps.Progress`` (the one progress display) ticks on a
+terminal and prints one line per step when piped; stage lines (the CLI's ``lut-tvm CMD: ...``) go
+through it too; ``lut-tvm demo`` announces its steps from the start."""
 
 from __future__ import annotations
 
+import argparse
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +15,7 @@ import time
 from pathlib import Path
 
 from lut_tvm import steps
+from lut_tvm.cli.common import progress_printer
 from lut_tvm.steps import Progress
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -68,6 +72,54 @@ def test_disabled_progress_prints_nothing():
     with progress.step("a"), progress.counter("b", 2) as count:
         count.update(2)
     assert out.getvalue() == ""
+
+
+def test_stage_lines_carry_the_prefix_when_piped():
+    out = io.StringIO()
+    progress = Progress(file=out, prefix="lut-tvm compile: ")
+    progress.say("importing cnn.onnx")
+    with progress.step("building"):
+        pass
+    assert out.getvalue().splitlines() == ["lut-tvm compile: importing cnn.onnx", "lut-tvm compile: building ..."]
+    silent = io.StringIO()
+    Progress(enabled=False, file=silent).say("nothing")
+    assert silent.getvalue() == ""
+
+
+def test_a_line_said_during_a_bar_stays_whole_on_a_terminal():
+    out = Terminal()
+    progress = Progress(file=out)
+    with progress.counter("cases", 3, "case") as count:
+        count.update()
+        progress.say("case-b: could not be prepared, left out")
+        count.update(2)
+    text = out.getvalue()
+    said = text.index("case-b: could not be prepared, left out\n")
+    assert "3/3" in text[said:]  # the bar is drawn again below the line
+    # the line starts a row of its own: the bar was cleared before it ("\r" then spaces or "\x1b[K")
+    assert text[:said].rstrip(" ").endswith(("\r", "\x1b[K", "\n")), repr(text[:said][-40:])
+
+
+def test_progress_printer_prints_through_the_display(capsys):
+    assert progress_printer(argparse.Namespace(command="plan", quiet=True)) is None
+    say = progress_printer(argparse.Namespace(command="plan", quiet=False))
+    say("k-means, K = 16, on 2 layer(s)")
+    assert capsys.readouterr().err == "lut-tvm plan: k-means, K = 16, on 2 layer(s)\n"
+
+
+def test_log_records_go_above_the_bars_on_a_terminal_only():
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    root.addHandler(handler)
+    try:
+        with Progress(file=Terminal()).logs_above_bars():
+            inside = list(root.handlers)
+        with Progress(file=io.StringIO()).logs_above_bars():
+            piped = list(root.handlers)
+    finally:
+        root.removeHandler(handler)
+    assert handler not in inside and any("tqdm" in type(h).__name__.lower() for h in inside), inside
+    assert handler in piped
 
 
 def test_demo_announces_its_steps_from_the_start(tmp_path):

@@ -1,5 +1,6 @@
-"""Tuning progress and stopping: what the builder, runner, search and measure callback share
-(the progress counter and the stop request), and Ctrl-C / SIGTERM as a fast, clean stop.
+"""Stopping a tuning run: what the builder, runner, search and measure callback share (the stop
+request, and the ``lut_tvm.steps`` counter they advance: this module draws nothing itself), and
+Ctrl-C / SIGTERM as a fast, clean stop.
 
 A stop request (Ctrl-C, SIGTERM, an ``on_measure`` hook's KeyboardInterrupt, a lost device)
 makes the builder and runner cancel their queued work and kill their worker processes, the
@@ -45,7 +46,7 @@ class StopNow(Exception):
 
 class TuneStatus:
     """Shared by the builder, runner, search and callback: the stop request, the progress
-    counter of the current phase (a ``stages.Counter`` or None) and the task being searched."""
+    counter of the current phase (a ``lut_tvm.steps.Counter`` or None) and the task being searched."""
 
     def __init__(self, stop: StopRequest | None = None):
         self.stop = stop or StopRequest()
