@@ -64,4 +64,4 @@ class TapLUTCodes:
         mod[main_var] = relax.Function(
             func.params, body, ret_ty=result.ty, is_pure=func.is_pure, attrs=func.attrs
         )
-        return mod
+        return relax.transform.Normalize()(mod)  # the new body's type
