@@ -47,7 +47,7 @@ def bind_plan(plan: PlanKind, imported: ImportedModel) -> list[str]:
     if unbound:
         first = unbound[0]
         raise PlanError(
-            f"plan layer {first.name!r} ({first.kind.value} weight {list(first.weight_shape)}, "
+            f"{plan.LABEL} layer {first.name!r} ({first.kind.value} weight {list(first.weight_shape)}, "
             f"fingerprint {first.weight_fingerprint}) matches no weight of {imported.source}"
             + (f" (and {len(unbound) - 1} more plan layers do not either)" if len(unbound) > 1 else "")
             + ": the plan was made for another model"
@@ -55,7 +55,7 @@ def bind_plan(plan: PlanKind, imported: ImportedModel) -> list[str]:
     for layer in plan.layers:
         site = sites[layer.weight_fingerprint]
         if site.kind is not layer.kind:
-            raise PlanError(f"plan layer {layer.name!r}: field 'kind' is {layer.kind.value}, "
+            raise PlanError(f"{plan.LABEL} layer {layer.name!r}: field 'kind' is {layer.kind.value}, "
                             f"the model's layer is {site.kind.value}")
     return [layer.name for layer in plan.layers]
 
