@@ -12,20 +12,22 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from relay_passes import FuseLUTEpilogue, RewriteConv2dToLUT, RewriteDenseToLUT
 from relay_passes.conv2d_weight_hwio import Conv2dWeightHWIO
 from relay_passes.fast_math import FastMath
 from relay_passes.fuse_exact_bias import FuseExactBias
-from relay_passes.rewrite_conv2d_to_exact_lut import RewriteConv2dToExactLUT
-from relay_passes.rewrite_dense_to_exact_lut import RewriteDenseToExactLUT
+from relay_passes.fuse_lut_epilogue import FuseLUTEpilogue
 from relay_passes.layer_sites import LayerSite, unique_layer_sites
+from relay_passes.rewrite_conv2d_to_exact_lut import RewriteConv2dToExactLUT
+from relay_passes.rewrite_conv2d_to_lut import RewriteConv2dToLUT
+from relay_passes.rewrite_dense_to_exact_lut import RewriteDenseToExactLUT
+from relay_passes.rewrite_dense_to_lut import RewriteDenseToLUT
 from schedules.rules import default_rules
 
 from . import _tvm_compat
 from .errors import LutTvmError, PlanError
-from .exact.plan import EXACT_PLAN_FORMAT, ExactPlan, plan_file_format
+from .exact.plan import ExactPlan
 from .frontends import ImportedModel, import_model
-from .plan import Plan
+from .plan import Plan, PlanKind, plan_file_format
 from .runtime import ArtifactInfo, CompiledModel
 from .targets import resolve_target
 from .tuning.logs import apply_tuning_log, resolve_log_dir
@@ -38,14 +40,14 @@ def layer_sites(imported: ImportedModel) -> list[LayerSite]:
     return [site for _, site in unique_layer_sites(imported.mod["main"])]
 
 
-def bind_plan(plan: Plan, imported: ImportedModel) -> list[str]:
+def bind_plan(plan: PlanKind, imported: ImportedModel) -> list[str]:
     """Check every plan layer binds to a weight of the model; returns the bound layer names."""
     sites = {site.fingerprint: site for site in layer_sites(imported)}
     unbound = [layer for layer in plan.layers if layer.weight_fingerprint not in sites]
     if unbound:
         first = unbound[0]
         raise PlanError(
-            f"plan layer {first.name!r} ({first.kind.value} weight {list(first.weight_shape)}, "
+            f"{plan.LABEL} layer {first.name!r} ({first.kind.value} weight {list(first.weight_shape)}, "
             f"fingerprint {first.weight_fingerprint}) matches no weight of {imported.source}"
             + (f" (and {len(unbound) - 1} more plan layers do not either)" if len(unbound) > 1 else "")
             + ": the plan was made for another model"
@@ -53,7 +55,7 @@ def bind_plan(plan: Plan, imported: ImportedModel) -> list[str]:
     for layer in plan.layers:
         site = sites[layer.weight_fingerprint]
         if site.kind is not layer.kind:
-            raise PlanError(f"plan layer {layer.name!r}: field 'kind' is {layer.kind.value}, "
+            raise PlanError(f"{plan.LABEL} layer {layer.name!r}: field 'kind' is {layer.kind.value}, "
                             f"the model's layer is {site.kind.value}")
     return [layer.name for layer in plan.layers]
 
@@ -69,25 +71,38 @@ def exact_rewrite_passes(plan: ExactPlan) -> list:
     return [RewriteDenseToExactLUT(plan), RewriteConv2dToExactLUT(plan), FuseExactBias()]
 
 
-def load_plan(plan) -> "Plan | ExactPlan":
-    """A Plan or an ExactPlan from a plan object or file (the kind read from its metadata)."""
+# Stage 3 per plan kind: the passes that rewrite its layers. A new plan kind adds its entry here.
+REWRITE_STAGES = {Plan: lut_rewrite_passes, ExactPlan: exact_rewrite_passes}
+
+
+def rewrite_passes(plan: PlanKind) -> list:
+    """Stage 3 for ``plan``'s kind (``REWRITE_STAGES``)."""
+    try:
+        return REWRITE_STAGES[type(plan)](plan)
+    except KeyError:
+        raise PlanError(f"no rewrite passes for plan kind {type(plan).__name__}; one of "
+                        f"{[kind.__name__ for kind in REWRITE_STAGES]} is expected") from None
+
+
+def load_plan(plan) -> PlanKind:
+    """A plan (of any kind in ``REWRITE_STAGES``) from a plan object or file (the kind read from
+    the file's metadata; a file no kind names is read as a Plan, whose loader says what is wrong)."""
     if not isinstance(plan, (str, Path)):
         return plan or Plan(layers=[])
-    if plan_file_format(plan) == EXACT_PLAN_FORMAT:
-        return ExactPlan.load(plan)
-    return Plan.load(plan)
+    file_format = plan_file_format(plan)
+    kind = next((kind for kind in REWRITE_STAGES if kind.FORMAT == file_format), Plan)
+    return kind.load(plan)
 
 
 @contextlib.contextmanager
-def _naming_exact_plan_file(plan, plan_path):
-    """Prefix the PlanErrors raised inside with the exact plan file they come from, if any
-    (LUT-NN plans' errors pass unchanged)."""
+def _naming_plan_file(plan: PlanKind, plan_path):
+    """Prefix the PlanErrors raised inside with the plan file they come from, if any."""
     try:
         yield
     except PlanError as err:
-        if plan_path is None or not isinstance(plan, ExactPlan):
+        if plan_path is None:
             raise
-        raise PlanError(f"exact plan file {str(plan_path)!r}: {err}") from None
+        raise PlanError(f"{plan.LABEL} file {str(plan_path)!r}: {err}") from None
 
 
 def legalize_passes(fast_math: bool = True) -> list:
@@ -137,15 +152,14 @@ def rewrite_module(imported: ImportedModel, plan, tvm_target, *, plan_path=None,
     then rewrite its layers to LUT kernels, then run ``after_rewrite`` (extra Relax passes, e.g. a
     test's code tap). Returns ``(module, bound layer names)``."""
     say = say or (lambda _line: None)
-    exact = isinstance(plan, ExactPlan)
-    with _naming_exact_plan_file(plan, plan_path):
+    with _naming_plan_file(plan, plan_path):
         plan.validate()  # an in-memory plan is not checked by its loader
         bound = bind_plan(plan, imported)
-    LOG.info("%s layers: %s", "exact LUT" if exact else "LUT", ", ".join(bound) or "none")
+    LOG.info("layers to %s: %s", plan.KERNELS, ", ".join(bound) or "none")
     if plan.layers:
-        say(f"rewriting {len(plan.layers)} layer(s) to {'exact ' if exact else ''}LUT kernels")
-    passes = [*(exact_rewrite_passes(plan) if exact else lut_rewrite_passes(plan)), *after_rewrite]
-    with tvm_target, _naming_exact_plan_file(plan, plan_path):
+        say(f"rewriting {len(plan.layers)} layer(s) to {plan.KERNELS}")
+    passes = [*rewrite_passes(plan), *after_rewrite]
+    with tvm_target, _naming_plan_file(plan, plan_path):
         mod = tvm.transform.Sequential(passes, name="lut_rewrite")(imported.mod)
     _dump(dump_dir, 2, "lut_rewrite", mod)
     return mod, bound
@@ -189,7 +203,7 @@ def compile_imported(imported: ImportedModel, plan, tvm_target, *, log_dir=None,
 
 def compile(  # pylint: disable=redefined-builtin
     model,
-    plan: Plan | ExactPlan | str | Path | None = None,
+    plan: PlanKind | str | Path | None = None,
     target="native",
     example_inputs=None,
     *,

@@ -19,15 +19,19 @@ one scale per layer. All three load; versions 1 and 2 only with ``int8_per_layer
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from .errors import PlanError
-from .npz_meta import check_int_field, checked_layer_entries, read_npz_with_meta, write_npz_with_meta
+from .npz_meta import (META_KEY, check_int_field, checked_layer_entries, read_npz_with_meta,
+                       write_npz_with_meta)
 from .weights import (LayerKind, check_distinct_weights, checked_layer_kind, output_length,
                       reduction_length)
 
@@ -117,20 +121,68 @@ class LayerPlan:
             raise PlanError(f"{where}: field 'tables' must be finite float32 (got {tables.dtype})")
 
 
-@dataclass
-class Plan:
-    """All planned layers of one model, plus free-form provenance (how it was built)."""
+class PlanKind:
+    """What the compiler needs of every plan kind (``Plan``, ``exact.plan.ExactPlan``): layers that
+    each bind one weight by fingerprint (``name``, ``kind``, ``weight_shape``,
+    ``weight_fingerprint``, ``validate()``), free-form provenance, and a file format of its own.
 
-    layers: list[LayerPlan]
-    provenance: dict = field(default_factory=dict)
+    A subclass is a dataclass with ``layers`` and ``provenance`` and sets the class constants.
+    """
 
-    def by_fingerprint(self) -> dict[str, LayerPlan]:
+    FORMAT: ClassVar[str]  # the metadata's ``format`` field: a file loads as the kind that names it
+    LABEL: ClassVar[str]  # how messages name a plan of this kind ("plan", "exact plan")
+    KERNELS: ClassVar[str]  # what its layers compile to, for log lines ("LUT kernels")
+
+    layers: list
+    provenance: dict
+
+    def by_fingerprint(self) -> dict:
         """Layers keyed by the fingerprint of the weight they bind to."""
         return {layer.weight_fingerprint: layer for layer in self.layers}
 
     def validate(self) -> None:
         """Validate every layer and that no two layers bind the same weight."""
-        check_distinct_weights("plan", self.layers)
+        check_distinct_weights(self.LABEL, self.layers)
+
+    @classmethod
+    def from_file_layers(cls, where: str, layers: list, meta: dict):
+        """The plan read from a file: ``layers`` (checked field by field) and the metadata's
+        provenance, validated as a whole; PlanError names the file (``where``)."""
+        provenance = meta.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise PlanError(f"{where}: field 'provenance' must be an object")
+        plan = cls(layers=layers, provenance=provenance)
+        try:
+            plan.validate()
+        except PlanError as err:
+            raise PlanError(f"{where}: {err}") from None
+        for layer in plan.layers:
+            layer.kind = LayerKind(layer.kind)
+        return plan
+
+
+def plan_file_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` field of a plan file's metadata (``lut_tvm.plan`` or ``lut_tvm.exact_plan``),
+    or None when it cannot be read: the loader then names what is wrong with the file."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as npz:
+            meta = json.loads(npz[META_KEY].tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile,
+            UnicodeDecodeError):
+        return None
+    return meta.get("format") if isinstance(meta, dict) else None
+
+
+@dataclass
+class Plan(PlanKind):
+    """All planned layers of one model, plus free-form provenance (how it was built)."""
+
+    FORMAT = PLAN_FORMAT
+    LABEL = "plan"
+    KERNELS = "LUT kernels"
+
+    layers: list[LayerPlan]
+    provenance: dict = field(default_factory=dict)
 
     @property
     def has_tables(self) -> bool:
@@ -201,16 +253,8 @@ class Plan:
                 table_quant=table_quant,
                 tables=tables,
             ))
-        provenance = meta.get("provenance", {})
-        if not isinstance(provenance, dict):
-            raise PlanError(f"{where}: field 'provenance' must be an object")
-        plan = cls(layers=layers, provenance=provenance)
-        try:
-            plan.validate()
-        except PlanError as err:
-            raise PlanError(f"{where}: {err}") from None
+        plan = cls.from_file_layers(where, layers, meta)
         for layer in plan.layers:
-            layer.kind = LayerKind(layer.kind)
             layer.table_quant = TableQuant(layer.table_quant)
         return plan
 

@@ -1,13 +1,17 @@
-"""Helpers shared by the epilogue-fusion passes: use counts, channel bias vectors, the driver."""
+"""Helpers shared by the passes that read the rewritten kernels: use counts, kernel kinds,
+channel bias vectors, the epilogue-fusion driver."""
 
 from __future__ import annotations
 
 import numpy as np
 from tvm import relax
-from tvm.ir import IRModule
+from tvm.ir import GlobalVar, IRModule, Op
 from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, visitor
 
-from .lut_layer_builder import rewrite_relax_functions
+from lut_tvm._tvm_compat import is_constant
+from schedules.attrs import LUT_KIND_ATTR
+
+from .planned_rewriter import rewrite_relax_functions
 
 
 @visitor
@@ -23,6 +27,23 @@ class UseCounter(PyExprVisitor):
 
     def visit_dataflow_var_(self, var):  # pylint: disable=arguments-renamed
         self.uses[var] = self.uses.get(var, 0) + 1
+
+
+def kernel_kind(mod: IRModule, expr) -> str | None:
+    """The LutKind of ``expr`` if it is a ``call_tir`` of one of our tagged PrimFuncs in ``mod``."""
+    if not (isinstance(expr, relax.Call) and expr.op == Op.get("relax.call_tir")
+            and isinstance(expr.args[0], GlobalVar)):
+        return None
+    func = mod[expr.args[0]]
+    if func.attrs is None or LUT_KIND_ATTR not in func.attrs:
+        return None
+    return str(func.attrs[LUT_KIND_ATTR])
+
+
+def constant_operand_pairs(call: relax.Call):
+    """``(other, constant)`` for each order of a binary call's operands whose second is a constant."""
+    return [(lhs, rhs) for lhs, rhs in (call.args, list(reversed(call.args)))
+            if is_constant(rhs)]
 
 
 def channel_vector(bias: np.ndarray, out_shape, channel_axis: int) -> np.ndarray | None:

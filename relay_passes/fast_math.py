@@ -21,6 +21,8 @@ from tvm.ir import IRModule, Op
 from tvm.ir.transform import PassContext, module_pass
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .planned_rewriter import rewrite_relax_functions
+
 
 def _gelu_erf(x):
     """``x * (0.5 + 0.5 * erf(x / sqrt(2)))`` with ``fast_erf``."""
@@ -57,8 +59,4 @@ class FastMath:
     """The module with GELU/softmax/exp/erf/tanh in their fast forms (see the module doc)."""
 
     def transform_module(self, mod: IRModule, _ctx: PassContext) -> IRModule:
-        rewriter = _GeluRewriter(mod)
-        for global_var, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(global_var, rewriter.visit_expr(func))
-        return relax.transform.FastMathTransform()(rewriter.builder_.get())
+        return relax.transform.FastMathTransform()(rewrite_relax_functions(mod, _GeluRewriter(mod)))

@@ -15,17 +15,16 @@ bypassed calls are removed by DeadCodeElimination.
 from __future__ import annotations
 
 from tvm import relax
-from tvm.ir import GlobalVar, IRModule, Op
+from tvm.ir import IRModule, Op
 from tvm.ir.transform import PassContext, module_pass
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from lut_tvm._tvm_compat import constant_value, is_constant
+from lut_tvm._tvm_compat import constant_value
 from lut_tvm.exact.reference import quantize_bias
-from schedules.attrs import LUT_KIND_ATTR
 from schedules.exact_lut_compute import EXACT_LUT_DENSE
 from schedules.exact_shuffle_compute import EXACT_LUT_SHUFFLE
 
-from .epilogue_matching import channel_vector, fuse_single_use
+from .epilogue_matching import channel_vector, constant_operand_pairs, fuse_single_use, kernel_kind
 
 EXACT_KINDS = (EXACT_LUT_DENSE, EXACT_LUT_SHUFFLE)
 _LAYOUT_OPS = ("relax.reshape", "relax.permute_dims")
@@ -37,7 +36,7 @@ class _BiasFuser(PyExprMutator):
     def __init__(self, mod: IRModule, uses: dict):
         super().__init__(mod)
         self.uses = uses
-        self.add_op, self.call_tir_op = Op.get("relax.add"), Op.get("relax.call_tir")
+        self.add_op = Op.get("relax.add")
 
     def _exact_chain(self, expr):
         """``(kernel call, layout calls outermost first, channel axis of expr)`` or None."""
@@ -46,10 +45,7 @@ class _BiasFuser(PyExprMutator):
             bound = self.builder_.lookup_binding(expr)
             if not isinstance(bound, relax.Call) or not isinstance(bound.op, Op):
                 return None
-            if bound.op == self.call_tir_op and isinstance(bound.args[0], GlobalVar):
-                func = self.builder_.get()[bound.args[0]]
-                if func.attrs is None or str(func.attrs.get(LUT_KIND_ATTR, "")) not in EXACT_KINDS:
-                    return None
+            if kernel_kind(self.builder_.get(), bound) in EXACT_KINDS:
                 axis = _channel_axis(bound, chain)
                 return None if axis is None else (bound, chain, axis)
             if bound.op.name not in _LAYOUT_OPS:
@@ -58,27 +54,29 @@ class _BiasFuser(PyExprMutator):
             expr = bound.args[0]
         return None
 
+    def _fused(self, found, bias: relax.Expr, out_shape) -> relax.Expr | None:
+        """The kernel with ``bias`` quantized into its int32 bias, layout ops re-emitted, or None."""
+        kernel, chain, axis = found
+        vector = channel_vector(constant_value(bias), out_shape, axis)
+        if vector is None or vector.dtype.kind != "f":
+            return None
+        args = list(kernel.args[1].fields)
+        out_scale = constant_value(args[3])
+        args[_BIAS_ARG] = relax.const(constant_value(args[_BIAS_ARG]) + quantize_bias(vector, out_scale))
+        expr = relax.call_tir(kernel.args[0], args, kernel.ty)
+        for layout in reversed(chain):
+            expr = _relayout(layout, self.builder_.emit(expr))
+        return expr
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
         if call.op != self.add_op:
             return call
-        for lhs, rhs in (call.args, reversed(call.args)):
-            found = self._exact_chain(lhs) if is_constant(rhs) else None
-            if found is None:
-                continue
-            kernel, chain, axis = found
-            out_shape = [int(d) for d in lhs.ty.shape.values]
-            vector = channel_vector(constant_value(rhs), out_shape, axis)
-            if vector is None or vector.dtype.kind != "f":
-                continue
-            args = list(kernel.args[1].fields)
-            out_scale = constant_value(args[3])
-            args[_BIAS_ARG] = relax.const(constant_value(args[_BIAS_ARG])
-                                          + quantize_bias(vector, out_scale))
-            expr = relax.call_tir(kernel.args[0], args, kernel.ty)
-            for layout in reversed(chain):
-                expr = _relayout(layout, self.builder_.emit(expr))
-            return expr
+        for lhs, rhs in constant_operand_pairs(call):
+            found = self._exact_chain(lhs)
+            fused = None if found is None else self._fused(found, rhs, [int(d) for d in lhs.ty.shape.values])
+            if fused is not None:
+                return fused
         return call
 
 

@@ -16,33 +16,29 @@ from tvm.ir import IRModule, Op
 from tvm.ir.transform import PassContext, module_pass
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from lut_tvm._tvm_compat import constant_value, is_constant
-from schedules.attrs import LUT_KIND_ATTR, RELU_ATTR
+from lut_tvm._tvm_compat import constant_value
+from schedules.attrs import RELU_ATTR
 from schedules.lut_kernels import LOOKUP_KINDS, lookup_func_for
 
-from .epilogue_matching import channel_vector, fuse_single_use
+from .epilogue_matching import channel_vector, constant_operand_pairs, fuse_single_use, kernel_kind
 
 
 @mutator
 class _EpilogueFuser(PyExprMutator):
     def __init__(self, mod: IRModule, uses: dict):
         super().__init__(mod)
-        self.mod = mod
         self.uses = uses
         self.add_op, self.relu_op = Op.get("relax.add"), Op.get("relax.nn.relu")
 
     def _lookup_of(self, expr):
-        """``(call, kind, relu)`` if ``expr`` is a single-use var bound to a LUT lookup call."""
+        """``(call, kind)`` if ``expr`` is a single-use var bound to a LUT lookup without ReLU."""
         if not isinstance(expr, relax.Var) or self.uses.get(expr, 0) != 1:
             return None
         bound = self.builder_.lookup_binding(expr)
-        if not isinstance(bound, relax.Call) or not isinstance(bound.args[0], relax.GlobalVar):
+        kind = kernel_kind(self.builder_.get(), bound)
+        if kind not in LOOKUP_KINDS or int(self.builder_.get()[bound.args[0]].attrs[RELU_ATTR]):
             return None
-        func = self.builder_.get()[bound.args[0]]
-        kind = func.attrs.get(LUT_KIND_ATTR) if func.attrs else None
-        if kind not in LOOKUP_KINDS:
-            return None
-        return bound, kind, bool(int(func.attrs[RELU_ATTR]))
+        return bound, kind
 
     def _relaunch(self, call, kind, relu, bias):
         codes, table, scale, _ = call.args[1].fields
@@ -51,23 +47,31 @@ class _EpilogueFuser(PyExprMutator):
         gvar = self.builder_.add_func(func, f"lut_{kind}" + ("_relu" if relu else ""))
         return relax.call_tir(gvar, [codes, table, scale, bias], call.ty)
 
+    def _fuse_bias(self, call: relax.Call):
+        """The lookup with the constant operand of ``add`` summed into its bias, or None."""
+        for lhs, rhs in constant_operand_pairs(call):
+            found = self._lookup_of(lhs)
+            if found is None:
+                continue
+            lookup, kind = found
+            out_shape = [int(d) for d in lookup.ty.shape.values]
+            extra = channel_vector(constant_value(rhs), out_shape, 1)
+            if extra is not None:
+                bias = constant_value(lookup.args[1].fields[3]) + extra.astype(np.float32)
+                return self._relaunch(lookup, kind, False, relax.const(bias))
+        return None
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
         if call.op == self.relu_op:
             found = self._lookup_of(call.args[0])
-            if found and not found[2]:
-                lookup, kind, _ = found
+            if found:
+                lookup, kind = found
                 return self._relaunch(lookup, kind, True, lookup.args[1].fields[3])
         elif call.op == self.add_op:
-            for lhs, rhs in (call.args, reversed(call.args)):
-                found = self._lookup_of(lhs)
-                if found and not found[2] and is_constant(rhs):
-                    lookup, kind, _ = found
-                    out_shape = [int(d) for d in lookup.ty.shape.values]
-                    extra = channel_vector(constant_value(rhs), out_shape, 1)
-                    if extra is not None:
-                        bias = constant_value(lookup.args[1].fields[3]) + extra.astype(np.float32)
-                        return self._relaunch(lookup, kind, False, relax.const(bias))
+            fused = self._fuse_bias(call)
+            if fused is not None:
+                return fused
         return call
 
 

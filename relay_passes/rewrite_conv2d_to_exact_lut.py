@@ -18,22 +18,21 @@ from tvm.ir.transform import module_pass
 
 from lut_tvm.exact.plan import ExactLayerPlan
 
+from .exact_layer_builder import ExactRewritePass, emit_exact_layer
 from .layer_sites import LayerSite, match_conv2d
-from .rewrite_dense_to_exact_lut import ExactRewritePass, emit_exact_layer
-
-
-def _emit_exact_conv2d(builder: relax.BlockBuilder, call: relax.Call, site: LayerSite,
-                       layer: ExactLayerPlan, lookup: str) -> relax.Expr:
-    batch, _, height, width = site.input_shape
-    out_h, out_w = site.geometry.output_hw(height, width)
-    rows = emit_exact_layer(builder, call.args[0], site, layer, site.input_shape, lookup)
-    channels = int(site.weight.shape[0])
-    nhwc = builder.emit(relax.op.reshape(builder.emit(rows), (batch, out_h, out_w, channels)))
-    return relax.op.permute_dims(nhwc, [0, 3, 1, 2])
 
 
 @module_pass(opt_level=0, name="RewriteConv2dToExactLUT")
 class RewriteConv2dToExactLUT(ExactRewritePass):
     """Rewrite the exact plan's conv2d layers into exact (LUT-NA) LUT kernels."""
 
-    match, emit = staticmethod(match_conv2d), staticmethod(_emit_exact_conv2d)
+    match = staticmethod(match_conv2d)
+
+    def emit(self, builder: relax.BlockBuilder, call: relax.Call, site: LayerSite,
+             layer: ExactLayerPlan) -> relax.Expr:
+        batch, _, height, width = site.input_shape
+        out_h, out_w = site.geometry.output_hw(height, width)
+        rows = emit_exact_layer(builder, call.args[0], site, layer, site.input_shape, self.lookup)
+        channels = int(site.weight.shape[0])
+        nhwc = builder.emit(relax.op.reshape(builder.emit(rows), (batch, out_h, out_w, channels)))
+        return relax.op.permute_dims(nhwc, [0, 3, 1, 2])

@@ -13,55 +13,51 @@ left alone; grouped ones with a logged reason.
 
 from __future__ import annotations
 
-import numpy as np
 from tvm import relax
-from tvm.ir import IRModule
-from tvm.ir.transform import PassContext, module_pass
+from tvm.ir.transform import module_pass
 
-from lut_tvm.plan import Plan
+from lut_tvm.plan import LayerPlan
 from schedules.lut_conv_shuffle_compute import encode_conv2d_rows_func, lookup_conv2d_shuffle_func
 from schedules.lut_kernels import encode_conv2d_func, lookup_conv2d_func
 
-from .layer_sites import match_conv2d
-from .lut_layer_builder import PlannedLayerRewriter, emit_encode, lookup_call, rewrite_relax_functions
-from .rewrite_dense_to_lut import use_shuffle_lookup
+from .layer_sites import LayerSite, match_conv2d
+from .lut_layer_builder import LutLayerConstants, emit_encode, lookup_call, use_shuffle_lookup
+from .planned_rewriter import PlannedRewritePass
 
 
-def _emit_conv2d_shuffle(builder, call: relax.Call, site, consts, out_shape) -> relax.Expr:
+def _emit_conv2d_shuffle(builder, data, site: LayerSite, consts: LutLayerConstants, out_shape) -> relax.Expr:
     rows = out_shape[0] * out_shape[2] * out_shape[3]
     encode = encode_conv2d_rows_func(site.input_shape, site.geometry, consts.num_codebooks,
                                      consts.num_centroids, consts.sub_len)
-    codes = emit_encode(builder, encode, "lut_encode_conv2d_rows", call.args[0], consts,
+    codes = emit_encode(builder, encode, "lut_encode_conv2d_rows", data, consts,
                         (consts.num_codebooks, rows))
     lookup = lookup_conv2d_shuffle_func(out_shape, consts.num_codebooks)
-    table = relax.const(np.ascontiguousarray(consts.tables_q.transpose(2, 0, 1)))
-    return relax.call_tir(builder.add_func(lookup, "lut_lookup_conv2d_shuffle"),
-                          [codes, table, consts.scale, consts.bias],
-                          relax.TensorType(out_shape, "float32"))
+    return lookup_call(builder, lookup, "lut_lookup_conv2d_shuffle", codes, consts, out_shape,
+                       shuffle=True)
 
 
-def _emit_conv2d(builder, call: relax.Call, site, consts) -> relax.Expr:
-    batch, _, height, width = site.input_shape
-    out_h, out_w = site.geometry.output_hw(height, width)
-    out_shape = (batch, consts.out_features, out_h, out_w)
-    if use_shuffle_lookup(batch * out_h * out_w, consts):
-        return _emit_conv2d_shuffle(builder, call, site, consts, out_shape)
+def _emit_conv2d_gather(builder, data, site: LayerSite, consts: LutLayerConstants, out_shape) -> relax.Expr:
+    batch, _, out_h, out_w = out_shape
     codes_shape = (batch, out_h, out_w, consts.num_codebooks)
     encode = encode_conv2d_func(site.input_shape, site.geometry, consts.num_codebooks,
                                 consts.num_centroids, consts.sub_len)
-    codes = emit_encode(builder, encode, "lut_encode_conv2d", call.args[0], consts, codes_shape)
+    codes = emit_encode(builder, encode, "lut_encode_conv2d", data, consts, codes_shape)
     lookup = lookup_conv2d_func(codes_shape, consts.num_centroids, consts.out_features, relu=False)
-    return lookup_call(builder.add_func(lookup, "lut_lookup_conv2d"), codes, consts, out_shape)
+    return lookup_call(builder, lookup, "lut_lookup_conv2d", codes, consts, out_shape)
 
 
 @module_pass(opt_level=0, name="RewriteConv2dToLUT")
-class RewriteConv2dToLUT:
+class RewriteConv2dToLUT(PlannedRewritePass):
     """Rewrite the plan's conv2d layers into LUT primitives."""
 
-    def __init__(self, plan: Plan):
-        self.plan = plan
+    match = staticmethod(match_conv2d)
 
-    def transform_module(self, mod: IRModule, _ctx: PassContext) -> IRModule:
-        return rewrite_relax_functions(
-            mod, PlannedLayerRewriter(mod, self.plan, match_conv2d, _emit_conv2d)
-        )
+    def emit(self, builder: relax.BlockBuilder, call: relax.Call, site: LayerSite,
+             layer: LayerPlan) -> relax.Expr:
+        consts = LutLayerConstants(site, layer)
+        batch, _, height, width = site.input_shape
+        out_h, out_w = site.geometry.output_hw(height, width)
+        out_shape = (batch, consts.out_features, out_h, out_w)
+        if use_shuffle_lookup(batch * out_h * out_w, consts):
+            return _emit_conv2d_shuffle(builder, call.args[0], site, consts, out_shape)
+        return _emit_conv2d_gather(builder, call.args[0], site, consts, out_shape)

@@ -11,20 +11,19 @@ binds each tapped value to one extra output var, so fusion is unaffected.
 from __future__ import annotations
 
 from tvm import relax
-from tvm.ir import IRModule, Op
+from tvm.ir import IRModule
 from tvm.ir.transform import PassContext, module_pass
 
-from schedules.attrs import LUT_KIND_ATTR, LutKind
+from schedules.attrs import LutKind
+
+from .epilogue_matching import kernel_kind
 
 ENCODE_KINDS = (LutKind.ENCODE_DENSE, LutKind.ENCODE_CONV2D, LutKind.ENCODE_DENSE_ROWS,
                 LutKind.ENCODE_CONV2D_ROWS)
 
 
 def _encode_kind(mod: IRModule, value) -> str | None:
-    if not (isinstance(value, relax.Call) and isinstance(value.op, Op) and value.op.name == "relax.call_tir"):
-        return None
-    func = mod[value.args[0]]
-    kind = str(func.attrs[LUT_KIND_ATTR]) if func.attrs is not None and LUT_KIND_ATTR in func.attrs else None
+    kind = kernel_kind(mod, value)
     return kind if kind in ENCODE_KINDS else None
 
 
@@ -65,4 +64,4 @@ class TapLUTCodes:
         mod[main_var] = relax.Function(
             func.params, body, ret_ty=result.ty, is_pure=func.is_pure, attrs=func.attrs
         )
-        return mod
+        return relax.transform.Normalize()(mod)  # the new body's type

@@ -108,40 +108,68 @@ def encode_rows(
 ) -> te.Tensor:
     """Codes ``[C, M]`` (uint8) of ``M`` rows of ``depth`` elements, ``value_at(m, d)`` giving
     element ``d`` of row ``m`` (a dense row, or a conv window read straight from the input)."""
-    num_codebooks, num_centroids, sub_len = (int(d) for d in centroids.shape)
+    num_codebooks, _, sub_len = (int(d) for d in centroids.shape)
     if depth != num_codebooks * sub_len:
         raise ValueError(f"data depth {depth} != {num_codebooks} codebooks x {sub_len}")
     rows_pad = padded_rows(rows, row_align)
-
     last_tile, shift = rows_pad // row_align - 1, rows_pad - rows
     assert (shift > 0 and last_tile > 0) == shifted_last_tile(rows, row_align)
+    xt = _padded_input(value_at, rows, depth, rows_pad, row_align)
+    index = _chained_argmin(_products(xt, centroids), norms, num_chains)
+    if shift == 0 or last_tile == 0:
+        return te.compute(
+            (num_codebooks, rows), lambda c, m: index[c, m].astype(CODE_DTYPE), name=CODES_BLOCK
+        )
+    # Rows of the moved last tile sit ``shift`` positions later in the padded index.
+    boundary = last_tile * row_align
+    return te.compute(
+        (num_codebooks, rows),
+        lambda c, m: tirx.Select(
+            m < boundary, index[c, m], index[c, m + shift]
+        ).astype(CODE_DTYPE),
+        name=CODES_BLOCK,
+    )
+
+
+def _padded_input(value_at, rows: int, depth: int, rows_pad: int, row_align: int) -> te.Tensor:
+    """``xt [D, M_pad]``: the rows transposed, padded to whole tiles (see the module doc)."""
+    last_tile, shift = rows_pad // row_align - 1, rows_pad - rows
     if shift == 0:
-        xt = te.compute((depth, rows_pad), lambda d, m: value_at(m, d), name=XT_BLOCK)
-    elif last_tile == 0:  # a single partial tile: repeat the last row
-        xt = te.compute(
+        return te.compute((depth, rows_pad), lambda d, m: value_at(m, d), name=XT_BLOCK)
+    if last_tile == 0:  # a single partial tile: repeat the last row
+        return te.compute(
             (depth, rows_pad), lambda d, m: value_at(tirx.min(m, rows - 1), d), name=XT_BLOCK
         )
-    else:  # the last tile moved back to rows [M - align, M): overlaps the one before
-        xt = te.compute(
-            (depth, rows_pad),
-            lambda d, m: value_at(m - tirx.Select(m // row_align == last_tile, shift, 0), d),
-            name=XT_BLOCK,
-        )
+    # the last tile moved back to rows [M - align, M): overlaps the one before
+    return te.compute(
+        (depth, rows_pad),
+        lambda d, m: value_at(m - tirx.Select(m // row_align == last_tile, shift, 0), d),
+        name=XT_BLOCK,
+    )
 
+
+def _products(xt: te.Tensor, centroids: te.Tensor) -> te.Tensor:
+    """``dot [C, K, M_pad]``: each row's sub-vector times each centroid."""
+    num_codebooks, num_centroids, sub_len = (int(d) for d in centroids.shape)
+    rows_pad = int(xt.shape[1])
     if sub_len == 1:
-        dot = te.compute(
+        return te.compute(
             (num_codebooks, num_centroids, rows_pad),
             lambda c, k, m: xt[c, m] * centroids[c, k, 0],
             name=DOT_BLOCK,
         )
-    else:
-        v = te.reduce_axis((0, sub_len), name="v")
-        dot = te.compute(
-            (num_codebooks, num_centroids, rows_pad),
-            lambda c, k, m: te.sum(xt[c * sub_len + v, m] * centroids[c, k, v], axis=v),
-            name=DOT_BLOCK,
-        )
+    v = te.reduce_axis((0, sub_len), name="v")
+    return te.compute(
+        (num_codebooks, num_centroids, rows_pad),
+        lambda c, k, m: te.sum(xt[c * sub_len + v, m] * centroids[c, k, v], axis=v),
+        name=DOT_BLOCK,
+    )
 
+
+def _chained_argmin(dot: te.Tensor, norms: te.Tensor, num_chains: int | None) -> te.Tensor:
+    """The nearest centroid's index ``[C, M_pad]`` (int32, first wins a tie): ``J`` chains of
+    consecutive centroids, each a running argmin of ``||P||^2 - 2 dot``, merged in order."""
+    num_codebooks, num_centroids, rows_pad = (int(d) for d in dot.shape)
     if num_chains is None:
         num_chains = argmin_chains(num_centroids)
     if num_centroids % num_chains:
@@ -166,19 +194,7 @@ def encode_rows(
         lambda c, m: argmin((partial_index[c, j, m], partial_value[c, j, m]), axis=j),
         name=ARGMIN_BLOCK,
     )
-    if shift == 0 or last_tile == 0:
-        return te.compute(
-            (num_codebooks, rows), lambda c, m: index[c, m].astype(CODE_DTYPE), name=CODES_BLOCK
-        )
-    # Rows of the moved last tile sit ``shift`` positions later in the padded index.
-    boundary = last_tile * row_align
-    return te.compute(
-        (num_codebooks, rows),
-        lambda c, m: tirx.Select(
-            m < boundary, index[c, m], index[c, m + shift]
-        ).astype(CODE_DTYPE),
-        name=CODES_BLOCK,
-    )
+    return index
 
 
 def encode_dense_rows_func(

@@ -2,7 +2,7 @@
 
 Like ``lut_tvm.plan`` (a separate format, so neither reader accepts the other's file): an
 ``.npz`` holding each layer's per-channel weight scales as ``layer<i>.w_scale`` (float32 [N])
-and the metadata as UTF-8 JSON in ``__exact_plan__`` (format, version, provenance, and per
+and the metadata as UTF-8 JSON in ``__plan__`` (format, version, provenance, and per
 layer: name, kind, weight_shape, weight_fingerprint, bits, act_scale, piece_bits); read with
 ``allow_pickle=False``. Layers bind by ``lut_tvm.weights.fingerprint`` of the (pruned) float
 weight in its canonical layout, so a plan made from one export applies to another.
@@ -13,20 +13,17 @@ the bound weight (deterministic), so the plan cannot disagree with the model it 
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import PlanError
-from ..npz_meta import (META_KEY, check_int_field, checked_layer_entries, read_npz_with_meta,
-                        write_npz_with_meta)
-from ..weights import (LayerKind, as_dense_matrix, check_distinct_weights, checked_layer_kind,
-                       fingerprint, output_length)
+from ..npz_meta import check_int_field, checked_layer_entries, read_npz_with_meta, write_npz_with_meta
+from ..plan import PlanKind
+from ..weights import LayerKind, as_dense_matrix, checked_layer_kind, fingerprint, output_length
 from .reference import MAX_BITS, MIN_BITS, quantize_weight, weight_scales
 
 EXACT_PLAN_FORMAT = "lut_tvm.exact_plan"
@@ -94,20 +91,19 @@ class ExactLayerPlan:
 
 
 @dataclass
-class ExactPlan:
+class ExactPlan(PlanKind):
     """All quantized layers of one model, plus free-form provenance (calibration, search)."""
+
+    FORMAT = EXACT_PLAN_FORMAT
+    LABEL = "exact plan"
+    KERNELS = "exact LUT kernels"
 
     layers: list[ExactLayerPlan]
     provenance: dict = field(default_factory=dict)
 
-    def by_fingerprint(self) -> dict[str, ExactLayerPlan]:
-        return {layer.weight_fingerprint: layer for layer in self.layers}
-
     def bits_per_layer(self) -> dict[str, int]:
+        """Each layer's weight bits, by layer name."""
         return {layer.name: layer.bits for layer in self.layers}
-
-    def validate(self) -> None:
-        check_distinct_weights("exact plan", self.layers)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the plan atomically to ``path`` (an ``.npz``)."""
@@ -147,26 +143,4 @@ class ExactPlan:
                 weight_fingerprint=str(entry["weight_fingerprint"]), bits=entry["bits"],
                 act_scale=entry["act_scale"], w_scale=arrays[key],
                 piece_bits=entry.get("piece_bits", 1)))
-        provenance = meta.get("provenance", {})
-        if not isinstance(provenance, dict):
-            raise PlanError(f"{where}: field 'provenance' must be an object")
-        plan = cls(layers=layers, provenance=provenance)
-        try:
-            plan.validate()
-        except PlanError as err:
-            raise PlanError(f"{where}: {err}") from None
-        for layer in plan.layers:
-            layer.kind = LayerKind(layer.kind)
-        return plan
-
-
-def plan_file_format(path: str | os.PathLike) -> str | None:
-    """The ``format`` field of a plan file's metadata (``lut_tvm.plan`` or ``lut_tvm.exact_plan``),
-    or None when it cannot be read: the loader then names what is wrong with the file."""
-    try:
-        with np.load(Path(path), allow_pickle=False) as npz:
-            meta = json.loads(npz[META_KEY].tobytes().decode())
-    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile,
-            UnicodeDecodeError):
-        return None
-    return meta.get("format") if isinstance(meta, dict) else None
+        return cls.from_file_layers(where, layers, meta)

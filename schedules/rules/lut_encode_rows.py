@@ -68,6 +68,7 @@ anything else, ``local`` scope included, behind a ``TVMBackendAllocWorkspace`` c
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
@@ -165,6 +166,179 @@ def _transpose_groups(num_codebooks: int, sub_len: int, lanes: int) -> list[int]
     return [fitting[-1], *[g for g in sizes if g != fitting[-1]][-(MAX_CHUNK_CHOICES - 1):]]
 
 
+@dataclass
+class _Encode:
+    """The blocks and sizes of one row encode, read off its schedule."""
+
+    xt: object
+    dot: object
+    partial: object
+    argmin: object
+    codes: object
+    depth: int
+    rows_pad: int
+    rows: int
+    num_codebooks: int
+    sub_len: int
+    lanes: int
+    chunks: list
+
+    @classmethod
+    def of(cls, sch: s_tir.Schedule, func: tirx.PrimFunc, target) -> "_Encode":
+        xt, dot = sch.get_sblock(XT_BLOCK), sch.get_sblock(DOT_BLOCK)
+        partial, argmin = sch.get_sblock(PARTIAL_BLOCK), sch.get_sblock(ARGMIN_BLOCK)
+        codes = sch.get_sblock(CODES_BLOCK)
+        depth, rows_pad = (int(d) for d in sch.get(xt).writes[0].source.shape)
+        num_codebooks = int(sch.get(dot).writes[0].source.shape[0])
+        rows = int(sch.get(codes).writes[0].source.shape[1])
+        return cls(xt, dot, partial, argmin, codes, depth, rows_pad, rows, num_codebooks,
+                   depth // num_codebooks,
+                   math.gcd(vector_lanes(target, 32), ROW_ALIGN),  # a tile never crosses 16 rows
+                   _chunk_candidates(func, rows, depth))
+
+
+@dataclass
+class _Tiles:
+    """Loops of the tile split: the parallel ``outer``, the ``tile`` the chains go under, the
+    lane loop ``m_in``, the centroid loop ``j`` and (transpose mode) the codebook-group loop."""
+
+    outer: object
+    tile: object
+    m_in: object
+    j: object
+    c_group: object = None
+
+
+def _pick_xt_mode(xt_mode: str, func: tirx.PrimFunc, enc: _Encode) -> str:
+    """``xt_mode`` resolved: auto to chunk / transpose where they apply, else (and where the
+    asked mode does not apply) inline or tile by V."""
+    transposable = (
+        lut_kind(func) == ENCODE_DENSE_ROWS and enc.lanes in TRANSPOSE_F32
+        and enc.depth % enc.lanes == 0 and enc.rows % ROW_ALIGN == 0
+    )
+    if xt_mode == "auto":
+        xt_mode = "chunk" if enc.chunks else "transpose" if transposable else "auto"
+    if ((xt_mode == "chunk" and not enc.chunks) or (xt_mode == "transpose" and not transposable)
+            or xt_mode == "auto"):
+        xt_mode = "inline" if enc.sub_len <= MAX_UNROLL_SUB_LEN else "tile"
+    return xt_mode
+
+
+def _sampled(sch: s_tir.Schedule, choices: list, tunable: bool):
+    """The first of ``choices``, or a uniform ``sample_categorical`` of them when tunable."""
+    if tunable and len(choices) > 1:
+        return sch.sample_categorical(choices, [1.0 / len(choices)] * len(choices), 0)
+    return choices[0]
+
+
+def _split_tiles(sch: s_tir.Schedule, enc: _Encode, xt_mode: str, tunable: bool) -> _Tiles:
+    c, m, j = sch.get_loops(enc.argmin)
+    lanes = enc.lanes
+    if xt_mode == "chunk":
+        # Row chunks in parallel; in a chunk, (row tile, codebook), then chains, then lanes.
+        per_chunk = _sampled(sch, [rows_in_chunk // lanes for rows_in_chunk in enc.chunks], tunable)
+        outer, m_tile, m_in = sch.split(m, [None, per_chunk, lanes])
+        sch.reorder(outer, m_tile, c, j, m_in)
+        tile = sch.fuse(m_tile, c)
+        sch.parallel(outer)
+        return _Tiles(outer, tile, m_in, j)
+    if xt_mode == "transpose":
+        # Row tiles in parallel; in a row tile, codebook groups: each group's transposed
+        # copy [G V, L], then its codebooks.
+        outer, m_in = sch.split(m, [None, lanes])
+        sch.reorder(outer, c, j, m_in)
+        per_group = _sampled(sch, _transpose_groups(enc.num_codebooks, enc.sub_len, lanes), tunable)
+        c_group, tile = sch.split(c, [None, per_group])
+        sch.parallel(outer)
+        return _Tiles(outer, tile, m_in, j, c_group)
+    # (codebook, row tile) in parallel, then chains, then lanes.
+    m_out, m_in = sch.split(m, [None, lanes])
+    sch.reorder(c, m_out, j, m_in)
+    tile = sch.fuse(c, m_out)
+    sch.parallel(tile)
+    return _Tiles(tile, tile, m_in, j)
+
+
+def _schedule_chains(sch: s_tir.Schedule, enc: _Encode, tile) -> tuple:
+    """Chains under ``tile`` (centroid passes, centroids, chains interleaved, lanes) and one
+    centroid's products (an [L] accumulator over v, v ascending); returns
+    ``(k_out, k_in, p_chain, p_m, d_m, d_v)`` (None where a loop has extent 1)."""
+    sch.compute_at(enc.partial, tile)
+    _, num_chains, _, per_chain = _extents(sch, enc.partial)
+    p_chain, p_m, p_k = _loops_by_extent(sch, enc.partial, (num_chains, enc.lanes, per_chain))
+    k_out = k_in = None
+    if p_k is not None:
+        k_out, k_in = sch.split(p_k, [None, min(per_chain, MAX_UNROLL_CENTROIDS)])
+    sch.reorder(*_present(k_out, k_in, p_chain, p_m))
+
+    sch.compute_at(enc.dot, (_present(k_out, k_in, p_chain) or [tile])[-1])
+    if _has_reduction(sch, enc.dot):
+        d_m, d_v = _loops_by_extent(sch, enc.dot, (enc.lanes, enc.sub_len))
+        sch.reorder(d_v, d_m)
+    else:  # V = 1: a product, no sum
+        (d_m,), d_v = _loops_by_extent(sch, enc.dot, (enc.lanes,)), None
+    return k_out, k_in, p_chain, p_m, d_m, d_v
+
+
+def _place_input(sch: s_tir.Schedule, func: tirx.PrimFunc, enc: _Encode, xt_mode: str,
+                 tiles: _Tiles) -> None:
+    """Where the products read ``x`` from (the ``xt`` block), by mode."""
+    xt = enc.xt
+    if xt_mode == "inline":
+        sch.compute_inline(xt)
+    elif xt_mode == "chunk":
+        # The chunk's windows, [D, rows]: one output row (OW positions) per vector copy.
+        sch.compute_at(xt, tiles.outer)
+        _, col = sch.split(sch.get_loops(xt)[-1], [None, int(func.attrs[OUT_WIDTH_ATTR])])
+        sch.vectorize(col)
+    elif xt_mode == "transpose":
+        # The row tile's input, [D, L]: one L x L in-register transpose per L features.
+        sch.compute_at(xt, tiles.c_group)
+        x_d, _ = sch.get_loops(xt)[-2:]
+        sch.tensorize(sch.split(x_d, [None, enc.lanes])[1], TRANSPOSE_F32[enc.lanes])
+    else:
+        sch.compute_at(xt, tiles.tile)
+        sch.vectorize(sch.get_loops(xt)[-1])
+
+
+def _annotate_and_decompose(sch: s_tir.Schedule, enc: _Encode, tiles: _Tiles, chains: tuple) -> None:
+    """Vectorize / unroll (before decomposing: vectorize needs the reduction blocks whole), then
+    split the reductions' inits off and vectorize them too."""
+    k_out, k_in, p_chain, p_m, d_m, d_v = chains
+    sch.vectorize(d_m)
+    if d_v is not None and enc.sub_len <= MAX_UNROLL_SUB_LEN:
+        sch.unroll(d_v)
+    sch.vectorize(p_m)
+    for loop in _present(k_in, p_chain):
+        sch.unroll(loop)
+    sch.vectorize(tiles.m_in)
+    sch.unroll(tiles.j)
+    if d_v is not None:
+        sch.vectorize(sch.get_loops(sch.decompose_reduction(enc.dot, d_v))[-1])
+    p_init = sch.decompose_reduction(enc.partial, _present(k_out, p_chain, p_m)[0])
+    init_loops = sch.get_loops(p_init)
+    tile_depth = [sch.get(lp).same_as(sch.get(tiles.tile)) for lp in init_loops].index(True)
+    *init_chain, init_m = init_loops[tile_depth + 1:]  # below the tile loop
+    sch.vectorize(init_m)
+    for loop in init_chain:
+        sch.unroll(loop)
+    sch.vectorize(sch.get_loops(sch.decompose_reduction(enc.argmin, tiles.j))[-1])
+
+
+def _schedule_codes(sch: s_tir.Schedule, enc: _Encode, tile) -> None:
+    """The codes' store: under the tile, or (a shifted last tile) a pass of their own, since the
+    moved last tile's codes come from other padded positions."""
+    if shifted_last_tile(enc.rows):
+        code_c, code_m = sch.get_loops(enc.codes)
+        sch.parallel(code_c)
+        head, _ = sch.loop_partition(code_m, [enc.rows_pad - ROW_ALIGN, None])
+        sch.vectorize(sch.split(head, [None, enc.lanes])[1])
+    else:
+        sch.reverse_compute_at(enc.codes, tile)
+        if enc.rows % enc.lanes == 0:
+            sch.vectorize(sch.get_loops(enc.codes)[-1])
+
+
 class LutEncodeRowsRule(ScheduleRule):
     """Schedules ``encode_dense_rows`` / ``encode_conv2d_rows`` PrimFuncs; None for anything else.
 
@@ -188,116 +362,11 @@ class LutEncodeRowsRule(ScheduleRule):
             return None
         sch = s_tir.Schedule(func)
         _schedule_input_copy(sch)
-        xt, dot = sch.get_sblock(XT_BLOCK), sch.get_sblock(DOT_BLOCK)
-        partial, argmin = sch.get_sblock(PARTIAL_BLOCK), sch.get_sblock(ARGMIN_BLOCK)
-        codes = sch.get_sblock(CODES_BLOCK)
-        depth, rows_pad = (int(d) for d in sch.get(xt).writes[0].source.shape)
-        num_codebooks = int(sch.get(dot).writes[0].source.shape[0])
-        rows = int(sch.get(codes).writes[0].source.shape[1])
-        sub_len = depth // num_codebooks
-        lanes = math.gcd(vector_lanes(target, 32), ROW_ALIGN)  # a tile never crosses 16 rows
-        chunks = _chunk_candidates(func, rows, depth)
-        transposable = (
-            lut_kind(func) == ENCODE_DENSE_ROWS and lanes in TRANSPOSE_F32
-            and depth % lanes == 0 and rows % ROW_ALIGN == 0
-        )
-        xt_mode = self.xt_mode
-        if xt_mode == "auto":
-            xt_mode = "chunk" if chunks else "transpose" if transposable else "auto"
-        if ((xt_mode == "chunk" and not chunks) or (xt_mode == "transpose" and not transposable)
-                or xt_mode == "auto"):
-            xt_mode = "inline" if sub_len <= MAX_UNROLL_SUB_LEN else "tile"
-
-        c, m, j = sch.get_loops(argmin)
-        if xt_mode == "chunk":
-            # Row chunks in parallel; in a chunk, (row tile, codebook), then chains, then lanes.
-            tiles = [rows_in_chunk // lanes for rows_in_chunk in chunks]
-            per_chunk = tiles[0]
-            if tunable and len(tiles) > 1:
-                per_chunk = sch.sample_categorical(tiles, [1.0 / len(tiles)] * len(tiles), 0)
-            outer, m_tile, m_in = sch.split(m, [None, per_chunk, lanes])
-            sch.reorder(outer, m_tile, c, j, m_in)
-            tile = sch.fuse(m_tile, c)
-            sch.parallel(outer)
-        elif xt_mode == "transpose":
-            # Row tiles in parallel; in a row tile, codebook groups: each group's transposed
-            # copy [G V, L], then its codebooks.
-            outer, m_in = sch.split(m, [None, lanes])
-            sch.reorder(outer, c, j, m_in)
-            groups = _transpose_groups(num_codebooks, sub_len, lanes)
-            per_group = groups[0]
-            if tunable and len(groups) > 1:
-                per_group = sch.sample_categorical(groups, [1.0 / len(groups)] * len(groups), 0)
-            c_group, tile = sch.split(c, [None, per_group])
-            sch.parallel(outer)
-        else:
-            # (codebook, row tile) in parallel, then chains, then lanes.
-            m_out, m_in = sch.split(m, [None, lanes])
-            sch.reorder(c, m_out, j, m_in)
-            tile = outer = sch.fuse(c, m_out)
-            sch.parallel(tile)
-
-        # Chains: centroid passes, centroids, chains (interleaved), lanes.
-        sch.compute_at(partial, tile)
-        _, num_chains, _, per_chain = _extents(sch, partial)
-        p_chain, p_m, p_k = _loops_by_extent(sch, partial, (num_chains, lanes, per_chain))
-        k_out = k_in = None
-        if p_k is not None:
-            k_out, k_in = sch.split(p_k, [None, min(per_chain, MAX_UNROLL_CENTROIDS)])
-        sch.reorder(*_present(k_out, k_in, p_chain, p_m))
-
-        # One centroid's products: an [L] accumulator over v, v ascending.
-        sch.compute_at(dot, (_present(k_out, k_in, p_chain) or [tile])[-1])
-        if _has_reduction(sch, dot):
-            d_m, d_v = _loops_by_extent(sch, dot, (lanes, sub_len))
-            sch.reorder(d_v, d_m)
-        else:  # V = 1: a product, no sum
-            (d_m,), d_v = _loops_by_extent(sch, dot, (lanes,)), None
-
-        if xt_mode == "inline":
-            sch.compute_inline(xt)
-        elif xt_mode == "chunk":
-            # The chunk's windows, [D, rows]: one output row (OW positions) per vector copy.
-            sch.compute_at(xt, outer)
-            _, col = sch.split(sch.get_loops(xt)[-1], [None, int(func.attrs[OUT_WIDTH_ATTR])])
-            sch.vectorize(col)
-        elif xt_mode == "transpose":
-            # The row tile's input, [D, L]: one L x L in-register transpose per L features.
-            sch.compute_at(xt, c_group)
-            x_d, _ = sch.get_loops(xt)[-2:]
-            sch.tensorize(sch.split(x_d, [None, lanes])[1], TRANSPOSE_F32[lanes])
-        else:
-            sch.compute_at(xt, tile)
-            sch.vectorize(sch.get_loops(xt)[-1])
-
-        # Annotate before decomposing: vectorize needs the reduction blocks whole.
-        sch.vectorize(d_m)
-        if d_v is not None and sub_len <= MAX_UNROLL_SUB_LEN:
-            sch.unroll(d_v)
-        sch.vectorize(p_m)
-        for loop in _present(k_in, p_chain):
-            sch.unroll(loop)
-        sch.vectorize(m_in)
-        sch.unroll(j)
-        if d_v is not None:
-            sch.vectorize(sch.get_loops(sch.decompose_reduction(dot, d_v))[-1])
-        p_init = sch.decompose_reduction(partial, _present(k_out, p_chain, p_m)[0])
-        init_loops = sch.get_loops(p_init)
-        tile_depth = [sch.get(lp).same_as(sch.get(tile)) for lp in init_loops].index(True)
-        *init_chain, init_m = init_loops[tile_depth + 1:]  # below the tile loop
-        sch.vectorize(init_m)
-        for loop in init_chain:
-            sch.unroll(loop)
-        sch.vectorize(sch.get_loops(sch.decompose_reduction(argmin, j))[-1])
-
-        if shifted_last_tile(rows):
-            # Codes of the moved last tile come from other padded positions: a pass of their own.
-            code_c, code_m = sch.get_loops(codes)
-            sch.parallel(code_c)
-            head, _ = sch.loop_partition(code_m, [rows_pad - ROW_ALIGN, None])
-            sch.vectorize(sch.split(head, [None, lanes])[1])
-        else:
-            sch.reverse_compute_at(codes, tile)
-            if rows % lanes == 0:
-                sch.vectorize(sch.get_loops(codes)[-1])
+        enc = _Encode.of(sch, func, target)
+        xt_mode = _pick_xt_mode(self.xt_mode, func, enc)
+        tiles = _split_tiles(sch, enc, xt_mode, tunable)
+        chains = _schedule_chains(sch, enc, tiles.tile)
+        _place_input(sch, func, enc, xt_mode, tiles)
+        _annotate_and_decompose(sch, enc, tiles, chains)
+        _schedule_codes(sch, enc, tiles.tile)
         return sch

@@ -92,7 +92,6 @@ class LutLookupShuffleRule(ScheduleRule):
         out_features, total_blocks = int(sums_shape[0]), int(sums_shape[1])
         rows_pad = total_blocks * ROWS_PER_CALL
 
-        default_n, default_blocks = DEFAULT_TILE
         out = sch.get_sblock(OUT_BLOCK)
         decode = sch.get_sblock(DECODE_BLOCK)
         if kind == LOOKUP_CONV2D_SHUFFLE:
@@ -105,6 +104,41 @@ class LutLookupShuffleRule(ScheduleRule):
         else:
             row, col = sch.get_loops(out)
         rows = int(sch.get(row).extent)
+        split = self._split_tiles(sch, row, col, out_features, total_blocks, tunable)
+        row_outer, row_inner, col_outer, col_inner, n_tile, row_tile, width = split
+        # NCHW rows are stored channel outer, positions inner (contiguous within an image).
+        inner = (col_inner, row_inner) if kind == LOOKUP_CONV2D_SHUFFLE else (row_inner, col_inner)
+        sch.reorder(row_outer, col_outer, *inner)
+        if self.parallel_axis == "rows":
+            sch.parallel(row_outer)
+            tile, outer_loops = col_outer, 2
+        else:
+            tile, outer_loops = sch.fuse(row_outer, col_outer), 1
+            sch.parallel(tile)
+
+        relu = bool(int(func.attrs[RELU_ATTR])) if RELU_ATTR in func.attrs else False
+        if (kind == LOOKUP_DENSE_SHUFFLE and intrin and width and rows == rows_pad
+                and len(acc_blocks) == 1):
+            _transposed_epilogue(sch, decode, row_inner, col_inner, width, relu)
+        else:
+            if kind != LOOKUP_CONV2D_SHUFFLE:
+                sch.compute_at(decode, tile)
+            # 16-row steps: the 8 low rows of 8 word pairs, then their 8 high rows.
+            _, half, lane = sch.split(sch.get_loops(decode)[-1], [None, 2, PAIR_SPAN])
+            sch.unroll(half)
+            sch.vectorize(lane)
+        for block in acc_blocks:
+            _schedule_accumulator(sch, block, tile, outer_loops, n_tile, row_tile, intrin)
+
+        if has_block(sch, CODES_PAD_BLOCK):
+            pad = sch.get_sblock(CODES_PAD_BLOCK)
+            sch.vectorize(sch.get_loops(pad)[-1])
+        return sch
+
+    def _split_tiles(self, sch: s_tir.Schedule, row, col, out_features: int, total_blocks: int,
+                     tunable: bool) -> tuple:
+        """Row and channel tiles: ``(row_outer, row_inner, col_outer, col_inner, n_tile, row_tile,
+        width)``, ``width`` the channels of the transposed epilogue (None: not usable)."""
         if tunable:
             # Row and channel tiles are sampled among divisors (no predicate on the lookup).
             row_split = _sample_row_blocks(sch, total_blocks)
@@ -121,62 +155,47 @@ class LutLookupShuffleRule(ScheduleRule):
             n_tile, row_tile = int(sch.get(n_tile_var)), int(sch.get(row_split))
             width = 4 if all(n % 4 == 0 for n in candidates) else None
         else:
+            default_n, default_blocks = DEFAULT_TILE
             row_blocks = _largest_divisor(total_blocks, self.row_blocks or default_blocks)
             row_tile = ROWS_PER_CALL * row_blocks
             n_tile = _largest_divisor(out_features, self.n_tile or default_n)
             row_outer, row_inner = sch.split(row, [None, row_tile])
             col_outer, col_inner = sch.split(col, [None, n_tile])
             width = 8 if n_tile % 8 == 0 else 4 if n_tile % 4 == 0 else None
-        # NCHW rows are stored channel outer, positions inner (contiguous within an image).
-        inner = (col_inner, row_inner) if kind == LOOKUP_CONV2D_SHUFFLE else (row_inner, col_inner)
-        sch.reorder(row_outer, col_outer, *inner)
-        if self.parallel_axis == "rows":
-            sch.parallel(row_outer)
-            tile, outer_loops = col_outer, 2
-        else:
-            tile, outer_loops = sch.fuse(row_outer, col_outer), 1
-            sch.parallel(tile)
+        return row_outer, row_inner, col_outer, col_inner, n_tile, row_tile, width
 
-        relu = bool(int(func.attrs[RELU_ATTR])) if RELU_ATTR in func.attrs else False
-        if (kind == LOOKUP_DENSE_SHUFFLE and intrin and width and rows == rows_pad
-                and len(acc_blocks) == 1):
-            # Whole 8-row x width-channel tiles, transposed in registers (not scattered), after
-            # decoding the tile's 8 rows (n_tile x 8 int16 on the stack: no workspace call).
-            row_step, row_lane = sch.split(row_inner, [None, TRANSPOSE_ROWS])
-            col_step, col_lane = sch.split(col_inner, [None, width])
-            sch.reorder(row_step, col_step, row_lane, col_lane)
-            sch.compute_at(decode, row_step)
-            sch.vectorize(sch.get_loops(decode)[-1])
-            sch.tensorize(row_lane, TRANSPOSED_EPILOGUE[(width, relu)])
-        else:
-            if kind != LOOKUP_CONV2D_SHUFFLE:
-                sch.compute_at(decode, tile)
-            # 16-row steps: the 8 low rows of 8 word pairs, then their 8 high rows.
-            _, half, lane = sch.split(sch.get_loops(decode)[-1], [None, 2, PAIR_SPAN])
-            sch.unroll(half)
-            sch.vectorize(lane)
-        for block in acc_blocks:
-            sch.compute_at(block, tile)
-            chan, row_block, word_sum, word, codebook = _acc_loops(
-                sch, sch.get_loops(block)[outer_loops:], n_tile, row_tile // ROWS_PER_CALL
-            )
-            sch.reorder(*[loop for loop in (codebook, chan, row_block) if loop is not None],
-                        word_sum, word)
-            # The word sums are zeroed right outside the codebook loop; without one, right
-            # outside the tile's first loop, which gives the same init loops.
-            first = next(loop for loop in (codebook, chan, row_block, word_sum) if loop is not None)
-            init = sch.decompose_reduction(block, first)
-            sch.vectorize(sch.get_loops(init)[-1])
-            if intrin:
-                sch.tensorize(word_sum, intrin)
-            for loop in (chan, row_block):
-                if loop is not None:
-                    sch.unroll(loop)
 
-        if has_block(sch, CODES_PAD_BLOCK):
-            pad = sch.get_sblock(CODES_PAD_BLOCK)
-            sch.vectorize(sch.get_loops(pad)[-1])
-        return sch
+def _transposed_epilogue(sch: s_tir.Schedule, decode, row_inner, col_inner, width: int, relu: bool):
+    """Whole 8-row x width-channel tiles, transposed in registers (not scattered), after
+    decoding the tile's 8 rows (n_tile x 8 int16 on the stack: no workspace call)."""
+    row_step, row_lane = sch.split(row_inner, [None, TRANSPOSE_ROWS])
+    col_step, col_lane = sch.split(col_inner, [None, width])
+    sch.reorder(row_step, col_step, row_lane, col_lane)
+    sch.compute_at(decode, row_step)
+    sch.vectorize(sch.get_loops(decode)[-1])
+    sch.tensorize(row_lane, TRANSPOSED_EPILOGUE[(width, relu)])
+
+
+def _schedule_accumulator(sch: s_tir.Schedule, block, tile, outer_loops: int, n_tile: int,
+                          row_tile: int, intrin) -> None:
+    """One codebook chunk's word sums under ``tile``: codebooks outermost, the shuffle
+    intrinsic (if the target has one) on the word-sum loop."""
+    sch.compute_at(block, tile)
+    chan, row_block, word_sum, word, codebook = _acc_loops(
+        sch, sch.get_loops(block)[outer_loops:], n_tile, row_tile // ROWS_PER_CALL
+    )
+    sch.reorder(*[loop for loop in (codebook, chan, row_block) if loop is not None],
+                word_sum, word)
+    # The word sums are zeroed right outside the codebook loop; without one, right
+    # outside the tile's first loop, which gives the same init loops.
+    first = next(loop for loop in (codebook, chan, row_block, word_sum) if loop is not None)
+    init = sch.decompose_reduction(block, first)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if intrin:
+        sch.tensorize(word_sum, intrin)
+    for loop in (chan, row_block):
+        if loop is not None:
+            sch.unroll(loop)
 
 
 def _acc_loops(sch: s_tir.Schedule, loops: list, n_tile: int, row_blocks: int):

@@ -209,3 +209,11 @@ def test_kernels_all_scheduled(cnn_case):
         if not attrs or not re.search(r'"tirx\.is_scheduled":\s*(True|1)\b', attrs.group(1)):
             unscheduled.append(name)
     assert not unscheduled, f"PrimFuncs without tirx.is_scheduled: {unscheduled}"
+
+
+def test_plan_file_for_another_model_is_named(mlp_case, cnn_case):
+    """A LUT-NN plan file that binds no weight of the model: the error names the file and a layer."""
+    path = mlp_case.plan.save(mlp_case.tmp / "plans" / "for_the_mlp.npz")
+    with pytest.raises(lut_tvm.PlanError, match=r"^plan file '.*for_the_mlp\.npz': plan layer 'fc1'.*"
+                                                r"matches no weight"):
+        lut_tvm.compile(cnn_case.model, str(path), example_inputs=(cnn_case.x,))

@@ -1,6 +1,7 @@
 """Plan files: save/load round trip (version 1, and version 2 with free tables), every validation failure
 names its layer and field, atomic save."""
 
+import dataclasses
 import json
 import re
 
@@ -10,7 +11,7 @@ import pytest
 from lut_tvm.errors import PlanError
 from lut_tvm.npz_meta import META_KEY
 from lut_tvm.plan import (PLAN_FORMAT, PLAN_VERSION, PLAN_VERSION_TABLES, SUPPORTED_VERSIONS, LayerPlan, Plan,
-                          TableQuant)
+                          PlanKind, TableQuant, plan_file_format)
 from lut_tvm.weights import LayerKind, fingerprint
 
 RNG = np.random.default_rng(0)
@@ -400,3 +401,60 @@ def test_write_failure_leaves_no_temporary_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == before  # the old plan survives the failed write
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.npz"]
+
+
+# --------------------------------------------------------------------------- plan kinds
+
+
+def _exact_plan():
+    from lut_tvm.exact.plan import ExactLayerPlan, ExactPlan  # pylint: disable=import-outside-toplevel
+
+    return ExactPlan([ExactLayerPlan.from_weight("fc1", LayerKind.DENSE, DENSE_W, 4, 0.1)])
+
+
+def test_plan_file_format_tells_the_kinds_apart(tmp_path):
+    """Each kind's file names its own format; an unreadable file has none (its loader says why)."""
+    from lut_tvm.exact.plan import EXACT_PLAN_FORMAT  # pylint: disable=import-outside-toplevel
+
+    assert plan_file_format(valid_plan().save(tmp_path / "lut.npz")) == PLAN_FORMAT
+    assert plan_file_format(_exact_plan().save(tmp_path / "exact.npz")) == EXACT_PLAN_FORMAT
+    (tmp_path / "text.npz").write_text("not a plan")
+    assert plan_file_format(tmp_path / "text.npz") is None
+    assert plan_file_format(tmp_path / "missing.npz") is None
+
+
+def test_load_plan_reads_each_kind_from_its_file(tmp_path):
+    """``compiler.load_plan`` loads either kind from its file, exactly as its own loader does."""
+    from lut_tvm.compiler import load_plan  # pylint: disable=import-outside-toplevel
+    from lut_tvm.exact.plan import ExactPlan  # pylint: disable=import-outside-toplevel
+
+    lut = load_plan(str(valid_plan().save(tmp_path / "lut.npz")))
+    assert type(lut) is Plan and [layer.name for layer in lut.layers] == ["fc1", "conv1"]
+    np.testing.assert_array_equal(lut.layers[1].centroids, conv_layer().centroids)
+    exact = load_plan(_exact_plan().save(tmp_path / "exact.npz"))
+    assert type(exact) is ExactPlan and exact.bits_per_layer() == {"fc1": 4}
+    np.testing.assert_array_equal(exact.layers[0].w_scale, _exact_plan().layers[0].w_scale)
+    assert load_plan(None).layers == []
+    (tmp_path / "text.npz").write_text("not a plan")
+    with pytest.raises(PlanError, match=r"plan file '.*text\.npz'"):
+        load_plan(tmp_path / "text.npz")
+
+
+def test_both_kinds_share_the_plan_kind_checks():
+    """``PlanKind``: layers by fingerprint, and a duplicate weight named with the kind's label."""
+    exact = _exact_plan()
+    assert isinstance(valid_plan(), PlanKind) and isinstance(exact, PlanKind)
+    assert list(valid_plan().by_fingerprint()) == [fingerprint(DENSE_W), fingerprint(CONV_W)]
+    exact.layers.append(dataclasses.replace(exact.layers[0], name="again"))
+    with pytest.raises(PlanError, match=r"^exact plan layers 'fc1' and 'again' bind the same weight"):
+        exact.validate()
+
+
+def test_rewrite_stage_of_an_unknown_plan_kind_is_named():
+    from lut_tvm.compiler import rewrite_passes  # pylint: disable=import-outside-toplevel
+
+    class OtherPlan(Plan):
+        """A plan kind the compiler has no rewrite stage for."""
+
+    with pytest.raises(PlanError, match="no rewrite passes for plan kind OtherPlan"):
+        rewrite_passes(OtherPlan([]))

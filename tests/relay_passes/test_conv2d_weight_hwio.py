@@ -40,3 +40,13 @@ def test_grouped_conv_is_left_alone():
     weight = np.ones((4, 2, 3, 3), np.float32)
     before = conv_module(weight, groups=2)
     tvm.ir.assert_structural_equal(Conv2dWeightHWIO()(before), before)
+
+
+def test_before_expected():
+    """The conv2d with an OIHW constant becomes the same conv2d with the HWIO constant."""
+    weight = np.random.default_rng(1).standard_normal((6, 4, 3, 3)).astype(np.float32)
+    before = conv_module(weight, strides=(2, 1), padding=(0, 1, 2, 0))
+    expected = relax_module((2, 4, 9, 7), lambda bb, x: bb.emit(relax.op.nn.conv2d(
+        x, relax.const(np.ascontiguousarray(weight.transpose(2, 3, 1, 0))), strides=(2, 1),
+        padding=(0, 1, 2, 0), kernel_layout="HWIO", out_layout="NCHW")))
+    tvm.ir.assert_structural_equal(Conv2dWeightHWIO()(before), expected)

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from tvm import relax
+import tvm
+from tvm import relax, tirx, topi
 
 import lut_tvm
 from lut_tvm import _tvm_compat
@@ -88,3 +89,29 @@ def test_compile_applies_fast_math_by_default_and_keeps_the_model(tmp_path):
     exact.export(tmp_path / "exact.so")
     assert lut_tvm.load(tmp_path / "fast.so").info.fast_math  # the description says which math ran
     assert not lut_tvm.load(tmp_path / "exact.so").info.fast_math
+
+
+def _fast_gelu_erf(x):
+    half = tirx.const(0.5, "float32")
+    return x * (half + topi.fast_erf(x * tirx.const(0.5 ** 0.5, "float32")) * half)
+
+
+def _fast_gelu_tanh(x):
+    inner = tirx.const(math.sqrt(2.0 / math.pi), "float32") * x * (
+        tirx.const(1.0, "float32") + tirx.const(0.044715, "float32") * x * x)
+    return tirx.const(0.5, "float32") * x * (tirx.const(1.0, "float32") + topi.fast_tanh(inner))
+
+
+@pytest.mark.parametrize("name, formula", [("gelu", _fast_gelu_erf), ("gelu_tanh", _fast_gelu_tanh)])
+def test_gelu_before_expected(name, formula):
+    """float32 GELU becomes a ``call_te`` of its formula with the fast erf/tanh, named after it."""
+    before = _module(name)
+    expected = relax_module(X.shape, lambda bb, x: bb.call_te(formula, x, primfunc_name_hint=name))
+    tvm.ir.assert_structural_equal(FastMath()(before), expected)
+
+
+def test_float16_gelu_and_plain_ops_left_alone():
+    """float16 GELU keeps TVM's legalization; an op without a fast form is not touched."""
+    for op, dtype in ((relax.op.nn.gelu, "float16"), (relax.op.nn.relu, "float32")):
+        before = relax_module(X.shape, lambda bb, x, op=op: bb.emit(op(x)), dtype=dtype)
+        tvm.ir.assert_structural_equal(FastMath()(before), before)

@@ -13,6 +13,9 @@ from lut_tvm.testing import assert_no_near_ties, relax_module as make_module, ru
 from relay_passes.fuse_lut_epilogue import FuseLUTEpilogue
 from relay_passes.rewrite_conv2d_to_lut import RewriteConv2dToLUT
 from relay_passes.rewrite_dense_to_lut import RewriteDenseToLUT
+from schedules.lut_compute import Conv2dGeometry
+
+from expected_kernels import emit_lut_conv2d, emit_lut_dense
 
 
 def lookups(mod):
@@ -287,3 +290,23 @@ def test_channel_bias_and_relu_fuse_into_the_conv_shuffle_lookup():
     want = np.maximum(ref.lut_conv2d(x, centroids, weight, bias, **geometry), 0)
     assert (want == 0).any() and (want > 0).any()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_before_expected():
+    """``relu(lookup + b)`` becomes one ReLU lookup with bias ``b``; the encode is untouched."""
+    before = rewrite_dense(make_module((M, 12), lambda bb, x: bb.emit(relax.op.nn.relu(
+        bb.emit(relax.op.add(lut_dense(bb, x), relax.const(B)))))))
+    layer = dense_plan().layers[0]
+    expected = make_module((M, 12), lambda bb, x: emit_lut_dense(bb, x, layer, W, M, bias=B, relu=True))
+    tvm.ir.assert_structural_equal(FuseLUTEpilogue()(before), expected)
+
+
+def test_conv_before_expected():
+    """A channel bias ``[1, O, 1, 1]`` (left operand) folds into the conv lookup; no ReLU follows."""
+    bias = BC.reshape(1, 6, 1, 1)
+    before = RewriteConv2dToLUT(conv_plan())(make_module(CONV_IN, lambda bb, x: bb.emit(
+        relax.op.add(relax.const(bias), lut_conv(bb, x)))))
+    geometry = Conv2dGeometry(kernel=(3, 3), **CONV_GEOMETRY)
+    expected = make_module(CONV_IN, lambda bb, x: emit_lut_conv2d(
+        bb, x, conv_plan().layers[0], WC, (CONV_IN, geometry), bias=BC))
+    tvm.ir.assert_structural_equal(FuseLUTEpilogue()(before), expected)

@@ -14,9 +14,12 @@ from lut_tvm.exact.conv_reference import dequantize_nchw, int_conv2d
 from lut_tvm.exact.plan import ExactLayerPlan, ExactPlan
 from lut_tvm.targets import host_cpu_flags, resolve_target
 from lut_tvm.testing import lut_calls, op_calls, relax_module
-from lut_tvm.weights import LayerKind
+from lut_tvm.weights import LayerKind, as_dense_matrix
 from relay_passes.fuse_exact_bias import FuseExactBias
 from relay_passes.rewrite_conv2d_to_exact_lut import RewriteConv2dToExactLUT
+from schedules.lut_compute import Conv2dGeometry
+
+from expected_kernels import emit_exact_gather
 
 SHAPE = (2, 3, 11, 9)
 CONVS = [  # (weight OIHW, strides, padding (t, l, b, r), dilation)
@@ -103,3 +106,23 @@ def test_kind_mismatch_is_named():
     layer.weight_shape = weights[0][0].shape
     with pytest.raises(PlanError, match="'conv1'.*'kind'"):
         RewriteConv2dToExactLUT(ExactPlan([layer]))(_module(weights))
+
+
+def test_before_expected():
+    """A planned conv becomes the gather-form exact kernel on NCHW input (rows ``[N*OH*OW, O]``),
+    then reshape to NHWC and permute_dims back to NCHW; its bias add and ReLU stay."""
+    weights = _weights(np.random.default_rng(4))[:1]
+    (weight, bias), (_, strides, padding, dilation) = weights[0], CONVS[0]
+    layer = ExactLayerPlan.from_weight("conv1", LayerKind.CONV2D, weight, 3, 0.02)
+    geometry = Conv2dGeometry(tuple(weight.shape[2:]), strides, padding, dilation)
+    out_h, out_w = geometry.output_hw(*SHAPE[2:])
+
+    def expected_body(bb, x):
+        rows = emit_exact_gather(bb, x, layer, as_dense_matrix(LayerKind.CONV2D, weight), SHAPE, geometry)
+        nhwc = bb.emit(relax.op.reshape(rows, (SHAPE[0], out_h, out_w, weight.shape[0])))
+        h = bb.emit(relax.op.permute_dims(nhwc, [0, 3, 1, 2]))
+        h = bb.emit(relax.op.add(h, relax.const(bias.reshape(1, -1, 1, 1))))
+        return bb.emit(relax.op.nn.relu(h))
+
+    after = RewriteConv2dToExactLUT(ExactPlan([layer]), "gather")(_module(weights))
+    tvm.ir.assert_structural_equal(after, relax_module(SHAPE, expected_body))

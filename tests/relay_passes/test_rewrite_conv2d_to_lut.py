@@ -14,6 +14,9 @@ from lut_tvm.targets import host_cpu_flags
 from lut_tvm.weights import LayerKind, fingerprint
 from lut_tvm.testing import assert_no_near_ties, relax_module as make_module, run_relax as run, op_calls, lut_calls
 from relay_passes.rewrite_conv2d_to_lut import RewriteConv2dToLUT
+from schedules.lut_compute import Conv2dGeometry
+
+from expected_kernels import emit_lut_conv2d
 
 
 def conv_plan_layer(name, weight, sub_len, num_centroids=16, seed=0):
@@ -164,3 +167,19 @@ def test_shuffle_conv_matches_reference():
     got = run(out, x, target=AVX512)
     want = ref.lut_conv2d(x, layer.centroids, weight, padding=(1, 1, 1, 1))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_before_expected():
+    """The planned conv becomes the window encode + NCHW lookup (gather form off-target); the
+    unplanned pointwise conv stays."""
+    input_shape, strides, padding, dilation = (2, 3, 9, 7), (2, 2), (1, 0, 2, 1), (1, 1)
+    layer = conv_plan_layer("conv", WC, sub_len=3)
+    geometry = Conv2dGeometry((3, 3), strides, padding, dilation)
+
+    def expected_body(bb, x):
+        conv = emit_lut_conv2d(bb, x, layer, WC, (input_shape, geometry))
+        return bb.emit(relax.op.nn.conv2d(conv, relax.const(WP)))
+
+    before = make_module(input_shape, conv_then_pointwise(strides, padding, dilation))
+    after = RewriteConv2dToLUT(Plan([layer]))(before)
+    tvm.ir.assert_structural_equal(after, make_module(input_shape, expected_body))

@@ -8,15 +8,19 @@ from tvm import relax
 from tvm.ir import Op
 
 from lut_tvm._tvm_compat import build_executable, default_schedule_pass, make_target
+from lut_tvm.errors import PlanError
 from lut_tvm.exact import reference as ref
 from lut_tvm.exact.plan import ExactLayerPlan, ExactPlan
 from lut_tvm.weights import LayerKind
 from lut_tvm.compiler import build_relax
 from lut_tvm.targets import host_cpu_flags, resolve_target
+from lut_tvm.testing import relax_module
 from relay_passes.fuse_exact_bias import FuseExactBias
 from relay_passes.rewrite_dense_to_exact_lut import RewriteDenseToExactLUT
 from schedules.rules import default_rules
 from schedules.rules.exact_lut import ExactLutRule
+
+from expected_kernels import emit_exact_gather
 
 torch = pytest.importorskip("torch")
 
@@ -134,3 +138,32 @@ def test_shuffle_form_with_folded_bias_equals_integer_reference(bits):
                            layer.quantized_weight(weight))
         h = ref.dequantize(acc, out_scale, ref.quantize_bias(bias, out_scale), relu=index == 0)
     np.testing.assert_array_equal(got, h.reshape(2, 9, 5))
+
+
+def test_before_expected_rows_and_reshape():
+    """``x [2, 3, D] @ W`` becomes reshape to rows, the gather-form exact kernel (int32 bias zero),
+    reshape back; the bias add after it stays (FuseExactBias's job)."""
+    rng = np.random.default_rng(21)
+    weight = rng.standard_normal((10, 6)).astype(np.float32)
+    weight[rng.random(weight.shape) < 0.5] = 0.0
+    bias = rng.standard_normal(6).astype(np.float32)
+    layer = ExactLayerPlan.from_weight("fc", LayerKind.DENSE, weight, 3, 0.05)
+
+    def before_body(bb, x):
+        return bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, relax.const(weight))), relax.const(bias)))
+
+    def expected_body(bb, x):
+        rows = bb.emit(relax.op.reshape(x, (6, 10)))
+        out = emit_exact_gather(bb, rows, layer, weight, (6, 10))
+        return bb.emit(relax.op.add(bb.emit(relax.op.reshape(out, (2, 3, 6))), relax.const(bias)))
+
+    after = RewriteDenseToExactLUT(ExactPlan([layer]), "gather")(relax_module((2, 3, 10), before_body))
+    tvm.ir.assert_structural_equal(after, relax_module((2, 3, 10), expected_body))
+
+
+def test_piece_bits_other_than_bit_planes_refused():
+    weight = np.random.default_rng(22).standard_normal((8, 4)).astype(np.float32)
+    layer = ExactLayerPlan.from_weight("fc", LayerKind.DENSE, weight, 4, 0.1, piece_bits=2)
+    with pytest.raises(PlanError, match=r"exact plan layer 'fc': field 'piece_bits' 2"):
+        RewriteDenseToExactLUT(ExactPlan([layer]))(
+            relax_module((5, 8), lambda bb, x: bb.emit(relax.op.matmul(x, relax.const(weight)))))

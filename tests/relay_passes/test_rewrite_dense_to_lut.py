@@ -14,6 +14,8 @@ from lut_tvm.testing import assert_no_near_ties
 from lut_tvm.weights import LayerKind, fingerprint
 from relay_passes.rewrite_dense_to_lut import RewriteDenseToLUT
 
+from expected_kernels import emit_lut_dense
+
 
 def make_module(input_shape, body):
     """``main(x)`` whose dataflow block is ``body(bb, x)``."""
@@ -190,3 +192,36 @@ def test_shuffle_lookup_chosen_by_target_and_shape(rows, out_features, expect_sh
     vm = relax.VirtualMachine(tvm.compile(rewritten, AVX512), tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, ref.lut_matmul(x, layer.centroids, weight), rtol=1e-5, atol=1e-5)
+
+
+def test_before_expected_planned_layer():
+    """The planned matmul becomes encode + lookup (gather form off-target); the unplanned one stays."""
+    layer = dense_plan_layer("fc1", W1, sub_len=3)
+
+    def expected_body(bb, x):
+        hidden = emit_lut_dense(bb, x, layer, W1, rows=5)
+        return bb.emit(relax.op.matmul(hidden, relax.const(W2)))
+
+    after = RewriteDenseToLUT(Plan([layer]))(make_module((5, 12), two_layer))
+    tvm.ir.assert_structural_equal(after, make_module((5, 12), expected_body))
+
+
+def test_before_expected_higher_rank_input():
+    """``x [2, 3, D]`` is reshaped to rows ``[6, D]`` and the result back to ``[2, 3, N]``."""
+    layer = dense_plan_layer("fc1", W1, sub_len=6, seed=3)
+
+    def expected_body(bb, x):
+        rows = bb.emit(relax.op.reshape(x, (6, 12)))
+        return bb.emit(relax.op.reshape(emit_lut_dense(bb, rows, layer, W1, rows=6), (2, 3, 8)))
+
+    before = make_module((2, 3, 12), lambda bb, x: bb.emit(relax.op.matmul(x, relax.const(W1))))
+    after = RewriteDenseToLUT(Plan([layer]))(before)
+    tvm.ir.assert_structural_equal(after, make_module((2, 3, 12), expected_body))
+
+
+def test_kind_mismatch_names_layer_and_field():
+    """A plan entry binding the dense weight but claiming a conv2d is refused by name."""
+    centroids = np.zeros((4, 16, 3), np.float32)
+    plan = Plan([LayerPlan("fc1", LayerKind.CONV2D, (12, 8), fingerprint(W1), centroids)])
+    with pytest.raises(PlanError, match=r"plan layer 'fc1': field 'kind' is conv2d, but it binds a dense"):
+        RewriteDenseToLUT(plan)(make_module((5, 12), two_layer))
