@@ -5,8 +5,8 @@ for each conv whose weight fingerprint the plan names (groups = 1), the input is
 window by window (im2col order ``(c_in, kh, kw)``, no im2col buffer) and looked up straight
 into the NCHW output (bias zero; FuseLUTEpilogue folds a following bias add / ReLU in). Where
 the current target has a shuffle instruction and the layer suits it (``use_shuffle_lookup``
-over the ``N * OH * OW`` output positions: K = 16, O % 16 == 0, rows >= shuffle lanes), the
-row encode writes codes ``[C, N*OH*OW]`` for the byte-shuffle lookup (tables ``[O, C, 16]``);
+over the ``N * OH * OW`` output positions: K = 16 (32 / 64 with VBMI), O % 16 == 0, rows >= shuffle lanes), the
+row encode writes codes ``[C, N*OH*OW]`` for the byte-shuffle lookup (tables ``[O, C, K]``);
 else codes ``[N, OH, OW, C]`` go to the gather lookup (tables ``[C, K, O]``). Other convs are
 left alone; grouped ones with a logged reason.
 """
@@ -33,7 +33,8 @@ def _emit_conv2d_shuffle(builder, call: relax.Call, site, consts, out_shape) -> 
                                      consts.num_centroids, consts.sub_len)
     codes = emit_encode(builder, encode, "lut_encode_conv2d_rows", call.args[0], consts,
                         (consts.num_codebooks, rows))
-    lookup = lookup_conv2d_shuffle_func(out_shape, consts.num_codebooks)
+    lookup = lookup_conv2d_shuffle_func(out_shape, consts.num_codebooks,
+                                        num_centroids=consts.num_centroids)
     table = relax.const(np.ascontiguousarray(consts.tables_q.transpose(2, 0, 1)))
     return relax.call_tir(builder.add_func(lookup, "lut_lookup_conv2d_shuffle"),
                           [codes, table, consts.scale, consts.bias],

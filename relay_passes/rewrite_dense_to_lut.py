@@ -6,7 +6,7 @@ Before: ``FoldConstant`` has run, so dense layers read ``matmul(x, const W[D, N]
 add / ReLU is folded in by FuseLUTEpilogue). Where the current target has a shuffle
 instruction and the shape suits it (``use_shuffle_lookup``), the row-vectorized encode writes
 the codes codebook-major ``[C, M]`` and the byte-shuffle lookup reads them (tables
-``[N, C, 16]``); else the encode writes codes ``[M, C]`` for the row-gather lookup (tables
+``[N, C, K]``); else the encode writes codes ``[M, C]`` for the row-gather lookup (tables
 ``[C, K, N]``). Other matmuls are left alone.
 """
 
@@ -21,10 +21,10 @@ from tvm.ir import IRModule
 from tvm.ir.transform import PassContext, module_pass
 
 from lut_tvm.plan import Plan
-from schedules.intrin.lut_shuffle import LUT16_SHUFFLE_LANES, shuffle_intrin_for_target
+from schedules.intrin.lut_vbmi import LOOKUP_LANES, lookup_intrin_for_target
 from schedules.lut_encode_rows_compute import encode_dense_rows_func
 from schedules.lut_kernels import encode_dense_func, lookup_dense_func
-from schedules.lut_shuffle_compute import NUM_CENTROIDS, lookup_dense_shuffle_func
+from schedules.lut_shuffle_compute import lookup_dense_shuffle_func
 
 from .layer_sites import match_dense
 from .lut_layer_builder import PlannedLayerRewriter, emit_encode, lookup_call, rewrite_relax_functions
@@ -33,16 +33,15 @@ from .lut_layer_builder import PlannedLayerRewriter, emit_encode, lookup_call, r
 def use_shuffle_lookup(rows: int, consts) -> bool:
     """Whether the byte-shuffle lookup serves this layer on the current target.
 
-    It needs K = 16 (one 16-byte table column per register lane), a target with a shuffle
-    intrinsic, at least one register of rows, and N divisible by 16 (the kernel's channel tile
+    It needs a target with a lookup intrinsic for the layer's K (a 16-byte shuffle for K = 16,
+    AVX-512 VBMI ``vpermb`` for K = 32 / 64), at least one register of rows, and N divisible by 16 (the kernel's channel tile
     must divide N).
     """
     target = tvm.target.Target.current(allow_none=True)
-    intrin = shuffle_intrin_for_target(target) if target is not None else None
+    intrin = lookup_intrin_for_target(target, consts.num_centroids) if target is not None else None
     return (
         intrin is not None
-        and consts.num_centroids == NUM_CENTROIDS
-        and rows >= LUT16_SHUFFLE_LANES[intrin]
+        and rows >= LOOKUP_LANES[intrin]
         and consts.out_features % 16 == 0
     )
 
@@ -59,7 +58,8 @@ def _emit_dense(builder, call: relax.Call, site, consts) -> relax.Expr:
                                         consts.sub_len)
         codes_by_codebook = emit_encode(builder, encode, "lut_encode_dense_rows", data, consts,
                                         (consts.num_codebooks, rows))
-        lookup = lookup_dense_shuffle_func(rows, consts.num_codebooks, consts.out_features)
+        lookup = lookup_dense_shuffle_func(rows, consts.num_codebooks, consts.out_features,
+                                           num_centroids=consts.num_centroids)
         table = relax.const(np.ascontiguousarray(consts.tables_q.transpose(2, 0, 1)))
         out = relax.call_tir(builder.add_func(lookup, "lut_lookup_dense_shuffle"),
                              [codes_by_codebook, table, consts.scale, consts.bias], out_ty)
