@@ -4,16 +4,20 @@ shape (default: a MiniLM projection, M = 128, D = N = 384), at one thread.
 K = 16 looks up with ``vpshufb``; K = 32 / 64 with ``vpermb`` (``schedules.intrin.lut_vbmi``),
 timed only where the host CPU has AVX-512 VBMI. The encode (``encode_dense_rows_func`` under
 ``LutEncodeRowsRule``) costs ``2 D K`` flops per row, so it grows with K while the lookup does not:
-both are reported. Each output is checked against the NumPy reference before it is timed.
+both are reported. Each output is checked against the NumPy reference before it is timed. All
+kernels are timed in interleaved rounds (``benchmarks.common.timing.interleaved_samples``, median
+over rounds), so a change of the machine's load falls on every K alike.
 """
 
 from __future__ import annotations
+
+import statistics
 
 import numpy as np
 import tvm
 
 from benchmarks.common.kernel_bench import compile_scheduled
-from benchmarks.common.timing import time_evaluator_median
+from benchmarks.common.timing import interleaved_samples
 from lut_tvm import reference as ref
 from lut_tvm.target_features import host_features
 from schedules.lut_encode_rows_compute import encode_dense_rows_func
@@ -31,8 +35,9 @@ def _tensors(*arrays):
     return [tvm.runtime.tensor(np.ascontiguousarray(a), tvm.cpu()) for a in arrays]
 
 
-def bench_k(rows, dim, out_features, sub_len, num_centroids, number, repeat, target):
-    """``(encode s, lookup s)`` of one (V, K) point, both outputs checked against the reference."""
+def build_k(rows, dim, out_features, sub_len, num_centroids, target):
+    """``(encode call, lookup call)`` of one (V, K) point, both outputs checked against the
+    reference."""
     rng = np.random.default_rng(0)
     num_codebooks = dim // sub_len
     x = rng.standard_normal((rows, dim)).astype(np.float32)
@@ -57,25 +62,29 @@ def bench_k(rows, dim, out_features, sub_len, num_centroids, number, repeat, tar
     lookup["main"](*lookup_args)
     np.testing.assert_array_equal(lookup_args[-1].numpy(),
                                   ref.lookup_accumulate(codes, tables).astype(np.float32))
-    return (time_evaluator_median(encode, encode_args, number, repeat),
-            time_evaluator_median(lookup, lookup_args, number, repeat))
+    return (lambda: encode["main"](*encode_args)), (lambda: lookup["main"](*lookup_args))
 
 
 def centroid_lines(rows, dim, out_features, number, repeat, threads, sub_lens=SUB_LENS) -> list[str]:
-    """The K-sweep table (printed row by row as it is measured)."""
+    """The K-sweep table: ``repeat`` interleaved rounds of ``number`` calls of every kernel."""
     target = tvm.target.Target({**VBMI_TARGET, "num-cores": threads})
     vbmi = host_features().byte_permute_128
     lines = [f"## K sweep: M = {rows}, D = {dim}, N = {out_features}, target `{VBMI_TARGET}`", "",
              "| V | K | lookup instr | encode us | lookup us | encode + lookup us |", "|" + "---|" * 6]
     if not vbmi:
         lines[1] = "(host CPU has no AVX-512 VBMI: K = 32 / 64 not timed)"
-    for sub_len in sub_lens:
-        for num_centroids in CENTROIDS:
-            if num_centroids != 16 and not vbmi:
-                continue
-            enc, look = bench_k(rows, dim, out_features, sub_len, num_centroids, number, repeat, target)
-            instr = "vpshufb zmm" if num_centroids == 16 else "vpermb zmm"
-            lines.append(f"| {sub_len} | {num_centroids} | {instr} | {enc * 1e6:.1f} | {look * 1e6:.1f} "
-                         f"| {(enc + look) * 1e6:.1f} |")
-            print(lines[-1], flush=True)
+    points = [(v, k) for v in sub_lens for k in CENTROIDS if k == 16 or vbmi]
+    calls = {}
+    for sub_len, num_centroids in points:
+        encode, lookup = build_k(rows, dim, out_features, sub_len, num_centroids, target)
+        calls[(sub_len, num_centroids, "encode")] = encode
+        calls[(sub_len, num_centroids, "lookup")] = lookup
+    seconds = {key: statistics.median(samples)
+               for key, samples in interleaved_samples(calls, repeat, number).items()}
+    for sub_len, num_centroids in points:
+        enc, look = seconds[(sub_len, num_centroids, "encode")], seconds[(sub_len, num_centroids, "lookup")]
+        instr = "vpshufb zmm" if num_centroids == 16 else "vpermb zmm"
+        lines.append(f"| {sub_len} | {num_centroids} | {instr} | {enc * 1e6:.1f} | {look * 1e6:.1f} "
+                     f"| {(enc + look) * 1e6:.1f} |")
+        print(lines[-1], flush=True)
     return lines

@@ -13,8 +13,10 @@ sums stay exact for the same reason as at K = 16 (``schedules.lut_shuffle_comput
 byte per row and codebook, at most 256 codebooks per uint16 chunk, whatever K is.
 
 ``vpermi2b`` (two tables, 128 entries, 7 bits) would serve K = 128, which the optimizer does not
-offer; a ymm ``vpermb`` (AVX512VL) for K = 32 does half the lookups per instruction, and Zen 4
-runs a zmm ``vpermb`` as one double-pumped op, so the zmm form is used for both.
+offer. For K = 32, two ymm ``vpermb`` (AVX512VL, ``llvm.x86.avx512.permvar.qi.256``, the column
+not repeated) per block measured 1.05-1.15x slower than one zmm ``vpermb`` of the repeated column
+(M = 128, N = 384, C = 24 / 96 / 192, one thread, Zen 4, load average 8 on 2 cores), so the zmm
+form serves both K.
 """
 
 from __future__ import annotations
