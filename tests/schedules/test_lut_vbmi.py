@@ -18,7 +18,8 @@ from torch import nn
 import lut_tvm
 from lut_tvm import reference as ref
 from lut_tvm.policy import PlanPolicy
-from lut_tvm.target_features import host_features
+from lut_tvm.target_features import host_features, host_target, target_features
+from lut_tvm.targets import host_cpu_flags
 from lut_tvm.testing import GivenCodes, assert_no_near_ties, compile_with_codes
 from schedules.attrs import LutKind
 from schedules.intrin.lut_shuffle import LUT16_SHUFFLE_AVX2, LUT16_SHUFFLE_AVX512
@@ -278,3 +279,12 @@ def test_compiled_model_with_k_centroids_matches_reference(num_centroids, rows, 
     assert max(int(c.max()) for c in codes) >= 16  # the codes past K = 16 are used
     expected = _mlp_reference(model, plan, x, codes)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_host_probe_agrees_with_cpuinfo():
+    """The skip probe: the host target's LLVM features, kept only where /proc/cpuinfo has them."""
+    features = host_features()
+    assert features.features <= target_features(host_target()).features
+    if features.arch == "x86":
+        assert features.byte_permute_128 == ("avx512vbmi" in host_cpu_flags()
+                                             and target_features(host_target()).byte_permute_128)
