@@ -6,7 +6,8 @@ timed only where the host CPU has AVX-512 VBMI. The encode (``encode_dense_rows_
 ``LutEncodeRowsRule``) costs ``2 D K`` flops per row, so it grows with K while the lookup does not:
 both are reported. Each output is checked against the NumPy reference before it is timed. All
 kernels are timed in interleaved rounds (``benchmarks.common.timing.interleaved_samples``, median
-over rounds), so a change of the machine's load falls on every K alike.
+over rounds, and the minimum: on a shared machine the least disturbed round), so a change of the
+machine's load falls on every K alike.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def centroid_lines(rows, dim, out_features, number, repeat, threads, sub_lens=SU
     target = tvm.target.Target({**VBMI_TARGET, "num-cores": threads})
     vbmi = host_features().byte_permute_128
     lines = [f"## K sweep: M = {rows}, D = {dim}, N = {out_features}, target `{VBMI_TARGET}`", "",
-             "| V | K | lookup instr | encode us | lookup us | encode + lookup us |", "|" + "---|" * 6]
+             "| V | K | lookup instr | encode us (median / min) | lookup us (median / min) "
+             "| encode + lookup us (median / min) |", "|" + "---|" * 6]
     if not vbmi:
         lines[1] = "(host CPU has no AVX-512 VBMI: K = 32 / 64 not timed)"
     points = [(v, k) for v in sub_lens for k in CENTROIDS if k == 16 or vbmi]
@@ -79,12 +81,12 @@ def centroid_lines(rows, dim, out_features, number, repeat, threads, sub_lens=SU
         encode, lookup = build_k(rows, dim, out_features, sub_len, num_centroids, target)
         calls[(sub_len, num_centroids, "encode")] = encode
         calls[(sub_len, num_centroids, "lookup")] = lookup
-    seconds = {key: statistics.median(samples)
-               for key, samples in interleaved_samples(calls, repeat, number).items()}
+    samples = interleaved_samples(calls, repeat, number)
     for sub_len, num_centroids in points:
-        enc, look = seconds[(sub_len, num_centroids, "encode")], seconds[(sub_len, num_centroids, "lookup")]
+        enc, look = samples[(sub_len, num_centroids, "encode")], samples[(sub_len, num_centroids, "lookup")]
+        both = [a + b for a, b in zip(enc, look)]
         instr = "vpshufb zmm" if num_centroids == 16 else "vpermb zmm"
-        lines.append(f"| {sub_len} | {num_centroids} | {instr} | {enc * 1e6:.1f} | {look * 1e6:.1f} "
-                     f"| {(enc + look) * 1e6:.1f} |")
+        cells = " | ".join(f"{statistics.median(s) * 1e6:.1f} / {min(s) * 1e6:.1f}" for s in (enc, look, both))
+        lines.append(f"| {sub_len} | {num_centroids} | {instr} | {cells} |")
         print(lines[-1], flush=True)
     return lines

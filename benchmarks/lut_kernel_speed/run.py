@@ -214,8 +214,8 @@ def k_sweep(opts, threads: int) -> None:
         "",
         f"Command: `TVM_NUM_THREADS={threads} .venv/bin/python -m benchmarks.lut_kernel_speed --k-sweep "
         f"--rows {opts.rows} --dim {opts.dim} --out-features {opts.out_features} --number {opts.number} "
-        f"--repeat {opts.repeat}`. Medians over {opts.repeat} interleaved rounds of {opts.number} calls per "
-        "kernel; outputs checked against the reference.",
+        f"--repeat {opts.repeat}`. Median and minimum over {opts.repeat} interleaved rounds of {opts.number} "
+        "calls per kernel; outputs checked against the reference.",
         f"Load average (1, 5, 15 min) before, then 1 min after: {load}. The machine is shared (2 cores, "
         "other jobs running): expect +-30% run-to-run noise.",
         "",
