@@ -412,3 +412,10 @@ def target_has_feature(feature: str, target) -> bool:
     except Exception:  # pylint: disable=broad-except  (an unknown feature name or a non-LLVM target)
         return False
 
+
+
+def llvm_host_cpu() -> str:
+    """LLVM's name for this machine's CPU model (e.g. "znver4"), what ``-mcpu=native`` would pick."""
+    from tvm.target import codegen  # pylint: disable=import-outside-toplevel
+
+    return str(codegen.llvm_get_system_cpu())

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import _tvm_compat
+from .targets import host_cpu_flags, resolve_target
 
 _X86_FEATURES = ("ssse3", "avx2", "avx512f", "avx512bw", "avx512vbmi", "avx512vnni", "avxvnni")
 _ARM_FEATURES = ("neon", "dotprod", "i8mm")
@@ -82,3 +83,24 @@ def target_features(target) -> TargetFeatures:
         mtriple, mcpu, mattr = _attrs(target)
         _CACHE[key] = _features_of(str(target.kind.name), mtriple, mcpu, mattr, target)
     return _CACHE[key]
+
+
+# /proc/cpuinfo's names of the x86 features, where they differ from LLVM's.
+_CPUINFO_NAMES = {"avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni"}
+
+
+def host_target():
+    """A TVM target for this machine's CPU model as LLVM names it (``mcpu`` = the host CPU)."""
+    return resolve_target({"kind": "llvm", "mcpu": _tvm_compat.llvm_host_cpu()})
+
+
+def host_features() -> TargetFeatures:
+    """What this machine's CPU runs: ``target_features(host_target())``, each x86 feature kept only
+    if /proc/cpuinfo lists it too (a virtual machine may hide features of its CPU model). For tests
+    and benchmarks that must skip what the host cannot run."""
+    features = target_features(host_target())
+    if features.arch != "x86":
+        return features
+    flags = host_cpu_flags()
+    return TargetFeatures("x86", frozenset(f for f in features.features
+                                           if _CPUINFO_NAMES.get(f, f) in flags))

@@ -18,9 +18,8 @@ from lut_tvm.errors import PlanError
 from lut_tvm.plan import LayerPlan, TableQuant
 from lut_tvm.reference import build_tables, column_scale, quantize_tables
 from lut_tvm.weights import as_dense_matrix, output_length
-from schedules.intrin.lut_shuffle import LUT16_SHUFFLE_LANES, shuffle_intrin_for_target
+from schedules.intrin.lut_vbmi import LOOKUP_LANES, lookup_intrin_for_target
 from schedules.lut_compute import CODE_DTYPE
-from schedules.lut_shuffle_compute import NUM_CENTROIDS
 
 from .layer_sites import LayerSite
 from .planned_rewriter import const, kernel_call
@@ -54,25 +53,20 @@ class LutLayerConstants:
 
     @property
     def shuffle_table(self) -> relax.Constant:
-        """The tables as the byte-shuffle lookup reads them: ``[N, C, 16]``."""
+        """The tables as the byte-shuffle lookup reads them: ``[N, C, K]``."""
         return const(self.tables_q.transpose(2, 0, 1))
 
 
 def use_shuffle_lookup(rows: int, consts: LutLayerConstants) -> bool:
     """Whether the byte-shuffle lookup serves this layer on the current target.
 
-    It needs K = 16 (one 16-byte table column per register lane), a target with a shuffle
-    intrinsic, at least one register of rows, and N divisible by 16 (the kernel's channel tile
-    must divide N).
+    It needs a target with a lookup intrinsic for the layer's K (a 16-byte shuffle for K = 16,
+    AVX-512 VBMI ``vpermb`` for K = 32 / 64), at least one register of rows, and N divisible by
+    16 (the kernel's channel tile must divide N).
     """
     target = tvm.target.Target.current(allow_none=True)
-    intrin = shuffle_intrin_for_target(target) if target is not None else None
-    return (
-        intrin is not None
-        and consts.num_centroids == NUM_CENTROIDS
-        and rows >= LUT16_SHUFFLE_LANES[intrin]
-        and consts.out_features % 16 == 0
-    )
+    intrin = lookup_intrin_for_target(target, consts.num_centroids) if target is not None else None
+    return intrin is not None and rows >= LOOKUP_LANES[intrin] and consts.out_features % 16 == 0
 
 
 def emit_encode(builder: relax.BlockBuilder, func, name: str, data, consts: LutLayerConstants, codes_shape):

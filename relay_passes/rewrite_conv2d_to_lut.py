@@ -5,8 +5,8 @@ for each conv whose weight fingerprint the plan names (groups = 1), the input is
 window by window (im2col order ``(c_in, kh, kw)``, no im2col buffer) and looked up straight
 into the NCHW output (bias zero; FuseLUTEpilogue folds a following bias add / ReLU in). Where
 the current target has a shuffle instruction and the layer suits it (``use_shuffle_lookup``
-over the ``N * OH * OW`` output positions: K = 16, O % 16 == 0, rows >= shuffle lanes), the
-row encode writes codes ``[C, N*OH*OW]`` for the byte-shuffle lookup (tables ``[O, C, 16]``);
+over the ``N * OH * OW`` output positions: K = 16 (32 / 64 with VBMI), O % 16 == 0, rows >= shuffle lanes), the
+row encode writes codes ``[C, N*OH*OW]`` for the byte-shuffle lookup (tables ``[O, C, K]``);
 else codes ``[N, OH, OW, C]`` go to the gather lookup (tables ``[C, K, O]``). Other convs are
 left alone; grouped ones with a logged reason.
 """
@@ -31,7 +31,7 @@ def _emit_conv2d_shuffle(builder, data, site: LayerSite, consts: LutLayerConstan
                                      consts.num_centroids, consts.sub_len)
     codes = emit_encode(builder, encode, "lut_encode_conv2d_rows", data, consts,
                         (consts.num_codebooks, rows))
-    lookup = lookup_conv2d_shuffle_func(out_shape, consts.num_codebooks)
+    lookup = lookup_conv2d_shuffle_func(out_shape, consts.num_codebooks, num_centroids=consts.num_centroids)
     return lookup_call(builder, lookup, "lut_lookup_conv2d_shuffle", codes, consts, out_shape,
                        shuffle=True)
 

@@ -6,7 +6,7 @@ Before: ``FoldConstant`` has run, so dense layers read ``matmul(x, const W[D, N]
 add / ReLU is folded in by FuseLUTEpilogue). Where the current target has a shuffle
 instruction and the shape suits it (``lut_layer_builder.use_shuffle_lookup``), the row-vectorized
 encode writes the codes codebook-major ``[C, M]`` and the byte-shuffle lookup reads them (tables
-``[N, C, 16]``); else the encode writes codes ``[M, C]`` for the row-gather lookup (tables
+``[N, C, K]``); else the encode writes codes ``[M, C]`` for the row-gather lookup (tables
 ``[C, K, N]``). Other matmuls are left alone.
 """
 
@@ -33,7 +33,8 @@ def _lookup_rows(builder: relax.BlockBuilder, data, rows: int, consts: LutLayerC
                                         consts.sub_len)
         codes = emit_encode(builder, encode, "lut_encode_dense_rows", data, consts,
                             (consts.num_codebooks, rows))
-        lookup = lookup_dense_shuffle_func(rows, consts.num_codebooks, consts.out_features)
+        lookup = lookup_dense_shuffle_func(rows, consts.num_codebooks, consts.out_features,
+                                           num_centroids=consts.num_centroids)
         return lookup_call(builder, lookup, "lut_lookup_dense_shuffle", codes, consts, out_shape,
                            shuffle=True)
     encode = encode_dense_func(rows, consts.num_codebooks, consts.num_centroids, consts.sub_len)

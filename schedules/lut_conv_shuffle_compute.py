@@ -22,7 +22,7 @@ A conv is the dense LUT layer over its output positions: row ``m = (n * OH + oh)
   with it, padded is the default where tiles straddle output rows (OW = 20, 10, 5).
   The function carries ``out_width`` and ``input_layout`` attributes for the schedule.
 * lookup (``lookup_conv2d_shuffle``): the int16 accumulators of the dense shuffle lookup
-  (``lut_shuffle_compute.shuffle_accumulators``, tables ``[O, C, 16]``), with the epilogue
+  (``lut_shuffle_compute.shuffle_accumulators``, tables ``[O, C, K]``, K = 16 or, with VBMI, 32 / 64), with the epilogue
   writing the NCHW output ``Y[n, o, oh, ow] = acc[o, m] * scale[o] + bias[o]`` directly
   (optional ReLU): no reshape or transpose after it, and FuseLUTEpilogue sees the channel on
   axis 1 as for the gather conv lookup.
@@ -146,7 +146,7 @@ def lookup_conv2d_shuffle(
     codes_t: te.Tensor, table: te.Tensor, scale: te.Tensor, bias: te.Tensor, out_hw,
     relu: bool = False, chunk: int = INT16_SAFE_CODEBOOKS,
 ) -> te.Tensor:
-    """``Y[N, O, OH, OW]`` float32 from codes ``[C, N*OH*OW]`` uint8 and a table ``[O, C, 16]`` int8."""
+    """``Y[N, O, OH, OW]`` float32 from codes ``[C, N*OH*OW]`` uint8 and a table ``[O, C, K]`` int8."""
     out_h, out_w = out_hw
     rows = int(codes_t.shape[1])
     if rows % (out_h * out_w):
@@ -161,11 +161,12 @@ def lookup_conv2d_shuffle(
 
 def lookup_conv2d_shuffle_func(
     out_shape, num_codebooks: int, relu: bool = False, chunk: int = INT16_SAFE_CODEBOOKS,
+    num_centroids: int = NUM_CENTROIDS,
 ) -> tirx.PrimFunc:
-    """``(codes [C, M] u8, table [O, C, 16] i8, scale [O], bias [O]) -> y [N, O, OH, OW] f32``."""
+    """``(codes [C, M] u8, table [O, C, K] i8, scale [O], bias [O]) -> y [N, O, OH, OW] f32``."""
     batch, out_channels, out_h, out_w = (int(d) for d in out_shape)
     codes = te.placeholder((num_codebooks, batch * out_h * out_w), CODE_DTYPE, "codes")
-    table = te.placeholder((out_channels, num_codebooks, NUM_CENTROIDS), TABLE_DTYPE, "table")
+    table = te.placeholder((out_channels, num_codebooks, num_centroids), TABLE_DTYPE, "table")
     scale = te.placeholder((out_channels,), "float32", "scale")
     bias = te.placeholder((out_channels,), "float32", "bias")
     out = lookup_conv2d_shuffle(codes, table, scale, bias, (out_h, out_w), relu, chunk)

@@ -94,7 +94,9 @@ def lookup_func_for(kind: str, codes_shape, table_shape, relu: bool, out_shape=N
         return lookup_conv2d_func(codes_shape, table_shape[1], table_shape[2], relu)
     if kind == LutKind.LOOKUP_DENSE_SHUFFLE:
         num_codebooks, rows = codes_shape
-        return lookup_dense_shuffle_func(rows, num_codebooks, table_shape[0], relu)
+        return lookup_dense_shuffle_func(rows, num_codebooks, table_shape[0], relu,
+                                         num_centroids=table_shape[2])
     if kind == LutKind.LOOKUP_CONV2D_SHUFFLE:
-        return lookup_conv2d_shuffle_func([int(d) for d in out_shape], codes_shape[0], relu)
+        return lookup_conv2d_shuffle_func([int(d) for d in out_shape], codes_shape[0], relu,
+                                          num_centroids=table_shape[2])
     raise ValueError(f"{kind!r} is not a lookup kernel kind")

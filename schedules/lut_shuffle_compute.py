@@ -1,11 +1,13 @@
-"""TE compute and PrimFunc builder of the shuffle-friendly dense lookup (K = 16, INT8 tables).
+"""TE compute and PrimFunc builder of the shuffle-friendly dense lookup (K = 16, or 32 / 64 with
+AVX-512 VBMI; INT8 tables).
 
 Layout (different from ``lut_compute.lookup_dense``, chosen so that a byte shuffle does the
 lookup):
 
 * codes ``[C, M]`` uint8, codebook-major: the codes of consecutive rows for one codebook are
   contiguous, so 64 of them load as one shuffle index vector;
-* tables ``[N, C, 16]`` int8: one 16-byte column per (output channel, codebook), one register;
+* tables ``[N, C, K]`` int8: one K-byte column per (output channel, codebook), one register
+  (K = 16: ``vpshufb`` / ``tbl``; K = 32 / 64: ``vpermb``, ``schedules.intrin.lut_vbmi``);
 * output ``Y[M, N]`` float32 ``= acc * scale[n] + bias[n]`` (optional ReLU), with
   ``acc[m, n] = sum_c T[n, c, code[c, m]]``.
 
@@ -21,13 +23,15 @@ uint16 sums over the codebooks of a chunk (``C_chunk <= 256``):
 so the low row's sum is ``(S - 256 H) mod 2^16 <= 255 C_chunk`` and both rows' ``acc`` are
 those sums minus ``128 C_chunk``, exactly, for chunks of up to ``INT16_SAFE_CODEBOOKS = 256``
 codebooks (255 * 257 < 2^16) and any table in ``[-128, 127]``; a larger C is split into chunks.
+The bound does not depend on K: each row still adds one biased byte per codebook, whichever of
+the K entries it is, so K = 32 / 64 keep the same chunks and the same exact int16 / int32 sums.
 That is 3 vector operations besides the shuffle per 64 lookups (plus the bias XOR per column
 and the code permutation per block, shared), against 4 for sign-extending the bytes to int16
 (two ``vpmovsxbw`` and a lane extract, all on port 5, the shuffle's own port, and two adds).
 
 The word sums of a chunk are one tensor ``[N, M_pad / 64, 2, 32]`` (``[..., 0, w]`` = S,
 ``[..., 1, w]`` = H), written in one-hot form, ``acc[n, b, s, w] += word_term(...)`` over
-``k < 16``, which ``tensorize`` matches against the shuffle intrinsics of
+``k < K``, which ``tensorize`` matches against the shuffle intrinsics of
 ``schedules.intrin.lut_shuffle`` (one call = one 64-row block). A decode stage
 (``DECODE_BLOCK``) turns them into the accumulator ``[N, M_pad]`` in row order (int16 for
 one chunk, else int32 with the chunks added); ``scaled_output`` reads that. Rows are padded to
@@ -44,6 +48,9 @@ from .lut_compute import to_prim_func
 LOOKUP_DENSE_SHUFFLE = LutKind.LOOKUP_DENSE_SHUFFLE
 
 NUM_CENTROIDS = 16
+# The K the shuffle lookup is built for: 16 (a 16-byte shuffle), 32 and 64 (a 64-byte ``vpermb``
+# table, AVX-512 VBMI). Which of them a target runs is ``intrin.lut_shuffle.shuffle_centroids``.
+SHUFFLE_CENTROIDS = (16, 32, 64)
 CODE_DTYPE = "uint8"
 TABLE_DTYPE = "int8"
 ACC16_DTYPE = "uint16"
@@ -92,9 +99,9 @@ def word_term(sum_index, code_low, code_high, entry, k):
 
 
 def _word_sums(codes: te.Tensor, table: te.Tensor, start: int, stop: int):
-    """``acc[n, b, s, w] = sum_{c in [start, stop), k < 16} word_term(...)`` of block ``b``."""
+    """``acc[n, b, s, w] = sum_{c in [start, stop), k < K} word_term(...)`` of block ``b``."""
     c = te.reduce_axis((0, stop - start), name="c")
-    k = te.reduce_axis((0, NUM_CENTROIDS), name="k")
+    k = te.reduce_axis((0, int(table.shape[2])), name="k")
 
     def word_sum(n, block, sum_index, word):
         low, high = pair_rows(word)
@@ -115,14 +122,15 @@ def shuffle_accumulators(
     chunk: int = INT16_SAFE_CODEBOOKS,
 ) -> list[te.Tensor]:
     """``[acc]``: the accumulator ``[N, M_pad]`` of codes ``[C, M]`` uint8 and a table
-    ``[N, C, 16]`` int8 (rows padded to a multiple of 64 with code 0), decoded from the uint16
+    ``[N, C, K]`` int8 (K in ``SHUFFLE_CENTROIDS``) (rows padded to a multiple of 64 with code 0), decoded from the uint16
     word sums of each codebook chunk (see the module docstring): int16 when there is one chunk
     (``|acc| <= 128 * 256``), else int32. ``scaled_output`` reads it."""
     num_codebooks, rows = (int(d) for d in codes_t.shape)
     out_features, table_codebooks, num_centroids = (int(d) for d in table.shape)
-    if table_codebooks != num_codebooks or num_centroids != NUM_CENTROIDS:
+    if table_codebooks != num_codebooks or num_centroids not in SHUFFLE_CENTROIDS:
         raise ValueError(
-            f"table {tuple(table.shape)} does not match codes {tuple(codes_t.shape)} with K = 16"
+            f"table {tuple(table.shape)} does not match codes {tuple(codes_t.shape)} with K in "
+            f"{SHUFFLE_CENTROIDS}"
         )
     if row_align % ROW_ALIGN or not 0 < chunk <= INT16_SAFE_CODEBOOKS:
         raise ValueError(f"row_align must be a multiple of {ROW_ALIGN} and chunk in "
@@ -190,7 +198,7 @@ def lookup_dense_shuffle(
     row_align: int = ROW_ALIGN,
     chunk: int = INT16_SAFE_CODEBOOKS,
 ) -> te.Tensor:
-    """``Y[M, N]`` float32 from codes ``[C, M]`` uint8 and a table ``[N, C, 16]`` int8."""
+    """``Y[M, N]`` float32 from codes ``[C, M]`` uint8 and a table ``[N, C, K]`` int8."""
     rows = int(codes_t.shape[1])
     out_features = int(table.shape[0])
     accs = shuffle_accumulators(codes_t, table, row_align, chunk)
@@ -203,11 +211,11 @@ def lookup_dense_shuffle(
 
 def lookup_dense_shuffle_func(
     rows: int, num_codebooks: int, out_features: int, relu: bool = False,
-    chunk: int = INT16_SAFE_CODEBOOKS,
+    chunk: int = INT16_SAFE_CODEBOOKS, num_centroids: int = NUM_CENTROIDS,
 ) -> tirx.PrimFunc:
-    """``(codes [C, M] u8, table [N, C, 16] i8, scale [N], bias [N]) -> y [M, N] f32``."""
+    """``(codes [C, M] u8, table [N, C, K] i8, scale [N], bias [N]) -> y [M, N] f32``."""
     codes = te.placeholder((num_codebooks, rows), CODE_DTYPE, "codes")
-    table = te.placeholder((out_features, num_codebooks, NUM_CENTROIDS), TABLE_DTYPE, "table")
+    table = te.placeholder((out_features, num_codebooks, num_centroids), TABLE_DTYPE, "table")
     scale = te.placeholder((out_features,), "float32", "scale")
     bias = te.placeholder((out_features,), "float32", "bias")
     out = lookup_dense_shuffle(codes, table, scale, bias, relu, chunk=chunk)

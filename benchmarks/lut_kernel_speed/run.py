@@ -2,6 +2,8 @@
 
 Usage: TVM_NUM_THREADS=1 .venv/bin/python -m benchmarks.lut_kernel_speed [--rows 128] [--repeat 15]
 (``TVM_NUM_THREADS=2`` for two threads: torch then gets as many; the report says which.)
+``--k-sweep`` runs only the K = 16 / 32 / 64 sweep of ``benchmarks.lut_kernel_speed.centroids``
+(encode + lookup at V = 2, 4 on M = 128, D = N = 384; ``--dim`` / ``--out-features`` for others).
 
 For M rows and each (D, N) with V = 16 (C = D / 16 codebooks, K = 16):
 
@@ -39,6 +41,7 @@ import tvm  # noqa: E402
 from benchmarks.common.machine import shuffle_peak  # noqa: E402
 from benchmarks.common.kernel_bench import compile_scheduled, write_markdown  # noqa: E402
 from benchmarks.common.timing import median_call_seconds, time_evaluator_median  # noqa: E402
+from benchmarks.lut_kernel_speed.centroids import centroid_lines  # noqa: E402
 from schedules.lut_conv_shuffle_compute import lookup_conv2d_shuffle_func  # noqa: E402
 from schedules.lut_kernels import lookup_dense_func  # noqa: E402
 from schedules.lut_shuffle_compute import lookup_dense_shuffle_func  # noqa: E402
@@ -142,10 +145,19 @@ def main():
     parser.add_argument("--number", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--no-conv", dest="conv", action="store_false", help="skip the conv lookups")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "lut_kernel_speed.md"))
+    parser.add_argument("--out", default=None,
+                        help="markdown to write (default benchmarks/results/lut_kernel_speed.md, "
+                             "with --k-sweep lut_kernel_speed_k.md)")
+    parser.add_argument("--k-sweep", action="store_true",
+                        help="only the K = 16 / 32 / 64 sweep (encode + lookup, V = 2 and 4)")
+    parser.add_argument("--dim", type=int, default=384, help="D of the K sweep")
+    parser.add_argument("--out-features", type=int, default=384, help="N of the K sweep")
     opts = parser.parse_args()
     threads = int(os.environ["TVM_NUM_THREADS"])
     torch.set_num_threads(threads)
+    if opts.k_sweep:
+        return k_sweep(opts, threads)
+    opts.out = opts.out or os.path.join(ROOT, "benchmarks", "results", "lut_kernel_speed.md")
     target = tvm.target.Target({**TARGET, "num-cores": threads})
     load_before = os.getloadavg()
     peak_info = shuffle_peak()
@@ -190,3 +202,24 @@ def main():
         notes += ["## Conv lookups (NCHW output, shuffle kernel only)", "", *conv, ""]
     write_markdown(opts.out, notes)
 
+
+
+def k_sweep(opts, threads: int) -> None:
+    """``--k-sweep``: the K table of ``benchmarks.lut_kernel_speed.centroids``, with the load."""
+    load_before = os.getloadavg()
+    lines = centroid_lines(opts.rows, opts.dim, opts.out_features, opts.number, opts.repeat, threads)
+    load = ", ".join(f"{a:.2f}" for a in load_before + os.getloadavg()[:1])
+    notes = [
+        f"# LUT kernels at K = 16 / 32 / 64, {threads} thread(s)",
+        "",
+        f"Command: `TVM_NUM_THREADS={threads} .venv/bin/python -m benchmarks.lut_kernel_speed --k-sweep "
+        f"--rows {opts.rows} --dim {opts.dim} --out-features {opts.out_features} --number {opts.number} "
+        f"--repeat {opts.repeat}`. Median and minimum over {opts.repeat} interleaved rounds of {opts.number} "
+        "calls per kernel; outputs checked against the reference.",
+        f"Load average (1, 5, 15 min) before, then 1 min after: {load}. The machine is shared (2 cores, "
+        "other jobs running): expect +-30% run-to-run noise.",
+        "",
+        *lines,
+        "",
+    ]
+    write_markdown(opts.out or os.path.join(ROOT, "benchmarks", "results", "lut_kernel_speed_k.md"), notes)

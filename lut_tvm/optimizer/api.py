@@ -18,7 +18,7 @@ from .cache import MeasurementCache, digest
 from .evaluate import CompiledEvaluator, TorchEvaluator, metric_value, torch_layer_modules, run_batched
 from .inputs import check_eval, check_settings, import_checked, is_torch_module
 from .latency import CostModel, KernelTimer
-from .layers import DEFAULT_SUB_LENS, CentroidBank, model_layers
+from .layers import DEFAULT_SUB_LENS, CentroidBank, model_layers, offered_centroids
 from .search import Candidate, greedy_search, uniform_start
 
 LOG = logging.getLogger("lut_tvm")
@@ -61,7 +61,7 @@ class _Metrics:
 
     def loss(self, choice: dict[str, int]) -> float:
         plan = self.bank.plan(choice)
-        key = f"{self.prefix}|{sorted((l.name, l.sub_vector_len, l.table_quant.value) for l in plan.layers)}"
+        key = f"{self.prefix}|{sorted((l.name, l.sub_vector_len, l.num_centroids, l.table_quant.value) for l in plan.layers)}"
         value = self.cache.get(key)
         if value is None:
             value = self.of_outputs(self.evaluator.outputs(plan))
@@ -108,7 +108,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
                           "latency is measured, so optimize on the target itself")
     imported, example = import_checked(model, calibration, eval_x, batch)
     model_batch = imported.input_shapes[0][0]
-    candidates_layers = model_layers(imported, sub_lens, layers)
+    candidates_layers = model_layers(imported, sub_lens, layers, offered_centroids(tvm_target))
     if not candidates_layers:
         raise LutTvmError(f"optimize: {imported.source} has no layer a LUT of V in {list(sub_lens)} can replace")
     bank = CentroidBank(imported, candidates_layers, calibration, cache_dir, max_rows, seed)

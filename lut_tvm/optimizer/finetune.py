@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import LutTvmError
 from ..policy import PlanPolicy
+from .layers import NUM_CENTROIDS, num_centroids_of
 
 
 def finetune_plan(model, choice: dict[str, int], calibration: np.ndarray, train_data, epochs: int,
@@ -21,7 +22,11 @@ def finetune_plan(model, choice: dict[str, int], calibration: np.ndarray, train_
     x, y = np.asarray(train_data[0], dtype=np.float32), np.asarray(train_data[1]).astype(np.int64)
     if len(x) != len(y):
         raise LutTvmError(f"optimize: finetune_data has {len(x)} samples but {len(y)} labels")
-    policy = PlanPolicy(only=list(choice), sub_len_overrides=dict(choice), skip_first_conv=False,
+    centroids = {num_centroids_of(option) for option in choice.values()}
+    if len(centroids) > 1:
+        raise LutTvmError(f"optimize: finetune trains one K for every layer; the plan mixes K = {sorted(centroids)}")
+    policy = PlanPolicy(only=list(choice), sub_len_overrides={n: int(v) for n, v in choice.items()},
+                        num_centroids=centroids.pop() if centroids else NUM_CENTROIDS, skip_first_conv=False,
                         skip_last_dense=False, seed=seed)
     lut = convert(model, LutConfig(policy=policy, calibration_samples=len(calibration)), calibration)
     train_lutnn(lut, model, (x, y), epochs=epochs, lr=lr, seed=seed)

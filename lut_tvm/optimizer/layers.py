@@ -1,4 +1,5 @@
-"""The LUT-able layers of a model, their candidate (V, K) choices and their k-means centroids (cached)."""
+"""The LUT-able layers of a model, their candidate (V, K) choices (``LutOption``) and their k-means
+centroids (cached)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schedules.intrin.lut_vbmi import shuffle_centroids
+
 from ..compiler import layer_sites
+from ..errors import LutTvmError
 from ..kmeans import kmeans_centroids
 from ..plan import LayerPlan, Plan, TableQuant
 from ..planner import collect_layer_rows, layer_name
@@ -17,14 +21,86 @@ from .cache import MeasurementCache, digest
 LOG = logging.getLogger("lut_tvm")
 
 DEFAULT_SUB_LENS = (2, 4, 8, 9, 16, 32)
-# The LUT kernels hold one 16-entry table column per register lane: K = 16 only. K = 32/64
-# (AVX-512 VBMI vpermb / vpermi2b) would need other kernels, so they are not offered.
+# K = 16 everywhere (one 16-byte table column per shuffle lane); K = 32 / 64 where the target has
+# AVX-512 VBMI, whose vpermb looks up a 64-byte column (``schedules.intrin.lut_vbmi``). Without
+# VBMI they would run on the gather kernels only, so they are not offered there.
 NUM_CENTROIDS = 16
+VBMI_CENTROIDS = (32, 64)
+
+
+def offered_centroids(target) -> tuple[int, ...]:
+    """The K the optimizer offers on ``target``: 16, and 32 / 64 when its lookup runs ``vpermb``."""
+    runs = shuffle_centroids(target) if target is not None else ()
+    return (NUM_CENTROIDS, *(k for k in VBMI_CENTROIDS if k in runs))
+
+
+class LutOption(int):
+    """One LUT choice of a layer: V (the int value: code that reads a V sees it) and K
+    (``num_centroids``). Options are equal (and hash alike) only with the same V and K; a K = 16
+    option equals its plain V, so a choice written ``{layer: V}`` means K = 16 and reports and
+    caches of K = 16 plans read as before. Ordered by (V, K). Printed as ``V`` at K = 16, else
+    ``V K=32``."""
+
+    num_centroids: int
+
+    def __new__(cls, sub_len: int, num_centroids: int = NUM_CENTROIDS):
+        option = super().__new__(cls, sub_len)
+        option.num_centroids = int(num_centroids)
+        return option
+
+    @property
+    def sub_len(self) -> int:
+        return int(self)
+
+    def __getnewargs__(self):  # pickling and copying keep K
+        return int(self), self.num_centroids
+
+    def __eq__(self, other):
+        if isinstance(other, int):
+            return _option_key(self) == _option_key(other)
+        return NotImplemented
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self):
+        return hash(int(self)) if self.num_centroids == NUM_CENTROIDS else hash(_option_key(self))
+
+    def __lt__(self, other):
+        return _option_key(self) < _option_key(other) if isinstance(other, int) else NotImplemented
+
+    def __le__(self, other):
+        return _option_key(self) <= _option_key(other) if isinstance(other, int) else NotImplemented
+
+    def __gt__(self, other):
+        return _option_key(self) > _option_key(other) if isinstance(other, int) else NotImplemented
+
+    def __ge__(self, other):
+        return _option_key(self) >= _option_key(other) if isinstance(other, int) else NotImplemented
+
+    def __str__(self) -> str:
+        if self.num_centroids == NUM_CENTROIDS:
+            return str(int(self))
+        return f"{int(self)} K={self.num_centroids}"
+
+    __repr__ = __str__
+
+
+def _option_key(value: int) -> tuple[int, int]:
+    """``(V, K)`` of an option or of a plain V (K = 16)."""
+    return int(value), getattr(value, "num_centroids", NUM_CENTROIDS)
+
+
+def num_centroids_of(option: int) -> int:
+    """K of an option (a plain V: 16)."""
+    return _option_key(option)[1]
 
 
 @dataclass
 class Layer:
-    """One LUT-able layer of the imported model: its plan name, site and the V it may take."""
+    """One LUT-able layer of the imported model: its plan name, site and the options it may take
+    (``sub_lens``: ``LutOption`` values, V with K; the name predates K)."""
 
     name: str
     site: object  # relay_passes.layer_sites.LayerSite
@@ -48,8 +124,10 @@ def valid_sub_lens(depth: int, sub_lens) -> tuple[int, ...]:
     return tuple(v for v in sorted(set(int(v) for v in sub_lens)) if v <= depth and depth % v == 0)
 
 
-def model_layers(imported, sub_lens=DEFAULT_SUB_LENS, only=None) -> list[Layer]:
-    """Every LUT-able layer (one per distinct weight, graph order) with at least one valid V;
+def model_layers(imported, sub_lens=DEFAULT_SUB_LENS, only=None,
+                 centroids=(NUM_CENTROIDS,)) -> list[Layer]:
+    """Every LUT-able layer (one per distinct weight, graph order) with at least one valid V, its
+    options every valid V with every K of ``centroids`` (``offered_centroids(target)``);
     ``only``: just these layer names."""
     layers = []
     for index, site in enumerate(layer_sites(imported)):
@@ -58,7 +136,8 @@ def model_layers(imported, sub_lens=DEFAULT_SUB_LENS, only=None) -> list[Layer]:
             continue
         valid = valid_sub_lens(reduction_length(site.kind, site.weight.shape), sub_lens)
         if valid:
-            layers.append(Layer(name, site, valid))
+            options = tuple(LutOption(v, k) for v in valid for k in sorted(set(centroids)))
+            layers.append(Layer(name, site, options))
         else:
             LOG.info("optimize: layer %s stays dense (no V of %s divides D)", name, list(sub_lens))
     return layers
@@ -87,14 +166,20 @@ class CentroidBank:
         return self._rows[name]
 
     def centroids(self, layer: Layer, sub_len: int) -> np.ndarray:
-        """``[C, K, V]`` float32 centroids of ``layer`` at V = ``sub_len``."""
+        """``[C, K, V]`` float32 centroids of ``layer`` at option ``sub_len`` (V, and K: a plain V
+        means K = 16)."""
         memo = (layer.name, sub_len)
         if memo not in self._centroids:
-            key = f"{layer.site.fingerprint}|V={sub_len}|{self.data_key}"
+            num_centroids = num_centroids_of(sub_len)
+            extra_k = "" if num_centroids == NUM_CENTROIDS else f"|K={num_centroids}"
+            key = f"{layer.site.fingerprint}|V={int(sub_len)}{extra_k}|{self.data_key}"
             stored = self.cache.get(key)
             if stored is None:
                 rows = self._layer_rows(layer.name)
-                centroids = kmeans_centroids(rows, sub_len, NUM_CENTROIDS, self.seed)
+                if len(rows) < num_centroids:
+                    raise LutTvmError(f"optimize: layer {layer.name} has {len(rows)} calibration rows, "
+                                      f"fewer than K = {num_centroids} centroids; give more calibration data")
+                centroids = kmeans_centroids(rows, int(sub_len), num_centroids, self.seed)
                 self.cache.put(key, centroids.tolist())
             else:
                 centroids = np.asarray(stored, dtype=np.float32)
@@ -108,6 +193,7 @@ class CentroidBank:
                          self.centroids(layer, sub_len), table_quant=quant)
 
     def plan(self, choice: dict[str, int], provenance: dict | None = None) -> Plan:
-        """The plan of ``choice`` (layer name -> V; the layers not named stay dense)."""
+        """The plan of ``choice`` (layer name -> option, or plain V for K = 16; the layers not
+        named stay dense)."""
         by_name = {layer.name: layer for layer in self.layers}
         return Plan([self.layer_plan(by_name[n], v) for n, v in choice.items()], provenance=provenance or {})

@@ -4,16 +4,19 @@ evaluation data (layers that break the budget backed off)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
+
+from .layers import NUM_CENTROIDS, num_centroids_of
 
 EPSILON = 1e-3  # points: a loss below this counts as free (ordered by saving alone)
 
 
 @dataclass
 class Candidate:
-    """One layer at one V (K = 16): its measured cost alone and what happened to it in the search."""
+    """One layer at one option (``sub_len``: a ``layers.LutOption``, V and K): its measured cost alone
+    and what happened to it in the search."""
 
     layer: str
     sub_len: int
@@ -22,6 +25,10 @@ class Candidate:
     status: str = "untried"  # chosen / replaced / over budget alone / breaks budget / slower / ...
     loss_with_plan: float = float("nan")  # loss of the plan when this candidate was tried in it
     table_quant: str = "int8_per_layer"  # the table scale granularity that lost least alone
+    num_centroids: int = field(init=False, default=NUM_CENTROIDS)  # K of the option, for the report
+
+    def __post_init__(self):
+        self.num_centroids = num_centroids_of(self.sub_len)
 
     @property
     def score(self) -> float:
@@ -43,7 +50,7 @@ class Step:
 
 def uniform_start(candidates: list[Candidate], loss_of, budget: float, predict_ms):
     """``(choice, steps)``: the fastest (by ``predict_ms``) of the empty plan and the single-V plans
-    (every layer with a saving at that V) whose loss stays within ``budget``: where one V suits
+    (every layer with a saving at that V and K) whose loss stays within ``budget``: where one V suits
     every layer, the greedy search starts from there instead of building it layer by layer."""
     steps: list[Step] = []
     best: dict[str, int] = {}

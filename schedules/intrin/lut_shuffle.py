@@ -68,16 +68,31 @@ ACC_DTYPE = ACC16_DTYPE
 PAIRED_ORDER = [row for word in range(WORDS) for row in pair_rows(word)]
 
 
-def _func(lanes: int | None, llvm_name: str | None = None):
-    """The description (``lanes`` None) or the implementation with ``lanes``-byte shuffles."""
+def word_sum_lookup_func(lanes: int | None, llvm_name: str | None = None,
+                         entries: int = TABLE_ENTRIES):
+    """The description (``lanes`` None) or the implementation with ``lanes``-byte table lookups
+    (``llvm_name(column, index)``, byte ``i`` of the result = ``column[index[i]]``) of one
+    64-row block's word sums over an ``entries``-byte table column (K = 16 here; 32 / 64 for the
+    ``vpermb`` intrinsics of ``schedules.intrin.lut_vbmi``, which build on this one)."""
     describe = lanes is None  # a Python bool: TVMScript keeps only the branch taken
     rows, words = ROWS_PER_CALL, WORDS
     word_vec = f"{ACC_DTYPE}x{words}"
 
+    def repeated(column):
+        """The ``entries``-byte column repeated to ``lanes`` bytes (a 16-byte shuffle reads each
+        128-bit lane; a 64-byte ``vpermb`` of a 32-entry table reads codes < 32 only)."""
+        if entries == TABLE_ENTRIES:
+            return broadcast_16(column, lanes)
+        width = entries
+        while width < lanes:
+            width *= 2
+            column = T.vectorcombine(f"int8x{width}", column, column)
+        return column
+
     def looked_up(index, tab):
         """The 64 looked-up bytes, pair-ordered, as 32 words."""
         codes = T.Shuffle([index.vload([0], f"{CODE_DTYPE}x{rows}")], PAIRED_ORDER)
-        column = T.bitwise_xor(broadcast_16(tab.vload([0], f"int8x{TABLE_ENTRIES}"), lanes),
+        column = T.bitwise_xor(repeated(tab.vload([0], f"int8x{entries}")),
                                T.Broadcast(T.int8(-128), lanes))
         parts = [
             T.call_llvm_pure_intrin(
@@ -97,13 +112,13 @@ def _func(lanes: int | None, llvm_name: str | None = None):
     @T.prim_func(s_tir=True)
     def func(index_h: T.handle, tab_h: T.handle, acc_h: T.handle) -> None:
         index = T.match_buffer(index_h, (rows,), CODE_DTYPE, offset_factor=1)
-        tab = T.match_buffer(tab_h, (TABLE_ENTRIES,), TABLE_DTYPE, offset_factor=1)
+        tab = T.match_buffer(tab_h, (entries,), TABLE_DTYPE, offset_factor=1)
         acc = T.match_buffer(acc_h, (2, words), ACC_DTYPE, offset_factor=1)
         with T.sblock("root"):
-            T.reads(acc[0:2, 0:words], index[0:rows], tab[0:TABLE_ENTRIES])
+            T.reads(acc[0:2, 0:words], index[0:rows], tab[0:entries])
             T.writes(acc[0:2, 0:words])
             if describe:
-                for s, w, k in T.grid(2, words, TABLE_ENTRIES):
+                for s, w, k in T.grid(2, words, entries):
                     with T.sblock("update"):
                         vs, vw, vk = T.axis.remap("SSR", [s, w, k])
                         acc[vs, vw] = acc[vs, vw] + word_term(
@@ -124,7 +139,8 @@ def _func(lanes: int | None, llvm_name: str | None = None):
 def register_lut_shuffle_intrinsics() -> None:
     """Register the three intrinsics with TVM (once)."""
     for name, lanes in LUT16_SHUFFLE_LANES.items():
-        TensorIntrin.register(name, _func(None), _func(lanes, LLVM_SHUFFLE[name]), override=True)
+        TensorIntrin.register(name, word_sum_lookup_func(None),
+                              word_sum_lookup_func(lanes, LLVM_SHUFFLE[name]), override=True)
 
 
 # At import, not lazily as in ``exact_shuffle``: ``lut_tvm.tuning.tune.open_database`` imports

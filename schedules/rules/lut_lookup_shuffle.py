@@ -1,5 +1,6 @@
 """Schedule of the shuffle lookups (``lookup_dense_shuffle``, ``lookup_conv2d_shuffle``): one byte
-shuffle per 64 lookups (AVX-512BW; two on AVX2, four ``tbl`` on NEON).
+shuffle per 64 lookups (AVX-512BW; two on AVX2, four ``tbl`` on NEON); for K = 32 / 64 tables one
+``vpermb`` per 64 lookups where the target has AVX-512 VBMI (``schedules.intrin.lut_vbmi``).
 
 Tiles the accumulator into (row tile x channel tile) blocks that run in parallel. Inside a tile
 the uint16 word sums ``acc[n_tile, row_blocks, 2, 32]`` (``schedules.lut_shuffle_compute``)
@@ -32,8 +33,8 @@ from schedules.intrin.lut_shuffle import (
     ROWS_PER_CALL,
     TRANSPOSE_ROWS,
     TRANSPOSED_EPILOGUE,
-    shuffle_intrin_for_target,
 )
+from schedules.intrin.lut_vbmi import lookup_intrin_for_target
 from schedules.lut_shuffle_compute import (
     ACC_BLOCK_PREFIX,
     DECODE_BLOCK,
@@ -69,8 +70,8 @@ class LutLookupShuffleRule(ScheduleRule):
     ``PARALLEL_AXES``. ``lookup_conv2d_shuffle`` (NCHW output) is tiled the same way over its
     code rows ``m = (n*OH + y)*OW + x``.
 
-    Targets without a known shuffle (no AVX2/AVX-512BW/NEON in the target) get the same tiling
-    without tensorize: correct, scalar, slow.
+    Targets without a known shuffle (no AVX2/AVX-512BW/NEON in the target; for K = 32 / 64 no
+    AVX-512 VBMI) get the same tiling without tensorize: correct, scalar, slow.
     """
 
     def __init__(self, n_tile: int | None = None, row_blocks: int | None = None,
@@ -85,9 +86,11 @@ class LutLookupShuffleRule(ScheduleRule):
         kind = lut_kind(func)
         if kind not in (LOOKUP_DENSE_SHUFFLE, LOOKUP_CONV2D_SHUFFLE):
             return None
-        intrin = shuffle_intrin_for_target(target)
         sch = s_tir.Schedule(func)
         acc_blocks = _acc_blocks(sch)
+        # The word sums' last iteration variable is the centroid k < K.
+        num_centroids = int(sch.get(acc_blocks[0]).iter_vars[-1].dom.extent)
+        intrin = lookup_intrin_for_target(target, num_centroids)
         sums_shape = sch.get(acc_blocks[0]).writes[0].source.shape  # [N, M_pad / 64, 2, 32]
         out_features, total_blocks = int(sums_shape[0]), int(sums_shape[1])
         rows_pad = total_blocks * ROWS_PER_CALL
