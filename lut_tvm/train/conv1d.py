@@ -6,7 +6,8 @@ rows are the same ``(c_in, kw)``-ordered windows ``conv_rows`` gives for that Co
 ``reference.lut_conv2d`` of the height-1 input. Default ``V`` is the kernel length (one input
 channel's window, as V = 9 for a 3x3 conv).
 
-Plans: ``LayerKind`` has no conv1d, so ``canonical_weight`` is the ``[O, I, 1, k]`` Conv2d weight and
+Plans: ``LayerKind`` has no conv1d, so ``canonical_weight`` (``weights.canonical_weight`` of the
+3-D weight) is the ``[O, I, 1, k]`` Conv2d weight and
 ``kind`` is ``CONV2D``: ``export_plan`` writes a conv2d layer that binds to the equivalent
 ``Conv2d((1, k))`` (``to_conv2d``). ``to_dense`` gives back the ``nn.Conv1d`` (the training
 architecture); a graph imported with a real ``conv1d`` op is not matched by the compiler yet.
@@ -28,7 +29,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import LutTvmError, PlanError
-from ..weights import LayerKind
+from ..reference import conv_padding4
+from ..weights import LayerKind, not_lut_reason
 from .batches import iter_batches
 from .convert import LutConfig, apply_table_refit, convert_kmeans, layer_centroids
 from .layers import LutLayer, _copy_params, conv_rows, replace_module
@@ -37,18 +39,16 @@ LOG = logging.getLogger("lut_tvm")
 
 
 def conv1d_padding(conv: nn.Conv1d) -> int:
-    """A Conv1d's symmetric zero padding; string paddings resolved, others refused."""
-    if conv.groups != 1 or conv.padding_mode != "zeros":
-        raise ValueError(f"only groups=1, zero-padded Conv1d layers become LUTs (groups={conv.groups}, "
-                         f"padding_mode={conv.padding_mode!r})")
-    if conv.padding == "valid":
-        return 0
-    if conv.padding == "same":
-        span = conv.dilation[0] * (conv.kernel_size[0] - 1)
-        if span % 2:
-            raise ValueError("padding='same' with an even kernel span pads asymmetrically: not supported")
-        return span // 2
-    return int(conv.padding[0] if isinstance(conv.padding, (tuple, list)) else conv.padding)
+    """A Conv1d's symmetric zero padding (as the equivalent ``Conv2d((1, k))``'s); string paddings
+    resolved, others refused."""
+    reason = not_lut_reason(LayerKind.CONV2D, groups=conv.groups, padding_mode=conv.padding_mode)
+    if reason:
+        raise ValueError(f"this Conv1d cannot become a LUT: {reason}")
+    padding = conv.padding if isinstance(conv.padding, str) else (0, _int(conv.padding))
+    _, left, _, right = conv_padding4(padding, (1, conv.kernel_size[0]), (1, conv.dilation[0]))
+    if left != right:
+        raise ValueError("padding='same' with an even kernel span pads asymmetrically: not supported")
+    return left
 
 
 def _int(value) -> int:
@@ -81,10 +81,6 @@ class LutConv1d(LutLayer):
 
     def weight_dn(self):
         return self.weight.reshape(self.weight.shape[0], -1).t()
-
-    def canonical_weight(self):
-        """The ``[O, I, 1, k]`` weight of the equivalent Conv2d, float32."""
-        return self.weight.detach().cpu().numpy().astype(np.float32)[:, :, None, :]
 
     def rows(self, x):
         """im2col rows of ``x`` for this layer's geometry, and ``(N, OL)``."""
