@@ -23,42 +23,20 @@ from __future__ import annotations
 import copy
 import logging
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import LutTvmError, PlanError
-from ..reference import conv_padding4
 from ..weights import LayerKind, not_lut_reason
-from .batches import iter_batches
-from .convert import LutConfig, apply_table_refit, convert_kmeans, layer_centroids
-from .layers import LutLayer, _copy_params, conv_rows, replace_module
+from .convert import LutConfig, apply_table_refit, collect_rows, convert_kmeans, layer_centroids
+from .layers import LutLayer, _copy_params, conv1d_rows, conv_padding, replace_module
 
 LOG = logging.getLogger("lut_tvm")
 
 
-def conv1d_padding(conv: nn.Conv1d) -> int:
-    """A Conv1d's symmetric zero padding (as the equivalent ``Conv2d((1, k))``'s); string paddings
-    resolved, others refused."""
-    reason = not_lut_reason(LayerKind.CONV2D, groups=conv.groups, padding_mode=conv.padding_mode)
-    if reason:
-        raise ValueError(f"this Conv1d cannot become a LUT: {reason}")
-    padding = conv.padding if isinstance(conv.padding, str) else (0, _int(conv.padding))
-    _, left, _, right = conv_padding4(padding, (1, conv.kernel_size[0]), (1, conv.dilation[0]))
-    if left != right:
-        raise ValueError("padding='same' with an even kernel span pads asymmetrically: not supported")
-    return left
-
-
 def _int(value) -> int:
     return int(value[0] if isinstance(value, (tuple, list)) else value)
-
-
-def conv1d_rows(x: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int):
-    """im2col rows ``[N*OL, C_in*k]`` of NCL ``x`` in ``(c_in, k)`` order, and ``(N, OL)``."""
-    rows, (batch, _, out_len) = conv_rows(x.unsqueeze(2), (1, kernel), (1, stride), (0, padding), (1, dilation))
-    return rows, (batch, out_len)
 
 
 class LutConv1d(LutLayer):
@@ -72,7 +50,7 @@ class LutConv1d(LutLayer):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv1d, centroids, temperature: float = 1.0) -> "LutConv1d":
-        return cls(conv.weight, conv.bias, centroids, temperature, conv.stride, conv1d_padding(conv),
+        return cls(conv.weight, conv.bias, centroids, temperature, conv.stride, conv_padding(conv)[1],
                    conv.dilation)
 
     @property
@@ -113,56 +91,24 @@ class LutConv1d(LutLayer):
 
 
 def select_conv1d(model: nn.Module, policy) -> list[tuple[str, nn.Conv1d, int]]:
-    """``[(module path, Conv1d, V)]`` the policy makes LUTs (groups = 1 only)."""
-    convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv1d and m.groups == 1]
-    skipped = {convs[0][0]} if policy.skip_first_conv and convs else set()
+    """``[(module path, Conv1d, V)]`` the policy makes LUTs (``PlanPolicy.choose`` over the Conv1d
+    layers that ``weights.not_lut_reason`` allows, as convs; V defaults to the kernel length)."""
+    convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv1d
+             and not not_lut_reason(LayerKind.CONV2D, groups=m.groups, dtype=m.weight.dtype)]
+    others = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    chosen_names = set(policy.choose([(name, LayerKind.CONV2D) for name, _ in convs], other_names=others))
     chosen = []
     for name, conv in convs:
-        wanted = name in policy.only if policy.only is not None else (
-            name not in skipped and name not in policy.exclude)
-        if not wanted:
+        if name not in chosen_names:
             continue
         sub_len = int(policy.sub_len_overrides.get(name, conv.kernel_size[0]))
         depth = conv.in_channels * conv.kernel_size[0]
         if depth % sub_len:
             raise PlanError(f"layer {name!r}: reduction length D = {depth} is not a multiple of "
                             f"V = {sub_len}; set another V for it (sub_len_overrides)")
-        conv1d_padding(conv)
+        conv_padding(conv)
         chosen.append((name, conv, sub_len))
     return chosen
-
-
-def _conv1d_input_rows(model, modules, data, config: LutConfig) -> list[np.ndarray]:
-    rows: list[list[np.ndarray]] = [[] for _ in modules]
-
-    def hook(slot):
-        def record(module, args, _output):
-            found = conv1d_rows(args[0].detach(), module.kernel_size[0], module.stride[0],
-                                conv1d_padding(module), module.dilation[0])[0]
-            rows[slot].append(found.cpu().numpy().astype(np.float32))
-        return record
-
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for x in iter_batches(data, config.batch_size, config.calibration_samples):
-                model(x.to(torch.float32))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    rng = np.random.default_rng(config.policy.seed)
-    sampled = []
-    for parts in rows:
-        if not parts:
-            raise PlanError("the calibration data never reached a chosen Conv1d (no batches?)")
-        stacked = np.concatenate(parts)
-        if len(stacked) > config.policy.max_rows:
-            stacked = stacked[rng.choice(len(stacked), config.policy.max_rows, replace=False)]
-        sampled.append(stacked)
-    return sampled
 
 
 def convert_conv1d(model: nn.Module, config: LutConfig | None = None, calibration_data=None,
@@ -190,7 +136,7 @@ def convert_conv1d_kmeans(model: nn.Module, config: LutConfig | None = None, cal
     if not chosen:
         LOG.warning("convert_conv1d: the policy chose no Conv1d layer")
         return lut_model
-    rows = _conv1d_input_rows(source, [m for _, m, _ in chosen], calibration_data, config)
+    rows = collect_rows(source, [m for _, m, _ in chosen], calibration_data, config)
     num_centroids = config.policy.num_centroids
     for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc="k-means conv1d", unit="layer"):
         centroids, temperature = layer_centroids(name, layer_rows, sub_len, config)

@@ -27,7 +27,7 @@ from ..reference import encode_margin
 from ..torch_layers import lut_modules, module_weight
 from ..weights import LayerKind
 from .batches import iter_batches
-from .layers import LutConv2d, LutLinear, conv_padding, conv_rows, replace_module
+from .layers import LutConv2d, LutLinear, conv1d_rows, conv_padding, conv_rows, replace_module
 from .refit import ridge_refit
 
 LOG = logging.getLogger("lut_tvm")
@@ -94,9 +94,12 @@ def select_modules(model: nn.Module, policy: PlanPolicy) -> list[tuple[str, nn.M
 
 
 def input_rows(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """The rows ``[M, D]`` a Linear / Conv2d multiplies its input by its weight in."""
+    """The rows ``[M, D]`` a Linear / Conv2d / Conv1d multiplies its input by its weight in."""
     if isinstance(module, nn.Conv2d):
         return conv_rows(inputs, module.kernel_size, module.stride, conv_padding(module), module.dilation)[0]
+    if isinstance(module, nn.Conv1d):
+        return conv1d_rows(inputs, module.kernel_size[0], module.stride[0], conv_padding(module)[1],
+                           module.dilation[0])[0]
     return inputs.reshape(-1, inputs.shape[-1])
 
 

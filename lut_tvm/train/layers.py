@@ -212,15 +212,28 @@ class LutLinear(LutLayer):
         return _copy_params(self, dense)
 
 
-def conv_padding(conv: nn.Conv2d) -> tuple[int, int]:
-    """A Conv2d's symmetric zero padding as ``(ph, pw)``; string paddings resolved, others refused."""
+def conv_padding(conv: nn.Module) -> tuple[int, int]:
+    """A Conv2d's symmetric zero padding as ``(ph, pw)`` (a Conv1d's as its equivalent
+    ``Conv2d((1, k))``'s, ``(0, p)``); string paddings resolved; what a LUT layer cannot reproduce
+    (``weights.not_lut_reason``, asymmetric padding) refused with ValueError."""
     reason = not_lut_reason(LayerKind.CONV2D, groups=conv.groups, padding_mode=conv.padding_mode)
     if reason:
-        raise ValueError(f"this conv cannot become a LUT: {reason}")
-    top, left, bottom, right = conv_padding4(conv.padding, conv.kernel_size, conv.dilation)
+        raise ValueError(f"this {type(conv).__name__} cannot become a LUT: {reason}")
+    kernel, dilation, padding = conv.kernel_size, conv.dilation, conv.padding
+    if isinstance(conv, nn.Conv1d):
+        kernel, dilation = (1, kernel[0]), (1, dilation[0])
+        padding = padding if isinstance(padding, str) else (0, padding[0])
+    top, left, bottom, right = conv_padding4(padding, kernel, dilation)
     if (top, left) != (bottom, right):
         raise ValueError("padding='same' with an even kernel span pads asymmetrically: not supported")
     return top, left
+
+
+def conv1d_rows(x: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int):
+    """im2col rows ``[N*OL, C_in*k]`` of NCL ``x`` in ``(c_in, k)`` order, and ``(N, OL)``: ``conv_rows``
+    of the equivalent ``Conv2d((1, k))`` on ``x[:, :, None, :]``."""
+    rows, (batch, _, out_len) = conv_rows(x.unsqueeze(2), (1, kernel), (1, stride), (0, padding), (1, dilation))
+    return rows, (batch, out_len)
 
 
 class LutConv2d(LutLayer):
