@@ -316,3 +316,22 @@ def test_exact_plan_from_pt2_and_imported_model(cases, tmp_path):
     assert_same_plan(quantize_model(import_model(onnx_path, (x,)), calibration, 4), want)
     with pytest.raises(PlanError, match="calibration data has shape"):
         quantize_model(onnx_path, calibration[:, :10], 4)
+
+
+def test_cli_quantize_writes_the_plan_quantize_model_makes(cases, tmp_path, capsys):
+    """`lut-tvm quantize` on an ONNX file: the plan of ``quantize_model`` with the same bits; a layer
+    name the model lacks is refused by name."""
+    _, _, _, onnx_path = cases[DigitsMLP]
+    calibration = _tail_peak_calibration(trained(DigitsMLP)[1])
+    np.save(tmp_path / "calibration.npy", calibration)
+    args = ["quantize", onnx_path, "--calibration", str(tmp_path / "calibration.npy"), "--bits", "5",
+            "--layer-bits", "fc2=3", "-o", str(tmp_path / "exact.npz")]
+    code = cli_main(args)
+    out, err = capsys.readouterr()
+    assert code == 0 and "fc2" in out and "2 exact LUT layers" in out, err
+    assert_same_plan(ExactPlan.load(tmp_path / "exact.npz"),
+                     quantize_model(onnx_path, calibration, {"fc1": 5, "fc2": 3}))
+    assert cli_main(args[:-4] + ["--layer-bits", "fc9=3", "-o", str(tmp_path / "bad.npz")]) != 0
+    assert "fc9" in capsys.readouterr().err
+    assert cli_main(args[:-6] + ["--bits", "9", "-o", str(tmp_path / "bad.npz")]) != 0
+    assert "weight bits" in capsys.readouterr().err
