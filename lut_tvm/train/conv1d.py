@@ -25,12 +25,11 @@ import logging
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..errors import LutTvmError, PlanError
 from ..weights import LayerKind, not_lut_reason
-from .convert import LutConfig, apply_table_refit, collect_rows, convert_kmeans, layer_centroids
-from .layers import LutLayer, _copy_params, conv1d_rows, conv_padding, replace_module
+from .convert import LutConfig, apply_table_refit, convert_kmeans, kmeans_lut_copy
+from .layers import LutLayer, _copy_params, conv1d_rows, conv_padding
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -132,23 +131,10 @@ def convert_conv1d_kmeans(model: nn.Module, config: LutConfig | None = None, cal
         raise LutTvmError("convert_conv1d needs calibration_data: k-means runs on each layer's real inputs")
     source = model if source is None else source
     chosen = select_conv1d(source, config.policy)
-    lut_model = copy.deepcopy(model)
     if not chosen:
         LOG.warning("convert_conv1d: the policy chose no Conv1d layer")
-        return lut_model
-    rows = collect_rows(source, [m for _, m, _ in chosen], calibration_data, config)
-    num_centroids = config.policy.num_centroids
-    for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc="k-means conv1d", unit="layer"):
-        centroids, temperature = layer_centroids(name, layer_rows, sub_len, config)
-        original = lut_model.get_submodule(name)
-        layer = LutConv1d.from_conv(original, centroids, temperature)
-        layer.table_quant = config.policy.table_quant
-        replace_module(lut_model, name, layer)
-        LOG.info("LUT layer %s (conv1d): V=%d, C=%d, K=%d, t0=%.3g", name, sub_len, centroids.shape[0],
-                 num_centroids, temperature)
-    lut_model.lut_config = config.to_dict()
-    return lut_model
-
+        return copy.deepcopy(model)
+    return kmeans_lut_copy(model, source, chosen, calibration_data, config, LutConv1d.from_conv, " (conv1d)")
 
 def convert_with_conv1d(model: nn.Module, config: LutConfig | None = None, calibration_data=None) -> nn.Module:
     """``convert`` (Linear / Conv2d) then ``convert_conv1d``, both with rows from the original ``model``.

@@ -187,19 +187,29 @@ def convert_kmeans(model: nn.Module, config: LutConfig | None = None, calibratio
     chosen = select_modules(model, config.policy)
     if not chosen:
         LOG.warning("convert: the policy chose no layer; the copy has no LUT layers")
-    rows = collect_rows(model, [m for _, m, _ in chosen], calibration_data, config) if chosen else []
+    return kmeans_lut_copy(model, model, chosen, calibration_data, config, _lut_layer)
+
+
+def _lut_layer(original: nn.Module, centroids, temperature: float) -> nn.Module:
+    if isinstance(original, nn.Conv2d):
+        return LutConv2d.from_conv(original, centroids, temperature)
+    return LutLinear.from_linear(original, centroids, temperature)
+
+
+def kmeans_lut_copy(model: nn.Module, source: nn.Module, chosen, calibration_data, config: LutConfig,
+                    make_layer, label: str = "") -> nn.Module:
+    """A deep copy of ``model`` with each chosen ``(module path, module, V)`` replaced by
+    ``make_layer(module, centroids, temperature)``, the centroids k-means of the layer's input
+    rows recorded on ``source`` (same module paths; ``collect_rows``)."""
+    rows = collect_rows(source, [m for _, m, _ in chosen], calibration_data, config) if chosen else []
     lut_model = copy.deepcopy(model)
     num_centroids = config.policy.num_centroids
-    for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc="k-means", unit="layer"):
+    for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc=f"k-means{label}", unit="layer"):
         centroids, temperature = layer_centroids(name, layer_rows, sub_len, config)
-        original = lut_model.get_submodule(name)
-        if isinstance(original, nn.Conv2d):
-            layer = LutConv2d.from_conv(original, centroids, temperature)
-        else:
-            layer = LutLinear.from_linear(original, centroids, temperature)
+        layer = make_layer(lut_model.get_submodule(name), centroids, temperature)
         layer.table_quant = config.policy.table_quant
         replace_module(lut_model, name, layer)
-        LOG.info("LUT layer %s: V=%d, C=%d, K=%d, t0=%.3g", name, sub_len, centroids.shape[0],
+        LOG.info("LUT layer %s%s: V=%d, C=%d, K=%d, t0=%.3g", name, label, sub_len, centroids.shape[0],
                  num_centroids, temperature)
     lut_model.lut_config = config.to_dict()
     return lut_model
