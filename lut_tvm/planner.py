@@ -11,6 +11,7 @@ format version 2); ``ridge_refit_tables`` refits the tables of an existing plan.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import numpy as np
@@ -21,14 +22,14 @@ from relay_passes import TapLayerInputs
 from . import _tvm_compat
 from .compiler import build_relax, imported_name, layer_sites
 from .errors import PlanError
-from .frontends import import_model
+from .frontends import ImportedModel, import_model
 from .kmeans import kmeans_centroids
 from .plan import LayerPlan, Plan
 from .policy import PlanPolicy, TableRefit
 from .reference import build_tables, encode, im2col_nchw
 from .ridge import check_ridge_lambda, ridge_tables, ridge_weight
 from .targets import resolve_target
-from .weights import LayerKind, as_dense_matrix, reduction_length
+from .weights import LayerKind, as_dense_matrix
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -41,33 +42,18 @@ def layer_name(imported, site, index: int) -> str:
     return name[: -len(".weight")] if name.endswith(".weight") else name
 
 
+def named_layers(imported) -> list[tuple[str, object]]:
+    """``[(name, site)]`` of every layer the compiler can replace (``compiler.layer_sites``: one per
+    distinct weight, in graph order), named by ``layer_name``: the one layer discovery of the
+    planner, the optimizer and ``lut_tvm.exact.quantize_model``."""
+    return [(layer_name(imported, site, i), site) for i, site in enumerate(layer_sites(imported))]
+
+
 def select_layers(imported, policy: PlanPolicy):
-    """``[(name, site)]`` the policy plans, in graph order."""
-    sites = layer_sites(imported)
-    named = [(layer_name(imported, site, i), site) for i, site in enumerate(sites)]
-    convs = [s for _, s in named if s.kind is LayerKind.CONV2D]
-    denses = [s for _, s in named if s.kind is LayerKind.DENSE]
-    skipped = set()
-    if policy.skip_first_conv and convs:
-        skipped.add(convs[0].fingerprint)
-    if policy.skip_last_dense and denses:
-        skipped.add(denses[-1].fingerprint)
-    chosen = []
-    for name, site in named:
-        if policy.only is not None:
-            if name in policy.only:
-                chosen.append((name, site))
-            continue
-        if site.fingerprint not in skipped and name not in policy.exclude:
-            chosen.append((name, site))
-    names = {n for n, _ in named}
-    for field_name, given in [("only", policy.only or []), ("exclude", policy.exclude),
-                              ("sub_len_overrides", list(policy.sub_len_overrides))]:
-        unknown = set(given) - names
-        if unknown:
-            raise PlanError(f"policy field {field_name!r} names layer(s) {sorted(unknown)} that "
-                            f"the model does not have; its layers are {[n for n, _ in named]}")
-    return chosen
+    """``[(name, site)]`` the policy plans (``PlanPolicy.choose``), in graph order."""
+    named = named_layers(imported)
+    chosen = set(policy.choose([(name, site.kind) for name, site in named]))
+    return [(name, site) for name, site in named if name in chosen]
 
 
 def _layer_rows(site, inputs: np.ndarray) -> np.ndarray:
@@ -78,8 +64,11 @@ def _layer_rows(site, inputs: np.ndarray) -> np.ndarray:
     return rows
 
 
-def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, rng) -> list[np.ndarray]:
-    """Input rows of each site for the calibration samples, at most ``max_rows`` each."""
+def tapped_batches(imported, calibration: np.ndarray, sites, *, keep_tail: bool = False):
+    """For each batch of the calibration samples (the model's batch size), ``[input of site]`` as
+    NumPy arrays: the model itself runs (compiled dense with ``TapLayerInputs``). Without
+    ``keep_tail`` the samples after the last full batch are left out; with it the last batch is
+    padded with zeros and the padding trimmed from the inputs (batch on axis 0)."""
     check_calibration(imported, calibration)
     target = resolve_target("native")
     tapped = TapLayerInputs()(imported.mod)
@@ -87,15 +76,26 @@ def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, 
     order = [site.fingerprint for site in layer_sites(imported)]
     wanted = [order.index(site.fingerprint) for site in sites]
     batch = imported.input_shapes[0][0]
-    chunks = [calibration[i : i + batch] for i in range(0, len(calibration) - batch + 1, batch)]
-    if not chunks:
+    stop = len(calibration) if keep_tail else len(calibration) - batch + 1
+    starts = range(0, max(stop, 0), batch)
+    if not starts:
         raise PlanError(f"need at least {batch} calibration samples (the model's batch), "
                         f"got {len(calibration)}")
+    for start in tqdm(starts, desc="calibration", unit="batch", leave=False, disable=None):
+        chunk = calibration[start : start + batch].astype(np.float32)
+        valid = len(chunk)
+        if valid < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - valid, *chunk.shape[1:]), np.float32)])
+        outputs = vm["main"](_tvm_compat.to_device(chunk))
+        yield [outputs[index].numpy()[:valid] for index in wanted]
+
+
+def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, rng) -> list[np.ndarray]:
+    """Input rows of each site for the calibration samples, at most ``max_rows`` each."""
     rows: list[list[np.ndarray]] = [[] for _ in sites]
-    for chunk in tqdm(chunks, desc="calibration", unit="batch", leave=False, disable=None):
-        outputs = vm["main"](_tvm_compat.to_device(chunk.astype(np.float32)))
-        for slot, index in enumerate(wanted):
-            rows[slot].append(_layer_rows(sites[slot], outputs[index].numpy()))
+    for inputs in tapped_batches(imported, calibration, sites):
+        for slot, layer_inputs in enumerate(inputs):
+            rows[slot].append(_layer_rows(sites[slot], layer_inputs))
     sampled = []
     for parts in rows:
         stacked = np.concatenate(parts)
@@ -131,12 +131,15 @@ def reconstruction_error(site, centroids: np.ndarray, rows: np.ndarray, tables=N
     return float(np.linalg.norm(exact - approx) / norm) if norm > 0 else 0.0
 
 
-def _import(model, calibration, example_inputs):
-    """``(calibration as float32, imported model)``; a torch module's example input defaults to a
-    batch of the calibration data."""
+def import_for_calibration(model, calibration, example_inputs=None, batch: int = 64):
+    """``(calibration as float32, imported model)``: ``model`` is a torch module, an ``.onnx`` /
+    ``.pt2`` path or an already imported ``ImportedModel``; a torch module's example input defaults
+    to the first ``batch`` calibration samples (the batch the calibration then runs in)."""
     calibration = np.asarray(calibration, dtype=np.float32)
-    if example_inputs is None and not isinstance(model, str) and hasattr(model, "state_dict"):
-        example_inputs = (calibration[: min(64, len(calibration))],)
+    if isinstance(model, ImportedModel):
+        return calibration, model
+    if example_inputs is None and not isinstance(model, (str, os.PathLike)) and hasattr(model, "state_dict"):
+        example_inputs = (calibration[: min(batch, len(calibration))],)
     return calibration, import_model(model, example_inputs)
 
 
@@ -168,7 +171,7 @@ def ridge_refit_tables(model, calibration, plan: Plan, ridge_lambda: float = 1.0
     ``max_rows`` rows per layer). Put them in the plan's ``LayerPlan.tables`` to compile them (the
     compiler quantizes them with ``reference.quantize_tables``)."""
     ridge_lambda = check_ridge_lambda(ridge_lambda)
-    calibration, imported = _import(model, calibration, example_inputs)
+    calibration, imported = import_for_calibration(model, calibration, example_inputs)
     sites = {site.fingerprint: site for site in layer_sites(imported)}
     missing = [layer.name for layer in plan.layers if layer.weight_fingerprint not in sites]
     if missing:
@@ -195,16 +198,11 @@ def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, exam
     policy = policy or PlanPolicy()
     if progress is not None:
         progress(f"importing {imported_name(model)}")
-    calibration, imported = _import(model, calibration, example_inputs)
+    calibration, imported = import_for_calibration(model, calibration, example_inputs)
     chosen = select_layers(imported, policy)
     specs = []
     for name, site in chosen:
-        sub_len = policy.sub_len(name, site.kind, site.weight.shape)
-        depth = reduction_length(site.kind, site.weight.shape)
-        if depth % sub_len:
-            raise PlanError(f"layer {name!r}: reduction length D = {depth} is not a multiple of "
-                            f"V = {sub_len}; set another V for it (sub_len_overrides)")
-        specs.append((name, site, sub_len))
+        specs.append((name, site, policy.checked_sub_len(name, site.kind, site.weight.shape)))
     rng = np.random.default_rng(policy.seed)
     say = progress or (lambda _line: None)
     say(f"running {len(calibration)} calibration samples through {len(specs)} layer(s)")

@@ -9,7 +9,7 @@ from typing import ClassVar
 from .errors import PlanError
 from .plan import TableQuant
 from .ridge import check_ridge_lambda
-from .weights import LayerKind
+from .weights import LayerKind, reduction_length
 
 
 class TableRefit(str, Enum):
@@ -92,3 +92,37 @@ class PlanPolicy:
         if kernel_area == 1:
             return self.conv1x1_sub_len
         return self.conv_sub_len or kernel_area
+
+    def checked_sub_len(self, name: str, kind: LayerKind, weight_shape) -> int:
+        """``sub_len``, with PlanError unless it divides the layer's reduction length D."""
+        sub_len = self.sub_len(name, kind, weight_shape)
+        depth = reduction_length(kind, weight_shape)
+        if depth % sub_len:
+            raise PlanError(f"layer {name!r}: reduction length D = {depth} is not a multiple of "
+                            f"V = {sub_len}; set another V for it (sub_len_overrides)")
+        return sub_len
+
+    def choose(self, layers, other_names=()) -> list[str]:
+        """The names of the layers this policy makes LUTs, from ``[(name, kind)]`` of every eligible
+        layer in the model's order (the planner's graph order, ``lut_tvm.train``'s module order):
+        ``only`` if given, else all but ``exclude`` and the first conv / last dense when
+        ``skip_first_conv`` / ``skip_last_dense``. Names in ``only``, ``exclude`` or
+        ``sub_len_overrides`` that are neither a layer nor in ``other_names`` raise PlanError."""
+        layers = [(name, LayerKind(kind)) for name, kind in layers]
+        names = [name for name, _ in layers]
+        for field_name, given in [("only", self.only or []), ("exclude", self.exclude),
+                                  ("sub_len_overrides", list(self.sub_len_overrides))]:
+            unknown = set(given) - set(names) - set(other_names)
+            if unknown:
+                raise PlanError(f"policy field {field_name!r} names layer(s) {sorted(unknown)} that "
+                                f"the model does not have; its layers are {names}")
+        if self.only is not None:
+            return [name for name in names if name in self.only]
+        convs = [name for name, kind in layers if kind is LayerKind.CONV2D]
+        denses = [name for name, kind in layers if kind is LayerKind.DENSE]
+        skipped = set(self.exclude)
+        if self.skip_first_conv and convs:
+            skipped.add(convs[0])
+        if self.skip_last_dense and denses:
+            skipped.add(denses[-1])
+        return [name for name in names if name not in skipped]

@@ -11,17 +11,58 @@ import numpy as np
 INT8_MAX = 127
 
 
-def im2col_nchw(x, kernel, strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
-    """Rows ``[N*OH*OW, C_in*kh*kw]`` of an NCHW input, flattened in ``(c_in, kh, kw)`` order.
+def pair(value) -> tuple[int, int]:
+    """``(h, w)`` from an int or a pair (a conv's kernel, strides or dilation)."""
+    if np.isscalar(value):
+        return int(value), int(value)
+    first, second = value
+    return int(first), int(second)
 
-    ``padding`` is ``(top, left, bottom, right)``, as in Relax's conv2d.
-    """
-    batch, channels, height, width = x.shape
-    kh, kw = kernel
+
+def conv_padding4(padding, kernel=(1, 1), dilation=1) -> tuple[int, int, int, int]:
+    """A conv's zero padding as ``(top, left, bottom, right)`` (Relax's order) from an int, torch's
+    ``(ph, pw)`` pair, a 4-tuple, or torch's ``"valid"`` / ``"same"`` (for ``"same"``, the odd pixel
+    of an even kernel span goes bottom/right, as torch pads)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(f"conv padding {padding!r} is not 'valid', 'same' or a number")
+        spans = [d * (k - 1) for d, k in zip(pair(dilation), pair(kernel))]
+        return spans[0] // 2, spans[1] // 2, spans[0] - spans[0] // 2, spans[1] - spans[1] // 2
+    if np.isscalar(padding):
+        return (int(padding),) * 4
+    if len(padding) == 2:
+        return int(padding[0]), int(padding[1]), int(padding[0]), int(padding[1])
     top, left, bottom, right = padding
+    return int(top), int(left), int(bottom), int(right)
+
+
+def conv_output_hw(height: int, width: int, kernel, strides, padding, dilation) -> tuple[int, int]:
+    """``(OH, OW)`` of a conv over an ``height x width`` input (``padding`` as ``conv_padding4`` takes)."""
+    (kh, kw), (sh, sw), (dh, dw) = pair(kernel), pair(strides), pair(dilation)
+    top, left, bottom, right = conv_padding4(padding, kernel, dilation)
+    return ((height + top + bottom - dh * (kh - 1) - 1) // sh + 1,
+            (width + left + right - dw * (kw - 1) - 1) // sw + 1)
+
+
+def im2col_nchw(x, kernel, strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)):
+    """Rows ``[N*OH*OW, C_in*kh*kw]`` of an NCHW input and ``(N, OH, OW)``: row ``(n, oh, ow)`` in
+    C order, each flattened in ``(c_in, kh, kw)`` order (the ``[D, N]`` weight's ``D``, see
+    ``weights.as_dense_matrix``). The one im2col definition: ``lut_tvm.train.layers.conv_rows``
+    (torch) is tested against it row for row.
+
+    ``kernel``/``strides``/``dilation``: an int or a pair; ``padding``: zeros, anything
+    ``conv_padding4`` takes (``(top, left, bottom, right)`` as in Relax's conv2d).
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"conv input must be NCHW, got shape {x.shape}")
+    batch, channels, height, width = x.shape
+    (kh, kw), strides, dilation = pair(kernel), pair(strides), pair(dilation)
+    top, left, bottom, right = conv_padding4(padding, kernel, dilation)
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    out_h = (height + top + bottom - dilation[0] * (kh - 1) - 1) // strides[0] + 1
-    out_w = (width + left + right - dilation[1] * (kw - 1) - 1) // strides[1] + 1
+    out_h, out_w = conv_output_hw(height, width, kernel, strides, (top, left, bottom, right), dilation)
     cols = np.empty((batch, out_h, out_w, channels, kh, kw), dtype=x.dtype)
     for r in range(kh):
         for s in range(kw):

@@ -22,6 +22,45 @@ class LayerKind(str, Enum):
     CONV2D = "conv2d"
 
 
+def canonical_weight(kind, weight) -> np.ndarray:
+    """A framework weight array in the layout plans fingerprint, float32 C order.
+
+    ``kind`` DENSE: torch's ``Linear.weight [N, D]`` becomes ``W [D, N]`` (its transpose); CONV2D:
+    ``[O, I, kh, kw]`` as is, and a Conv1d weight ``[O, I, k]`` becomes the ``[O, I, 1, k]`` weight of
+    the equivalent ``Conv2d((1, k))``.
+    """
+    kind = LayerKind(kind)
+    array = np.asarray(weight, dtype=np.float32)
+    if kind is LayerKind.DENSE:
+        if array.ndim != 2:
+            raise PlanError(f"a dense weight is 2-D [N, D], got shape {list(array.shape)}")
+        return np.ascontiguousarray(array.T)
+    if array.ndim == 3:
+        array = array[:, :, None, :]
+    if array.ndim != 4:
+        raise PlanError(f"a conv weight is 4-D [O, I, kh, kw] (or 3-D for conv1d), got shape {list(array.shape)}")
+    return np.ascontiguousarray(array)
+
+
+def not_lut_reason(kind, *, groups: int = 1, padding_mode: str = "zeros", layouts=("NCHW", "OIHW"),
+                   dtype="float32") -> str | None:
+    """Why a layer cannot become a LUT (or an exact LUT), or None when it can: the one rule that
+    the graph's layer discovery (``relay_passes.layer_sites``) and the torch module walks of
+    ``lut_tvm.train`` and ``lut_tvm.exact`` apply. Dense layers always can (float32 weights);
+    convs need groups = 1, zero padding, NCHW data / OIHW weights."""
+    if str(dtype).removeprefix("torch.") != "float32":
+        return f"weight dtype {dtype} is not float32"
+    if LayerKind(kind) is LayerKind.DENSE:
+        return None
+    if int(groups) != 1:
+        return f"grouped conv (groups={int(groups)}; only groups=1 convs become LUTs)"
+    if padding_mode != "zeros":
+        return f"padding_mode {padding_mode!r} is not zero padding"
+    if tuple(layouts) != ("NCHW", "OIHW"):
+        return f"layout {layouts[0]}/{layouts[1]} is not NCHW/OIHW"
+    return None
+
+
 def fingerprint(weight: np.ndarray) -> str:
     """A short content hash of a weight in its canonical layout (float32, C order, with shape)."""
     canonical = np.ascontiguousarray(weight, dtype=np.float32)

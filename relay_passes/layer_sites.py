@@ -16,7 +16,7 @@ from tvm.ir import Op
 
 from lut_tvm._tvm_compat import constant_value, is_constant
 
-from lut_tvm.weights import LayerKind, fingerprint
+from lut_tvm.weights import LayerKind, fingerprint, not_lut_reason
 from schedules.lut_compute import Conv2dGeometry
 
 LOG = logging.getLogger("lut_tvm.passes")
@@ -57,7 +57,7 @@ def match_dense(call: relax.Expr) -> LayerSite | None:
     if not is_constant(weight) or input_shape is None or len(input_shape) < 2:
         return None
     matrix = constant_value(weight)
-    if matrix.ndim != 2 or matrix.dtype != np.float32:
+    if matrix.ndim != 2 or not_lut_reason(LayerKind.DENSE, dtype=matrix.dtype):
         return None
     return LayerSite(LayerKind.DENSE, matrix, fingerprint(matrix), input_shape)
 
@@ -72,13 +72,8 @@ def match_conv2d(call: relax.Expr) -> LayerSite | None:
     if not is_constant(weight) or input_shape is None:
         return None
     kernel = constant_value(weight)
-    reason = None
-    if int(attrs.groups) != 1:
-        reason = f"grouped conv (groups={int(attrs.groups)}) stays dense"
-    elif (attrs.data_layout, attrs.kernel_layout) != ("NCHW", "OIHW"):
-        reason = f"layout {attrs.data_layout}/{attrs.kernel_layout} is not NCHW/OIHW"
-    elif kernel.dtype != np.float32:
-        reason = f"weight dtype {kernel.dtype} is not float32"
+    reason = not_lut_reason(LayerKind.CONV2D, groups=int(attrs.groups), dtype=kernel.dtype,
+                            layouts=(attrs.data_layout, attrs.kernel_layout))
     if reason:
         LOG.info("conv2d with weight %s left dense: %s", list(kernel.shape), reason)
         return None

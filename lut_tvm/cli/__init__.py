@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import LutTvmError
 
 # Subcommand modules of this package, in the order ``--help`` lists them.
-COMMANDS = ("plan", "compile", "tune", "optimize", "run", "bench", "device", "demo")
+COMMANDS = ("plan", "quantize", "compile", "tune", "optimize", "run", "bench", "device", "demo")
 # Commands whose module may be absent from this installation: skipped when it is.
 OPTIONAL_COMMANDS = frozenset({"optimize"})
 # Arguments (by ``dest``) that name files the command reads, and what each is called in the

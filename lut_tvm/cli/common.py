@@ -38,12 +38,13 @@ def load_array(path: str, what: str, key: str | None = None) -> np.ndarray:
     return data
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, int]:
+def parse_overrides(pairs: list[str], flag: str = "--sub-len", value_name: str = "V") -> dict[str, int]:
+    """``{layer: int}`` from ``LAYER=N`` arguments of ``flag``."""
     overrides = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not value.isdigit():
-            raise argparse.ArgumentTypeError(f"--sub-len expects LAYER=V, got {pair!r}")
+            raise argparse.ArgumentTypeError(f"{flag} expects LAYER={value_name}, got {pair!r}")
         overrides[name] = int(value)
     return overrides
 

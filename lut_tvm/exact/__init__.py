@@ -6,8 +6,9 @@
 * ``cost`` — per-layer / per-model operation counts (look-ups, adds, shifts, table bytes) against
   a traditional full-product LUT and plain MACs, with documented area/energy parameters.
 * ``plan`` — the versioned exact plan (bits and scales per layer, bound by weight fingerprint).
-* ``quantize`` — post-training quantization of a torch model to an ExactPlan, and the torch
-  fake-quant model that reproduces the integer reference bit for bit (torch).
+* ``quantize`` — post-training quantization of a model (torch module, .onnx, .pt2) to an ExactPlan,
+  its layers found by the compiler's own discovery, and the torch fake-quant model that
+  reproduces the integer reference bit for bit (torch).
 * ``mixed_precision`` — per-layer bits at least cost within an accuracy bound (torch).
 * ``prune`` — lottery-ticket iterative magnitude pruning with weight rewinding (torch).
 

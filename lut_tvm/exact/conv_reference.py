@@ -5,28 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..reference import im2col_nchw
+from ..weights import LayerKind, as_dense_matrix
 from .reference import dequantize, exact_lut_matmul, int_gemm, pack_exact
-
-
-def _pair(value) -> tuple[int, int]:
-    return (int(value), int(value)) if np.isscalar(value) else (int(value[0]), int(value[1]))
-
-
-def _relax_padding(padding) -> tuple[int, int, int, int]:
-    """``(top, left, bottom, right)`` from an int, a torch ``(ph, pw)`` pair or a 4-tuple."""
-    if np.isscalar(padding):
-        return (int(padding),) * 4
-    if len(padding) == 2:
-        return int(padding[0]), int(padding[1]), int(padding[0]), int(padding[1])
-    return tuple(int(p) for p in padding)
-
-
-def conv_rows(xq: np.ndarray, kernel, stride=1, padding=0, dilation=1):
-    """im2col rows ``[B*OH*OW, C*kh*kw]`` of an int8 NCHW input (zero padding) and ``(B, OH, OW)``."""
-    xq = np.asarray(xq)
-    if xq.ndim != 4:
-        raise ValueError(f"conv input must be NCHW, got shape {xq.shape}")
-    return im2col_nchw(xq, _pair(kernel), _pair(stride), _relax_padding(padding), _pair(dilation))
 
 
 def rows_to_nchw(acc: np.ndarray, geometry) -> np.ndarray:
@@ -39,15 +19,17 @@ def int_conv2d(xq: np.ndarray, wq: np.ndarray, stride=1, padding=0, dilation=1,
                bits: int | None = None) -> np.ndarray:
     """int32 NCHW ``conv2d(xq, wq)`` of int8 ``xq`` and ``wq [O, I, kh, kw]``, exactly.
 
-    The weight is used as the ``[D, N]`` matrix of ``lut_tvm.weights.as_dense_matrix``. With
+    The weight is used as the ``[D, N]`` matrix of ``lut_tvm.weights.as_dense_matrix`` times the
+    rows of ``reference.im2col_nchw`` (``padding``: an int, a ``(ph, pw)`` pair, a 4-tuple or
+    ``"same"``/``"valid"``). With
     ``bits`` the product is LUT-NA's exact LUT decomposition of ``bits``-bit weights
     (``reference.exact_lut_matmul``); without, the int32 GEMM. The two are equal.
     """
     wq = np.asarray(wq)
-    if wq.ndim != 4 or wq.shape[1] != np.shape(xq)[1]:
-        raise ValueError(f"conv weight {wq.shape} does not fit an input of shape {np.shape(xq)}")
-    rows, geometry = conv_rows(xq, wq.shape[2:], stride, padding, dilation)
-    matrix = wq.reshape(wq.shape[0], -1).T
+    if wq.ndim != 4 or np.ndim(xq) != 4 or wq.shape[1] != np.shape(xq)[1]:
+        raise ValueError(f"conv weight {wq.shape} does not fit an NCHW input of shape {np.shape(xq)}")
+    rows, geometry = im2col_nchw(xq, wq.shape[2:], stride, padding, dilation)
+    matrix = as_dense_matrix(LayerKind.CONV2D, wq)
     acc = exact_lut_matmul(rows, pack_exact(matrix, bits)) if bits else int_gemm(rows, matrix)
     return rows_to_nchw(acc, geometry)
 

@@ -12,7 +12,7 @@ The procedure (Frankle & Carbin 2019; rewinding: Frankle et al. 2020):
    pruned weights, and retrains with the mask held: pruned weights are zeroed before every step
    and after training, so they stay exactly 0 (and quantize to 0: the exact LUT drops them).
 
-Prunable layers are ``quantize.quantizable_layers`` (Linear, Conv2d), their weights only.
+Prunable layers are ``torch_layers.lut_modules`` (Linear, Conv2d), their weights only.
 Training: Adam with a one-cycle learning-rate schedule (per training run), seeded data order,
 a tqdm bar, masks re-applied after every optimizer step.
 """
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .quantize import quantizable_layers
+from ..torch_layers import lut_modules
 
 SCOPES = ("global", "layer")
 
@@ -50,7 +50,7 @@ def pruning_schedule(targets, rate: float) -> list[float]:
 
 def prunable_weights(model: nn.Module, exclude=()) -> dict[str, nn.Parameter]:
     """``{layer name: weight}`` of the Linear / Conv2d layers not in ``exclude``."""
-    return {name: module.weight for name, module in quantizable_layers(model) if name not in set(exclude)}
+    return {name: module.weight for name, module, _ in lut_modules(model) if name not in set(exclude)}
 
 
 def full_masks(model: nn.Module, exclude=()) -> dict[str, torch.Tensor]:

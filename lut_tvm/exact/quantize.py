@@ -1,15 +1,18 @@
-"""Post-training quantization of a torch model to an ExactPlan, and its exact fake-quant evaluation.
+"""Post-training quantization of a model to an ExactPlan, and its exact fake-quant evaluation in torch.
 
-``quantize_model(model, calibration, bits)`` runs the calibration samples through the float
-model with forward hooks on every ``nn.Linear`` / ``nn.Conv2d`` (groups 1, zero padding),
-calibrates each layer's int8 input scale (``reference.calibrate_activation_scale``) and
-quantizes its weight per output channel to ``b`` bits (2..8, one ``b`` for all layers or a
-``{layer: b}`` dict). Layers are named as ``lut_tvm.planner.layer_name`` names them (the
-module's name, ``features.3``) and bound by ``lut_tvm.weights.fingerprint`` of the weight in
-its canonical layout (dense ``[D, N]``, conv ``[O, I, kh, kw]``), so ``lut_tvm.compile`` binds
-the plan to the torch.export or ONNX import of the same model.
+``quantize_model(model, calibration, bits)`` takes a torch module, an ``.onnx`` / ``.pt2`` file or an
+imported model (``frontends.ImportedModel``). Its layers are the compiler's own (``planner.named_layers``:
+the dense and conv2d layers ``relay_passes.layer_sites`` finds, named as ``planner.layer_name``
+names them, ``features.3``), and the input of each comes from the calibration samples run through
+the model itself, compiled dense with the layer inputs tapped (``planner.tapped_batches``). Each
+layer's int8 input scale is calibrated (``reference.calibrate_activation_scale``) and its weight
+quantized per output channel to ``b`` bits (2..8, one ``b`` for all layers or a ``{layer: b}``
+dict). A plan layer is bound by ``lut_tvm.weights.fingerprint`` of the weight in its canonical
+layout (dense ``[D, N]``, conv ``[O, I, kh, kw]``), so ``lut_tvm.compile`` binds the plan to the
+torch.export or ONNX import of the same model, whichever it was made from.
 
-``QuantizedTorchModel(model, plan)`` replaces each planned layer by what the integer reference
+``QuantizedTorchModel(model, plan)`` replaces each planned layer of a torch module (found by weight
+fingerprint, ``torch_layers.modules_by_fingerprint``) by what the integer reference
 (``reference.QuantizedDense``, ``conv_reference.int_conv2d``) computes: ``xq = clip(rint(x/sx))``,
 ``acc = xq @ Wq`` (conv: im2col), ``y = float32(acc + bias_q) * out_scale``; everything else
 (BatchNorm, pooling, residual adds) stays float. The integer GEMM runs in float32 when every
@@ -32,36 +35,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compiler import imported_name
 from ..errors import PlanError
-from ..weights import LayerKind, fingerprint
-from .conv_reference import conv_rows
+from ..frontends import ImportedModel
+from ..planner import import_for_calibration, named_layers, tapped_batches
+from ..reference import conv_output_hw, im2col_nchw
+from ..torch_layers import module_weight, modules_by_fingerprint
+from ..weights import LayerKind
 from .plan import ExactLayerPlan, ExactPlan
 from .reference import (ACT_QMAX, MAX_BITS, calibrate_activation_scale, check_bits, exact_lut_matmul,
                         output_scale, pack_exact, quantize_bias)
 
 LOG = logging.getLogger("lut_tvm")
 EXACT_FLOAT32_LIMIT = 2 ** 24
-
-
-def canonical_weight(module: nn.Module) -> np.ndarray:
-    """The weight in ``lut_tvm.weights``' layout: dense ``[D, N]`` (``Linear.weight.T``), conv OIHW."""
-    weight = module.weight.detach().cpu().numpy().astype(np.float32)
-    return np.ascontiguousarray(weight.T) if isinstance(module, nn.Linear) else weight
-
-
-def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``[(name, module)]`` of the Linear and plain Conv2d layers (grouped convs stay float)."""
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            found.append((name, module))
-        elif isinstance(module, nn.Conv2d):
-            if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
-                LOG.info("exact quantization skips %s (groups %d, padding %r)", name, module.groups,
-                         module.padding)
-                continue
-            found.append((name, module))
-    return found
 
 
 @dataclass
@@ -71,7 +57,6 @@ class CalibratedLayer:
     name: str
     kind: LayerKind
     weight: np.ndarray  # canonical layout
-    bias: np.ndarray | None
     act_scale: np.float32
     rows_per_sample: int
 
@@ -86,10 +71,9 @@ class _InputStats:
     def __init__(self, max_values: int, rng: np.random.Generator):
         self.peak, self.values, self.max_values, self.rng = 0.0, [], max_values, rng
         self.kept = 0
-        self.rows = None
 
-    def add(self, x: torch.Tensor) -> None:
-        flat = x.detach().abs().reshape(-1).cpu().numpy()
+    def add(self, x: np.ndarray) -> None:
+        flat = np.abs(x).reshape(-1)
         self.peak = max(self.peak, float(flat.max(initial=0.0)))
         take = min(flat.size, max(0, self.max_values - self.kept))
         if take:
@@ -97,56 +81,49 @@ class _InputStats:
             self.kept += take
 
 
-def calibrate_layers(model: nn.Module, calibration, *, method: str = "max", batch_size: int = 256,
-                     max_values: int = 1 << 20, seed: int = 0, names=None) -> list[CalibratedLayer]:
-    """Run ``calibration`` (samples on axis 0) through ``model``; one entry per quantizable layer.
+def rows_per_sample(site) -> int:
+    """Output positions per sample of a layer site: ``OH * OW`` of a conv, the positions of a dense
+    layer's input rows (1 for ``[B, D]``, ``T`` for ``[B, T, D]``)."""
+    if site.kind is LayerKind.DENSE:
+        return int(np.prod(site.input_shape[1:-1]))
+    geometry = site.geometry
+    out_h, out_w = conv_output_hw(*site.input_shape[2:], geometry.kernel, geometry.strides,
+                                  geometry.padding, geometry.dilation)
+    return out_h * out_w
 
-    ``names`` restricts the layers (unknown names raise PlanError). Layers that the calibration
-    forward never reaches are left out (logged).
+
+def calibrate_layers(model, calibration, *, method: str = "max", batch_size: int = 256,
+                     max_values: int = 1 << 20, seed: int = 0, names=None,
+                     example_inputs=None) -> list[CalibratedLayer]:
+    """Run ``calibration`` (samples on axis 0) through ``model``; one entry per layer the compiler
+    can replace (``planner.named_layers``), in graph order.
+
+    ``model``: a torch module (imported with a batch of ``batch_size`` calibration samples unless
+    ``example_inputs`` are given), an ``.onnx`` / ``.pt2`` path or an ``ImportedModel``; the
+    samples run in the imported model's batch. ``names`` restricts the layers (unknown names raise
+    PlanError).
     """
-    layers = quantizable_layers(model)
-    if names is not None:
-        known = {n for n, _ in layers}
-        unknown = sorted(set(names) - known)
-        if unknown:
-            raise PlanError(f"layer(s) {unknown} are not quantizable layers of {type(model).__name__}; "
-                            f"its layers are {sorted(known)}")
-        layers = [(n, m) for n, m in layers if n in set(names)]
-    rng = np.random.default_rng(seed)
-    stats = {name: _InputStats(max_values, rng) for name, _ in layers}
-    samples = torch.as_tensor(np.asarray(calibration, dtype=np.float32))
-    if len(samples) == 0:
+    if len(calibration) == 0:
         raise PlanError("calibration needs at least one sample")
-
-    def hook(name):
-        def record(_module, inputs, output):
-            stats[name].add(inputs[0])
-            stats[name].rows = int(np.prod(output.shape[2:] if output.dim() == 4 else output.shape[1:-1]))
-        return record
-
-    handles = [module.register_forward_hook(hook(name)) for name, module in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for chunk in samples.split(batch_size):
-                model(chunk)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    calibration, imported = import_for_calibration(model, calibration, example_inputs, batch_size)
+    layers = named_layers(imported)
+    if names is not None:
+        known = [n for n, _ in layers]
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise PlanError(f"layer(s) {unknown} are not quantizable layers of {imported.source}; "
+                            f"its layers are {known}")
+        layers = [(n, site) for n, site in layers if n in set(names)]
+    rng = np.random.default_rng(seed)
+    stats = [_InputStats(max_values, rng) for _ in layers]
+    for inputs in tapped_batches(imported, calibration, [site for _, site in layers], keep_tail=True):
+        for stat, layer_input in zip(stats, inputs):
+            stat.add(layer_input)
     calibrated = []
-    for name, module in layers:
-        stat = stats[name]
-        if stat.rows is None:
-            LOG.info("exact quantization skips %s: not reached by the calibration forward", name)
-            continue
+    for (name, site), stat in zip(layers, stats):
         values = np.array([stat.peak], np.float32) if method == "max" else np.concatenate(stat.values)
-        bias = None if module.bias is None else module.bias.detach().cpu().numpy().astype(np.float32)
-        kind = LayerKind.DENSE if isinstance(module, nn.Linear) else LayerKind.CONV2D
-        # a model that is itself one layer has the module name "": its plan layer needs a name
-        calibrated.append(CalibratedLayer(name or type(module).__name__.lower(), kind, canonical_weight(module), bias,
-                                          calibrate_activation_scale(values, method), stat.rows))
+        calibrated.append(CalibratedLayer(name, site.kind, site.weight, calibrate_activation_scale(values, method),
+                                          rows_per_sample(site)))
     return calibrated
 
 
@@ -170,13 +147,20 @@ def build_plan(layers: list[CalibratedLayer], bits, provenance: dict | None = No
     return plan
 
 
-def quantize_model(model: nn.Module, calibration, bits=8, *, method: str = "max", batch_size: int = 256,
-                   names=None, seed: int = 0) -> ExactPlan:
-    """Post-training quantization: calibrated int8 inputs, per-channel ``bits``-bit weights."""
+def quantize_model(model, calibration, bits=8, *, method: str = "max", batch_size: int = 256,
+                   names=None, seed: int = 0, example_inputs=None) -> ExactPlan:
+    """Post-training quantization: calibrated int8 inputs, per-channel ``bits``-bit weights.
+
+    ``model``: a torch module, an ``.onnx`` / ``.pt2`` file or an ``ImportedModel`` (see
+    ``calibrate_layers``); the plan compiles with ``lut_tvm.compile`` of any import of the model.
+    """
+    if not isinstance(bits, dict):
+        check_bits(bits)  # before the import and calibration run
     layers = calibrate_layers(model, calibration, method=method, batch_size=batch_size, seed=seed,
-                              names=names)
+                              names=names, example_inputs=example_inputs)
+    source = model.source if isinstance(model, ImportedModel) else imported_name(model)
     return build_plan(layers, bits, {"method": "ptq", "calibration": method,
-                                     "samples": int(len(calibration)), "model": type(model).__name__})
+                                     "samples": int(len(calibration)), "model": source})
 
 
 # ------------------------------------------------------------------ exact fake-quant evaluation
@@ -193,7 +177,7 @@ class ExactQuantLayer(nn.Module):
 
     def __init__(self, module: nn.Module, layer: ExactLayerPlan, backend: Backend):
         super().__init__()
-        wq = layer.quantized_weight(canonical_weight(module))  # [D, N] int8, fingerprint checked
+        wq = layer.quantized_weight(module_weight(module))  # [D, N] int8, fingerprint checked
         bias = None if module.bias is None else module.bias.detach().cpu().numpy()
         out_scale = output_scale(layer.act_scale, layer.w_scale)
         bound = ACT_QMAX * int(np.abs(wq.astype(np.int64)).sum(axis=0).max(initial=0))
@@ -229,7 +213,7 @@ class ExactQuantLayer(nn.Module):
         ints = xq.cpu().numpy().astype(np.int8)
         if self.is_conv:
             kernel, dilation, padding, stride = self.conv_args
-            rows, (batch, out_h, out_w) = conv_rows(ints, kernel, stride, padding, dilation)
+            rows, (batch, out_h, out_w) = im2col_nchw(ints, kernel, stride, padding, dilation)
             y = self._dequantize(torch.from_numpy(exact_lut_matmul(rows, self.packed)))
             return y.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2).contiguous()
         flat = ints.reshape(-1, ints.shape[-1])
@@ -238,28 +222,26 @@ class ExactQuantLayer(nn.Module):
 
 
 class QuantizedTorchModel(nn.Module):
-    """A copy of ``model`` whose planned layers compute exactly what the integer reference does."""
+    """A copy of ``model`` whose planned layers compute exactly what the integer reference does
+    (each plan layer's Linear / Conv2d found by its weight fingerprint)."""
 
     def __init__(self, model: nn.Module, plan: ExactPlan, backend: Backend = Backend.FAKE_QUANT):
         super().__init__()
         self.model = copy.deepcopy(model).eval()
-        by_print = plan.by_fingerprint()
-        bound = set()
-        for name, module in quantizable_layers(self.model):
-            layer = by_print.get(fingerprint(canonical_weight(module)))
-            if layer is None:
-                continue
+        modules = modules_by_fingerprint(self.model)
+        missing = [layer.name for layer in plan.layers if layer.weight_fingerprint not in modules]
+        if missing:
+            raise PlanError(f"exact plan layer(s) {missing} match no Linear/Conv2d weight of "
+                            f"{type(model).__name__} that the torch evaluation reproduces (groups 1, "
+                            "zero padding): the plan was made for another model")
+        for layer in plan.layers:
+            name, module = modules[layer.weight_fingerprint]
             replacement = ExactQuantLayer(module, layer, backend)
             parent, _, attr = name.rpartition(".")
             if not name:  # the model is itself one layer
                 self.model = replacement
             else:
                 setattr(self.model.get_submodule(parent) if parent else self.model, attr, replacement)
-            bound.add(layer.weight_fingerprint)
-        missing = [layer.name for layer in plan.layers if layer.weight_fingerprint not in bound]
-        if missing:
-            raise PlanError(f"exact plan layer(s) {missing} match no Linear/Conv2d weight of "
-                            f"{type(model).__name__}: the plan was made for another model")
 
     def forward(self, *args):
         return self.model(*args)

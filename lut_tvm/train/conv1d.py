@@ -6,7 +6,8 @@ rows are the same ``(c_in, kw)``-ordered windows ``conv_rows`` gives for that Co
 ``reference.lut_conv2d`` of the height-1 input. Default ``V`` is the kernel length (one input
 channel's window, as V = 9 for a 3x3 conv).
 
-Plans: ``LayerKind`` has no conv1d, so ``canonical_weight`` is the ``[O, I, 1, k]`` Conv2d weight and
+Plans: ``LayerKind`` has no conv1d, so ``canonical_weight`` (``weights.canonical_weight`` of the
+3-D weight) is the ``[O, I, 1, k]`` Conv2d weight and
 ``kind`` is ``CONV2D``: ``export_plan`` writes a conv2d layer that binds to the equivalent
 ``Conv2d((1, k))`` (``to_conv2d``). ``to_dense`` gives back the ``nn.Conv1d`` (the training
 architecture); a graph imported with a real ``conv1d`` op is not matched by the compiler yet.
@@ -22,43 +23,19 @@ from __future__ import annotations
 import copy
 import logging
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..errors import LutTvmError, PlanError
-from ..weights import LayerKind
-from .batches import iter_batches
-from .convert import LutConfig, apply_table_refit, convert_kmeans, layer_centroids
-from .layers import LutLayer, _copy_params, conv_rows, replace_module
+from ..weights import LayerKind, not_lut_reason
+from .convert import LutConfig, apply_table_refit, convert_kmeans, kmeans_lut_copy
+from .layers import LutLayer, _copy_params, conv1d_rows, conv_padding
 
 LOG = logging.getLogger("lut_tvm")
 
 
-def conv1d_padding(conv: nn.Conv1d) -> int:
-    """A Conv1d's symmetric zero padding; string paddings resolved, others refused."""
-    if conv.groups != 1 or conv.padding_mode != "zeros":
-        raise ValueError(f"only groups=1, zero-padded Conv1d layers become LUTs (groups={conv.groups}, "
-                         f"padding_mode={conv.padding_mode!r})")
-    if conv.padding == "valid":
-        return 0
-    if conv.padding == "same":
-        span = conv.dilation[0] * (conv.kernel_size[0] - 1)
-        if span % 2:
-            raise ValueError("padding='same' with an even kernel span pads asymmetrically: not supported")
-        return span // 2
-    return int(conv.padding[0] if isinstance(conv.padding, (tuple, list)) else conv.padding)
-
-
 def _int(value) -> int:
     return int(value[0] if isinstance(value, (tuple, list)) else value)
-
-
-def conv1d_rows(x: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int):
-    """im2col rows ``[N*OL, C_in*k]`` of NCL ``x`` in ``(c_in, k)`` order, and ``(N, OL)``."""
-    rows, (batch, _, out_len) = conv_rows(x.unsqueeze(2), (1, kernel), (1, stride), (0, padding), (1, dilation))
-    return rows, (batch, out_len)
 
 
 class LutConv1d(LutLayer):
@@ -72,7 +49,7 @@ class LutConv1d(LutLayer):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv1d, centroids, temperature: float = 1.0) -> "LutConv1d":
-        return cls(conv.weight, conv.bias, centroids, temperature, conv.stride, conv1d_padding(conv),
+        return cls(conv.weight, conv.bias, centroids, temperature, conv.stride, conv_padding(conv)[1],
                    conv.dilation)
 
     @property
@@ -81,10 +58,6 @@ class LutConv1d(LutLayer):
 
     def weight_dn(self):
         return self.weight.reshape(self.weight.shape[0], -1).t()
-
-    def canonical_weight(self):
-        """The ``[O, I, 1, k]`` weight of the equivalent Conv2d, float32."""
-        return self.weight.detach().cpu().numpy().astype(np.float32)[:, :, None, :]
 
     def rows(self, x):
         """im2col rows of ``x`` for this layer's geometry, and ``(N, OL)``."""
@@ -117,56 +90,24 @@ class LutConv1d(LutLayer):
 
 
 def select_conv1d(model: nn.Module, policy) -> list[tuple[str, nn.Conv1d, int]]:
-    """``[(module path, Conv1d, V)]`` the policy makes LUTs (groups = 1 only)."""
-    convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv1d and m.groups == 1]
-    skipped = {convs[0][0]} if policy.skip_first_conv and convs else set()
+    """``[(module path, Conv1d, V)]`` the policy makes LUTs (``PlanPolicy.choose`` over the Conv1d
+    layers that ``weights.not_lut_reason`` allows, as convs; V defaults to the kernel length)."""
+    convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv1d
+             and not not_lut_reason(LayerKind.CONV2D, groups=m.groups, dtype=m.weight.dtype)]
+    others = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    chosen_names = set(policy.choose([(name, LayerKind.CONV2D) for name, _ in convs], other_names=others))
     chosen = []
     for name, conv in convs:
-        wanted = name in policy.only if policy.only is not None else (
-            name not in skipped and name not in policy.exclude)
-        if not wanted:
+        if name not in chosen_names:
             continue
         sub_len = int(policy.sub_len_overrides.get(name, conv.kernel_size[0]))
         depth = conv.in_channels * conv.kernel_size[0]
         if depth % sub_len:
             raise PlanError(f"layer {name!r}: reduction length D = {depth} is not a multiple of "
                             f"V = {sub_len}; set another V for it (sub_len_overrides)")
-        conv1d_padding(conv)
+        conv_padding(conv)
         chosen.append((name, conv, sub_len))
     return chosen
-
-
-def _conv1d_input_rows(model, modules, data, config: LutConfig) -> list[np.ndarray]:
-    rows: list[list[np.ndarray]] = [[] for _ in modules]
-
-    def hook(slot):
-        def record(module, args, _output):
-            found = conv1d_rows(args[0].detach(), module.kernel_size[0], module.stride[0],
-                                conv1d_padding(module), module.dilation[0])[0]
-            rows[slot].append(found.cpu().numpy().astype(np.float32))
-        return record
-
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for x in iter_batches(data, config.batch_size, config.calibration_samples):
-                model(x.to(torch.float32))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    rng = np.random.default_rng(config.policy.seed)
-    sampled = []
-    for parts in rows:
-        if not parts:
-            raise PlanError("the calibration data never reached a chosen Conv1d (no batches?)")
-        stacked = np.concatenate(parts)
-        if len(stacked) > config.policy.max_rows:
-            stacked = stacked[rng.choice(len(stacked), config.policy.max_rows, replace=False)]
-        sampled.append(stacked)
-    return sampled
 
 
 def convert_conv1d(model: nn.Module, config: LutConfig | None = None, calibration_data=None,
@@ -190,23 +131,10 @@ def convert_conv1d_kmeans(model: nn.Module, config: LutConfig | None = None, cal
         raise LutTvmError("convert_conv1d needs calibration_data: k-means runs on each layer's real inputs")
     source = model if source is None else source
     chosen = select_conv1d(source, config.policy)
-    lut_model = copy.deepcopy(model)
     if not chosen:
         LOG.warning("convert_conv1d: the policy chose no Conv1d layer")
-        return lut_model
-    rows = _conv1d_input_rows(source, [m for _, m, _ in chosen], calibration_data, config)
-    num_centroids = config.policy.num_centroids
-    for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc="k-means conv1d", unit="layer"):
-        centroids, temperature = layer_centroids(name, layer_rows, sub_len, config)
-        original = lut_model.get_submodule(name)
-        layer = LutConv1d.from_conv(original, centroids, temperature)
-        layer.table_quant = config.policy.table_quant
-        replace_module(lut_model, name, layer)
-        LOG.info("LUT layer %s (conv1d): V=%d, C=%d, K=%d, t0=%.3g", name, sub_len, centroids.shape[0],
-                 num_centroids, temperature)
-    lut_model.lut_config = config.to_dict()
-    return lut_model
-
+        return copy.deepcopy(model)
+    return kmeans_lut_copy(model, source, chosen, calibration_data, config, LutConv1d.from_conv, " (conv1d)")
 
 def convert_with_conv1d(model: nn.Module, config: LutConfig | None = None, calibration_data=None) -> nn.Module:
     """``convert`` (Linear / Conv2d) then ``convert_conv1d``, both with rows from the original ``model``.

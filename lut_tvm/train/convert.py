@@ -24,9 +24,10 @@ from ..errors import LutTvmError, PlanError
 from ..kmeans import kmeans_centroids
 from ..policy import PlanPolicy, TableRefit
 from ..reference import encode_margin
-from ..weights import LayerKind, reduction_length
+from ..torch_layers import lut_modules, module_weight
+from ..weights import LayerKind
 from .batches import iter_batches
-from .layers import LutConv2d, LutLinear, conv_padding, conv_rows, replace_module
+from .layers import LutConv2d, LutLinear, conv1d_rows, conv_padding, conv_rows, replace_module
 from .refit import ridge_refit
 
 LOG = logging.getLogger("lut_tvm")
@@ -73,47 +74,19 @@ class LutConfig:
         return cls(**data)
 
 
-def _kind(module: nn.Module) -> LayerKind | None:
-    if isinstance(module, nn.Linear):
-        return LayerKind.DENSE
-    if isinstance(module, nn.Conv2d) and module.groups == 1:  # grouped convs stay dense (compiler too)
-        return LayerKind.CONV2D
-    return None
-
-
-def canonical_shape(module: nn.Module) -> tuple[int, ...]:
-    """The plan's weight shape of a Linear (``[D, N]``) or Conv2d (``[O, I, kh, kw]``)."""
-    shape = tuple(module.weight.shape)
-    return shape[::-1] if isinstance(module, nn.Linear) else shape
-
-
 def select_modules(model: nn.Module, policy: PlanPolicy) -> list[tuple[str, nn.Module, int]]:
-    """``[(module path, module, V)]`` the policy makes LUTs, as ``planner.select_layers`` does for
-    an imported graph (first conv / last dense by registration order, ``only``, ``exclude``)."""
-    named = [(n, m, _kind(m)) for n, m in model.named_modules() if _kind(m) is not None]
-    convs = [n for n, _, k in named if k is LayerKind.CONV2D]
-    denses = [n for n, _, k in named if k is LayerKind.DENSE]
-    skipped = set()
-    if policy.skip_first_conv and convs:
-        skipped.add(convs[0])
-    if policy.skip_last_dense and denses:
-        skipped.add(denses[-1])
-    unknown = set(policy.only or []) - {n for n, _, _ in named}
-    if unknown:
-        raise PlanError(f"policy names layer(s) {sorted(unknown)} that the model does not have; "
-                        f"its layers are {[n for n, _, _ in named]}")
+    """``[(module path, module, V)]`` the policy makes LUTs: the eligible modules
+    (``torch_layers.lut_modules``, the rule the compiler's layer discovery applies) chosen by
+    ``PlanPolicy.choose`` as ``planner.select_layers`` chooses graph layers (first conv / last
+    dense by registration order here)."""
+    eligible = lut_modules(model)
+    conv1d = [name for name, module in model.named_modules() if isinstance(module, nn.Conv1d)]
+    chosen_names = set(policy.choose([(name, kind) for name, _, kind in eligible], other_names=conv1d))
     chosen = []
-    for name, module, kind in named:
-        wanted = name in policy.only if policy.only is not None else (
-            name not in skipped and name not in policy.exclude)
-        if not wanted:
+    for name, module, kind in eligible:
+        if name not in chosen_names:
             continue
-        shape = canonical_shape(module)
-        sub_len = policy.sub_len(name, kind, shape)
-        depth = reduction_length(kind, shape)
-        if depth % sub_len:
-            raise PlanError(f"layer {name!r}: reduction length D = {depth} is not a multiple of "
-                            f"V = {sub_len}; set another V for it (sub_len_overrides)")
+        sub_len = policy.checked_sub_len(name, kind, module_weight(module).shape)
         if kind is LayerKind.CONV2D:
             conv_padding(module)  # refuses the paddings a LutConv2d cannot reproduce, naming why
         chosen.append((name, module, sub_len))
@@ -121,9 +94,12 @@ def select_modules(model: nn.Module, policy: PlanPolicy) -> list[tuple[str, nn.M
 
 
 def input_rows(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """The rows ``[M, D]`` a Linear / Conv2d multiplies its input by its weight in."""
+    """The rows ``[M, D]`` a Linear / Conv2d / Conv1d multiplies its input by its weight in."""
     if isinstance(module, nn.Conv2d):
         return conv_rows(inputs, module.kernel_size, module.stride, conv_padding(module), module.dilation)[0]
+    if isinstance(module, nn.Conv1d):
+        return conv1d_rows(inputs, module.kernel_size[0], module.stride[0], conv_padding(module)[1],
+                           module.dilation[0])[0]
     return inputs.reshape(-1, inputs.shape[-1])
 
 
@@ -211,19 +187,29 @@ def convert_kmeans(model: nn.Module, config: LutConfig | None = None, calibratio
     chosen = select_modules(model, config.policy)
     if not chosen:
         LOG.warning("convert: the policy chose no layer; the copy has no LUT layers")
-    rows = collect_rows(model, [m for _, m, _ in chosen], calibration_data, config) if chosen else []
+    return kmeans_lut_copy(model, model, chosen, calibration_data, config, _lut_layer)
+
+
+def _lut_layer(original: nn.Module, centroids, temperature: float) -> nn.Module:
+    if isinstance(original, nn.Conv2d):
+        return LutConv2d.from_conv(original, centroids, temperature)
+    return LutLinear.from_linear(original, centroids, temperature)
+
+
+def kmeans_lut_copy(model: nn.Module, source: nn.Module, chosen, calibration_data, config: LutConfig,
+                    make_layer, label: str = "") -> nn.Module:
+    """A deep copy of ``model`` with each chosen ``(module path, module, V)`` replaced by
+    ``make_layer(module, centroids, temperature)``, the centroids k-means of the layer's input
+    rows recorded on ``source`` (same module paths; ``collect_rows``)."""
+    rows = collect_rows(source, [m for _, m, _ in chosen], calibration_data, config) if chosen else []
     lut_model = copy.deepcopy(model)
     num_centroids = config.policy.num_centroids
-    for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc="k-means", unit="layer"):
+    for (name, _, sub_len), layer_rows in tqdm(list(zip(chosen, rows)), desc=f"k-means{label}", unit="layer"):
         centroids, temperature = layer_centroids(name, layer_rows, sub_len, config)
-        original = lut_model.get_submodule(name)
-        if isinstance(original, nn.Conv2d):
-            layer = LutConv2d.from_conv(original, centroids, temperature)
-        else:
-            layer = LutLinear.from_linear(original, centroids, temperature)
+        layer = make_layer(lut_model.get_submodule(name), centroids, temperature)
         layer.table_quant = config.policy.table_quant
         replace_module(lut_model, name, layer)
-        LOG.info("LUT layer %s: V=%d, C=%d, K=%d, t0=%.3g", name, sub_len, centroids.shape[0],
+        LOG.info("LUT layer %s%s: V=%d, C=%d, K=%d, t0=%.3g", name, label, sub_len, centroids.shape[0],
                  num_centroids, temperature)
     lut_model.lut_config = config.to_dict()
     return lut_model

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..plan import TableQuant
-from ..reference import INT8_MAX, TABLE_SCALE_GRANULARITIES
-from ..weights import LayerKind
+from ..reference import INT8_MAX, TABLE_SCALE_GRANULARITIES, conv_output_hw, conv_padding4, pair
+from ..weights import LayerKind, canonical_weight, not_lut_reason
 
 MODES = ("ste", "hard", "soft")
 
@@ -109,12 +109,14 @@ def lut_matmul(rows, centroids, weight_dn, log_temperature, mode: str = "ste", t
 
 
 def conv_rows(x: torch.Tensor, kernel, stride, padding, dilation):
-    """im2col rows ``[N*OH*OW, C_in*kh*kw]`` of NCHW ``x`` in ``(c_in, kh, kw)`` order, and ``(N, OH, OW)``."""
-    batch, _, height, width = x.shape
-    out_h = (height + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    out_w = (width + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # [N, D, L]
-    return cols.transpose(1, 2).reshape(batch * out_h * out_w, cols.shape[1]), (batch, out_h, out_w)
+    """im2col rows ``[N*OH*OW, C_in*kh*kw]`` of NCHW ``x`` and ``(N, OH, OW)``: torch's ``unfold`` with
+    the rows, geometry and padding of ``reference.im2col_nchw`` (the definition; tested row for row)."""
+    top, left, bottom, right = conv_padding4(padding, kernel, dilation)
+    if (top, left) != (bottom, right):  # unfold pads symmetrically only
+        x, (top, left) = F.pad(x, (left, right, top, bottom)), (0, 0)
+    out_h, out_w = conv_output_hw(x.shape[2], x.shape[3], kernel, stride, (top, left, top, left), dilation)
+    cols = F.unfold(x, pair(kernel), dilation=pair(dilation), padding=(top, left), stride=pair(stride))  # [N, D, L]
+    return cols.transpose(1, 2).reshape(x.shape[0] * out_h * out_w, cols.shape[1]), (x.shape[0], out_h, out_w)
 
 
 class LutLayer(nn.Module):
@@ -169,8 +171,8 @@ class LutLayer(nn.Module):
         raise NotImplementedError
 
     def canonical_weight(self) -> np.ndarray:
-        """The weight in the layout plans fingerprint (``lut_tvm.weights``), float32."""
-        raise NotImplementedError
+        """The weight in the layout plans fingerprint (``weights.canonical_weight``), float32."""
+        return canonical_weight(self.kind, self.weight.detach().cpu().numpy())
 
     def to_dense(self) -> nn.Module:
         """The original layer type with this layer's current weight and bias."""
@@ -200,9 +202,6 @@ class LutLinear(LutLayer):
     def weight_dn(self):
         return self.weight.t()
 
-    def canonical_weight(self):
-        return self.weight.detach().cpu().t().numpy().astype(np.float32)
-
     def forward(self, x):
         out = self.lut_rows(x.reshape(-1, x.shape[-1]))
         return out.reshape(*x.shape[:-1], out.shape[-1])
@@ -213,23 +212,28 @@ class LutLinear(LutLayer):
         return _copy_params(self, dense)
 
 
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
+def conv_padding(conv: nn.Module) -> tuple[int, int]:
+    """A Conv2d's symmetric zero padding as ``(ph, pw)`` (a Conv1d's as its equivalent
+    ``Conv2d((1, k))``'s, ``(0, p)``); string paddings resolved; what a LUT layer cannot reproduce
+    (``weights.not_lut_reason``, asymmetric padding) refused with ValueError."""
+    reason = not_lut_reason(LayerKind.CONV2D, groups=conv.groups, padding_mode=conv.padding_mode)
+    if reason:
+        raise ValueError(f"this {type(conv).__name__} cannot become a LUT: {reason}")
+    kernel, dilation, padding = conv.kernel_size, conv.dilation, conv.padding
+    if isinstance(conv, nn.Conv1d):
+        kernel, dilation = (1, kernel[0]), (1, dilation[0])
+        padding = padding if isinstance(padding, str) else (0, padding[0])
+    top, left, bottom, right = conv_padding4(padding, kernel, dilation)
+    if (top, left) != (bottom, right):
+        raise ValueError("padding='same' with an even kernel span pads asymmetrically: not supported")
+    return top, left
 
 
-def conv_padding(conv: nn.Conv2d) -> tuple[int, int]:
-    """A Conv2d's symmetric zero padding as ``(ph, pw)``; string paddings resolved, others refused."""
-    if conv.groups != 1 or conv.padding_mode != "zeros":
-        raise ValueError(f"only groups=1, zero-padded convs become LUTs (groups={conv.groups}, "
-                         f"padding_mode={conv.padding_mode!r})")
-    if conv.padding == "valid":
-        return (0, 0)
-    if conv.padding == "same":
-        spans = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
-        if any(span % 2 for span in spans):
-            raise ValueError("padding='same' with an even kernel span pads asymmetrically: not supported")
-        return tuple(span // 2 for span in spans)
-    return _pair(conv.padding)
+def conv1d_rows(x: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int):
+    """im2col rows ``[N*OL, C_in*k]`` of NCL ``x`` in ``(c_in, k)`` order, and ``(N, OL)``: ``conv_rows``
+    of the equivalent ``Conv2d((1, k))`` on ``x[:, :, None, :]``."""
+    rows, (batch, _, out_len) = conv_rows(x.unsqueeze(2), (1, kernel), (1, stride), (0, padding), (1, dilation))
+    return rows, (batch, out_len)
 
 
 class LutConv2d(LutLayer):
@@ -239,7 +243,7 @@ class LutConv2d(LutLayer):
 
     def __init__(self, weight, bias, centroids, temperature=1.0, stride=1, padding=0, dilation=1):
         super().__init__(weight, bias, centroids, temperature)
-        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        self.stride, self.padding, self.dilation = pair(stride), pair(padding), pair(dilation)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, centroids, temperature: float = 1.0) -> "LutConv2d":
@@ -252,9 +256,6 @@ class LutConv2d(LutLayer):
 
     def weight_dn(self):
         return self.weight.reshape(self.weight.shape[0], -1).t()
-
-    def canonical_weight(self):
-        return self.weight.detach().cpu().numpy().astype(np.float32)
 
     def rows(self, x):
         """im2col rows of ``x`` for this layer's geometry, and ``(N, OH, OW)``."""

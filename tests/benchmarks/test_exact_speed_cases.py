@@ -12,7 +12,7 @@ from benchmarks.speed.shapes import KernelCase  # noqa: E402
 from benchmarks.speed.worker import exactness  # noqa: E402
 from lut_tvm.exact import ExactPlan  # noqa: E402
 from lut_tvm.exact.conv_reference import dequantize_nchw, int_conv2d  # noqa: E402
-from lut_tvm.exact.quantize import canonical_weight  # noqa: E402
+from lut_tvm.torch_layers import module_weight  # noqa: E402
 from lut_tvm.exact.reference import (dequantize, int_gemm, output_scale, quantize_activations,  # noqa: E402
                                      quantize_bias)
 from lut_tvm.targets import host_cpu_flags  # noqa: E402
@@ -26,7 +26,7 @@ def numpy_reference(case: KernelCase, plan: ExactPlan, x: np.ndarray) -> np.ndar
     """``float32(int GEMM + bias_q) * out_scale`` from ``lut_tvm.exact.reference`` alone (no torch model)."""
     model = case.build()
     layer = plan.layers[0]
-    wq = layer.quantized_weight(canonical_weight(model.layer))  # [D, N]
+    wq = layer.quantized_weight(module_weight(model.layer))  # [D, N]
     scale = output_scale(layer.act_scale, layer.w_scale)
     bias_q = quantize_bias(model.layer.bias.detach().numpy(), scale)
     xq = quantize_activations(x, layer.act_scale)

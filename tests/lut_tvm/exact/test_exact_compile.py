@@ -4,7 +4,8 @@ torch.export and ONNX, equal the quantized model's NumPy integer reference exact
 The reference is written here from ``lut_tvm.exact.reference`` / ``conv_reference`` (int8
 inputs, integer GEMM / conv, int32 bias, one float32 multiply), independent of the kernels.
 Both look-up forms run: the byte-shuffle form on a target with a shuffle (the host's, when it
-has AVX2 or AVX-512BW), the gather form on a plain ``llvm`` target.
+has AVX2 or AVX-512BW), the gather form on a plain ``llvm`` target. ``quantize_model`` makes the
+same exact plan from the ONNX file, a ``.pt2`` file or the torch module.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from lut_tvm.errors import PlanError
 from lut_tvm.exact import reference as ref
 from lut_tvm.exact.conv_reference import dequantize_nchw, int_conv2d
 from lut_tvm.exact.plan import ExactLayerPlan, ExactPlan
+from lut_tvm.exact.quantize import QuantizedTorchModel, predict, quantize_model
+from lut_tvm.frontends import import_model
 from lut_tvm.targets import host_cpu_flags
 from lut_tvm.testing import lut_calls
+from lut_tvm.torch_layers import module_weight
 from lut_tvm.weights import LayerKind
 
 torch = pytest.importorskip("torch")
@@ -104,11 +108,6 @@ def _train(model_cls):
     return model, inputs.numpy()
 
 
-def canonical(module) -> np.ndarray:
-    weight = module.weight.detach().numpy().astype(np.float32)
-    return np.ascontiguousarray(weight.T) if isinstance(module, nn.Linear) else weight
-
-
 def layer_inputs(model, x) -> dict:
     """Each planned layer's float input on ``x`` (forward hooks)."""
     seen = {}
@@ -133,7 +132,7 @@ def make_plan(model, calibration) -> ExactPlan:
         module = getattr(model, name)
         kind = LayerKind.DENSE if isinstance(module, nn.Linear) else LayerKind.CONV2D
         layers.append(ExactLayerPlan.from_weight(
-            name, kind, canonical(module), BITS[name], ref.calibrate_activation_scale(inputs[name])))
+            name, kind, module_weight(module), BITS[name], ref.calibrate_activation_scale(inputs[name])))
     return ExactPlan(layers, provenance={"test": "digits"})
 
 
@@ -141,7 +140,7 @@ def quantized_layer(model, plan: ExactPlan, name: str, x: np.ndarray) -> np.ndar
     """One planned layer of the quantized model in NumPy integers."""
     module = getattr(model, name)
     layer = {entry.name: entry for entry in plan.layers}[name]
-    wq = layer.quantized_weight(canonical(module))
+    wq = layer.quantized_weight(module_weight(module))
     out_scale = ref.output_scale(layer.act_scale, layer.w_scale)
     bias = None if module.bias is None else module.bias.detach().numpy()
     bias_q = ref.quantize_bias(bias, out_scale)
@@ -255,7 +254,6 @@ def test_uncompiled_piece_bits_names_file_and_layer(cases, tmp_path):
 
 def test_bias_is_folded_into_the_kernel(cases):
     """No float bias add is left after an exact kernel (it would round differently)."""
-    from lut_tvm.frontends import import_model  # pylint: disable=import-outside-toplevel
     from lut_tvm.compiler import exact_rewrite_passes  # pylint: disable=import-outside-toplevel
     import tvm  # pylint: disable=import-outside-toplevel
 
@@ -266,3 +264,74 @@ def test_bias_is_folded_into_the_kernel(cases):
     biases = [constant_value(call.args[1].fields[4]) for _, call in calls]
     assert all(b.dtype == np.int32 and b.any() for b in biases)
     assert "R.add" not in mod.script()
+
+
+def _tail_peak_calibration(inputs: np.ndarray) -> np.ndarray:
+    """200 samples whose largest |x| is in sample 199: past the last full batch of 13 (the ONNX
+    files' batch), so a calibration that dropped the last partial batch would get another scale."""
+    calibration = inputs[:200].copy()
+    calibration[199] *= 3.0
+    return calibration
+
+
+def assert_same_plan(got: ExactPlan, want: ExactPlan) -> None:
+    assert [layer.name for layer in got.layers] == [layer.name for layer in want.layers]
+    for a, b in zip(got.layers, want.layers):
+        assert (a.weight_fingerprint, a.bits, a.kind) == (b.weight_fingerprint, b.bits, b.kind), a.name
+        assert a.act_scale == b.act_scale, a.name
+        np.testing.assert_array_equal(a.w_scale, b.w_scale)
+
+
+@pytest.mark.parametrize("model_cls", [DigitsMLP, DigitsCNN])
+def test_exact_plan_from_onnx_compiles_bit_exact(cases, model_cls):
+    """quantize_model on the ONNX file: the compiler's layers and names, the same plan as from the
+    torch module, and the compiled model equals the NumPy integer reference and the torch
+    fake-quant model of that plan bit for bit."""
+    model, _, x, onnx_path = cases[model_cls]
+    calibration = _tail_peak_calibration(trained(model_cls)[1])
+    bits = {name: BITS[name] for name in LAYERS[model_cls]}
+    from_onnx = quantize_model(onnx_path, calibration, bits)
+    assert [layer.name for layer in from_onnx.layers] == LAYERS[model_cls]
+    assert from_onnx.bits_per_layer() == bits
+    assert from_onnx.layers[0].act_scale == ref.calibrate_activation_scale(calibration)
+    floats = layer_inputs(model, calibration)  # torch's float inputs: TVM's within rounding
+    for layer in from_onnx.layers:
+        assert layer.act_scale == pytest.approx(ref.calibrate_activation_scale(floats[layer.name]), rel=1e-5)
+    assert_same_plan(from_onnx, quantize_model(model, calibration, bits))
+    compiled = lut_tvm.compile(onnx_path, from_onnx, target=PLAIN, tuning_logs=False)
+    assert compiled.info.lut_layers == LAYERS[model_cls]
+    got = compiled(x)
+    np.testing.assert_array_equal(got, reference_forward(model, from_onnx, x))
+    np.testing.assert_array_equal(predict(QuantizedTorchModel(model, from_onnx), x), got)
+
+
+def test_exact_plan_from_pt2_and_imported_model(cases, tmp_path):
+    """A .pt2 file and an already imported model give the torch module's plan too."""
+    model, _, x, onnx_path = cases[DigitsMLP]
+    calibration = _tail_peak_calibration(trained(DigitsMLP)[1])
+    want = quantize_model(model, calibration, 4)
+    pt2 = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(model, (torch.from_numpy(x),)), str(pt2))
+    assert_same_plan(quantize_model(pt2, calibration, 4), want)
+    assert_same_plan(quantize_model(import_model(onnx_path, (x,)), calibration, 4), want)
+    with pytest.raises(PlanError, match="calibration data has shape"):
+        quantize_model(onnx_path, calibration[:, :10], 4)
+
+
+def test_cli_quantize_writes_the_plan_quantize_model_makes(cases, tmp_path, capsys):
+    """`lut-tvm quantize` on an ONNX file: the plan of ``quantize_model`` with the same bits; a layer
+    name the model lacks is refused by name."""
+    _, _, _, onnx_path = cases[DigitsMLP]
+    calibration = _tail_peak_calibration(trained(DigitsMLP)[1])
+    np.save(tmp_path / "calibration.npy", calibration)
+    args = ["quantize", onnx_path, "--calibration", str(tmp_path / "calibration.npy"), "--bits", "5",
+            "--layer-bits", "fc2=3", "-o", str(tmp_path / "exact.npz")]
+    code = cli_main(args)
+    out, err = capsys.readouterr()
+    assert code == 0 and "fc2" in out and "2 exact LUT layers" in out, err
+    assert_same_plan(ExactPlan.load(tmp_path / "exact.npz"),
+                     quantize_model(onnx_path, calibration, {"fc1": 5, "fc2": 3}))
+    assert cli_main(args[:-4] + ["--layer-bits", "fc9=3", "-o", str(tmp_path / "bad.npz")]) != 0
+    assert "fc9" in capsys.readouterr().err
+    assert cli_main(args[:-6] + ["--bits", "9", "-o", str(tmp_path / "bad.npz")]) != 0
+    assert "weight bits" in capsys.readouterr().err

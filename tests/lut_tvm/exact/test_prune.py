@@ -10,7 +10,8 @@ from lut_tvm.exact import reference as ref
 from lut_tvm.exact.cost import layer_cost
 from lut_tvm.exact.prune import (LotteryConfig, full_masks, lottery_ticket, magnitude_masks,
                                  pruning_schedule, sparsity, weight_sparsity)
-from lut_tvm.exact.quantize import canonical_weight, evaluate_quantized, quantize_model
+from lut_tvm.exact.quantize import evaluate_quantized, quantize_model
+from lut_tvm.torch_layers import module_weight as canonical_weight
 
 
 class MLP(nn.Module):

@@ -1,4 +1,5 @@
-"""Post-training exact quantization: the torch fake-quant model equals the NumPy integer reference."""
+"""Post-training exact quantization (layers found by the compiler's discovery): the torch fake-quant
+model equals the NumPy integer reference."""
 
 import numpy as np
 import pytest
@@ -163,3 +164,31 @@ def test_bad_input_names_the_layer():
     with pytest.raises(PlanError, match="another model"):
         QuantizedTorchModel(_model(MLP, seed=5), quantize_model(model, x[:10]))
     assert [c.rows_per_sample for c in calibrate_layers(_model(CNN), x[:8])] == [64, 4, 1]
+
+
+class SameCNN(nn.Module):
+    """padding='same' (odd and even kernels) and a grouped conv, which stays float."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding="same")
+        self.depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.conv2 = nn.Conv2d(4, 6, 2, padding="same")
+        self.fc = nn.Linear(6 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = F.relu(self.conv2(F.relu(self.depthwise(F.relu(self.conv1(x))))))
+        return self.fc(h.flatten(1))
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same.:UserWarning")
+def test_string_padding_and_grouped_conv():
+    """The compiler's discovery leaves the grouped conv out of the plan; 'same' padding (the even
+    kernel's odd pixel bottom/right) is computed alike by the fake-quant and the NumPy LUT paths."""
+    x, _ = _digits()
+    model = _model(SameCNN)
+    plan = quantize_model(model, x[:64], 4)
+    assert [layer.name for layer in plan.layers] == ["conv1", "conv2", "fc"]
+    fake = predict(QuantizedTorchModel(model, plan), x[64:72])
+    np.testing.assert_array_equal(predict(QuantizedTorchModel(model, plan, Backend.REFERENCE_LUT), x[64:72]), fake)
+    assert np.abs(fake - predict(model, x[64:72])).max() < 0.5 * np.abs(predict(model, x[64:72])).max()

@@ -121,3 +121,40 @@ def test_config_round_trips_and_validates():
 def test_convert_needs_calibration_data():
     with pytest.raises(LutTvmError, match="calibration_data"):
         convert(_net(), LutConfig())
+
+
+class Mixed(nn.Module):
+    """Eligible layers and one the compiler leaves dense (a grouped conv)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.mix = nn.Conv2d(4, 6, 1)
+        self.head = nn.Sequential(nn.Linear(6 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.head(torch.relu(self.mix(self.depthwise(torch.relu(self.stem(x))))).flatten(1))
+
+
+def test_select_modules_finds_what_the_compiler_finds(images):
+    """One eligibility rule and one naming: the modules convert picks are the layers the compiler's
+    discovery finds (grouped conv left out by both), under the same names, with the same weights."""
+    from lut_tvm.frontends import import_model  # pylint: disable=import-outside-toplevel
+    from lut_tvm.planner import named_layers, select_layers  # pylint: disable=import-outside-toplevel
+    from lut_tvm.weights import fingerprint, reduction_length  # pylint: disable=import-outside-toplevel
+
+    torch.manual_seed(1)
+    model = Mixed().eval()
+    imported = import_model(model, (images[:4],))
+    graph = named_layers(imported)
+    assert [name for name, _ in graph] == ["stem", "mix", "head.0", "head.2"]
+    every = PlanPolicy(skip_first_conv=False, skip_last_dense=False)
+    chosen = select_modules(model, every)
+    assert [name for name, _, _ in chosen] == [name for name, _ in graph]
+    for (name, module, _), (_, site) in zip(chosen, graph):
+        centroids = np.zeros((1, 2, reduction_length(site.kind, site.weight.shape)), np.float32)
+        layer = (LutConv2d if isinstance(module, nn.Conv2d) else LutLinear)(module.weight, module.bias, centroids)
+        assert fingerprint(layer.canonical_weight()) == site.fingerprint, name
+    for policy in (PlanPolicy(), PlanPolicy(exclude=["mix"]), PlanPolicy(only=["stem", "head.2"])):
+        assert [n for n, _, _ in select_modules(model, policy)] == [n for n, _ in select_layers(imported, policy)]

@@ -73,6 +73,27 @@ def test_unfold_rows_match_reference_im2col(stride, padding, dilation):
     np.testing.assert_array_equal(_np(rows), want)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+@pytest.mark.parametrize("padding, torch_padding", [((1, 0, 2, 1), (0, 1, 1, 2)), ("same", "same"),
+                                                   ("valid", "valid"), (2, (2, 2, 2, 2))])
+def test_unfold_rows_match_reference_im2col_any_padding(padding, torch_padding):
+    """(top, left, bottom, right), torch's string paddings ('same' with an even kernel height pads
+    the bottom) and an int: the same rows as the reference, and rows . W is torch's conv2d."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 6, 7)).astype(np.float32)
+    rows, geometry = conv_rows(torch.from_numpy(x), (2, 3), 1, padding, 1)
+    want, want_geometry = ref.im2col_nchw(x, (2, 3), 1, padding, 1)
+    assert geometry == want_geometry
+    np.testing.assert_array_equal(_np(rows), want)
+    weight = torch.from_numpy(rng.standard_normal((5, 3, 2, 3)).astype(np.float32))
+    if isinstance(torch_padding, str):
+        conv = torch.nn.functional.conv2d(torch.from_numpy(x), weight, padding=torch_padding)
+    else:  # F.pad takes (left, right, top, bottom)
+        conv = torch.nn.functional.conv2d(torch.nn.functional.pad(torch.from_numpy(x), torch_padding), weight)
+    got = (rows @ weight.reshape(5, -1).T).reshape(*geometry, 5).permute(0, 3, 1, 2)
+    torch.testing.assert_close(got, conv, rtol=1e-5, atol=1e-5)
+
+
 def test_quantize_tables_equals_reference_exactly():
     rng = np.random.default_rng(4)
     cases = [
