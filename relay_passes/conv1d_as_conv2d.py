@@ -20,7 +20,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from lut_tvm._tvm_compat import constant_value, is_constant
 
-from .lut_layer_builder import rewrite_relax_functions
+from .planned_rewriter import rewrite_relax_functions
 
 
 def height_one_weight(weight: relax.Expr) -> relax.Expr:
