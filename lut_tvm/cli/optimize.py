@@ -105,7 +105,7 @@ def register(sub) -> None:
                      help="measurement cache (centroids, kernel timings, metrics); a re-run resumes from "
                      "it (default: $XDG_CACHE_HOME/lut_tvm/optimize, i.e. ~/.cache/lut_tvm/optimize)")
     opt.add_argument("--sub-lens", nargs="+", type=_sub_len, default=[2, 4, 8, 9, 16, 32], metavar="V",
-                     help="V values to consider (each layer gets those dividing its D; K = 16)")
+                     help="V values to consider (each layer gets those dividing its D; K = 16, and 32/64 on VBMI targets)")
     opt.add_argument("--only", nargs="+", metavar="LAYER", help="consider only these layers")
     opt.add_argument("--batch", type=int, default=None, help="batch to import an ONNX model with dynamic batch at")
     opt.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel (median; default 5)")

@@ -172,7 +172,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         candidates=candidates, steps=steps, choice=choice, cost=cost, original=metrics.original,
         search_loss=metrics.loss(choice), compiled_loss=compiled_loss, backed_off=backed_off,
         measured_ms=measured_ms, dense_measured_ms=dense_now_ms,
-        new_timings=timer.cache.new, sub_lens=list(sub_lens), peers=peer_rows)
+        new_timings=timer.cache.new, sub_lens=list(sub_lens), num_centroids=offered_centroids(tvm_target),
+        peers=peer_rows)
     report["finetune"] = tuned
     return OptimizeResult(plan, report, cost, choice, final_model)
 

@@ -7,10 +7,11 @@ import math
 from pathlib import Path
 
 from ..files import write_json_atomic, write_text_atomic
+from .layers import num_centroids_of
 
 NOTES = [
-    "K = 16 only: the LUT kernels hold one 16-entry table column per register lane; K = 32/64 "
-    "(AVX-512 VBMI vpermb/vpermi2b) has no kernel yet, so it is not offered on any target.",
+    "K = 16 everywhere (one 16-entry table column per shuffle lane); K = 32 and 64 as well where the "
+    "target has AVX-512 VBMI (the lookup runs vpermb on a 64-byte table), not offered elsewhere.",
     "Tables: INT8 with one scale per layer or per output column, whichever loses less with the layer "
     "alone (the same kernel runs both: it reads a scale vector either way, so the latency is shared).",
     "Latency: each layer's kernel compiled alone (default schedules, no tuning log) and timed with "
@@ -28,7 +29,7 @@ def _finite(value):
 
 def build_report(*, source, metric, budget, target, threads, batch, evaluator, eval_samples, layers,
                  candidates, steps, choice, cost, original, search_loss, compiled_loss, backed_off,
-                 measured_ms, dense_measured_ms, new_timings, sub_lens, peers=()) -> dict:
+                 measured_ms, dense_measured_ms, new_timings, sub_lens, num_centroids=(16,), peers=()) -> dict:
     """The report dict: settings, original vs chosen metric, predicted vs measured latency, per layer
     what was chosen and why, every candidate and every end-to-end check of the search, and the
     ``peers`` rows (``{"label", "name", "threads", "metric", "ms"}``, or ``"error"`` in place of the
@@ -48,12 +49,13 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
             why = "dense: " + ("no LUT candidate (no V divides D)" if not mine else "; ".join(
                 f"V={', '.join(str(v) for v in sorted(set(subs)))} {status}" for status, subs in sorted(by_status.items())))
         per_layer.append({"layer": layer.name, "shape": layer.describe(), "D": layer.depth,
-                          "dense_ms": cost.dense_ms[layer.name], "chosen_V": chosen, "why": why})
+                          "dense_ms": cost.dense_ms[layer.name], "chosen_V": None if chosen is None else int(chosen),
+                          "chosen_K": None if chosen is None else num_centroids_of(chosen), "why": why})
     predicted = cost.predict_ms(choice)
     return {
         "model": source, "metric": metric, "budget": budget, "target": target, "threads": threads,
         "batch": batch, "search_evaluator": evaluator, "eval_samples": eval_samples,
-        "sub_lens_offered": sub_lens, "num_centroids": 16,
+        "sub_lens_offered": sub_lens, "num_centroids_offered": list(num_centroids),
         "original_metric": original,
         "chosen_metric_search": original - search_loss,
         "chosen_metric_compiled": original - compiled_loss,
@@ -66,7 +68,8 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
                        "measured_saving": dense_measured_ms - measured_ms},
         "peers": [{k: _finite(v) for k, v in row.items()} for row in peers],
         "new_timings": new_timings,
-        "choice": choice,
+        "choice": {name: int(option) for name, option in choice.items()},  # V per LUT layer
+        "choice_K": {name: num_centroids_of(option) for name, option in choice.items()},
         "layers": per_layer,
         "candidates": [{k: _finite(v) for k, v in c.to_dict().items()} for c in candidates],
         "steps": [{"tried": s.tried, "loss": s.loss, "accepted": s.accepted,
