@@ -208,3 +208,51 @@ class GivenCodes:
     def assert_all_used(self):
         assert self.used == len(self.codes), \
             f"the reference ran {self.used} LUT layers, the compiled model has {len(self.codes)}"
+
+
+def forward_given_codes(lut_model, x: np.ndarray, codes: list[np.ndarray]) -> np.ndarray:
+    """``lut_model``'s forward (a ``lut_tvm.train`` model) with each LUT layer (Linear, Conv2d or
+    Conv1d) run by the NumPy reference with the compiled model's ``codes`` (``GivenCodes``: each
+    code is checked against the nearest centroid of the layer's actual input, near-ties aside)."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    from .plan import TableQuant  # pylint: disable=import-outside-toplevel
+    from .train import lut_layers  # pylint: disable=import-outside-toplevel
+    from .train.conv1d import LutConv1d  # pylint: disable=import-outside-toplevel
+    from .train.layers import LutConv2d  # pylint: disable=import-outside-toplevel
+
+    given = GivenCodes(codes)
+
+    def hook(layer, args, _out):
+        inp = args[0].detach().numpy()
+        cents = layer.centroids.detach().numpy()
+        bias = None if layer.bias is None else layer.bias.detach().numpy()
+        tables = None if getattr(layer, "tables", None) is None else layer.tables.detach().numpy()
+        granularity = TableQuant(layer.table_quant).granularity
+        where = f"LUT {type(layer).__name__} {layer.extra_repr()}"
+        if isinstance(layer, LutConv2d):
+            (ph, pw) = layer.padding
+            out = given.lut_conv2d(inp, cents, layer.weight.detach().numpy(), bias, layer.stride, (ph, pw, ph, pw),
+                                   tables, where, granularity)
+        elif isinstance(layer, LutConv1d):
+            weight = layer.canonical_weight()
+            rows, (batch, _, out_len) = ref.im2col_nchw(
+                inp[:, :, None, :], weight.shape[2:], (1, layer.stride), (0, layer.padding, 0, layer.padding),
+                (1, layer.dilation))
+            out = given.lut_matmul(rows, cents, weight.reshape(len(weight), -1).T, bias, tables, where, granularity)
+            out = out.reshape(batch, out_len, -1).transpose(0, 2, 1).copy()
+        else:
+            out = given.lut_matmul(inp.reshape(-1, inp.shape[-1]), cents, layer.weight.detach().numpy().T, bias,
+                                   tables, where, granularity)
+            out = out.reshape(*inp.shape[:-1], -1)
+        return torch.from_numpy(out)
+
+    handles = [layer.register_forward_hook(hook) for _, layer in lut_layers(lut_model)]
+    try:
+        with torch.no_grad():
+            y = lut_model.eval()(torch.from_numpy(x)).numpy()
+    finally:
+        for handle in handles:
+            handle.remove()
+    given.assert_all_used()
+    return y

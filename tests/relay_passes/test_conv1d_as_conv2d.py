@@ -15,14 +15,13 @@ from torch import nn
 from tvm import relax
 
 import lut_tvm
-from lut_tvm import reference as ref
 from lut_tvm.compiler import layer_sites
 from lut_tvm.frontends import import_model
 from lut_tvm.plan import TableQuant
 from lut_tvm.policy import PlanPolicy
-from lut_tvm.testing import GivenCodes, compile_with_codes, op_calls, relax_module
-from lut_tvm.train import LutConfig, export_plan, lut_layers, to_dense_model
-from lut_tvm.train.conv1d import LutConv1d, convert_with_conv1d
+from lut_tvm.testing import compile_with_codes, forward_given_codes, op_calls, relax_module
+from lut_tvm.train import LutConfig, export_plan, to_dense_model
+from lut_tvm.train.conv1d import convert_with_conv1d
 from lut_tvm.weights import LayerKind, fingerprint
 from relay_passes.conv1d_as_conv2d import Conv1dAsConv2d
 
@@ -154,39 +153,6 @@ def test_dense_compile_equals_torch(net, frontend, tmp_path):
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(compiled(x), want, **TOL)
-
-
-def forward_given_codes(lut_model, x: np.ndarray, codes) -> np.ndarray:
-    """``lut_model``'s forward with each LUT layer (Conv1d or Linear) run by the NumPy reference with
-    the compiled model's codes (each checked against the nearest centroid of the layer's input)."""
-    given = GivenCodes(codes)
-
-    def hook(layer, args, _out):
-        inp = args[0].detach().numpy()
-        cents = layer.centroids.detach().numpy()
-        bias = None if layer.bias is None else layer.bias.detach().numpy()
-        granularity = TableQuant(layer.table_quant).granularity
-        if isinstance(layer, LutConv1d):
-            weight = layer.canonical_weight()
-            rows, (batch, _, out_len) = ref.im2col_nchw(
-                inp[:, :, None, :], weight.shape[2:], (1, layer.stride), (0, layer.padding, 0, layer.padding),
-                (1, layer.dilation))
-            out = given.lut_matmul(rows, cents, weight.reshape(len(weight), -1).T, bias, None,
-                                   f"LUT conv1d {layer.extra_repr()}", granularity)
-            return torch.from_numpy(out.reshape(batch, out_len, -1).transpose(0, 2, 1).copy())
-        out = given.lut_matmul(inp.reshape(-1, inp.shape[-1]), cents, layer.weight.detach().numpy().T, bias,
-                               None, f"LUT linear {layer.extra_repr()}", granularity)
-        return torch.from_numpy(out.reshape(*inp.shape[:-1], -1))
-
-    handles = [layer.register_forward_hook(hook) for _, layer in lut_layers(lut_model)]
-    try:
-        with torch.no_grad():
-            y = lut_model.eval()(torch.from_numpy(x)).numpy()
-    finally:
-        for handle in handles:
-            handle.remove()
-    given.assert_all_used()
-    return y
 
 
 @pytest.fixture(scope="module")
