@@ -43,7 +43,8 @@ MIN_SAMPLE_S = 0.05
 def _input_rows(module, x: np.ndarray) -> np.ndarray:
     """The rows ``[M, D]`` the layer's encode sees."""
     if isinstance(module, torch.nn.Conv2d):
-        return im2col_nchw(x, module.kernel_size, module.stride, (module.padding[0],) * 2 + (module.padding[1],) * 2)[0]
+        pad_h, pad_w = module.padding
+        return im2col_nchw(x, module.kernel_size, module.stride, (pad_h, pad_w, pad_h, pad_w))[0]
     return x.reshape(-1, x.shape[-1])
 
 
