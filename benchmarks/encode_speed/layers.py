@@ -67,8 +67,8 @@ def layer_table(target, rounds: int) -> list[str]:
     """Markdown rows: per layer shape and V, dense / LUT ms, encode / lookup ms and share."""
     lines = [
         "| layer | input | V | C | dense TVM ms | LUT ms | dense / LUT | encode ms | lookup ms | "
-        "encode share | kernels |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "encode share | encode GFLOP/s | kernels |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, factory, shape in LAYER_SHAPES:
         torch.manual_seed(0)
@@ -95,7 +95,8 @@ def layer_table(target, rounds: int) -> list[str]:
             lines.append(
                 f"| {label} | {list(shape)} | {sub_len} | {rows.shape[1] // sub_len} | {med['dense']:.3f} | "
                 f"{med[sub_len]:.3f} | {med['dense'] / med[sub_len]:.1f}x | {encode:.3f} | {lookup:.3f} | "
-                f"{encode / max(encode + lookup, 1e-12):.0%} | {', '.join(kernels)} |"
+                f"{encode / max(encode + lookup, 1e-12):.0%} | "
+                f"{2 * rows.size * K / max(encode, 1e-12) / 1e6:.0f} | {', '.join(kernels)} |"
             )
             print(lines[-1], flush=True)
     return lines
