@@ -18,11 +18,18 @@ from lut_tvm.errors import PlanError
 from lut_tvm.plan import LayerPlan, TableQuant
 from lut_tvm.reference import build_tables, column_scale, quantize_tables
 from lut_tvm.weights import as_dense_matrix, output_length
-from schedules.intrin.lut_vbmi import LOOKUP_LANES, lookup_intrin_for_target
+from schedules.intrin.lut_vbmi import lookup_intrin_for_target
 from schedules.lut_compute import CODE_DTYPE
 
 from .layer_sites import LayerSite
 from .planned_rewriter import const, kernel_call
+
+
+# Fewest rows that take the shuffle path, though a shuffle register holds 16-64 rows. Measured
+# (whole layer, AVX-512, one thread, load ~7; us, gather / shuffle): Linear 384->100 at V = 4,
+# 1 row 12.7 / 17.9, 4 rows 29.6 / 18.8, 8 rows 126 / 19, 32 rows 369 / 20; 100->10 at V = 2,
+# 1 row 1.8 / 13.1, 8 rows 14.0 / 13.0, 32 rows 18.8 / 13.7.
+MIN_SHUFFLE_ROWS = 4
 
 
 class LutLayerConstants:
@@ -61,12 +68,15 @@ def use_shuffle_lookup(rows: int, consts: LutLayerConstants) -> bool:
     """Whether the byte-shuffle lookup serves this layer on the current target.
 
     It needs a target with a lookup intrinsic for the layer's K (a 16-byte shuffle for K = 16,
-    AVX-512 VBMI ``vpermb`` for K = 32 / 64), at least one register of rows, and N divisible by
-    16 (the kernel's channel tile must divide N).
+    AVX-512 VBMI ``vpermb`` for K = 32 / 64) and at least ``MIN_SHUFFLE_ROWS`` rows (the kernel
+    pads rows to 64); any N (the kernel's channel tile is a divisor of N,
+    ``schedules.rules.lut_lookup_shuffle``). With N not a multiple of 16 the gather kernels took
+    200-300 ms on a 24-channel 3x3 conv at batch 32, 20x20 (V = 2 / 4 / 8), the shuffle path
+    1.1-1.7 ms (dense TVM 10 ms).
     """
     target = tvm.target.Target.current(allow_none=True)
     intrin = lookup_intrin_for_target(target, consts.num_centroids) if target is not None else None
-    return intrin is not None and rows >= LOOKUP_LANES[intrin] and consts.out_features % 16 == 0
+    return intrin is not None and rows >= MIN_SHUFFLE_ROWS
 
 
 def emit_encode(builder: relax.BlockBuilder, func, name: str, data, consts: LutLayerConstants, codes_shape):

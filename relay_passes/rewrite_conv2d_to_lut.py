@@ -5,7 +5,7 @@ for each conv whose weight fingerprint the plan names (groups = 1), the input is
 window by window (im2col order ``(c_in, kh, kw)``, no im2col buffer) and looked up straight
 into the NCHW output (bias zero; FuseLUTEpilogue folds a following bias add / ReLU in). Where
 the current target has a shuffle instruction and the layer suits it (``use_shuffle_lookup``
-over the ``N * OH * OW`` output positions: K = 16 (32 / 64 with VBMI), O % 16 == 0, rows >= shuffle lanes), the
+over the ``N * OH * OW`` output positions: K = 16 (32 / 64 with VBMI), rows >= ``MIN_SHUFFLE_ROWS``, any O), the
 row encode writes codes ``[C, N*OH*OW]`` for the byte-shuffle lookup (tables ``[O, C, K]``);
 else codes ``[N, OH, OW, C]`` go to the gather lookup (tables ``[C, K, O]``). Other convs are
 left alone; grouped ones with a logged reason.

@@ -28,7 +28,6 @@ from tvm.s_tir import TensorIntrin
 from lut_tvm.target_features import target_features
 
 from .lut_shuffle import (
-    LUT16_SHUFFLE_LANES,
     NUM_CENTROIDS,
     shuffle_intrin_for_target,
     word_sum_lookup_func,
@@ -41,10 +40,6 @@ VBMI_INTRIN = {32: LUT32_VBMI, 64: LUT64_VBMI}
 # The LLVM intrinsic both implementations call (tests look for it in the TIR).
 LLVM_PERMUTE = "llvm.x86.avx512.permvar.qi.512"
 VBMI_LANES = 64  # one vpermb per 64-row block (``lut_shuffle.ROWS_PER_CALL``)
-
-# Lookups per instruction of every LUT-NN lookup intrinsic (the rewrite's "at least one
-# register of rows").
-LOOKUP_LANES = {**LUT16_SHUFFLE_LANES, LUT32_VBMI: VBMI_LANES, LUT64_VBMI: VBMI_LANES}
 
 
 @functools.cache

@@ -5,7 +5,12 @@ accumulated over the sub-vector positions ``v`` with the ``C`` codebooks in the 
 (one input vector times one centroid vector per ``(v, k)``), then the argmin over ``K`` runs
 elementwise across the codebook lanes and the ``C`` codes are stored contiguously. The input
 is first copied channel-last (``[M, V, C]`` for dense, NHWC for conv) and the centroids and
-norms ``[.., K, C]``, so every vector access is contiguous; rows run in parallel. Each
+norms ``[.., K, C]``, so every vector access is contiguous; rows run in parallel. A conv whose
+sub-vectors span input channels or taps (``V != kh*kw``, ``kh*kw > 1``) instead copies each output position's
+window ``[V, C]`` under the row loop (``lut_compute.WINDOW_BLOCK``): read through the NHWC copy,
+its codebook lanes were scattered elements (one thread, load ~6: 24-channel 3x3 conv at batch
+32, 20x20, V = 4: 165 ms before, 67 ms now, 38 ms at V = 9; 24-channel 3x3 at 8x8, batch 8,
+V = 8: 4.7 / 2.2 ms). Still 50-100x slower than the row encode of the shuffle path. Each
 distance is summed over ``v`` in the same order as before, so the codes are bit-identical.
 
 If that schedule does not apply, the previous one is used: per (row, codebook), the K
@@ -18,9 +23,10 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 
 from schedules.attrs import LutKind
+from schedules.lut_compute import WINDOW_BLOCK
 
 from .dense_ops._loops import prod
-from .lut_kind import lut_kind, vector_lanes
+from .lut_kind import has_block, lut_kind, vector_lanes
 
 # Unroll the centroid loop (K accumulator vectors kept in registers) up to this K.
 MAX_UNROLL_CENTROIDS = 32
@@ -47,14 +53,18 @@ def _codebook_major(func: tirx.PrimFunc, kind: str, lanes: int) -> s_tir.Schedul
     cent_region = sch.get(dot).reads[_read_index(sch, dot, cent_name)]
     num_codebooks, num_centroids, sub_len = (int(d) for d in cent_region.source.shape)
 
-    # Channel-last copies of the input, centroids and norms (computed once per call).
-    data_c = sch.cache_read(dot, _read_index(sch, dot, data_name), "global")
-    if kind == LutKind.ENCODE_DENSE:
-        sch.transform_layout(
-            data_c, ("write", 0), lambda m, d: (m, d % sub_len, d // sub_len)
-        )
+    # Channel-last copies of the input, centroids and norms (computed once per call); a conv
+    # whose sub-vectors span channels / taps copies each position's window [V, C] instead.
+    window = sch.get_sblock(WINDOW_BLOCK) if has_block(sch, WINDOW_BLOCK) else None
+    if window is not None:
+        data_c = window
+        sch.transform_layout(window, ("write", 0), lambda n, h, w, c, v: (n, h, w, v, c))
     else:
-        sch.transform_layout(data_c, ("write", 0), lambda n, c, h, w: (n, h, w, c))
+        data_c = sch.cache_read(dot, _read_index(sch, dot, data_name), "global")
+        if kind == LutKind.ENCODE_DENSE:
+            sch.transform_layout(data_c, ("write", 0), lambda m, d: (m, d % sub_len, d // sub_len))
+        else:
+            sch.transform_layout(data_c, ("write", 0), lambda n, c, h, w: (n, h, w, c))
     cent_c = sch.cache_read(dot, _read_index(sch, dot, cent_name), "global")
     sch.transform_layout(cent_c, ("write", 0), lambda c, k, v: (v, k, c))
     sch.compute_inline(sch.get_sblock("encode_distance"))
@@ -65,7 +75,8 @@ def _codebook_major(func: tirx.PrimFunc, kind: str, lanes: int) -> s_tir.Schedul
     sch.transform_layout(dot, ("write", 0), lambda *i: (*i[:-2], i[-1], i[-2]))
 
     loops = sch.get_loops(data_c)
-    if len(loops) > 1 and prod(int(sch.get(lp).extent) for lp in loops) >= MIN_PARALLEL_COPY:
+    if (window is None and len(loops) > 1
+            and prod(int(sch.get(lp).extent) for lp in loops) >= MIN_PARALLEL_COPY):
         sch.parallel(loops[0])
 
     *prefix, codebook, centroid = sch.get_loops(argmin)
@@ -75,6 +86,9 @@ def _codebook_major(func: tirx.PrimFunc, kind: str, lanes: int) -> s_tir.Schedul
     sch.compute_at(dot, row)
     sch.reverse_compute_at(red, row)
     sch.set_scope(dot, 0, "local")
+    if window is not None:
+        sch.compute_at(window, row)
+        sch.set_scope(window, 0, "local")
 
     d_loops = sch.get_loops(dot)[1:]  # (codebook, centroid[, sub-vector])
     d_cb, d_k = d_loops[0], d_loops[1]
@@ -125,6 +139,8 @@ def _centroid_major(func: tirx.PrimFunc) -> s_tir.Schedule:
     sch.reverse_compute_at(sch.get_sblock("encode_distance_red"), codebook)
     dot = sch.get_sblock("encode_dot")
     sch.compute_at(dot, codebook)
+    if has_block(sch, WINDOW_BLOCK):  # the codebook's V window elements, right before its dots
+        sch.compute_at(sch.get_sblock(WINDOW_BLOCK), codebook)
     inner = sch.get_loops(dot)[2:]  # below the fused row loop and the codebook loop
     if len(inner) == 2:  # (centroid, sub-vector); V = 1 leaves no sub-vector loop
         centroid, sub = inner

@@ -139,15 +139,17 @@ def _rewrite_under(target, input_shape, out_channels, num_centroids=16, seed=0):
 @pytest.mark.parametrize("target,input_shape,out_channels,num_centroids,expected", [
     pytest.param(AVX512, (1, 3, 9, 8), 16, 16, SHUFFLE_KINDS, id="avx512_72rows_O16"),
     pytest.param(AVX512, (3, 2, 5, 5), 48, 16, SHUFFLE_KINDS, id="avx512_batch3_O48"),
-    pytest.param(AVX512, (1, 3, 7, 7), 16, 16, GATHER_KINDS, id="avx512_49rows_below_64_lanes"),
-    pytest.param(AVX512, (1, 3, 9, 8), 24, 16, GATHER_KINDS, id="avx512_O24_not_multiple_of_16"),
+    pytest.param(AVX512, (1, 3, 7, 7), 16, 16, SHUFFLE_KINDS, id="avx512_49rows_below_64_lanes"),
+    pytest.param(AVX512, (1, 3, 1, 3), 16, 16, GATHER_KINDS, id="avx512_3rows"),
+    pytest.param(AVX512, (1, 3, 9, 8), 24, 16, SHUFFLE_KINDS, id="avx512_O24_not_multiple_of_16"),
+    pytest.param(AVX512, (1, 3, 9, 8), 7, 16, SHUFFLE_KINDS, id="avx512_O7_prime"),
     pytest.param(AVX512, (1, 3, 9, 8), 16, 8, GATHER_KINDS, id="avx512_K8"),
     pytest.param(ARM64, (1, 3, 4, 4), 16, 16, SHUFFLE_KINDS, id="neon_16rows"),
     pytest.param(PLAIN, (1, 3, 9, 8), 16, 16, GATHER_KINDS, id="no_shuffle_target"),
 ])
 def test_shuffle_or_gather_chosen_by_conditions(target, input_shape, out_channels, num_centroids,
                                                 expected):
-    """K = 16, O % 16 == 0, N*OH*OW >= the shuffle's lanes and a shuffle on the target."""
+    """K = 16, N*OH*OW >= MIN_SHUFFLE_ROWS and a shuffle on the target (any O)."""
     out, _, _ = _rewrite_under(target, input_shape, out_channels, num_centroids)
     assert sorted(kind for kind, _ in lut_calls(out)) == expected
     calls = dict(lut_calls(out))

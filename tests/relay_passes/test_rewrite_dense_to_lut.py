@@ -174,7 +174,8 @@ AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores
 
 @pytest.mark.skipif("avx512bw" not in host_cpu_flags(), reason="CPU has no AVX-512BW")
 @pytest.mark.parametrize("rows,out_features,expect_shuffle", [(128, 32, True), (100, 48, True),
-                                                              (16, 32, False), (128, 13, False)])
+                                                              (16, 32, True), (3, 32, False), (128, 13, True),
+                                                              (64, 10, True)])
 def test_shuffle_lookup_chosen_by_target_and_shape(rows, out_features, expect_shuffle):
     rng = np.random.default_rng(rows + out_features)
     weight = rng.standard_normal((32, out_features)).astype(np.float32)

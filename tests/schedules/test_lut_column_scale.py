@@ -28,6 +28,7 @@ from schedules.lut_kernels import lookup_conv2d_func, lookup_dense_func
 from schedules.lut_shuffle_compute import lookup_dense_shuffle_func
 from schedules.rules.lut_lookup import LutLookupRule
 from schedules.rules.lut_lookup_shuffle import LutLookupShuffleRule
+from relay_passes.lut_layer_builder import MIN_SHUFFLE_ROWS
 
 FLAGS = frozenset(host_cpu_flags())
 AVX512 = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
@@ -213,7 +214,7 @@ def test_planned_dense_layer_per_column(target, rows, depth, out_features, tmp_p
         model[0].weight.copy_(torch.from_numpy(weight.T))
         model[0].bias.copy_(torch.from_numpy(bias))
     compiled, kinds = _compile_planned(model, layer, x, target, tmp_path)
-    shuffle = target != PLAIN and rows >= 64 and out_features % 16 == 0
+    shuffle = target != PLAIN and rows >= MIN_SHUFFLE_ROWS
     assert ("lookup_dense_shuffle" in kinds) == shuffle and ("lookup_dense" in kinds) == (not shuffle)
     got = compiled(x)
     want = np.maximum(ref.lut_matmul(x, centroids, weight, bias, "column"), 0)

@@ -187,6 +187,9 @@ def test_lookup_dense_epilogue(rows, num_codebooks, num_centroids, out_features,
 CONV_CASES = [
     ((2, 3, 11, 8), (3, 3), (2, 2), (1, 0, 2, 1), (2, 2), 3),
     ((1, 2, 9, 13), (3, 2), (1, 2), (1, 0, 2, 1), (2, 1), 4),
+    # V = kh*kw (the NHWC copy) and a 1x1 kernel; the cases above copy each window.
+    ((2, 4, 6, 5), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 9),
+    ((2, 8, 5, 5), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 4),
 ]
 
 

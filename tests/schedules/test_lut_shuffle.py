@@ -90,7 +90,9 @@ def random_inputs(rows, num_codebooks, out_features, seed=0):
     return codes, tables
 
 
-SHAPES = [(37, 7, 13), (100, 7, 13), (64, 24, 16), (128, 24, 40), (1, 3, 5), (100, 300, 13)]
+# (128, 25, 100): 4-channel tiles (a multiple of 4 preferred to 5); (64, 5, 10): 5-channel tiles.
+SHAPES = [(37, 7, 13), (100, 7, 13), (64, 24, 16), (128, 24, 40), (1, 3, 5), (100, 300, 13),
+          (128, 25, 100), (64, 5, 10)]
 
 
 @pytest.mark.parametrize("target, intrin", RUNNABLE)
@@ -121,9 +123,9 @@ def test_no_int16_overflow_at_300_codebooks(target, intrin, value):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize(
     "rows, num_codebooks, out_features",
-    # (128, 24, 48) and (64, 9, 4): whole 64-row tiles of 8 / 4 channels, the dense epilogue
-    # transposed in registers (the intrinsic's ReLU variant included).
-    [(37, 7, 13), (100, 24, 48), (128, 24, 48), (64, 9, 4)],
+    # (128, 24, 48), (64, 9, 4) and (128, 25, 100): whole 64-row tiles of 8 / 4 / 4 channels,
+    # the dense epilogue transposed in registers (the intrinsic's ReLU variant included).
+    [(37, 7, 13), (100, 24, 48), (128, 24, 48), (64, 9, 4), (128, 25, 100)],
 )
 def test_scale_bias_relu(target, intrin, relu, rows, num_codebooks, out_features):
     del intrin

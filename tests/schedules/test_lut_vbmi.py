@@ -261,8 +261,10 @@ def _mlp_reference(model, plan, x, codes):
     pytest.param(128, VBMI, LutKind.ENCODE_DENSE_ROWS, marks=NEEDS_VBMI, id="vbmi-shuffle"),
     # No VBMI: the same plan takes the generic (gather) kernels.
     pytest.param(128, AVX2, LutKind.ENCODE_DENSE, marks=NEEDS_AVX2, id="avx2-gather"),
-    # Fewer rows than one vpermb register: the gather kernels, on a VBMI target too.
-    pytest.param(40, VBMI, LutKind.ENCODE_DENSE, marks=NEEDS_VBMI, id="vbmi-few-rows"),
+    # Fewer rows than one vpermb register still take it (padded rows); fewer than
+    # MIN_SHUFFLE_ROWS take the gather kernels, on a VBMI target too.
+    pytest.param(40, VBMI, LutKind.ENCODE_DENSE_ROWS, marks=NEEDS_VBMI, id="vbmi-40-rows"),
+    pytest.param(3, VBMI, LutKind.ENCODE_DENSE, marks=NEEDS_VBMI, id="vbmi-3-rows"),
 ])
 def test_compiled_model_with_k_centroids_matches_reference(num_centroids, rows, target, encode_kind):
     model, digits = _mlp_and_data()
