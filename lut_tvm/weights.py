@@ -43,17 +43,18 @@ def canonical_weight(kind, weight) -> np.ndarray:
 
 
 def not_lut_reason(kind, *, groups: int = 1, padding_mode: str = "zeros", layouts=("NCHW", "OIHW"),
-                   dtype="float32") -> str | None:
+                   dtype="float32", grouped: bool = False) -> str | None:
     """Why a layer cannot become a LUT (or an exact LUT), or None when it can: the one rule that
     the graph's layer discovery (``relay_passes.layer_sites``) and the torch module walks of
     ``lut_tvm.train`` and ``lut_tvm.exact`` apply. Dense layers always can (float32 weights);
-    convs need groups = 1, zero padding, NCHW data / OIHW weights."""
+    convs need zero padding, NCHW data / OIHW weights, and groups = 1 unless ``grouped`` (LUT-NN
+    covers grouped and depthwise convs with per-group codebooks; the exact mode does not)."""
     if str(dtype).removeprefix("torch.") != "float32":
         return f"weight dtype {dtype} is not float32"
     if LayerKind(kind) is LayerKind.DENSE:
         return None
-    if int(groups) != 1:
-        return f"grouped conv (groups={int(groups)}; only groups=1 convs become LUTs)"
+    if int(groups) != 1 and not grouped:
+        return f"grouped conv (groups={int(groups)}; only groups=1 convs become LUTs here)"
     if padding_mode != "zeros":
         return f"padding_mode {padding_mode!r} is not zero padding"
     if tuple(layouts) != ("NCHW", "OIHW"):
@@ -86,6 +87,20 @@ def as_dense_matrix(kind: LayerKind, weight: np.ndarray) -> np.ndarray:
     if kind is LayerKind.DENSE:
         return weight
     return weight.reshape(weight.shape[0], -1).T
+
+
+def grouped_dense_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv weight ``[O, I/G, kh, kw]`` as the block-diagonal ``[G*D_g, O]`` matrix that
+    the full im2col rows (``D = I*kh*kw``, group-major) are multiplied by: group ``g``'s rows
+    ``[g*D_g, (g+1)*D_g)`` meet only its outputs ``[g*O/G, (g+1)*O/G)``; zeros elsewhere."""
+    out_channels = weight.shape[0]
+    per_group = out_channels // groups
+    blocks = weight.reshape(groups, per_group, -1).transpose(0, 2, 1)  # [G, D_g, O_g]
+    depth = blocks.shape[1]
+    matrix = np.zeros((groups * depth, out_channels), dtype=weight.dtype)
+    for group in range(groups):
+        matrix[group * depth:(group + 1) * depth, group * per_group:(group + 1) * per_group] = blocks[group]
+    return matrix
 
 
 def checked_layer_kind(where: str, kind, weight_shape) -> LayerKind:
