@@ -82,10 +82,13 @@ def output_length(kind: LayerKind, weight_shape) -> int:
     return int(weight_shape[1] if kind is LayerKind.DENSE else weight_shape[0])
 
 
-def as_dense_matrix(kind: LayerKind, weight: np.ndarray) -> np.ndarray:
-    """The weight as the ``[D, N]`` matrix its im2col'd inputs are multiplied by."""
+def as_dense_matrix(kind: LayerKind, weight: np.ndarray, groups: int = 1) -> np.ndarray:
+    """The weight as the ``[D, N]`` matrix its im2col'd inputs are multiplied by (a grouped conv's:
+    ``grouped_dense_matrix``)."""
     if kind is LayerKind.DENSE:
         return weight
+    if groups > 1:
+        return grouped_dense_matrix(weight, groups)
     return weight.reshape(weight.shape[0], -1).T
 
 
