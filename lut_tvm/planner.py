@@ -30,7 +30,7 @@ from .policy import PlanPolicy, TableRefit
 from .reference import build_tables, encode, im2col_nchw
 from .ridge import check_ridge_lambda, ridge_tables, ridge_weight
 from .targets import resolve_target
-from .weights import LayerKind, as_dense_matrix
+from .weights import LayerKind, as_dense_matrix, grouped_layer_fits
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -54,10 +54,14 @@ def named_layers(imported, grouped: bool = False) -> list[tuple[str, object]]:
 
 
 def select_layers(imported, policy: PlanPolicy):
-    """``[(name, site)]`` the policy plans (``PlanPolicy.choose``), in graph order."""
+    """``[(name, site)]`` the policy plans (``PlanPolicy.choose``), in graph order. A grouped conv
+    whose default V does not divide its per-group length ``I/G * kh * kw`` stays dense (logged;
+    ``sub_len_overrides`` plans it), as grouped convs did before they could become LUTs."""
     named = named_layers(imported, grouped=True)
     chosen = set(policy.choose([(name, site.kind) for name, site in named]))
-    return [(name, site) for name, site in named if name in chosen]
+    return [(name, site) for name, site in named
+            if name in chosen and grouped_layer_fits(policy, name, site.kind, site.weight.shape, site.groups)]
+
 
 
 def _layer_rows(site, inputs: np.ndarray) -> np.ndarray:

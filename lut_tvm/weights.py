@@ -8,11 +8,14 @@ conv weight as ``W [O, I, kh, kw]``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from enum import Enum
 
 import numpy as np
 
 from .errors import PlanError
+
+LOG = logging.getLogger("lut_tvm")
 
 
 class LayerKind(str, Enum):
@@ -105,6 +108,19 @@ def grouped_dense_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
         matrix[group * depth:(group + 1) * depth, group * per_group:(group + 1) * per_group] = blocks[group]
     return matrix
 
+
+def grouped_layer_fits(policy, name: str, kind, weight_shape, groups: int) -> bool:
+    """False (logged) for a grouped conv whose ``policy``'s V (a ``policy.PlanPolicy``), not set for it
+    by name, does not divide its per-group reduction length: it stays dense, as grouped convs did
+    before they could become LUTs. True otherwise (``checked_sub_len`` names any other misfit)."""
+    if groups == 1 or name in policy.sub_len_overrides:
+        return True
+    sub_len, depth = policy.sub_len(name, kind, weight_shape), reduction_length(kind, weight_shape)
+    if depth % sub_len == 0:
+        return True
+    LOG.info("grouped conv %s (groups = %d) stays dense: V = %d does not divide its per-group length "
+             "D = %d (set its V in sub_len_overrides)", name, groups, sub_len, depth)
+    return False
 
 def checked_layer_kind(where: str, kind, weight_shape) -> LayerKind:
     """``kind`` as a LayerKind, with ``weight_shape`` of its rank; PlanError starting ``where``."""

@@ -141,3 +141,21 @@ def test_train_convert_round_trip_compiles_to_the_hard_forward(digits, tmp_path)
     # Samples whose codes tie at float rounding may differ; all others are the hard forward.
     close = np.isclose(y, hard, rtol=1e-4, atol=1e-4).all(axis=1)
     assert close.mean() >= 0.9, f"only {close.sum()} of {len(x)} samples equal the torch hard forward"
+
+
+def test_grouped_conv_whose_v_does_not_fit_stays_dense(digits):
+    """A ShuffleNet-style grouped 1x1 conv (2 channels per group: D = 2 < the 1x1 default V = 4)
+    stays dense in the planner and in train.convert alike, unless its V is set by name."""
+    from lut_tvm.frontends import import_model
+    from lut_tvm.planner import select_layers
+    from lut_tvm.policy import PlanPolicy
+    from lut_tvm.train.convert import select_modules
+
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 1, groups=4), nn.Conv2d(8, 8, 3, groups=8))
+    imported = import_model(model, (digits[:2],))
+    every = PlanPolicy(skip_first_conv=False)
+    assert [name for name, _ in select_layers(imported, every)] == ["0", "2"]
+    assert [name for name, _, _ in select_modules(model, every)] == ["0", "2"]
+    override = PlanPolicy(skip_first_conv=False, sub_len_overrides={"1": 2})
+    assert [name for name, _ in select_layers(imported, override)] == ["0", "1", "2"]
+    assert [name for name, _, _ in select_modules(model, override)] == ["0", "1", "2"]
