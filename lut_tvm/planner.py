@@ -130,7 +130,7 @@ def reconstruction_error(site, centroids: np.ndarray, rows: np.ndarray, tables=N
     """The layer's relative output error on its calibration ``rows [M, D]``: ||X.W - LUT(X)|| /
     ||X.W|| (Frobenius, no bias), with real-valued tables (``P.W``, or the plan's free tables):
     how much of the layer's output the codebooks lose, before the int8 rounding of the tables."""
-    weight = as_dense_matrix(site.kind, site.weight, site.groups).astype(np.float64)
+    weight = as_dense_matrix(site.kind, site.weight, getattr(site, "groups", 1)).astype(np.float64)
     exact = rows.astype(np.float64) @ weight
     tables = build_tables(centroids, weight) if tables is None else tables.astype(np.float64)
     codes = encode(rows, centroids)
@@ -160,8 +160,9 @@ def refit_layer_tables(name: str, site, centroids: np.ndarray, rows: np.ndarray,
     here it goes into the tables, since a plan compiles against the model's own weight)."""
     refit = TableRefit(refit)
     where = f"ridge refit of plan layer {name!r}"
-    if site.groups > 1:
-        raise PlanError(f"{where}: a grouped conv (groups = {site.groups}) has no table refit; "
+    groups = getattr(site, "groups", 1)  # a LayerSite, or any object with kind and weight
+    if groups > 1:
+        raise PlanError(f"{where}: a grouped conv (groups = {groups}) has no table refit; "
                         "exclude it or plan it without refit_tables")
     weight = as_dense_matrix(site.kind, site.weight).astype(np.float64)
     target = rows.astype(np.float64) @ weight
