@@ -1,6 +1,5 @@
 """RewriteConv2dToLUT on BlockBuilder-made Relax modules: structure, numerics, plan mismatches."""
 
-
 import numpy as np
 import pytest
 import tvm
