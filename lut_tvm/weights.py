@@ -95,18 +95,24 @@ def as_dense_matrix(kind: LayerKind, weight: np.ndarray, groups: int = 1) -> np.
     return weight.reshape(weight.shape[0], -1).T
 
 
+def ungrouped_weight(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv weight ``[O, I/G, kh, kw]`` as the ``[O, I, kh, kw]`` weight of the equivalent
+    ungrouped conv: output ``o`` of group ``g`` keeps its weights on input channels
+    ``[g*I/G, (g+1)*I/G)``, zeros elsewhere (block diagonal)."""
+    out_channels, per_in = weight.shape[:2]
+    per_out = out_channels // groups
+    full = np.zeros((out_channels, per_in * groups, *weight.shape[2:]), dtype=weight.dtype)
+    for group in range(groups):
+        outs, ins = slice(group * per_out, (group + 1) * per_out), slice(group * per_in, (group + 1) * per_in)
+        full[outs, ins] = weight[outs]
+    return full
+
+
 def grouped_dense_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
     """A grouped conv weight ``[O, I/G, kh, kw]`` as the block-diagonal ``[G*D_g, O]`` matrix that
     the full im2col rows (``D = I*kh*kw``, group-major) are multiplied by: group ``g``'s rows
     ``[g*D_g, (g+1)*D_g)`` meet only its outputs ``[g*O/G, (g+1)*O/G)``; zeros elsewhere."""
-    out_channels = weight.shape[0]
-    per_group = out_channels // groups
-    blocks = weight.reshape(groups, per_group, -1).transpose(0, 2, 1)  # [G, D_g, O_g]
-    depth = blocks.shape[1]
-    matrix = np.zeros((groups * depth, out_channels), dtype=weight.dtype)
-    for group in range(groups):
-        matrix[group * depth:(group + 1) * depth, group * per_group:(group + 1) * per_group] = blocks[group]
-    return matrix
+    return ungrouped_weight(weight, groups).reshape(weight.shape[0], -1).T
 
 
 def grouped_layer_fits(policy, name: str, kind, weight_shape, groups: int) -> bool:

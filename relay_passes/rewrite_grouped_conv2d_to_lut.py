@@ -2,13 +2,22 @@
 
 Before: ``FoldConstant`` has run; convs are NCHW/OIHW float32 with a constant weight ``[O, I/G, kh,
 kw]``. After: for each conv with groups G > 1 whose weight fingerprint the plan names (a plan layer
-with the same ``groups``), the full input is encoded window by window with the plan's ``[G * C_g,
-K, V]`` centroids (``lut_kernels.encode_conv2d_func``: group ``g``'s codebooks read its channels
-only, since no codebook spans two groups), and the grouped lookup
-(``schedules.lut_grouped_compute``) sums each output channel's own group's compact tables ``[C, K,
-O/G]`` into NCHW (bias zero; a following bias add stays a Relax op). Tables and scales are
-``reference.build_grouped_tables`` / ``quantize_grouped_tables`` (or the plan's free tables).
-Groups = 1 convs are RewriteConv2dToLUT's.
+with the same ``groups``), one of two lowerings of the same numbers:
+
+* block diagonal, where the byte-shuffle lookup serves the layer (``use_shuffle_lookup``) and its
+  tables stay small (``C * K * O <= BLOCK_DIAGONAL_TABLE_BYTES``): the conv as the equivalent
+  ungrouped conv (``weights.ungrouped_weight``, zeros off each group) through RewriteConv2dToLUT's
+  kernels (row encode + shuffle lookup, bias / ReLU then folded by FuseLUTEpilogue). Its tables
+  ``[C, K, O]`` are zero off each group's outputs, which leaves every INT8 scale and level that of
+  the compact grouped tables: the output is the grouped LUT's, with G times the lookups, which the
+  shuffle does faster than the gather does the compact ones (measured at G = 2..32, 16..64 channels).
+* grouped: the full input encoded window by window (``lut_kernels.encode_conv2d_func``; group
+  ``g``'s codebooks read its channels only, since no codebook spans two groups), then the grouped
+  lookup (``schedules.lut_grouped_compute``) sums each output channel's own group's compact tables
+  ``[C, K, O/G]`` into NCHW (bias zero; a following bias add stays a Relax op).
+
+Tables and scales are ``reference.build_grouped_tables`` / ``quantize_grouped_tables`` (or the
+plan's free tables ``[C, K, O/G]``). Groups = 1 convs are RewriteConv2dToLUT's.
 """
 
 from __future__ import annotations
@@ -20,12 +29,18 @@ from tvm.ir.transform import module_pass
 from lut_tvm.errors import PlanError
 from lut_tvm.plan import LayerPlan, TableQuant
 from lut_tvm.reference import build_grouped_tables, column_scale, quantize_grouped_tables
+from lut_tvm.weights import fingerprint, ungrouped_weight
 from schedules.lut_grouped_compute import lookup_grouped_conv2d_func
 from schedules.lut_kernels import encode_conv2d_func
 
 from .layer_sites import LayerSite, match_grouped_conv2d
-from .lut_layer_builder import emit_encode
+from .lut_layer_builder import LutLayerConstants, emit_encode, use_shuffle_lookup
 from .planned_rewriter import PlannedRewritePass, const, kernel_call
+from .rewrite_conv2d_to_lut import RewriteConv2dToLUT
+
+# The largest block-diagonal table (C * K * O int8 bytes) taken instead of the grouped lookup: G times
+# the compact tables, kept well inside L2 (a MobileNet depthwise conv of 512 channels stays grouped).
+BLOCK_DIAGONAL_TABLE_BYTES = 256 * 1024
 
 
 class GroupedLutConstants:
@@ -52,6 +67,35 @@ class GroupedLutConstants:
         self.bias = const(np.zeros(self.out_features, dtype=np.float32))
 
 
+def block_diagonal_layer(site: LayerSite, layer: LayerPlan) -> tuple[LayerSite, LayerPlan]:
+    """The grouped conv as its equivalent ungrouped conv: the site with the block-diagonal weight
+    ``[O, I, kh, kw]`` and the plan layer with groups 1 (free tables widened to ``[C, K, O]`` with
+    zeros off each group's outputs)."""
+    weight = ungrouped_weight(site.weight, site.groups)
+    tables = None
+    if layer.tables is not None:
+        num_codebooks, num_centroids, per_group = layer.tables.shape
+        tables = np.zeros((num_codebooks, num_centroids, per_group * site.groups), np.float32)
+        per_books = num_codebooks // site.groups
+        for group in range(site.groups):
+            tables[group * per_books:(group + 1) * per_books, :, group * per_group:(group + 1) * per_group] = \
+                layer.tables[group * per_books:(group + 1) * per_books]
+    full_site = LayerSite(site.kind, weight, fingerprint(weight), site.input_shape, site.geometry)
+    full_layer = LayerPlan(layer.name, layer.kind, weight.shape, full_site.fingerprint, layer.centroids,
+                           table_quant=layer.table_quant, tables=tables)
+    return full_site, full_layer
+
+
+def use_block_diagonal(site: LayerSite, layer: LayerPlan) -> bool:
+    """Whether the block-diagonal lowering serves this layer (see the module doc)."""
+    out_channels = int(site.weight.shape[0])
+    if layer.num_codebooks * layer.num_centroids * out_channels > BLOCK_DIAGONAL_TABLE_BYTES:
+        return False
+    batch, _, height, width = site.input_shape
+    out_h, out_w = site.geometry.output_hw(height, width)
+    return use_shuffle_lookup(batch * out_h * out_w, LutLayerConstants(*block_diagonal_layer(site, layer)))
+
+
 @module_pass(opt_level=0, name="RewriteGroupedConv2dToLUT")
 class RewriteGroupedConv2dToLUT(PlannedRewritePass):
     """Rewrite the plan's grouped and depthwise conv2d layers into LUT primitives."""
@@ -61,6 +105,9 @@ class RewriteGroupedConv2dToLUT(PlannedRewritePass):
     def emit(self, builder: relax.BlockBuilder, call: relax.Call, site: LayerSite,
              layer: LayerPlan) -> relax.Expr:
         consts = GroupedLutConstants(site, layer)
+        if use_block_diagonal(site, layer):
+            full_site, full_layer = block_diagonal_layer(site, layer)
+            return RewriteConv2dToLUT(self.plan).emit(builder, call, full_site, full_layer)
         batch, _, height, width = site.input_shape
         out_h, out_w = site.geometry.output_hw(height, width)
         codes_shape = (batch, out_h, out_w, consts.num_codebooks)

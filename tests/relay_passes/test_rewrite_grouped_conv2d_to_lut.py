@@ -32,6 +32,9 @@ LAYERS = [
     ("g4", 8, 12, 4, 3, 2, 1, 6),
     ("depthwise", 8, 8, 8, 3, 1, 1, 9),
     ("depthwise_x2", 4, 8, 4, 3, 1, 0, 3),
+    # O % 16 == 0: where the target has a byte shuffle, the block-diagonal lowering
+    ("g2_wide", 8, 16, 2, 3, 1, 1, 9),
+    ("depthwise16", 16, 16, 16, 3, 1, 1, 9),
 ]
 
 
@@ -51,7 +54,7 @@ def _conv_case(name, c_in, c_out, groups, k, stride, padding, v, granularity="in
 @pytest.mark.parametrize("spec", LAYERS, ids=[s[0] for s in LAYERS])
 def test_grouped_lut_conv_equals_reference_given_codes(spec, frontend, tmp_path):
     name, c_in, c_out, groups, k, stride, padding, v = spec
-    granularity = "int8_per_column" if groups == 4 else "int8_per_layer"
+    granularity = "int8_per_column" if groups in (4, 16) else "int8_per_layer"
     conv, x, plan = _conv_case(*spec, granularity=granularity)
     source = conv if frontend == "torch" else str(export_onnx(conv, x, tmp_path / f"{name}.onnx"))
     tapped = compile_with_codes(source, plan, example_inputs=(x,))
@@ -159,3 +162,30 @@ def test_grouped_conv_whose_v_does_not_fit_stays_dense(digits):
     override = PlanPolicy(skip_first_conv=False, sub_len_overrides={"1": 2})
     assert [name for name, _ in select_layers(imported, override)] == ["0", "1", "2"]
     assert [name for name, _, _ in select_modules(model, override)] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("granularity", ["int8_per_layer", "int8_per_column"])
+@pytest.mark.parametrize("with_tables", [False, True])
+def test_block_diagonal_tables_quantize_as_the_grouped_ones(granularity, with_tables):
+    """The block-diagonal lowering's INT8 tables and scales are the compact grouped ones, zero elsewhere."""
+    from lut_tvm._tvm_compat import constant_value
+    from relay_passes.layer_sites import LayerSite
+    from relay_passes.lut_layer_builder import LutLayerConstants
+    from relay_passes.rewrite_grouped_conv2d_to_lut import GroupedLutConstants, block_diagonal_layer
+    from schedules.lut_compute import Conv2dGeometry
+
+    conv, _, plan = _conv_case(*LAYERS[4], granularity=granularity)
+    layer, groups = plan.layers[0], 2
+    if with_tables:
+        layer.tables = np.random.default_rng(5).standard_normal((8, 16, 8)).astype(np.float32)
+    weight = conv.weight.detach().numpy()
+    site = LayerSite(LayerKind.CONV2D, weight, fingerprint(weight), (1, 8, 7, 7), Conv2dGeometry((3, 3)), groups)
+    compact = GroupedLutConstants(site, layer)
+    full = LutLayerConstants(*block_diagonal_layer(site, layer))
+    tables_q = constant_value(compact.table)  # [C, K, O/G]
+    for group in range(groups):
+        books, outs = slice(group * 4, group * 4 + 4), slice(group * 8, group * 8 + 8)
+        np.testing.assert_array_equal(full.tables_q[books, :, outs], tables_q[books])
+        others = np.delete(full.tables_q[books], np.arange(group * 8, group * 8 + 8), axis=2)
+        assert not others.any()
+    np.testing.assert_array_equal(constant_value(full.scale), constant_value(compact.scale))
