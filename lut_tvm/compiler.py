@@ -21,6 +21,7 @@ from relay_passes.rewrite_conv2d_to_exact_lut import RewriteConv2dToExactLUT
 from relay_passes.rewrite_conv2d_to_lut import RewriteConv2dToLUT
 from relay_passes.rewrite_dense_to_exact_lut import RewriteDenseToExactLUT
 from relay_passes.rewrite_dense_to_lut import RewriteDenseToLUT
+from relay_passes.rewrite_grouped_conv2d_to_lut import RewriteGroupedConv2dToLUT
 from schedules.rules import default_rules
 
 from . import _tvm_compat
@@ -62,7 +63,7 @@ def bind_plan(plan: PlanKind, imported: ImportedModel) -> list[str]:
 
 def lut_rewrite_passes(plan: Plan) -> list:
     """Stage 3: planned layers to encode + lookup/accumulate, bias and ReLU folded in."""
-    return [RewriteDenseToLUT(plan), RewriteConv2dToLUT(plan), FuseLUTEpilogue()]
+    return [RewriteDenseToLUT(plan), RewriteConv2dToLUT(plan), RewriteGroupedConv2dToLUT(plan), FuseLUTEpilogue()]
 
 
 def exact_rewrite_passes(plan: ExactPlan) -> list:

@@ -14,7 +14,11 @@ quantizes them as it does ``P.W``); a plan is written as version 2 only when a l
 that a reader of version 1 refuses it rather than silently compiling ``P.W``. Version 3 adds table
 scale granularities other than one per layer (``TableQuant``, field ``table_quant``): a plan with
 such a layer is written as version 3, so that older readers refuse it rather than compile it with
-one scale per layer. All three load; versions 1 and 2 only with ``int8_per_layer``.
+one scale per layer. Version 4 adds grouped and depthwise convs (field ``groups``, the conv's
+group count G; the weight is ``[O, I/G, kh, kw]`` and the centroids ``[G * C_g, K, V]``, each
+group's codebooks in turn): a plan with such a layer is written as version 4, so that older
+readers refuse it rather than compile a grouped conv as an ungrouped one. All four load;
+versions 1 and 2 only with ``int8_per_layer``, versions before 4 only with ``groups`` 1.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ PLAN_FORMAT = "lut_tvm.plan"
 PLAN_VERSION = 1  # plans without free tables
 PLAN_VERSION_TABLES = 2  # plans with a layer carrying free tables
 PLAN_VERSION_TABLE_QUANT = 3  # plans with a layer whose table_quant is not int8_per_layer
-SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES, PLAN_VERSION_TABLE_QUANT)
+PLAN_VERSION_GROUPS = 4  # plans with a grouped (or depthwise) conv layer
+SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES, PLAN_VERSION_TABLE_QUANT, PLAN_VERSION_GROUPS)
 
 
 class TableQuant(str, Enum):
@@ -60,6 +65,9 @@ class LayerPlan:
 
     ``tables`` (optional, ``[C, K, N]`` float32): free real-valued tables (e.g. MADDNESS's ridge
     refit) that the compiler quantizes in place of ``P.W``; the weight then only binds the layer.
+    ``groups`` (conv only): the conv's group count G; the weight is then ``[O, I/G, kh, kw]``, the
+    centroids ``[G * C_g, K, V]`` (group-major, ``C_g * V = I/G * kh * kw``) and free tables
+    ``[C, K, O/G]`` (codebook ``c`` of group ``c // C_g`` feeds that group's outputs only).
     """
 
     name: str
@@ -69,6 +77,7 @@ class LayerPlan:
     centroids: np.ndarray
     table_quant: TableQuant = TableQuant.INT8_PER_LAYER
     tables: np.ndarray | None = None
+    groups: int = 1
 
     @property
     def num_codebooks(self) -> int:
@@ -94,10 +103,15 @@ class LayerPlan:
         if cents.dtype != np.float32 or not np.isfinite(cents).all():
             raise PlanError(f"{where}: field 'centroids' must be finite float32 "
                             f"(got {cents.dtype})")
-        depth = reduction_length(kind, self.weight_shape)
+        groups = self._checked_groups(where, kind)
+        depth = reduction_length(kind, self.weight_shape) * groups
         if self.num_codebooks * self.sub_vector_len != depth:
+            per_group = f" (groups = {groups})" if groups > 1 else ""
             raise PlanError(f"{where}: field 'centroids' has C*V = {self.num_codebooks}*"
-                            f"{self.sub_vector_len}, but the weight's reduction length D is {depth}")
+                            f"{self.sub_vector_len}, but the weight's reduction length D is {depth}{per_group}")
+        if self.num_codebooks % groups:
+            raise PlanError(f"{where}: field 'centroids' has C = {self.num_codebooks} codebooks, not a "
+                            f"multiple of groups = {groups} (a codebook may not span two groups)")
         if not 2 <= self.num_centroids <= 256:
             raise PlanError(f"{where}: field 'centroids' has K = {self.num_centroids}; "
                             "K must be in [2, 256] (codes are uint8)")
@@ -109,9 +123,21 @@ class LayerPlan:
         if self.tables is not None:
             self._validate_tables(where, kind)
 
+    def _checked_groups(self, where: str, kind: LayerKind) -> int:
+        groups = self.groups
+        if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) or groups < 1:
+            raise PlanError(f"{where}: field 'groups' is {groups!r}, not a positive integer")
+        if groups > 1 and kind is not LayerKind.CONV2D:
+            raise PlanError(f"{where}: field 'groups' is {groups}, but only a conv2d layer has groups")
+        if self.weight_shape[0] % groups:
+            raise PlanError(f"{where}: field 'groups' {groups} does not divide the weight's "
+                            f"{self.weight_shape[0]} output channels")
+        return int(groups)
+
     def _validate_tables(self, where: str, kind: LayerKind) -> None:
         tables = self.tables
-        expected = [self.num_codebooks, self.num_centroids, output_length(kind, self.weight_shape)]
+        expected = [self.num_codebooks, self.num_centroids,
+                    output_length(kind, self.weight_shape) // int(self.groups)]
         if not isinstance(tables, np.ndarray) or tables.ndim != 3:
             raise PlanError(f"{where}: field 'tables' must be a 3-D array [C, K, N] = {expected}")
         if list(tables.shape) != expected:
@@ -192,6 +218,8 @@ class Plan(PlanKind):
     @property
     def version(self) -> int:
         """The format version ``save`` writes: the lowest that carries every layer's fields."""
+        if any(int(layer.groups) != 1 for layer in self.layers):
+            return PLAN_VERSION_GROUPS
         if any(TableQuant(layer.table_quant) is not TableQuant.INT8_PER_LAYER for layer in self.layers):
             return PLAN_VERSION_TABLE_QUANT
         return PLAN_VERSION_TABLES if self.has_tables else PLAN_VERSION
@@ -216,6 +244,7 @@ class Plan(PlanKind):
                     "num_centroids": layer.num_centroids,
                     "sub_vector_len": layer.sub_vector_len,
                     **({"tables": layer.tables is not None} if with_tables else {}),
+                    **({"groups": int(layer.groups)} if version >= PLAN_VERSION_GROUPS else {}),
                 }
                 for layer in self.layers
             ],
@@ -244,6 +273,7 @@ class Plan(PlanKind):
             if version < PLAN_VERSION_TABLE_QUANT and table_quant in _NEWER_TABLE_QUANTS:
                 raise PlanError(f"{where}, layer {name!r}: field 'table_quant' {table_quant!r} needs plan "
                                 f"version {PLAN_VERSION_TABLE_QUANT}, but the file is version {version}")
+            groups = _load_groups(where, name, entry, version)
             layers.append(LayerPlan(
                 name=name,
                 kind=entry["kind"],
@@ -252,6 +282,7 @@ class Plan(PlanKind):
                 centroids=arrays[key],
                 table_quant=table_quant,
                 tables=tables,
+                groups=groups,
             ))
         plan = cls.from_file_layers(where, layers, meta)
         for layer in plan.layers:
@@ -276,6 +307,17 @@ def check_layer_shape_fields(at: str, entry: dict, centroids) -> None:
         if key in entry and shape[axis] != entry[key]:
             raise PlanError(f"{at}: field 'centroids' is {list(shape)} [C, K, V], but field "
                             f"{key!r} says {letter} = {entry[key]} (axes swapped?)")
+
+
+def _load_groups(where: str, name: str, entry: dict, version: int) -> int:
+    """A layer's ``groups`` (1 when absent); only version 4 files may carry another value."""
+    groups = entry.get("groups", 1)
+    if type(groups) is not int or groups < 1:
+        raise PlanError(f"{where}, layer {name!r}: field 'groups' is {groups!r}, not a positive integer")
+    if groups != 1 and version < PLAN_VERSION_GROUPS:
+        raise PlanError(f"{where}, layer {name!r}: field 'groups' {groups} needs plan version "
+                        f"{PLAN_VERSION_GROUPS}, but the file is version {version}")
+    return groups
 
 
 def _load_tables(where: str, name: str, index: int, entry: dict, arrays: dict, version: int):

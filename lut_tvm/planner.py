@@ -3,7 +3,8 @@
 The calibration inputs run through the model itself (compiled dense, with ``TapLayerInputs``),
 so the layers and their order are exactly those the compile passes see, for torch and ONNX
 models alike. Each layer's (im2col'd) input rows are split into codebooks and clustered with
-scikit-learn's KMeans. With ``PlanPolicy.refit_tables`` the tables are then refit on the same rows
+scikit-learn's KMeans; a grouped conv's full rows are group-major, so its codebooks are each
+group's own (V divides the per-group length ``I/G * kh * kw``). With ``PlanPolicy.refit_tables`` the tables are then refit on the same rows
 (MADDNESS, ``lut_tvm.ridge``) and stored in the plan as free tables (``LayerPlan.tables``, plan
 format version 2); ``ridge_refit_tables`` refits the tables of an existing plan.
 """
@@ -29,7 +30,7 @@ from .policy import PlanPolicy, TableRefit
 from .reference import build_tables, encode, im2col_nchw
 from .ridge import check_ridge_lambda, ridge_tables, ridge_weight
 from .targets import resolve_target
-from .weights import LayerKind, as_dense_matrix
+from .weights import LayerKind, as_dense_matrix, grouped_layer_fits
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -42,18 +43,25 @@ def layer_name(imported, site, index: int) -> str:
     return name[: -len(".weight")] if name.endswith(".weight") else name
 
 
-def named_layers(imported) -> list[tuple[str, object]]:
+def named_layers(imported, grouped: bool = False) -> list[tuple[str, object]]:
     """``[(name, site)]`` of every layer the compiler can replace (``compiler.layer_sites``: one per
     distinct weight, in graph order), named by ``layer_name``: the one layer discovery of the
-    planner, the optimizer and ``lut_tvm.exact.quantize_model``."""
-    return [(layer_name(imported, site, i), site) for i, site in enumerate(layer_sites(imported))]
+    planner, the optimizer and ``lut_tvm.exact.quantize_model``. Grouped and depthwise convs
+    (``site.groups > 1``) only with ``grouped`` (LUT-NN plans them; the exact mode does not);
+    names and indices are the same either way."""
+    named = [(layer_name(imported, site, i), site) for i, site in enumerate(layer_sites(imported))]
+    return [(name, site) for name, site in named if grouped or site.groups == 1]
 
 
 def select_layers(imported, policy: PlanPolicy):
-    """``[(name, site)]`` the policy plans (``PlanPolicy.choose``), in graph order."""
-    named = named_layers(imported)
+    """``[(name, site)]`` the policy plans (``PlanPolicy.choose``), in graph order. A grouped conv
+    whose default V does not divide its per-group length ``I/G * kh * kw`` stays dense (logged;
+    ``sub_len_overrides`` plans it), as grouped convs did before they could become LUTs."""
+    named = named_layers(imported, grouped=True)
     chosen = set(policy.choose([(name, site.kind) for name, site in named]))
-    return [(name, site) for name, site in named if name in chosen]
+    return [(name, site) for name, site in named
+            if name in chosen and grouped_layer_fits(policy, name, site.kind, site.weight.shape, site.groups)]
+
 
 
 def _layer_rows(site, inputs: np.ndarray) -> np.ndarray:
@@ -122,7 +130,7 @@ def reconstruction_error(site, centroids: np.ndarray, rows: np.ndarray, tables=N
     """The layer's relative output error on its calibration ``rows [M, D]``: ||X.W - LUT(X)|| /
     ||X.W|| (Frobenius, no bias), with real-valued tables (``P.W``, or the plan's free tables):
     how much of the layer's output the codebooks lose, before the int8 rounding of the tables."""
-    weight = as_dense_matrix(site.kind, site.weight).astype(np.float64)
+    weight = as_dense_matrix(site.kind, site.weight, getattr(site, "groups", 1)).astype(np.float64)
     exact = rows.astype(np.float64) @ weight
     tables = build_tables(centroids, weight) if tables is None else tables.astype(np.float64)
     codes = encode(rows, centroids)
@@ -152,6 +160,10 @@ def refit_layer_tables(name: str, site, centroids: np.ndarray, rows: np.ndarray,
     here it goes into the tables, since a plan compiles against the model's own weight)."""
     refit = TableRefit(refit)
     where = f"ridge refit of plan layer {name!r}"
+    groups = getattr(site, "groups", 1)  # a LayerSite, or any object with kind and weight
+    if groups > 1:
+        raise PlanError(f"{where}: a grouped conv (groups = {groups}) has no table refit; "
+                        "exclude it or plan it without refit_tables")
     weight = as_dense_matrix(site.kind, site.weight).astype(np.float64)
     target = rows.astype(np.float64) @ weight
     if refit is TableRefit.RIDGE:
@@ -228,7 +240,7 @@ def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, exam
             tables = refit_layer_tables(name, site, centroids, layer_rows, policy.refit_tables,
                                         policy.ridge_lambda)
         layers.append(LayerPlan(name, site.kind, tuple(site.weight.shape), site.fingerprint, centroids,
-                                table_quant=policy.table_quant, tables=tables))
+                                table_quant=policy.table_quant, tables=tables, groups=site.groups))
         errors[name] = round(reconstruction_error(site, centroids, layer_rows, tables), 6)
         LOG.info("planned %s: %s %s, V=%d, C=%d%s, relative output error %.3f", name, site.kind.value,
                  list(site.weight.shape), sub_len, centroids.shape[0],

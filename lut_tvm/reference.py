@@ -167,3 +167,66 @@ def lut_conv2d(x, centroids, weight_oihw, bias=None, strides=(1, 1), padding=(0,
     rows, (batch, out_h, out_w) = im2col_nchw(x, weight_oihw.shape[2:], strides, padding, dilation)
     flat = lut_matmul(rows, centroids, weight_oihw.reshape(out_channels, -1).T, bias, granularity)
     return flat.reshape(batch, out_h, out_w, out_channels).transpose(0, 3, 1, 2)
+
+
+# Grouped and depthwise convs: G independent convs on channel slices. The full im2col rows (``D = I *
+# kh * kw``, group-major) are encoded as one layer with centroids ``[G * C_g, K, V]`` (codebook ``c``
+# belongs to group ``c // C_g``); each group's tables ``[C_g, K, O/G]`` feed its own outputs only.
+
+
+def build_grouped_tables(centroids, weight_oihw, groups: int):
+    """Real-valued tables ``[C, K, O/G]`` of a grouped conv: ``T[g*C_g + j, k, o] = P[g*C_g + j, k] .
+    W_g[j*V:(j+1)*V, o]`` with ``W_g`` group ``g``'s ``[D_g, O/G]`` matrix (outputs ``g*O/G + o``)."""
+    num_codebooks, _, sub_len = centroids.shape
+    per_group = weight_oihw.shape[0] // groups
+    tables = []
+    for group, cents in enumerate(np.split(np.asarray(centroids), groups)):
+        weight = weight_oihw[group * per_group:(group + 1) * per_group]
+        tables.append(build_tables(cents, weight.reshape(per_group, -1).T))
+    return np.concatenate(tables)
+
+
+def _grouped_columns(tables, groups: int):
+    """``[C, K, O/G]`` grouped tables as ``[C/G, K, O]`` (column ``g*O/G + o``), and the inverse."""
+    num_codebooks, num_centroids, per_group = tables.shape
+    blocks = tables.reshape(groups, num_codebooks // groups, num_centroids, per_group)
+    return blocks.transpose(1, 2, 0, 3).reshape(num_codebooks // groups, num_centroids, groups * per_group)
+
+
+def quantize_grouped_tables(tables, groups: int, granularity: str = "layer"):
+    """INT8 grouped tables ``[C, K, O/G]`` and their scale (a scalar, or ``[O]`` per output channel
+    ``g*O/G + o``, the max over that group's codebooks), as ``quantize_tables`` does for a dense layer."""
+    tables = np.asarray(tables)
+    quantized, scale = quantize_tables(_grouped_columns(tables, groups), granularity)
+    num_codebooks, num_centroids, per_group = tables.shape
+    blocks = quantized.reshape(num_codebooks // groups, num_centroids, groups, per_group)
+    return blocks.transpose(2, 0, 1, 3).reshape(tables.shape), scale
+
+
+def grouped_lookup_accumulate(codes, tables, groups: int):
+    """``acc[m, g*O/G + o] = sum_{j < C_g} T[g*C_g + j, code[m, g*C_g + j], o]`` ``[M, O]`` (int32 for
+    int8 tables, float64 for real ones)."""
+    num_codebooks = tables.shape[0]
+    gathered = tables[np.arange(num_codebooks)[None, :], codes.astype(np.int64), :]  # [M, C, O/G]
+    dtype = np.int32 if np.issubdtype(tables.dtype, np.integer) else np.float64
+    per_group = gathered.reshape(len(codes), groups, num_codebooks // groups, -1).sum(axis=2, dtype=dtype)
+    return per_group.reshape(len(codes), -1)
+
+
+def lut_grouped_conv2d(x, centroids, weight_oihw, groups: int, bias=None, strides=(1, 1),
+                       padding=(0, 0, 0, 0), dilation=(1, 1), granularity: str = "layer", tables=None):
+    """A whole grouped LUT conv layer (weight ``[O, I/G, kh, kw]``) on NCHW ``x``; returns NCHW:
+    encode the full im2col rows, look up each group's INT8 tables (of ``P.W`` or the free real
+    ``tables [C, K, O/G]``), ``acc * scale + bias``."""
+    out_channels = weight_oihw.shape[0]
+    rows, (batch, out_h, out_w) = im2col_nchw(x, weight_oihw.shape[2:], strides, padding, dilation)
+    flat = lut_grouped_output(encode(rows, centroids), centroids, weight_oihw, groups, bias, granularity, tables)
+    return flat.reshape(batch, out_h, out_w, out_channels).transpose(0, 3, 1, 2)
+
+
+def lut_grouped_output(codes, centroids, weight_oihw, groups: int, bias=None, granularity: str = "layer",
+                       tables=None):
+    """A grouped LUT conv's ``[M, O]`` output for given ``codes [M, C]`` (``lut_output`` of a grouped conv)."""
+    real = build_grouped_tables(centroids, weight_oihw, groups) if tables is None else tables
+    tables_q, scale = quantize_grouped_tables(real, groups, granularity)
+    return scaled_output(grouped_lookup_accumulate(codes, tables_q, groups), scale, bias)

@@ -28,24 +28,26 @@ def module_kind(module: nn.Module) -> LayerKind | None:
     return None
 
 
-def module_reason(module: nn.Module) -> str | None:
-    """Why a Linear / Conv2d cannot become a LUT (``weights.not_lut_reason``), or None."""
+def module_reason(module: nn.Module, grouped: bool = False) -> str | None:
+    """Why a Linear / Conv2d cannot become a LUT (``weights.not_lut_reason``; grouped convs allowed
+    with ``grouped``, as LUT-NN allows them), or None."""
     kind = module_kind(module)
     if kind is LayerKind.CONV2D:
         return not_lut_reason(kind, groups=module.groups, padding_mode=module.padding_mode,
-                              dtype=module.weight.dtype)
+                              dtype=module.weight.dtype, grouped=grouped)
     return not_lut_reason(kind, dtype=module.weight.dtype)
 
 
-def lut_modules(model: nn.Module) -> list[tuple[str, nn.Module, LayerKind]]:
+def lut_modules(model: nn.Module, grouped: bool = False) -> list[tuple[str, nn.Module, LayerKind]]:
     """``[(module path, module, kind)]`` of the eligible Linear / Conv2d modules, in registration
-    order (the others logged with their reason)."""
+    order (the others logged with their reason); grouped and depthwise convs only with ``grouped``
+    (LUT-NN training covers them, the exact mode does not)."""
     found = []
     for name, module in model.named_modules():
         kind = module_kind(module)
         if kind is None:
             continue
-        reason = module_reason(module)
+        reason = module_reason(module, grouped)
         if reason:
             LOG.info("%s %s stays dense: %s", type(module).__name__, name or "(the model)", reason)
             continue

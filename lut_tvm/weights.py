@@ -8,11 +8,14 @@ conv weight as ``W [O, I, kh, kw]``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from enum import Enum
 
 import numpy as np
 
 from .errors import PlanError
+
+LOG = logging.getLogger("lut_tvm")
 
 
 class LayerKind(str, Enum):
@@ -43,17 +46,18 @@ def canonical_weight(kind, weight) -> np.ndarray:
 
 
 def not_lut_reason(kind, *, groups: int = 1, padding_mode: str = "zeros", layouts=("NCHW", "OIHW"),
-                   dtype="float32") -> str | None:
+                   dtype="float32", grouped: bool = False) -> str | None:
     """Why a layer cannot become a LUT (or an exact LUT), or None when it can: the one rule that
     the graph's layer discovery (``relay_passes.layer_sites``) and the torch module walks of
     ``lut_tvm.train`` and ``lut_tvm.exact`` apply. Dense layers always can (float32 weights);
-    convs need groups = 1, zero padding, NCHW data / OIHW weights."""
+    convs need zero padding, NCHW data / OIHW weights, and groups = 1 unless ``grouped`` (LUT-NN
+    covers grouped and depthwise convs with per-group codebooks; the exact mode does not)."""
     if str(dtype).removeprefix("torch.") != "float32":
         return f"weight dtype {dtype} is not float32"
     if LayerKind(kind) is LayerKind.DENSE:
         return None
-    if int(groups) != 1:
-        return f"grouped conv (groups={int(groups)}; only groups=1 convs become LUTs)"
+    if int(groups) != 1 and not grouped:
+        return f"grouped conv (groups={int(groups)}; only groups=1 convs become LUTs here)"
     if padding_mode != "zeros":
         return f"padding_mode {padding_mode!r} is not zero padding"
     if tuple(layouts) != ("NCHW", "OIHW"):
@@ -81,12 +85,48 @@ def output_length(kind: LayerKind, weight_shape) -> int:
     return int(weight_shape[1] if kind is LayerKind.DENSE else weight_shape[0])
 
 
-def as_dense_matrix(kind: LayerKind, weight: np.ndarray) -> np.ndarray:
-    """The weight as the ``[D, N]`` matrix its im2col'd inputs are multiplied by."""
+def as_dense_matrix(kind: LayerKind, weight: np.ndarray, groups: int = 1) -> np.ndarray:
+    """The weight as the ``[D, N]`` matrix its im2col'd inputs are multiplied by (a grouped conv's:
+    ``grouped_dense_matrix``)."""
     if kind is LayerKind.DENSE:
         return weight
+    if groups > 1:
+        return grouped_dense_matrix(weight, groups)
     return weight.reshape(weight.shape[0], -1).T
 
+
+def ungrouped_weight(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv weight ``[O, I/G, kh, kw]`` as the ``[O, I, kh, kw]`` weight of the equivalent
+    ungrouped conv: output ``o`` of group ``g`` keeps its weights on input channels
+    ``[g*I/G, (g+1)*I/G)``, zeros elsewhere (block diagonal)."""
+    out_channels, per_in = weight.shape[:2]
+    per_out = out_channels // groups
+    full = np.zeros((out_channels, per_in * groups, *weight.shape[2:]), dtype=weight.dtype)
+    for group in range(groups):
+        outs, ins = slice(group * per_out, (group + 1) * per_out), slice(group * per_in, (group + 1) * per_in)
+        full[outs, ins] = weight[outs]
+    return full
+
+
+def grouped_dense_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv weight ``[O, I/G, kh, kw]`` as the block-diagonal ``[G*D_g, O]`` matrix that
+    the full im2col rows (``D = I*kh*kw``, group-major) are multiplied by: group ``g``'s rows
+    ``[g*D_g, (g+1)*D_g)`` meet only its outputs ``[g*O/G, (g+1)*O/G)``; zeros elsewhere."""
+    return ungrouped_weight(weight, groups).reshape(weight.shape[0], -1).T
+
+
+def grouped_layer_fits(policy, name: str, kind, weight_shape, groups: int) -> bool:
+    """False (logged) for a grouped conv whose ``policy``'s V (a ``policy.PlanPolicy``), not set for it
+    by name, does not divide its per-group reduction length: it stays dense, as grouped convs did
+    before they could become LUTs. True otherwise (``checked_sub_len`` names any other misfit)."""
+    if groups == 1 or name in policy.sub_len_overrides:
+        return True
+    sub_len, depth = policy.sub_len(name, kind, weight_shape), reduction_length(kind, weight_shape)
+    if depth % sub_len == 0:
+        return True
+    LOG.info("grouped conv %s (groups = %d) stays dense: V = %d does not divide its per-group length "
+             "D = %d (set its V in sub_len_overrides)", name, groups, sub_len, depth)
+    return False
 
 def checked_layer_kind(where: str, kind, weight_shape) -> LayerKind:
     """``kind`` as a LayerKind, with ``weight_shape`` of its rank; PlanError starting ``where``."""

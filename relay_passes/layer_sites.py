@@ -2,7 +2,8 @@
 
 Matches on ops, attributes and types only. Expects constants folded (``FoldConstant``), so
 that torch's ``matmul(x, permute_dims(W))`` and ONNX's ``Gemm``/``MatMul`` all read
-``matmul(x, const W[D, N])``.
+``matmul(x, const W[D, N])``. Grouped and depthwise convs (groups > 1) are sites of their own
+(``match_grouped_conv2d``, ``LayerSite.groups``): the groups = 1 passes never see them.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ LOG = logging.getLogger("lut_tvm.passes")
 
 @dataclass(frozen=True)
 class LayerSite:
-    """A replaceable layer: its kind, canonical weight, fingerprint and (for conv) geometry."""
+    """A replaceable layer: its kind, canonical weight, fingerprint and (for conv) geometry and
+    group count (the weight of a conv with ``groups`` G is ``[O, I/G, kh, kw]``)."""
 
     kind: LayerKind
     weight: np.ndarray
     fingerprint: str
     input_shape: tuple[int, ...]
     geometry: Conv2dGeometry | None = None
+    groups: int = 1
 
 
 def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
@@ -62,9 +65,9 @@ def match_dense(call: relax.Expr) -> LayerSite | None:
     return LayerSite(LayerKind.DENSE, matrix, fingerprint(matrix), input_shape)
 
 
-def match_conv2d(call: relax.Expr) -> LayerSite | None:
-    """An NCHW/OIHW float32 ``conv2d(x, const W)`` with groups = 1, or None (reason logged)."""
-    if not _is_op(call, "relax.nn.conv2d"):
+def _conv2d_site(call: relax.Expr, grouped: bool) -> LayerSite | None:
+    """An NCHW/OIHW float32 ``conv2d(x, const W)`` with groups > 1 if ``grouped``, else groups = 1."""
+    if not _is_op(call, "relax.nn.conv2d") or (int(call.attrs.groups) > 1) != grouped:
         return None
     data, weight = call.args
     attrs = call.attrs
@@ -73,7 +76,7 @@ def match_conv2d(call: relax.Expr) -> LayerSite | None:
         return None
     kernel = constant_value(weight)
     reason = not_lut_reason(LayerKind.CONV2D, groups=int(attrs.groups), dtype=kernel.dtype,
-                            layouts=(attrs.data_layout, attrs.kernel_layout))
+                            layouts=(attrs.data_layout, attrs.kernel_layout), grouped=grouped)
     if reason:
         LOG.info("conv2d with weight %s left dense: %s", list(kernel.shape), reason)
         return None
@@ -83,12 +86,23 @@ def match_conv2d(call: relax.Expr) -> LayerSite | None:
         padding=tuple(int(p) for p in attrs.padding),
         dilation=tuple(int(d) for d in attrs.dilation),
     )
-    return LayerSite(LayerKind.CONV2D, kernel, fingerprint(kernel), input_shape, geometry)
+    return LayerSite(LayerKind.CONV2D, kernel, fingerprint(kernel), input_shape, geometry,
+                     int(attrs.groups))
+
+
+def match_conv2d(call: relax.Expr) -> LayerSite | None:
+    """An NCHW/OIHW float32 ``conv2d(x, const W)`` with groups = 1, or None (reason logged)."""
+    return _conv2d_site(call, grouped=False)
+
+
+def match_grouped_conv2d(call: relax.Expr) -> LayerSite | None:
+    """An NCHW/OIHW float32 grouped or depthwise ``conv2d(x, const W)`` (groups > 1), or None."""
+    return _conv2d_site(call, grouped=True)
 
 
 def match_layer(call: relax.Expr) -> LayerSite | None:
-    """A dense or conv2d site, or None."""
-    return match_dense(call) or match_conv2d(call)
+    """A dense, conv2d or grouped conv2d site, or None."""
+    return match_dense(call) or match_conv2d(call) or match_grouped_conv2d(call)
 
 
 def collect_layer_sites(func: relax.Function) -> list[tuple[relax.Call, LayerSite]]:

@@ -36,8 +36,8 @@ def single_layer_module(site):
         out_ch, in_ch = site.weight.shape[:2]
         top, left, bottom, right = geometry.padding
         symmetric = (top, left) == (bottom, right)
-        layer = nn.Conv2d(in_ch, out_ch, geometry.kernel, geometry.strides,
-                          (top, left) if symmetric else 0, geometry.dilation)
+        layer = nn.Conv2d(in_ch * site.groups, out_ch, geometry.kernel, geometry.strides,
+                          (top, left) if symmetric else 0, geometry.dilation, groups=site.groups)
         with torch.no_grad():
             layer.weight.copy_(torch.from_numpy(site.weight))
             layer.bias.zero_()
@@ -74,7 +74,8 @@ class KernelTimer:
         imported, x = self._imported[alone]
         plan = None
         if centroids is not None:  # the module holds the layer's canonical weight: same fingerprint
-            plan = Plan([LayerPlan("layer", site.kind, tuple(site.weight.shape), site.fingerprint, centroids)])
+            plan = Plan([LayerPlan("layer", site.kind, tuple(site.weight.shape), site.fingerprint, centroids,
+                                   groups=site.groups)])
         compiled = compile_imported(imported, plan, self.target)
         compiled(x)  # warm up: the first run starts the thread pool and faults the tables in
         value = compiled.benchmark(x, number=self.number, repeat=self.repeat) * 1e3

@@ -190,7 +190,7 @@ class CentroidBank:
         site = layer.site
         quant = self.table_quant.get((layer.name, sub_len), TableQuant.INT8_PER_LAYER)
         return LayerPlan(layer.name, site.kind, tuple(site.weight.shape), site.fingerprint,
-                         self.centroids(layer, sub_len), table_quant=quant)
+                         self.centroids(layer, sub_len), table_quant=quant, groups=site.groups)
 
     def plan(self, choice: dict[str, int], provenance: dict | None = None) -> Plan:
         """The plan of ``choice`` (layer name -> option, or plain V for K = 16; the layers not

@@ -2,7 +2,7 @@
 
 ``convert`` deep-copies the model and replaces the Linear / Conv2d layers that the config's
 ``PlanPolicy`` chooses (by default all but the first conv and the last Linear, in registration
-order) by ``LutLinear`` / ``LutConv2d``. Each layer's centroids are k-means
+order; grouped and depthwise convs included) by ``LutLinear`` / ``LutConv2d``. Each layer's centroids are k-means
 (``planner.kmeans_centroids``) of its own input rows, recorded by forward hooks on the original
 model over the calibration data. Layer names are module paths (``features.3``). When the policy
 asks (``refit_tables``), the tables are then refit by ridge regression (``refit.ridge_refit``).
@@ -25,7 +25,7 @@ from ..kmeans import kmeans_centroids
 from ..policy import PlanPolicy, TableRefit
 from ..reference import encode_margin
 from ..torch_layers import lut_modules, module_weight
-from ..weights import LayerKind
+from ..weights import LayerKind, grouped_layer_fits
 from .batches import iter_batches
 from .layers import LutConv2d, LutLinear, conv1d_rows, conv_padding, conv_rows, replace_module
 from .refit import ridge_refit
@@ -79,7 +79,9 @@ def select_modules(model: nn.Module, policy: PlanPolicy) -> list[tuple[str, nn.M
     (``torch_layers.lut_modules``, the rule the compiler's layer discovery applies) chosen by
     ``PlanPolicy.choose`` as ``planner.select_layers`` chooses graph layers (first conv / last
     dense by registration order here)."""
-    eligible = lut_modules(model)
+    eligible = [(name, module, kind) for name, module, kind in lut_modules(model, grouped=True)
+                if grouped_layer_fits(policy, name, kind, module_weight(module).shape,
+                                      getattr(module, "groups", 1))]
     conv1d = [name for name, module in model.named_modules() if isinstance(module, nn.Conv1d)]
     chosen_names = set(policy.choose([(name, kind) for name, _, kind in eligible], other_names=conv1d))
     chosen = []

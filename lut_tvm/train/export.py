@@ -30,7 +30,7 @@ def export_plan(lut_model: nn.Module, path: str | os.PathLike | None = None,
         centroids = layer.centroids.detach().cpu().numpy().astype("float32")
         tables = None if layer.tables is None else layer.tables.detach().cpu().numpy().astype("float32")
         layers.append(LayerPlan(name, layer.kind, tuple(weight.shape), fingerprint(weight), centroids,
-                                table_quant=layer.table_quant, tables=tables))
+                                table_quant=layer.table_quant, tables=tables, groups=getattr(layer, "groups", 1)))
     info = {"method": "learned", "temperatures": {n: float(l.temperature) for n, l in lut_layers(lut_model)}}
     if getattr(lut_model, "lut_config", None) is not None:
         info["config"] = lut_model.lut_config

@@ -15,6 +15,11 @@ im2col'd windows, flattened ``(c_in, kh, kw)`` like ``reference.im2col_nchw``) a
 * free tables (``LutLayer.set_tables``, MADDNESS's ridge refit): a layer may carry its own tables
   ``T [C, K, N]`` in place of ``P.W``; both paths then read them and the weight is unused.
   ``export_plan`` writes them into the plan (a version-2 plan), and the compiler uses them.
+* grouped convs (``LutConv2d.groups`` G > 1): the rows are the full im2col windows (group-major),
+  the centroids ``[G * C_g, K, V]``, and ``weight_dn`` the block-diagonal ``[G * D_g, O]`` matrix
+  (``weights.grouped_dense_matrix``): its tables are zero off each group's outputs, which leaves the
+  per-layer and per-column INT8 scales and levels those of the compact grouped tables
+  (``reference.quantize_grouped_tables``), so the hard forward is the compiled grouped LUT's.
 * ste (training default): the value of hard, the gradient of soft
   (``hard.detach() + soft - soft.detach()``: the same gradient as ``soft + (hard - soft).detach()``,
   but a value bit-identical to hard). Outside training or without autograd, ste runs hard only.
@@ -147,6 +152,8 @@ class LutLayer(nn.Module):
         if tables is None:
             self.tables = None
             return
+        if getattr(self, "groups", 1) > 1:
+            raise ValueError("free tables are not supported for a grouped conv LUT layer")
         tables = torch.as_tensor(np.asarray(tables), dtype=self.weight.dtype)
         expected = (*self.centroids.shape[:2], self.weight_dn().shape[1])
         if tuple(tables.shape) != expected:
@@ -216,7 +223,8 @@ def conv_padding(conv: nn.Module) -> tuple[int, int]:
     """A Conv2d's symmetric zero padding as ``(ph, pw)`` (a Conv1d's as its equivalent
     ``Conv2d((1, k))``'s, ``(0, p)``); string paddings resolved; what a LUT layer cannot reproduce
     (``weights.not_lut_reason``, asymmetric padding) refused with ValueError."""
-    reason = not_lut_reason(LayerKind.CONV2D, groups=conv.groups, padding_mode=conv.padding_mode)
+    reason = not_lut_reason(LayerKind.CONV2D, groups=conv.groups, padding_mode=conv.padding_mode,
+                            grouped=isinstance(conv, nn.Conv2d))
     if reason:
         raise ValueError(f"this {type(conv).__name__} cannot become a LUT: {reason}")
     kernel, dilation, padding = conv.kernel_size, conv.dilation, conv.padding
@@ -237,25 +245,31 @@ def conv1d_rows(x: torch.Tensor, kernel: int, stride: int, padding: int, dilatio
 
 
 class LutConv2d(LutLayer):
-    """``nn.Conv2d`` (groups = 1, zero padding) as a LUT over its im2col'd windows; NCHW in and out."""
+    """``nn.Conv2d`` (zero padding; any groups) as a LUT over its im2col'd windows; NCHW in and out."""
 
     kind = LayerKind.CONV2D
 
-    def __init__(self, weight, bias, centroids, temperature=1.0, stride=1, padding=0, dilation=1):
+    def __init__(self, weight, bias, centroids, temperature=1.0, stride=1, padding=0, dilation=1, groups=1):
+        if int(groups) < 1 or weight.shape[0] % int(groups):
+            raise ValueError(f"groups = {groups} does not divide the {weight.shape[0]} output channels")
+        self.groups = int(groups)  # before LutLayer's init: weight_dn() needs it
         super().__init__(weight, bias, centroids, temperature)
         self.stride, self.padding, self.dilation = pair(stride), pair(padding), pair(dilation)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, centroids, temperature: float = 1.0) -> "LutConv2d":
         return cls(conv.weight, conv.bias, centroids, temperature, conv.stride, conv_padding(conv),
-                   conv.dilation)
+                   conv.dilation, conv.groups)
 
     @property
     def kernel_size(self) -> tuple[int, int]:
         return tuple(self.weight.shape[2:])
 
     def weight_dn(self):
-        return self.weight.reshape(self.weight.shape[0], -1).t()
+        if self.groups == 1:
+            return self.weight.reshape(self.weight.shape[0], -1).t()
+        blocks = self.weight.reshape(self.groups, self.weight.shape[0] // self.groups, -1)
+        return torch.block_diag(*[block.t() for block in blocks])  # weights.grouped_dense_matrix
 
     def rows(self, x):
         """im2col rows of ``x`` for this layer's geometry, and ``(N, OH, OW)``."""
@@ -268,12 +282,13 @@ class LutConv2d(LutLayer):
 
     def to_dense(self):
         out_ch, in_ch = self.weight.shape[:2]
-        dense = nn.Conv2d(in_ch, out_ch, self.kernel_size, stride=self.stride, padding=self.padding,
-                          dilation=self.dilation, bias=self.bias is not None)
+        dense = nn.Conv2d(in_ch * self.groups, out_ch, self.kernel_size, stride=self.stride, padding=self.padding,
+                          dilation=self.dilation, groups=self.groups, bias=self.bias is not None)
         return _copy_params(self, dense)
 
     def extra_repr(self):
-        return f"{super().extra_repr()}, stride={self.stride}, padding={self.padding}"
+        groups = f", groups={self.groups}" if self.groups > 1 else ""
+        return f"{super().extra_repr()}, stride={self.stride}, padding={self.padding}{groups}"
 
 
 def _copy_params(lut: LutLayer, dense: nn.Module) -> nn.Module:

@@ -92,6 +92,9 @@ def ridge_refit(lut_model: nn.Module, original: nn.Module, calibration_data, ref
     for index, (name, layer) in enumerate(tqdm(lut_layers(lut_model), desc=f"{refit.value} refit", unit="layer")):
         if layer.tables is not None:
             raise LutTvmError(f"ridge_refit: LUT layer {name!r} already has free tables")
+        if getattr(layer, "groups", 1) > 1:
+            raise LutTvmError(f"ridge_refit: LUT layer {name!r} is a grouped conv (groups = {layer.groups}): "
+                              "no table refit; exclude it from the policy")
         record = lambda model: _record_rows(model, name, layer, calibration_data, batch_size,  # noqa: E731
                                             samples, per_batch, seed + index)
         exact_rows = record(original)

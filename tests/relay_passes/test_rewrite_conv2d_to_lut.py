@@ -1,7 +1,5 @@
 """RewriteConv2dToLUT on BlockBuilder-made Relax modules: structure, numerics, plan mismatches."""
 
-import logging
-
 import numpy as np
 import pytest
 import tvm
@@ -72,16 +70,17 @@ def test_planned_conv_replaced(input_shape, strides, padding, dilation):
     np.testing.assert_allclose(got, pointwise_conv(lut, WP), rtol=1e-5, atol=1e-5)
 
 
-def test_grouped_conv_stays_dense(caplog):
+def test_grouped_conv_is_left_to_the_grouped_pass():
+    from relay_passes.rewrite_grouped_conv2d_to_lut import RewriteGroupedConv2dToLUT
+
     def body(bb, x):
         return bb.emit(relax.op.nn.conv2d(x, relax.const(WG), padding=(1, 1), groups=2))
 
     mod = make_module((1, 4, 6, 5), body)
-    plan = Plan([conv_plan_layer("grouped", WG, sub_len=3)])  # the plan names it, still no LUT
-    with caplog.at_level(logging.INFO, logger="lut_tvm.passes"):
-        out = RewriteConv2dToLUT(plan)(mod)
-    tvm.ir.assert_structural_equal(out, mod)
-    assert "groups=2" in caplog.text
+    plan = Plan([conv_plan_layer("grouped", WG, sub_len=3)])  # the plan names it, still no LUT here
+    tvm.ir.assert_structural_equal(RewriteConv2dToLUT(plan)(mod), mod)
+    with pytest.raises(PlanError, match="'groups' is 1, but the model's conv has groups = 2"):
+        RewriteGroupedConv2dToLUT(plan)(mod)
 
 
 def test_unplanned_module_is_unchanged():

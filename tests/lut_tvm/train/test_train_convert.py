@@ -124,7 +124,7 @@ def test_convert_needs_calibration_data():
 
 
 class Mixed(nn.Module):
-    """Eligible layers and one the compiler leaves dense (a grouped conv)."""
+    """Dense, conv and depthwise (grouped) conv layers: LUT-NN covers all; the exact mode no grouped one."""
 
     def __init__(self):
         super().__init__()
@@ -139,7 +139,8 @@ class Mixed(nn.Module):
 
 def test_select_modules_finds_what_the_compiler_finds(images):
     """One eligibility rule and one naming: the modules convert picks are the layers the compiler's
-    discovery finds (grouped conv left out by both), under the same names, with the same weights."""
+    discovery finds (a depthwise conv included by both; left out of the exact mode's layers), under
+    the same names, with the same weights."""
     from lut_tvm.frontends import import_model  # pylint: disable=import-outside-toplevel
     from lut_tvm.planner import named_layers, select_layers  # pylint: disable=import-outside-toplevel
     from lut_tvm.weights import fingerprint, reduction_length  # pylint: disable=import-outside-toplevel
@@ -147,14 +148,18 @@ def test_select_modules_finds_what_the_compiler_finds(images):
     torch.manual_seed(1)
     model = Mixed().eval()
     imported = import_model(model, (images[:4],))
-    graph = named_layers(imported)
-    assert [name for name, _ in graph] == ["stem", "mix", "head.0", "head.2"]
+    assert [name for name, _ in named_layers(imported)] == ["stem", "mix", "head.0", "head.2"]
+    graph = named_layers(imported, grouped=True)
+    assert [name for name, _ in graph] == ["stem", "depthwise", "mix", "head.0", "head.2"]
     every = PlanPolicy(skip_first_conv=False, skip_last_dense=False)
     chosen = select_modules(model, every)
     assert [name for name, _, _ in chosen] == [name for name, _ in graph]
     for (name, module, _), (_, site) in zip(chosen, graph):
-        centroids = np.zeros((1, 2, reduction_length(site.kind, site.weight.shape)), np.float32)
-        layer = (LutConv2d if isinstance(module, nn.Conv2d) else LutLinear)(module.weight, module.bias, centroids)
+        centroids = np.zeros((site.groups, 2, reduction_length(site.kind, site.weight.shape)), np.float32)
+        if isinstance(module, nn.Conv2d):
+            layer = LutConv2d(module.weight, module.bias, centroids, groups=site.groups)
+        else:
+            layer = LutLinear(module.weight, module.bias, centroids)
         assert fingerprint(layer.canonical_weight()) == site.fingerprint, name
     for policy in (PlanPolicy(), PlanPolicy(exclude=["mix"]), PlanPolicy(only=["stem", "head.2"])):
         assert [n for n, _, _ in select_modules(model, policy)] == [n for n, _ in select_layers(imported, policy)]
