@@ -8,7 +8,7 @@ the current target has a shuffle instruction and the layer suits it (``use_shuff
 over the ``N * OH * OW`` output positions: K = 16 (32 / 64 with VBMI), rows >= ``MIN_SHUFFLE_ROWS``, any O), the
 row encode writes codes ``[C, N*OH*OW]`` for the byte-shuffle lookup (tables ``[O, C, K]``);
 else codes ``[N, OH, OW, C]`` go to the gather lookup (tables ``[C, K, O]``). Other convs are
-left alone; grouped ones with a logged reason.
+left alone; grouped ones are ``rewrite_grouped_conv2d_to_lut``'s.
 """
 
 from __future__ import annotations
