@@ -81,29 +81,41 @@ def torch_layer_modules(module, names) -> dict | None:
     return found
 
 
+def lut_modules(module, plan: Plan) -> dict:
+    """``{name: hard-forward lut_tvm.train LUT layer}`` of ``plan``'s layers of the torch ``module``
+    (its Linear / Conv2d submodules, k-means centroids and table scales of the plan; not swapped in)."""
+    from torch import nn  # pylint: disable=import-outside-toplevel
+    from ..train.layers import LutConv2d, LutLinear  # pylint: disable=import-outside-toplevel
+
+    made = {}
+    for layer in plan.layers:
+        original = module.get_submodule(layer.name)
+        make = LutConv2d.from_conv if isinstance(original, nn.Conv2d) else LutLinear.from_linear
+        lut = make(original, layer.centroids).eval()
+        lut.table_quant = layer.table_quant
+        made[layer.name] = lut
+    return made
+
+
 class TorchEvaluator:
-    """Outputs of a torch module whose planned layers run as hard-forward ``lut_tvm.train`` layers."""
+    """Outputs of a torch module whose planned layers run as hard-forward ``lut_tvm.train`` layers
+    (in chunks of about ``batch`` samples: a module that trims padding per chunk gains from small ones)."""
 
     kind = "torch"
 
-    def __init__(self, module, x: np.ndarray, batch: int = 256):
+    def __init__(self, module, x: np.ndarray, batch: int = 64):
         import torch  # pylint: disable=import-outside-toplevel
 
         self.module, self.x, self.batch, self.torch = module.eval(), x, batch, torch
 
     def outputs(self, plan: Plan | None) -> np.ndarray:
-        from torch import nn  # pylint: disable=import-outside-toplevel
-        from ..train.layers import LutConv2d, LutLinear, replace_module  # pylint: disable=import-outside-toplevel
+        from ..train.layers import replace_module  # pylint: disable=import-outside-toplevel
 
         torch = self.torch
         swapped = []
-        for layer in plan.layers if plan else []:
-            original = self.module.get_submodule(layer.name)
-            make = LutConv2d.from_conv if isinstance(original, nn.Conv2d) else LutLinear.from_linear
-            lut = make(original, layer.centroids).eval()
-            lut.table_quant = layer.table_quant
-            replace_module(self.module, layer.name, lut)
-            swapped.append((layer.name, original))
+        for name, lut in (lut_modules(self.module, plan) if plan else {}).items():
+            swapped.append((name, self.module.get_submodule(name)))
+            replace_module(self.module, name, lut)
         try:
             with torch.no_grad():
                 return np.concatenate([self.module(torch.from_numpy(chunk)).numpy()

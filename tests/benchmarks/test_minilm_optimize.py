@@ -1,0 +1,60 @@
+"""A tiny random BERT (MiniLM's own classes, packed float input) through ``lut_tvm.optimize`` with the
+cosine metric: the chosen plan, compiled, stays within the budget by an independent NumPy cosine."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+
+def tiny_encoder():
+    from transformers import BertConfig, BertModel
+
+    from benchmarks.accuracy.tasks.minilm import PooledEncoder
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=16, attn_implementation="eager")
+    return PooledEncoder(BertModel(config)).eval()
+
+
+def packed(count, length, seed):
+    """``[count, 2, length]`` float token ids (random real lengths >= 3) and attention masks."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 64, (count, length))
+    mask = np.zeros((count, length))
+    for row, real in enumerate(rng.integers(3, length + 1, count)):
+        mask[row, :real] = 1
+    return np.stack([ids * mask, mask], 1).astype(np.float32)
+
+
+def test_tiny_bert_optimize_meets_the_cosine_budget(tmp_path):
+    import lut_tvm
+
+    encoder = tiny_encoder()
+    calibration, x_eval = packed(32, 8, seed=1), packed(24, 8, seed=2)
+    linears = [n for n, m in encoder.named_modules() if isinstance(m, torch.nn.Linear)]
+    budget = 5.0
+    result = lut_tvm.optimize(encoder, calibration, x_eval, budget=budget, metric="cosine", batch=1,
+                              layers=linears, sub_lens=(4, 8), cache_dir=tmp_path, timing_number=2,
+                              timing_repeat=2)
+    assert set(result.choice) <= set(linears)
+    with torch.no_grad():
+        reference = encoder(torch.from_numpy(x_eval)).numpy().astype(np.float64)
+    compiled = lut_tvm.compile(encoder, result.plan if result.choice else None, example_inputs=(x_eval[:1],))
+    got = np.concatenate([compiled(x_eval[i:i + 1]) for i in range(len(x_eval))]).astype(np.float64)
+    cosine = (got * reference).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1))
+    assert cosine.mean() * 100 >= 100 - budget - 1e-6
+    assert result.report["chosen_metric_compiled"] == pytest.approx(cosine.mean() * 100, abs=1e-3)
+
+
+def test_pooled_encoder_trim_does_not_change_the_embedding():
+    encoder = tiny_encoder()
+    x = torch.from_numpy(packed(6, 8, seed=3))
+    x[:, :, -2:] = 0  # two all-padding columns: the eager forward trims them
+    with torch.no_grad():
+        trimmed = encoder(x).numpy()
+        encoder.trim = False
+        whole = encoder(x).numpy()
+    np.testing.assert_allclose(trimmed, whole, atol=1e-5)
