@@ -14,8 +14,8 @@ def tiny_encoder():
     from benchmarks.accuracy.tasks.minilm import PooledEncoder
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=16, attn_implementation="eager")
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16, attn_implementation="eager")
     return PooledEncoder(BertModel(config)).eval()
 
 
@@ -37,7 +37,7 @@ def test_tiny_bert_optimize_meets_the_cosine_budget(tmp_path):
     linears = [n for n, m in encoder.named_modules() if isinstance(m, torch.nn.Linear)]
     budget = 5.0
     result = lut_tvm.optimize(encoder, calibration, x_eval, budget=budget, metric="cosine", batch=1,
-                              layers=linears, sub_lens=(4, 8), cache_dir=tmp_path, timing_number=2,
+                              layers=linears, sub_lens=(8,), cache_dir=tmp_path, timing_number=2,
                               timing_repeat=2)
     assert set(result.choice) <= set(linears)
     with torch.no_grad():
@@ -58,3 +58,24 @@ def test_pooled_encoder_trim_does_not_change_the_embedding():
         encoder.trim = False
         whole = encoder(x).numpy()
     np.testing.assert_allclose(trimmed, whole, atol=1e-5)
+
+
+def test_frozen_lut_forward_equals_the_hard_forward():
+    from lut_tvm.optimizer.evaluate import lut_modules
+    from lut_tvm.plan import LayerPlan, Plan, TableQuant
+    from lut_tvm.weights import LayerKind, fingerprint
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 24))
+    x = torch.randn(50, 16)
+    for sub_len in (2, 8):
+        centroids = np.random.default_rng(sub_len).normal(size=(16 // sub_len, 16, sub_len)).astype(np.float32)
+        for quant in (TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN):
+            weight = model[0].weight.detach().numpy().T
+            plan = Plan([LayerPlan("0", LayerKind.DENSE, weight.shape, fingerprint(weight), centroids,
+                                   table_quant=quant)])
+            with torch.no_grad():
+                hard = lut_modules(model, plan)["0"](x)
+                frozen = lut_modules(model, plan, frozen=True)["0"](x)
+            assert torch.equal(hard, frozen)
+            assert not torch.allclose(hard, model(x), atol=1e-6)  # a LUT, not the dense layer
