@@ -104,7 +104,7 @@ def run_optimize(setup: Setup, args, metric: str, cache: Path, log) -> tuple[dic
     result = lut_tvm.optimize(model, setup.calibration, setup.x_eval, eval_y, budget=budget, metric=metric,
                               batch=1, layers=layers, sub_lens=args.sub_lens, cache_dir=cache / "measurements",
                               timing_number=args.timing_number, timing_repeat=5, seed=setup.seed,
-                              table_quants=[TableQuant(q) for q in args.table_quants])
+                              table_quants=[TableQuant(q) for q in args.table_quants], prune=True)
     seconds = time.perf_counter() - start
     folder = cache / f"report_{metric}"
     result.save(cache / f"plan_{metric}.npz", folder)
@@ -122,21 +122,23 @@ class PlanMaker:
     """Plans of any ``{layer: V}`` from the optimizer's cached k-means centroids (same calibration,
     rows and seed: its centroid cache answers), with the table scales its sensitivity chose."""
 
-    def __init__(self, setup: Setup, summary: dict, cache: Path):
+    def __init__(self, setup: Setup, summary: dict | None, cache: Path, sub_lens=(), table_quant="int8_per_column"):
+        """``summary``: the optimize phase's; None (training only): ``sub_lens``, every table at ``table_quant``."""
         from lut_tvm.optimizer.inputs import import_checked  # pylint: disable=import-outside-toplevel
         from lut_tvm.optimizer.layers import CentroidBank, model_layers  # pylint: disable=import-outside-toplevel
         from lut_tvm.plan import TableQuant  # pylint: disable=import-outside-toplevel
 
-        report = summary["report"]
         imported, _ = import_checked(setup.encoder, setup.calibration, setup.x_eval, 1)
-        layers = model_layers(imported, report["sub_lens_offered"], setup.names)
+        offered = summary["report"]["sub_lens_offered"] if summary else list(sub_lens)
+        layers = model_layers(imported, offered, setup.names)
         self.bank = CentroidBank(imported, layers, setup.calibration, cache / "measurements", 4096, setup.seed)
-        self.candidates = report["candidates"]
+        self.candidates = summary["report"]["candidates"] if summary else [
+            {"layer": l.name, "sub_len": v, "table_quant": table_quant, "saving_ms": float("nan"), "loss_alone": None}
+            for l in layers for v in l.sub_lens]
         for cand in self.candidates:
             self.bank.table_quant[(cand["layer"], cand["sub_len"])] = TableQuant(cand["table_quant"])
-        base = report["latency_ms"]["dense_cost_model_base"]
         self.saving = {(c["layer"], c["sub_len"]): c["saving_ms"] for c in self.candidates}
-        self.dense_model_ms = base
+        self.dense_model_ms = summary["report"]["latency_ms"]["dense_cost_model_base"] if summary else float("nan")
 
     def predict_ms(self, choice: dict) -> float:
         return self.dense_model_ms - sum(self.saving[(n, v)] for n, v in choice.items())
@@ -461,12 +463,15 @@ def main(argv=None) -> int:
     parser.add_argument("--timing-number", type=int, default=10)
     parser.add_argument("--train-minutes", type=float, default=20.0, help="bound of the training phase (CPU)")
     parser.add_argument("--frontier-v", type=int, nargs="+", default=[2, 4, 16], help="V of the frontier rows")
+    parser.add_argument("--train-plans", nargs="+", default=["chosen", "all36_V2"],
+                        help="plans the train phase trains: the optimizer's choice, every Linear at the least V")
+    parser.add_argument("--out", type=Path, default=None, help="result .json (default benchmarks/results/)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
         args.sub_lens, args.timing_number, args.frontier_v, args.train_minutes = [4, 16], 3, [16], 1.0
     cache = user_cache_dir("minilm_optimize", "quick" if args.quick else "full")
-    out_json = RESULTS / f"{NAME}{'_quick' if args.quick else ''}.json"
+    out_json = args.out or RESULTS / f"{NAME}{'_quick' if args.quick else ''}.json"
     previous = __import__("json").loads(out_json.read_text()) if out_json.is_file() else {}
     log = lambda line: print(line, flush=True)  # noqa: E731
     if REPORT_ONLY in args.phases:
@@ -497,15 +502,16 @@ def main(argv=None) -> int:
         save()
     if not {"frontier", "speed", "train"} & set(args.phases):
         return 0
-    if "optimize" not in result:
-        raise SystemExit("minilm_optimize: the frontier, speed and train phases need the optimize phase's result")
-    maker = PlanMaker(setup, result["optimize"], cache)
-    chosen = result["optimize"]["choice"]
+    if "optimize" not in result and set(args.phases) - {"train"}:
+        raise SystemExit("minilm_optimize: the frontier and speed phases need the optimize phase's result")
+    maker = PlanMaker(setup, result.get("optimize"), cache, args.sub_lens, args.table_quants[-1])
+    chosen = result["optimize"]["choice"] if "optimize" in result else None
     from lut_tvm.optimizer.evaluate import TorchEvaluator  # pylint: disable=import-outside-toplevel
 
-    result["chosen_torch"] = setup.measures(TorchEvaluator(setup.encoder, setup.x_eval).outputs(
-        maker.bank.plan(chosen) if chosen else None))
-    offered = result["optimize"]["report"]["sub_lens_offered"]
+    if chosen is not None:
+        result["chosen_torch"] = setup.measures(TorchEvaluator(setup.encoder, setup.x_eval).outputs(
+            maker.bank.plan(chosen) if chosen else None))
+    offered = result["optimize"]["report"]["sub_lens_offered"] if "optimize" in result else args.sub_lens
     if "frontier" in args.phases:
         result["frontier"] = run_frontier(setup, maker, [v for v in args.frontier_v if v in offered], log)
         save()
@@ -520,7 +526,7 @@ def main(argv=None) -> int:
         # V=16 with every layer is in accuracy.md (eLUT-NN layer-wise: cosine 0.341); V=2 is the published recipe
         jobs = ([("chosen", chosen, 0.35)] if chosen else []) + \
             [(f"all36_V{v}", all_layers[v], 0.65) for v in sorted(all_layers)[:1]]
-        for label, choice, share in jobs:
+        for label, choice, share in [job for job in jobs if job[0] in args.train_plans]:
             entry, dense_model, plan = run_train(setup, maker, choice, label, args.train_minutes * 60 * share,
                                                  cache, log)
             entry["compiled"] = compiled_measures(setup, dense_model, plan)
