@@ -79,3 +79,26 @@ def test_frozen_lut_forward_equals_the_hard_forward():
                 frozen = lut_modules(model, plan, frozen=True)["0"](x)
             assert torch.equal(hard, frozen)
             assert not torch.allclose(hard, model(x), atol=1e-6)  # a LUT, not the dense layer
+
+
+def test_greedy_prune_skips_only_what_cannot_fit_and_finds_the_same_plan():
+    from lut_tvm.optimizer.search import Candidate, greedy_search
+
+    alone = {("a", 2): 1.0, ("b", 2): 2.5, ("c", 2): 0.4, ("c", 4): 3.0, ("d", 2): 4.5}
+    calls = {"plain": 0, "pruned": 0}
+
+    def loss_of(kind):
+        def loss(choice):  # additive losses: pruning is exact here
+            calls[kind] += 1
+            return sum(alone[(n, v)] for n, v in choice.items())
+        return loss
+
+    def candidates():
+        return [Candidate(n, v, saving_ms=1.0 + v, loss_alone=l) for (n, v), l in alone.items()]
+
+    plain, _ = greedy_search(candidates(), loss_of("plain"), budget=4.0)
+    pruned_cands = candidates()
+    pruned, _ = greedy_search(pruned_cands, loss_of("pruned"), budget=4.0, prune=True)
+    assert pruned == plain and sum(alone[(n, v)] for n, v in pruned.items()) <= 4.0
+    assert calls["pruned"] < calls["plain"]
+    assert any(c.status.startswith("over the budget left") for c in pruned_cands)
