@@ -229,15 +229,17 @@ def run_train(setup: Setup, maker: PlanMaker, choice: dict, label: str, budget_s
             emb = np.concatenate([model(torch.from_numpy(c)).numpy() for c in np.array_split(setup.x_eval, 4)])
         return setup.measures(emb)
 
-    texts = 64 if setup.quick else 1024
+    # Seen here (2 cores shared, load ~6): a V=2 layer takes ~60 s at 16k rows and 2+2 epochs, plus a
+    # capture pass over the texts through the LUT layers before it (grows with the layer count).
+    per_layer = budget_s * 0.7 / max(len(choice), 1)
+    rows = int(min(16384, max(2048, 16384 * per_layer / 60)))
+    epochs = 2 if per_layer >= 30 else 1
+    texts = 64 if setup.quick else (1024 if len(choice) <= 12 else 256)
     distill, _ = load_distillation_texts(setup.test_texts, limit=texts, seed=setup.seed)
     x_distill = torch.from_numpy(by_length(pack(setup.tokenizer, distill)))
     entry = {"plan": label, "lut_layers": len(choice), "V": sorted(set(choice.values())), "scales": "column",
-             "distillation_texts": len(distill), "before": measure()}
+             "distillation_texts": len(distill), "budget_s": round(budget_s), "before": measure()}
     log(f"[train {label}] {len(choice)} layers; before: {entry['before']}")
-    per_layer = budget_s * 0.7 / max(len(choice), 1)  # ~14 s per layer at 16k rows, 2+2 epochs (loaded machine)
-    rows = int(min(16384, max(2048, 16384 * per_layer / 14)))
-    epochs = 2 if per_layer >= 10 else 1
     start = time.perf_counter()
     entry["layerwise"] = {"max_rows": rows, "centroid_epochs": epochs, "weight_epochs": epochs}
     train_layerwise(model, setup.encoder, x_distill, centroid_epochs=epochs, weight_epochs=epochs, lr=1e-3,
