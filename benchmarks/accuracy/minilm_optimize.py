@@ -454,10 +454,21 @@ def plot(result: dict, path: Path):
                    label="optimizer: chosen (compiled)")
     speed = result.get("speed")
     if speed:
+        cosine = {"TVM dense": 1.0}
+        if opt:
+            cosine.update({k: opt["chosen_compiled"] / 100 for k in speed["ms"] if k.startswith("optimize")})
+        for row in result.get("frontier", []):
+            if row["lut_layers"] == 36:
+                cosine[f"all 36 at V={row['V']}"] = row["cosine"]
+        shown = [k for k in speed["ms"] if k in cosine]
+        ax.scatter([speed["ms"][k] for k in shown], [cosine[k] for k in shown], marker="D", s=40, color="k",
+                   zorder=5, label="whole model timed (TVM, 1 thread)")
+        for k in shown:
+            ax.annotate(k, (speed["ms"][k], cosine[k]), fontsize=6, xytext=(4, -10), textcoords="offset points")
         for name, style in (("ORT int8", "--"), ("ORT fp32", ":")):
             ax.axvline(speed["ms"][name], color="k", linestyle=style, linewidth=0.8, label=f"{name} (1 thread)")
     ax.axhline(0.95, color="C2", linestyle="--", linewidth=0.8, label="cosine 0.95")
-    ax.set_xlabel("whole-model latency, ms (1 thread, 64 tokens)")
+    ax.set_xlabel("whole-model latency, ms (1 thread, 64 tokens; lines: cost model, diamonds: timed)")
     ax.set_ylabel("mean cosine to original")
     ax.set_title("all-MiniLM-L6-v2: cosine-latency frontier")
     ax.legend(fontsize=7)
