@@ -92,7 +92,14 @@ def render(result: dict) -> str:
             lines.append(f"| {entry['plan']} (V={','.join(map(str, entry['V']))}) | {entry['lut_layers']} | "
                          f"{cell(entry['before'])} | {cell(entry.get('after_layerwise'))} | "
                          f"{cell(entry.get('after_end_to_end'))} | {cell(entry.get('compiled'))} | {entry['seconds']:.0f} |")
-        lines.append("")
+        lines += ["", "Settings: " + "; ".join(
+            f"{e['plan']}: {e['distillation_texts']} distillation texts, {e['layerwise']['max_rows']} rows per layer, "
+            f"{e['layerwise']['centroid_epochs']}+{e['layerwise']['weight_epochs']} epochs (centroids, then weights), "
+            f"bound {e.get('budget_s', 0)} s" + ("" if e.get("end_to_end") else
+                                                  "; end-to-end skipped: the layer-wise stage used the bound")
+            for e in result["train"]) + ". Compiled = `export_plan` + `to_dense_model` through `lut_tvm.compile`.", ""]
+    if not result.get("accuracy"):
+        lines += ["The topic-accuracy run (`--phases accuracy`, budget 1 point) was not run for this result.", ""]
     found = conclusions(result)
     if found:
         lines += ["## What the numbers say", ""] + [f"- {line}" for line in found] + [""]
