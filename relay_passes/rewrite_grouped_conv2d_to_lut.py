@@ -34,12 +34,12 @@ from lut_tvm.plan import LayerPlan, TableQuant
 from lut_tvm.reference import build_grouped_tables, column_scale, quantize_grouped_tables
 from lut_tvm.weights import fingerprint, ungrouped_weight
 from schedules.lut_grouped_compute import lookup_grouped_conv2d_func
-from schedules.intrin.lut_vbmi import LOOKUP_LANES, lookup_intrin_for_target
+from schedules.intrin.lut_vbmi import lookup_intrin_for_target
 from schedules.lut_conv_shuffle_compute import encode_conv2d_rows_func
 from schedules.lut_kernels import encode_conv2d_func
 
 from .layer_sites import LayerSite, match_grouped_conv2d
-from .lut_layer_builder import LutLayerConstants, emit_encode, use_shuffle_lookup
+from .lut_layer_builder import MIN_SHUFFLE_ROWS, LutLayerConstants, emit_encode, use_shuffle_lookup
 from .planned_rewriter import PlannedRewritePass, const, kernel_call
 from .rewrite_conv2d_to_lut import RewriteConv2dToLUT
 
@@ -96,10 +96,10 @@ def block_diagonal_layer(site: LayerSite, layer: LayerPlan) -> tuple[LayerSite, 
 
 def use_row_encode(rows: int, num_centroids: int) -> bool:
     """Whether the grouped lowering encodes with the row encode (codes ``[C, rows]``): where the
-    conv shuffle path would (a target lookup intrinsic for K, a register of rows), whatever O is."""
+    conv shuffle path would (a target lookup intrinsic for K, ``MIN_SHUFFLE_ROWS`` rows), whatever O is."""
     target = tvm.target.Target.current(allow_none=True)
     intrin = lookup_intrin_for_target(target, num_centroids) if target is not None else None
-    return intrin is not None and rows >= LOOKUP_LANES[intrin]
+    return intrin is not None and rows >= MIN_SHUFFLE_ROWS
 
 
 def use_block_diagonal(site: LayerSite, layer: LayerPlan) -> bool:

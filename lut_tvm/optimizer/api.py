@@ -78,7 +78,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
              timing_number: int = 20, timing_repeat: int = 5, max_rows: int = 4096, seed: int = 0,
              evaluator: str = "auto", finetune: int = 0, finetune_data=None,
              table_quants=(TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN),
-             peers: bool = True) -> OptimizeResult:
+             peers: bool = True, prune: bool = False) -> OptimizeResult:
     """The fastest LUT plan (K = 16, per-layer V from ``sub_lens`` or dense) whose ``metric`` on
     ``eval_x`` stays within ``budget`` points of the original model's.
 
@@ -89,6 +89,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     ``evaluator``: ``auto`` (torch forward for torch modules, else compiled), ``torch`` or
     ``compiled``. The final plan is always verified on the compiled model.
     ``table_quants``: the INT8 table scale granularities tried per candidate (the best alone is kept).
+    ``prune``: the greedy search skips a candidate whose loss alone exceeds the budget left
+    (``search.greedy_search``; fewer end-to-end checks, for models whose check is slow).
     ``finetune``: epochs of ``lut_tvm.train.train_lutnn`` on ``finetune_data = (x, y)`` for the chosen
     plan (torch modules only); the fine-tuned copy is kept (``result.model``, the plan bound to its
     weights) if its compiled metric is at least the un-tuned plan's, re-verified on the eval data.
@@ -139,7 +141,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         if cand.saving_ms > 0:
             _measure_alone(cand, metrics, bank, table_quants)
     start, start_steps = uniform_start(candidates, metrics.loss, budget, cost.predict_ms)
-    choice, steps = greedy_search(candidates, metrics.loss, budget, start)
+    choice, steps = greedy_search(candidates, metrics.loss, budget, start, prune=prune)
     steps = start_steps + steps
 
     final = _verify_compiled(compiled_eval, bank, metrics, choice, budget, candidates)

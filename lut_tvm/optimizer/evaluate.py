@@ -17,7 +17,7 @@ import numpy as np
 
 from ..compiler import compile_imported
 from ..frontends import ImportedModel
-from ..plan import Plan
+from ..plan import Plan, TableQuant
 from ..runtime import CompiledModel
 
 
@@ -81,29 +81,74 @@ def torch_layer_modules(module, names) -> dict | None:
     return found
 
 
+def _frozen_lut_rows(self, rows):
+    """A Linear LUT layer's hard forward with its INT8 tables built once (``self.frozen_tables``): the
+    same codes (``centroid_distances`` argmin, first on ties) and the same exact integer sums as
+    ``train.layers.hard_output``, read by ``embedding_bag`` instead of a one-hot matmul (at small V,
+    ``C*K`` is many times ``D``: the one-hot matmul costs several dense layers)."""
+    import torch  # pylint: disable=import-outside-toplevel
+    from ..train.layers import centroid_distances  # pylint: disable=import-outside-toplevel
+
+    levels, scale = self.frozen_tables
+    num_codebooks, num_centroids, sub_len = self.centroids.shape
+    dist = centroid_distances(rows.reshape(len(rows), num_codebooks, sub_len), self.centroids)
+    codes = dist.argmin(-1) + torch.arange(num_codebooks) * num_centroids
+    out = (torch.nn.functional.embedding_bag(codes, levels, mode="sum") * scale).to(rows.dtype)
+    return out if self.bias is None else out + self.bias
+
+
+def _freeze(lut) -> None:
+    """Build ``lut``'s INT8 tables once and read them by code (``_frozen_lut_rows``); inference only."""
+    import types  # pylint: disable=import-outside-toplevel
+
+    import torch  # pylint: disable=import-outside-toplevel
+    from ..train.layers import build_tables, quantize_tables  # pylint: disable=import-outside-toplevel
+
+    with torch.no_grad():
+        tables = build_tables(lut.centroids.double(), lut.weight_dn().double())
+        levels, scale = quantize_tables(tables, TableQuant(lut.table_quant).granularity)
+    lut.frozen_tables = (levels.to(torch.float32).reshape(-1, levels.shape[-1]), scale.to(torch.float32))
+    lut.lut_rows = types.MethodType(_frozen_lut_rows, lut)
+
+
+def lut_modules(module, plan: Plan, frozen: bool = False) -> dict:
+    """``{name: hard-forward lut_tvm.train LUT layer}`` of ``plan``'s layers of the torch ``module``
+    (its Linear / Conv2d submodules, k-means centroids and table scales of the plan; not swapped in).
+    ``frozen``: Linear layers for inference only, tables built once (``_freeze``; same outputs)."""
+    from torch import nn  # pylint: disable=import-outside-toplevel
+    from ..train.layers import LutConv2d, LutLinear  # pylint: disable=import-outside-toplevel
+
+    made = {}
+    for layer in plan.layers:
+        original = module.get_submodule(layer.name)
+        make = LutConv2d.from_conv if isinstance(original, nn.Conv2d) else LutLinear.from_linear
+        lut = make(original, layer.centroids).eval()
+        lut.table_quant = layer.table_quant
+        if frozen and isinstance(lut, LutLinear):
+            _freeze(lut)
+        made[layer.name] = lut
+    return made
+
+
 class TorchEvaluator:
-    """Outputs of a torch module whose planned layers run as hard-forward ``lut_tvm.train`` layers."""
+    """Outputs of a torch module whose planned layers run as hard-forward ``lut_tvm.train`` layers
+    (in chunks of about ``batch`` samples: a module that trims padding per chunk gains from small ones)."""
 
     kind = "torch"
 
-    def __init__(self, module, x: np.ndarray, batch: int = 256):
+    def __init__(self, module, x: np.ndarray, batch: int = 64):
         import torch  # pylint: disable=import-outside-toplevel
 
         self.module, self.x, self.batch, self.torch = module.eval(), x, batch, torch
 
     def outputs(self, plan: Plan | None) -> np.ndarray:
-        from torch import nn  # pylint: disable=import-outside-toplevel
-        from ..train.layers import LutConv2d, LutLinear, replace_module  # pylint: disable=import-outside-toplevel
+        from ..train.layers import replace_module  # pylint: disable=import-outside-toplevel
 
         torch = self.torch
         swapped = []
-        for layer in plan.layers if plan else []:
-            original = self.module.get_submodule(layer.name)
-            make = LutConv2d.from_conv if isinstance(original, nn.Conv2d) else LutLinear.from_linear
-            lut = make(original, layer.centroids).eval()
-            lut.table_quant = layer.table_quant
-            replace_module(self.module, layer.name, lut)
-            swapped.append((layer.name, original))
+        for name, lut in (lut_modules(self.module, plan, frozen=True) if plan else {}).items():
+            swapped.append((name, self.module.get_submodule(name)))
+            replace_module(self.module, name, lut)
         try:
             with torch.no_grad():
                 return np.concatenate([self.module(torch.from_numpy(chunk)).numpy()

@@ -69,12 +69,16 @@ def uniform_start(candidates: list[Candidate], loss_of, budget: float, predict_m
     return best, steps
 
 
-def greedy_search(candidates: list[Candidate], loss_of, budget: float, start: dict[str, int] | None = None):
+def greedy_search(candidates: list[Candidate], loss_of, budget: float, start: dict[str, int] | None = None,
+                  prune: bool = False):
     """``(choice {layer: V}, steps)``: from ``start`` (default: all dense), candidates in order of
     saving per point lost, each added (or swapped in for its layer's current, smaller saving) only
     if the plan's loss measured end to end by ``loss_of(choice)`` stays within ``budget``.
-    ``loss_alone`` must be filled in."""
+    ``loss_alone`` must be filled in. ``prune``: a candidate whose loss alone exceeds the budget
+    left (the layer's current loss alone given back on a swap) is not checked end to end (losses
+    compound: it would break the budget); for models whose end-to-end check is slow."""
     choice: dict[str, int] = dict(start or {})
+    current = loss_of(choice) if prune and choice else 0.0
     by_key = {(c.layer, c.sub_len): c for c in candidates}
     saved: dict[str, float] = {n: by_key[(n, v)].saving_ms for n, v in choice.items()}
     for name, sub_len in choice.items():
@@ -93,6 +97,11 @@ def greedy_search(candidates: list[Candidate], loss_of, budget: float, start: di
         if saved.get(cand.layer, 0.0) >= cand.saving_ms:
             cand.status = "a faster V of this layer already chosen"
             continue
+        if prune:
+            given_back = by_key[(cand.layer, choice[cand.layer])].loss_alone if cand.layer in choice else 0.0
+            if cand.loss_alone > budget - current + given_back:
+                cand.status = "over the budget left (pruned, not checked end to end)"
+                continue
         trial = {**choice, cand.layer: cand.sub_len}
         loss = loss_of(trial)
         cand.loss_with_plan = loss
@@ -103,6 +112,6 @@ def greedy_search(candidates: list[Candidate], loss_of, budget: float, start: di
             continue
         if cand.layer in choice:
             by_key[(cand.layer, choice[cand.layer])].status = "replaced by a faster V"
-        choice, saved[cand.layer] = trial, cand.saving_ms
+        choice, saved[cand.layer], current = trial, cand.saving_ms, loss
         cand.status = "chosen"
     return choice, steps

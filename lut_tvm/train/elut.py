@@ -65,11 +65,11 @@ def elut_matmul(rows: torch.Tensor, centroids: torch.Tensor, weight_dn: torch.Te
     (module doc). ``tables [C, K, N]``, if given, replace ``P.W``."""
     if scales not in SCALES:
         raise LutTvmError(f"table scales {scales!r} are not one of {SCALES}")
-    num_codebooks, num_centroids, sub_len = centroids.shape
+    num_codebooks, _, sub_len = centroids.shape
     with torch.no_grad():
         dist = centroid_distances(rows.detach().reshape(len(rows), num_codebooks, sub_len), centroids.detach())
-        one_hot = F.one_hot(dist.argmin(-1), num_centroids).to(torch.float32)
-    hard = hard_output(one_hot, centroids, weight_dn, tables, scales, rows.dtype)
+        codes = dist.argmin(-1)  # read by embedding_bag: at V = 2 a one-hot matmul costs 8 dense layers
+    hard = hard_output(codes, centroids, weight_dn, tables, scales, rows.dtype)
     if not (torch.is_grad_enabled() and rows.requires_grad):
         return hard
     if tables is not None:

@@ -77,14 +77,20 @@ def centroid_distances(subs: torch.Tensor, centroids: torch.Tensor) -> torch.Ten
 
 
 def hard_output(one_hot, centroids, weight_dn, tables=None, granularity: str = "layer", dtype=torch.float32):
-    """The hard LUT output ``[M, N]`` for ``one_hot [M, C, K]`` codes: the INT8 tables of ``P.W``
-    (float64, or the free ``tables``) at ``granularity``, summed, times the scale; gradients reach
-    the centroids and weight through the tables (codes fixed, rounding straight through)."""
-    flat = (one_hot.shape[0], one_hot.shape[1] * one_hot.shape[2])
+    """The hard LUT output ``[M, N]`` for ``one_hot [M, C, K]`` codes (or the integer codes ``[M, C]``
+    themselves: the same sums, read by ``embedding_bag``, far cheaper than the one-hot matmul when
+    ``C*K >> D``): the INT8 tables of ``P.W`` (float64, or the free ``tables``) at ``granularity``,
+    summed, times the scale; gradients reach the centroids and weight through the tables (codes
+    fixed, rounding straight through)."""
     real = build_tables(centroids.double(), weight_dn.double()) if tables is None else tables
     levels, scale = quantize_tables(real, granularity)
     # Integer-valued float32 sums are exact (|acc| <= 127*C << 2**24): acc is the int32 accumulator.
-    acc = one_hot.reshape(flat) @ levels.to(torch.float32).reshape(flat[1], -1)
+    flat_levels = levels.to(torch.float32).reshape(levels.shape[0] * levels.shape[1], -1)
+    if not one_hot.is_floating_point():
+        index = one_hot + torch.arange(levels.shape[0], device=one_hot.device) * levels.shape[1]
+        acc = F.embedding_bag(index, flat_levels, mode="sum")
+    else:
+        acc = one_hot.reshape(one_hot.shape[0], -1) @ flat_levels
     return (acc * scale.to(torch.float32)).to(dtype)
 
 

@@ -98,6 +98,22 @@ class SentenceEncoder(MiniLMHidden):
         return F.normalize(pooled, dim=-1)
 
 
+class PooledEncoder(MiniLMHidden):
+    """``SentenceEncoder`` with static shapes when exported (``torch.export`` / ONNX: the whole
+    ``MAX_TOKENS``, padded tokens masked out of attention and pooling, so the embedding is the same):
+    what the optimizer imports. ``trim`` (eager only) drops the batch's all-padding tail first."""
+
+    trim = True
+
+    def forward(self, packed):
+        if self.trim and not (torch.compiler.is_exporting() or torch.jit.is_tracing()):
+            packed = packed[:, :, :max(int(packed[:, 1].long().sum(1).max()), 1)]
+        hidden = super().forward(packed)
+        weights = packed[:, 1].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled, dim=-1)
+
+
 class TopicModel(nn.Module):
     """Encoder + frozen topic head; ``forward`` gives logits and keeps the embedding in ``last_embedding``."""
 
@@ -219,13 +235,25 @@ def elut_rows(original: TopicModel, kmeans: nn.Module, x_distill: np.ndarray, me
     return frontier
 
 
+def fit_topic_head(encoder: nn.Module, x_train: np.ndarray, y_train, topics: int, seed: int) -> nn.Linear:
+    """The frozen topic head: a logistic regression (C = 10) on ``encoder``'s train embeddings, as a Linear."""
+    from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+
+    with torch.no_grad():
+        train_emb = torch.cat([encoder(xb) for xb in torch.from_numpy(x_train).split(64)]).numpy()
+    clf = LogisticRegression(C=10.0, max_iter=5000, random_state=seed).fit(train_emb, y_train)
+    head = nn.Linear(train_emb.shape[1], topics)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(clf.coef_.astype(np.float32)))
+        head.bias.copy_(torch.from_numpy(clf.intercept_.astype(np.float32)))
+    return head.requires_grad_(False).eval()
+
+
 def run(seed: int = 0, sub_len: int = 16, lutnn_epochs: int = 1, recon_epochs: int = 40, fraction: float = 0.01,
         log=print, quick: bool = False, rows=ROWS, elut_texts: int = 2048, elut_e2e_epochs: int = 1,
         elut_scales: str = "layer", previous: dict | None = None) -> dict:
     """The task's result; ``rows`` (a subset of ``ROWS``) are computed, the other learned rows are
     carried from ``previous`` (an earlier result with the same data, V and seed) if given."""
-    from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
-
     unknown = set(rows) - set(ROWS)
     if unknown:
         raise ValueError(f"minilm: unknown row group(s) {sorted(unknown)}; choose from {ROWS}")
@@ -249,14 +277,7 @@ def run(seed: int = 0, sub_len: int = 16, lutnn_epochs: int = 1, recon_epochs: i
         raise RuntimeError(f"MiniLM pooling does not match SentenceTransformer.encode (min cos {agreement})")
     del st_model
 
-    with torch.no_grad():
-        train_emb = torch.cat([encoder(xb) for xb in torch.from_numpy(x_train).split(64)]).numpy()
-    clf = LogisticRegression(C=10.0, max_iter=5000, random_state=seed).fit(train_emb, y_train)
-    head = nn.Linear(train_emb.shape[1], len(topics))
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(clf.coef_.astype(np.float32)))
-        head.bias.copy_(torch.from_numpy(clf.intercept_.astype(np.float32)))
-    head.requires_grad_(False)
+    head = fit_topic_head(encoder, x_train, y_train, len(topics), seed)
     original = TopicModel(encoder, head).eval()
     original_emb, original_logits = embed(original, x_test)
     sample = torch.from_numpy(x_test[:1])
