@@ -12,7 +12,6 @@ from lut_tvm.demo import load_digits_split
 
 SEED = 0
 # Few timing runs and two V values keep a whole optimize under ~20 s on a busy 2-core machine.
-FAST = dict(sub_lens=(4, 16), timing_number=5, timing_repeat=3, max_rows=1024)
 
 
 def pytest_collection_modifyitems(items):

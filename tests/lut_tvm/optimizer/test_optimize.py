@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import FAST
+from optimizer_settings import FAST
 
 import lut_tvm
 from lut_tvm.optimizer.evaluate import metric_value

@@ -10,7 +10,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import FAST
+from optimizer_settings import FAST
 
 import lut_tvm
 from lut_tvm.frontends import import_model
