@@ -111,13 +111,14 @@ def pick_conv_tiles(n_f: int, n_y: int, n_x: int, lanes: int, fr: int | None = N
 class Conv2dNCHW(ScheduleRule):
     """Direct conv2d with NCHW data and output, vectorized over output channels.
 
-    Loop nest: parallel(n, f_outer, y_outer, x_outer) -> [pad tile] -> rc, ry, rx ->
+    Loop nest: [pad, once] -> parallel(n, f_outer, y_outer, x_outer) -> rc, ry, rx ->
     unroll(y_inner, x_inner) -> vector(f_inner). The (y_inner x x_inner) x f_inner
     accumulator tile stays in registers (its local buffer is laid out channel-last); each
-    step broadcasts one input value per position against one weight vector. An OIHW weight
-    is repacked per call to [f_outer, rc, ry, rx, f_inner] (an HWIO weight, e.g. from
-    relay_passes.conv2d_weight_hwio, is used as is). The zero padding of the input tile is
-    materialized per parallel iteration, and the epilogue (bias, relu) runs at write-back.
+    step broadcasts one input value per position against one weight vector. The weight is
+    best packed [f_outer, rc, ry, rx, f_inner] at compile time (relay_passes.conv2d_weight_packed,
+    read as one contiguous stream per tile); an OIHW weight is repacked so per call, an HWIO
+    weight (relay_passes.conv2d_weight_hwio) is read in place. The zero-padded input is
+    materialized once per call, and the epilogue (bias, relu) runs at write-back.
     """
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool):
@@ -160,11 +161,8 @@ class Conv2dNCHW(ScheduleRule):
         leftover = inline_epilogue(sch, epilogue)
         outer = sch.fuse(nn, fo, yo, xo)
         sch.reverse_compute_at(wb, outer, preserve_unit_loops=True)
-        for pad in keep:
-            sch.compute_at(pad, outer, preserve_unit_loops=True)
-            pad_loops = sch.get_loops(pad)[1:]
-            if pad_loops:
-                attempt(sch, lambda s: s.vectorize(pad_loops[-1]))
+        for pad in keep:  # once per call: a pad tile per register tile would repeat it F / fr times
+            parallel_vectorize(sch, sch.get_loops(pad), lanes, work=work)
         if work >= MIN_PARALLEL_WORK and sch.get(outer).extent.value > 1:
             sch.parallel(outer)
         sch.unroll(yi)
