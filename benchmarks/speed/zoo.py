@@ -152,3 +152,41 @@ def prepare_zoo(folder: Path, name: str) -> dict:
             "schedules": {"tvm_dense": built["schedule"]} if built else {}, "lut_variants": {}, "failed": failed}
     write_json_atomic(folder / META, meta)
     return meta
+
+
+def _zoo_table(cases, timings, threads: int) -> list[str]:
+    lines = [f"### Model zoo, {threads} thread(s): median ms per call", "",
+             "| model | TVM dense ms | ORT fp32 ms | ORT int8 ms | TVM dense vs ORT fp32 | vs ORT int8 | "
+             "TVM error vs ORT fp32 | TVM schedule |", "|" + "---|" * 8]
+    for case in cases:
+        result = timings[threads]["cases"].get(case["key"])
+        if case["kind"] != "zoo" or result is None:
+            continue
+        ms = result["ms"]
+
+        def cell(name):
+            return "-" if ms.get(name) is None else f"{ms[name]:.2f}"
+
+        def ratio(peer):
+            return "-" if None in (ms.get(peer), ms.get("tvm_dense")) else f"{ms[peer] / ms['tvm_dense']:.2f}x"
+
+        err = result.get("relative_error_vs_pytorch", {}).get("tvm_dense")
+        lines.append(f"| {case['name']} | {cell('tvm_dense')} | {cell('ort_fp32')} | {cell('ort_int8')} | "
+                     f"{ratio('ort_fp32')} | {ratio('ort_int8')} | {'-' if err is None else f'{err:.1e}'} | "
+                     f"{case.get('schedules', {}).get('tvm_dense', '-')} |")
+    return lines + [""]
+
+
+def zoo_lines(cases, timings) -> list[str]:
+    """The ``## Model zoo`` section of ``speed.md``, or nothing when the group did not run."""
+    if not any(c["kind"] == "zoo" for c in cases):
+        return []
+    lines = ["## Model zoo (dense)", "",
+             "The ONNX package's model-zoo architectures (`onnx/backend/test/data/light`) with seeded random "
+             "He-scaled weights, batch 1, 224x224 (`benchmarks/speed/zoo.py`; the final softmax dropped, so the "
+             "outputs are logits). TVM dense = `lut_tvm.compile` of the ONNX file with no plan; ratios = ORT time / "
+             "TVM time (> 1: TVM faster). The error is the max abs difference to ONNX Runtime fp32's output over its "
+             "max abs value (there is no PyTorch model here).", ""]
+    for threads in sorted(timings):
+        lines += _zoo_table(cases, timings, threads)
+    return lines
