@@ -33,37 +33,52 @@ from .lut_layer_builder import rewrite_relax_functions
 
 # Without a current target (a pass run outside ``with target``): AVX-512's 16 float lanes.
 DEFAULT_LANES = 16
+# Grouped convs are packed only when a group's output channels fill a vector of at least this many lanes.
+MIN_GROUP_BLOCK = 8
 
 
-def pack_weight(weight: np.ndarray, padded: int, block: int) -> np.ndarray:
-    """OIHW ``weight`` with zero output channels up to ``padded``, as ``[padded / block, I, H, W, block]``."""
-    n_f = weight.shape[0]
-    if padded > n_f:
-        weight = np.concatenate([weight, np.zeros((padded - n_f, *weight.shape[1:]), weight.dtype)])
-    return np.ascontiguousarray(weight.reshape(padded // block, block, *weight.shape[1:]).transpose(0, 2, 3, 4, 1))
+def pack_weight(weight: np.ndarray, groups: int, group_padded: int, block: int) -> np.ndarray:
+    """OIHW ``weight`` of a conv with ``groups`` groups, each group's output channels zero-padded
+    to ``group_padded``, as ``[groups * group_padded / block, I / groups, H, W, block]``."""
+    per_group = weight.shape[0] // groups
+    parts = weight.reshape(groups, per_group, *weight.shape[1:])
+    if group_padded > per_group:
+        zeros = np.zeros((groups, group_padded - per_group, *weight.shape[1:]), weight.dtype)
+        parts = np.concatenate([parts, zeros], axis=1)
+    padded = parts.reshape(groups * group_padded // block, block, *weight.shape[1:])
+    return np.ascontiguousarray(padded.transpose(0, 2, 3, 4, 1))
 
 
-def packed_conv2d(data: te.Tensor, weight: te.Tensor, n_f: int, strides, padding, dilation) -> te.Tensor:
-    """TE of an NCHW conv2d with the packed weight ``[F' / fb, C, kh, kw, fb]``; ``n_f`` real output channels."""
-    n, c, h, w = (int(d) for d in data.shape)
-    f_blocks, _, kh, kw, block = (int(d) for d in weight.shape)
+def packed_conv2d(data: te.Tensor, weight: te.Tensor, groups: int, n_f: int, strides, padding,
+                  dilation) -> te.Tensor:
+    """TE of an NCHW conv2d with ``groups`` groups on the packed weight ``[G * F'_g / fb, C / G, kh, kw, fb]``
+    (``fb`` divides ``F'_g``, each group's output channels padded from ``n_f / G`` to ``F'_g``)."""
+    n, _, h, w = (int(d) for d in data.shape)
+    f_blocks, c_group, kh, kw, block = (int(d) for d in weight.shape)
+    blocks_per_group = f_blocks // groups
     (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dilation, padding
     oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
     if any((pt, pl, pb, pr)):
         data = topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr], name="pad_temp")
-    rc = te.reduce_axis((0, c), name="rc")
+    rc = te.reduce_axis((0, c_group), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
+
+    def channel(f):
+        return rc if groups == 1 else f // block // blocks_per_group * c_group + rc
+
     out = te.compute(
         (n, f_blocks * block, oh, ow),
         lambda b, f, y, x: te.sum(
-            data[b, rc, y * sh + ry * dh, x * sw + rx * dw] * weight[f // block, rc, ry, rx, f % block],
+            data[b, channel(f), y * sh + ry * dh, x * sw + rx * dw] * weight[f // block, rc, ry, rx, f % block],
             axis=[rc, ry, rx]),
         name="conv2d_nchw", tag="conv2d_nchw")
     if f_blocks * block == n_f:
         return out
-    return te.compute((n, n_f, oh, ow), lambda b, f, y, x: out[b, f, y, x], name="conv2d_slice")
+    per_group, group_padded = n_f // groups, f_blocks * block // groups
+    return te.compute((n, n_f, oh, ow), lambda b, f, y, x: out[b, f // per_group * group_padded + f % per_group, y, x],
+                      name="conv2d_slice")
 
 
 def _lanes() -> int:
@@ -89,20 +104,21 @@ class _PackWeight(PyExprMutator):
             and str(attrs.data_layout) == "NCHW"
             and str(attrs.kernel_layout) == "OIHW"
             and str(attrs.out_layout) == "NCHW"
-            and int(attrs.groups) == 1
         ):
             return call
         value = constant_value(weight)
         out_shape = static_shape(call)  # None unless data and output are static float32
+        groups = int(attrs.groups)
         if value.ndim != 4 or value.dtype != np.float32 or static_shape(data) is None or out_shape is None:
             return call
-        out_h, out_w = out_shape[2], out_shape[3]
-        n_f = value.shape[0]
-        padded = padded_channels(n_f, self.lanes)
-        block = pick_conv_tiles(padded, out_h, out_w, self.lanes)[0]
-        packed = relax.const(pack_weight(value, padded, block))
+        per_group = value.shape[0] // groups
+        group_padded = padded_channels(per_group, self.lanes)
+        block = pick_conv_tiles(group_padded, out_shape[2], out_shape[3], self.lanes)[0]
+        if groups > 1 and block < MIN_GROUP_BLOCK:
+            return call  # depthwise and narrow groups: not a vector of output channels per group
+        packed = relax.const(pack_weight(value, groups, group_padded, block))
         return self.builder_.call_te(
-            packed_conv2d, data, packed, n_f,
+            packed_conv2d, data, packed, groups, value.shape[0],
             [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation],
             primfunc_name_hint="conv2d")
 

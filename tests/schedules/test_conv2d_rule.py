@@ -112,7 +112,7 @@ def test_conv2d_matches_onnx_runtime(name, target_spec):
 def test_pack_weight_layout(n_f, block):
     weight, _ = _weights(5, n_f, 3, seed=n_f)
     padded = -(-n_f // block) * block
-    packed = pack_weight(weight, padded, block)
+    packed = pack_weight(weight, 1, padded, block)
     assert packed.shape == (padded // block, 5, 3, 3, block)
     f = np.arange(padded)
     expanded = packed[f // block, :, :, :, f % block]  # [padded, C, kh, kw]

@@ -1,9 +1,10 @@
-"""Register-blocked CPU schedule for conv2d with NCHW data (OIHW or HWIO weight; fused pad,
-bias add, relu)."""
+"""Register-blocked CPU schedule for conv2d with NCHW data (packed, OIHW or HWIO weight; groups
+on a packed weight; fused pad, bias add, relu)."""
 
 from __future__ import annotations
 
 from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
@@ -34,6 +35,15 @@ def _packed_weight(weight, f, rc, ry, rx) -> bool:
             and all(same_var(a, b) for a, b in zip(mins[1:4], (rc, ry, rx))))
 
 
+def _input_channel(expr, rc, f) -> bool:
+    """True for the input channel index of a conv: ``rc``, or ``group(f) + rc`` (a grouped conv
+    whose group offset depends on the output channel only)."""
+    if same_var(expr, rc):
+        return True
+    return (isinstance(expr, tirx.Add) and same_var(expr.b, rc)
+            and all(v.same_as(f) for v in collect_vars_used_in_prim_expr(expr.a)))
+
+
 def _conv_operands(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV):
     """(data read index, weight read index, weight layout "OIHW"/"HWIO"/"packed") of a conv2d
     NCHW block ``out[n, f, y, x] += data[n, rc, ..., ...] * weight[...]``, or None."""
@@ -51,7 +61,7 @@ def _conv_operands(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV):
     for d_pos, w_pos in ((0, 1), (1, 0)):
         data, weight = reads[d_pos], reads[w_pos]
         d_mins = [r.min for r in data.region]
-        if len(d_mins) != 4 or not (same_var(d_mins[0], n) and same_var(d_mins[1], rc)):
+        if len(d_mins) != 4 or not (same_var(d_mins[0], n) and _input_channel(d_mins[1], rc, f)):
             continue
         w_idx = index_vars(weight)
         name = "packed" if _packed_weight(weight, f, rc, ry, rx) else None
