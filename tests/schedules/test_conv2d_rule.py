@@ -27,42 +27,45 @@ RUNNABLE = [
         "avx2" not in host_cpu_flags(), reason="CPU has no AVX2")),
 ]
 
-# (C_in, C_out, H, W, kernel, stride, padding (top, left, bottom, right), dilation)
+# (C_in, C_out, H, W, kernel, stride, padding (top, left, bottom, right), dilation, groups)
 CASES = {
-    "stride2_pad_c3": (3, 16, 17, 17, 3, 2, (1, 1, 1, 1), 1),
-    "1x1_odd_spatial_f24": (8, 24, 13, 13, 1, 1, (0, 0, 0, 0), 1),
-    "7x7_stem": (3, 32, 23, 23, 7, 2, (3, 3, 3, 3), 1),
-    "dilation2": (16, 40, 12, 12, 3, 1, (2, 2, 2, 2), 2),
-    "asymmetric_pad_f20": (12, 20, 9, 11, 3, 1, (0, 1, 2, 1), 1),
-    "1x1_stride2_f100": (16, 100, 14, 14, 1, 2, (0, 0, 0, 0), 1),
-    "3x3_deep_7x7": (64, 64, 7, 7, 3, 1, (1, 1, 1, 1), 1),
+    "stride2_pad_c3": (3, 16, 17, 17, 3, 2, (1, 1, 1, 1), 1, 1),
+    "1x1_odd_spatial_f24": (8, 24, 13, 13, 1, 1, (0, 0, 0, 0), 1, 1),
+    "7x7_stem": (3, 32, 23, 23, 7, 2, (3, 3, 3, 3), 1, 1),
+    "dilation2": (16, 40, 12, 12, 3, 1, (2, 2, 2, 2), 2, 1),
+    "asymmetric_pad_f20": (12, 20, 9, 11, 3, 1, (0, 1, 2, 1), 1, 1),
+    "1x1_stride2_f100": (16, 100, 14, 14, 1, 2, (0, 0, 0, 0), 1, 1),
+    "3x3_deep_7x7": (64, 64, 7, 7, 3, 1, (1, 1, 1, 1), 1, 1),
+    "groups2_5x5": (12, 64, 11, 11, 5, 1, (2, 2, 2, 2), 1, 2),
+    "groups4_1x1_f34_per_group": (16, 136, 7, 7, 1, 1, (0, 0, 0, 0), 1, 4),
 }
 
 
 def _weights(c: int, f: int, k: int, seed: int):
+    """OIHW weight ``[f, c, k, k]`` (``c`` = input channels per group) and bias, seeded."""
     rng = np.random.default_rng(seed)
     weight = rng.normal(0, np.sqrt(2 / (c * k * k)), (f, c, k, k)).astype(np.float32)
     return weight, rng.normal(0, 0.1, f).astype(np.float32)
 
 
-def _relax_conv(x_shape, weight, bias, stride, padding, dilation) -> tvm.IRModule:
+def _relax_conv(x_shape, weight, bias, stride, padding, dilation, groups) -> tvm.IRModule:
     """conv2d (constant OIHW weight) + bias + relu, as the frontends emit it."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(x_shape, "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
             conv = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=[stride, stride], padding=list(padding),
-                                              dilation=[dilation, dilation]))
+                                              dilation=[dilation, dilation], groups=groups))
             biased = bb.emit(relax.op.add(conv, relax.const(bias.reshape(1, -1, 1, 1))))
             out = bb.emit_output(relax.op.nn.relu(biased))
         bb.emit_func_output(out)
     return bb.get()
 
 
-def _onnx_reference(x, weight, bias, stride, padding, dilation) -> np.ndarray:
+def _onnx_reference(x, weight, bias, stride, padding, dilation, groups) -> np.ndarray:
     """The same layer run by ONNX Runtime (ONNX pads are (top, left, bottom, right) for 2-D too)."""
     node = helper.make_node("Conv", ["x", "w", "b"], ["c"], strides=[stride, stride], pads=list(padding),
-                            dilations=[dilation, dilation])
+                            dilations=[dilation, dilation], group=groups)
     graph = helper.make_graph(
         [node, helper.make_node("Relu", ["c"], ["y"])], "conv",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
@@ -87,10 +90,10 @@ def _conv_funcs(mod: tvm.IRModule) -> list[tirx.PrimFunc]:
 @pytest.mark.parametrize("target_spec", RUNNABLE)
 @pytest.mark.parametrize("name", list(CASES))
 def test_conv2d_matches_onnx_runtime(name, target_spec):
-    c, f, h, w, k, stride, padding, dilation = CASES[name]
-    weight, bias = _weights(c, f, k, seed=len(name))
+    c, f, h, w, k, stride, padding, dilation, groups = CASES[name]
+    weight, bias = _weights(c // groups, f, k, seed=len(name))
     x = np.random.default_rng(1).normal(size=(1, c, h, w)).astype(np.float32)
-    mod = _relax_conv(x.shape, weight, bias, stride, padding, dilation)
+    mod = _relax_conv(x.shape, weight, bias, stride, padding, dilation, groups)
     target = tvm.target.Target(target_spec)
 
     with target:
@@ -102,22 +105,23 @@ def test_conv2d_matches_onnx_runtime(name, target_spec):
 
     vm = _tvm_compat.virtual_machine(build_relax(mod, target))
     got = vm["main"](_tvm_compat.to_device(x)).numpy()
-    want = _onnx_reference(x, weight, bias, stride, padding, dilation)
+    want = _onnx_reference(x, weight, bias, stride, padding, dilation, groups)
     assert got.shape == want.shape
     scale = float(np.abs(want).max())
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
 
 
-@pytest.mark.parametrize("n_f, block", [(24, 8), (100, 16), (64, 32)])
-def test_pack_weight_layout(n_f, block):
+@pytest.mark.parametrize("n_f, groups, block", [(24, 1, 8), (100, 1, 16), (64, 1, 32), (136, 4, 16), (64, 2, 32)])
+def test_pack_weight_layout(n_f, groups, block):
     weight, _ = _weights(5, n_f, 3, seed=n_f)
-    padded = -(-n_f // block) * block
-    packed = pack_weight(weight, 1, padded, block)
-    assert packed.shape == (padded // block, 5, 3, 3, block)
-    f = np.arange(padded)
-    expanded = packed[f // block, :, :, :, f % block]  # [padded, C, kh, kw]
-    np.testing.assert_array_equal(expanded[:n_f], weight)
-    assert not expanded[n_f:].any()
+    per_group = n_f // groups
+    group_padded = -(-per_group // block) * block
+    packed = pack_weight(weight, groups, group_padded, block)
+    assert packed.shape == (groups * group_padded // block, 5, 3, 3, block)
+    f = np.arange(groups * group_padded)
+    expanded = packed[f // block, :, :, :, f % block].reshape(groups, group_padded, 5, 3, 3)
+    np.testing.assert_array_equal(expanded[:, :per_group].reshape(weight.shape), weight)
+    assert not expanded[:, per_group:].any()
 
 
 @pytest.mark.parametrize("lanes", [8, 16])
