@@ -140,3 +140,21 @@ def test_padded_channels():
     assert padded_channels(64, 16) == 64
     assert padded_channels(20, 16) == 20  # 32 would add more than half
     assert padded_channels(24, 8) == 24
+
+
+def test_depthwise_conv_is_not_packed_and_matches_onnx_runtime():
+    """Depthwise convs (one output channel per group) stay with LegalizeOps' form and the fallback."""
+    c, h, k = 24, 10, 3
+    weight, bias = _weights(1, c, k, seed=3)
+    x = np.random.default_rng(2).normal(size=(1, c, h, h)).astype(np.float32)
+    mod = _relax_conv(x.shape, weight, bias, 1, (1, 1, 1, 1), 1, c)
+    target = tvm.target.Target(RUNNABLE[0].values[0] if "avx512f" in host_cpu_flags() else {"kind": "llvm"})
+    with target:
+        legalized = tvm.transform.Sequential(legalize_passes())(mod)
+    funcs = _conv_funcs(legalized)
+    assert funcs and all(5 not in _param_ranks(f) for f in funcs)
+    assert all(Conv2dNCHW().apply(f, target, False) is None for f in funcs)
+    vm = _tvm_compat.virtual_machine(build_relax(mod, target))
+    got = vm["main"](_tvm_compat.to_device(x)).numpy()
+    want = _onnx_reference(x, weight, bias, 1, (1, 1, 1, 1), 1, c)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))

@@ -15,6 +15,8 @@ from ._tiling import split_main_block
 
 # Most output positions per register tile (each costs one broadcast per reduction step).
 MAX_SPATIAL_TILE = 14
+# A tile narrower than this many columns (an awkward width such as 111 = 3 x 37) takes several rows.
+MIN_TILE_COLUMNS = 4
 
 
 def _is_block_index(expr, var, block: int, op) -> bool:
@@ -64,9 +66,11 @@ def _conv_operands(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV):
         if len(d_mins) != 4 or not (same_var(d_mins[0], n) and _input_channel(d_mins[1], rc, f)):
             continue
         w_idx = index_vars(weight)
+        # groups only on a packed weight, whose channel tile never straddles two groups
         name = "packed" if _packed_weight(weight, f, rc, ry, rx) else None
         for layout, want in layouts.items():
-            if w_idx and len(w_idx) == 4 and all(same_var(a, b) for a, b in zip(w_idx, want)):
+            if (w_idx and len(w_idx) == 4 and all(same_var(a, b) for a, b in zip(w_idx, want))
+                    and same_var(d_mins[1], rc)):
                 name = layout
         if name is not None:
             read_pos = [i for i, r in enumerate(stmt.reads) if r.source.same_as(data.source)]
@@ -93,7 +97,8 @@ def _divisors(n: int, limit: int) -> list[int]:
 
 def pick_conv_tiles(n_f: int, n_y: int, n_x: int, lanes: int, fr: int | None = None) -> tuple[int, int, int]:
     """(channel tile fr, row tile yr, column tile xr): fr output channels are one or two vectors;
-    yr x xr output positions share each weight vector load (yr > 1 only when xr covers a row).
+    yr x xr output positions share each weight vector load (yr > 1 only when xr covers a row or
+    is narrower than ``MIN_TILE_COLUMNS``: 2-D tiles measured slower otherwise).
 
     Each reduction step loads ``ceil(fr / lanes)`` weight vectors and broadcasts one input per
     position for ``ceil(fr / lanes) * yr * xr`` FMAs: the tile maximizes lane use x the FMA share
@@ -109,7 +114,7 @@ def pick_conv_tiles(n_f: int, n_y: int, n_x: int, lanes: int, fr: int | None = N
         n_vec = -(-block // lanes)
         cap = max(1, budget // n_vec)
         for xr in _divisors(n_x, min(cap, MAX_SPATIAL_TILE)):
-            for yr in (_divisors(n_y, cap // xr) if xr == n_x else [1]):
+            for yr in (_divisors(n_y, cap // xr) if xr == n_x or xr < MIN_TILE_COLUMNS else [1]):
                 acc = n_vec * xr * yr
                 score = (block / (n_vec * lanes)) * min(1.0, acc / (n_vec + xr * yr)) * min(1.0, acc / 8)
                 key = (round(score, 3), acc, block)
