@@ -1,18 +1,20 @@
-"""Conv2dWeightPacked: NCHW conv2ds on constant weights as a conv reading a channel-blocked weight packed at compile time.
+"""Conv2dWeightPacked: constant-weight NCHW conv2ds read a channel-blocked weight packed at compile time.
 
-Before: ``relax.nn.conv2d(x, w)`` with data/out layout NCHW, kernel layout OIHW, groups 1 and a
-constant float32 ``w`` of shape ``[F, C, kh, kw]`` (what the torch and ONNX frontends emit; run
-after the LUT rewrite passes, which match conv2d weights in OIHW, and before ``LegalizeOps``).
+Before: ``relax.nn.conv2d(x, w)`` with data/out layout NCHW, kernel layout OIHW and a constant
+float32 ``w`` of shape ``[F, C / G, kh, kw]`` (what the torch and ONNX frontends emit; run after
+the LUT rewrite passes, which match conv2d weights in OIHW, and before ``LegalizeOps``).
 After: ``call_tir`` of a ``conv2d`` PrimFunc (a pad block only where there is padding, then the
-``conv2d_nchw`` reduction ``out[n, f, y, x] += pad[n, rc, y*sh + ry*dh, x*sw + rx*dw] *
+``conv2d_nchw`` reduction ``out[n, f, y, x] += pad[n, group(f) + rc, y*sh + ry*dh, x*sw + rx*dw] *
 wp[f // fb, rc, ry, rx, f % fb]``) whose weight ``wp`` is ``w`` packed at compile time to
-``[F' / fb, C, kh, kw, fb]``. ``fb`` is the output-channel tile that the conv2d schedule rule
-(schedules/rules/dense_ops/conv2d_nchw.py) picks for the current target and shape, so that its
-register-blocked micro-kernel streams the weight contiguously (an HWIO or OIHW weight is read
-with large strides, which the hardware prefetchers do not follow: dense ResNet-50 lost about
-half its time to it). ``F'`` is ``F`` rounded up to whole vectors (zero channels, sliced off
-by a last ``conv2d_slice`` block) when that costs at most half the channels more. Convs with a
-non-constant weight, groups, other layouts or dtypes are left to ``LegalizeOps`` unchanged.
+``[G * F'_g / fb, C / G, kh, kw, fb]``. ``fb`` is the output-channel tile that the conv2d schedule
+rule (schedules/rules/dense_ops/conv2d_nchw.py) picks for the current target and shape, so that
+its register-blocked micro-kernel streams the weight contiguously (an HWIO or OIHW weight is read
+with large strides, which the hardware prefetchers do not follow: dense ResNet-50 lost about half
+its time to it). ``F'_g`` is a group's ``F / G`` output channels rounded up to whole vectors (zero
+channels, dropped by a last ``conv2d_slice`` block) when that costs at most half the channels
+more. Left to ``LegalizeOps`` unchanged: convs with a non-constant weight, other layouts or
+dtypes, dynamic shapes, and grouped convs whose groups have too few output channels for a vector
+(depthwise convs).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ SqueezeNet, VGG-19 and ZFNet-512 under ``onnx/backend/test/data/light`` with eve
 conv and Gemm weights He-scaled (normal, std ``sqrt(2 / fan_in)``) so that activations stay
 finite through 50+ layers, BatchNorm scale and variance in [0.5, 1.5], means, shifts and biases
 small (std 0.05); the graph's inputs are reduced to the image and the final softmax is dropped
-(random weights saturate it, which would hide any numerical difference): the models return logits. Timed like the other model cases:
-TVM dense (``lut_tvm.compile`` of the ONNX file, no plan) against ONNX Runtime fp32 and dynamic
+(random weights saturate it, which would hide any numerical difference): the models return
+logits. Timed like the other model cases: TVM dense (``lut_tvm.compile`` of the ONNX file, no plan) against ONNX Runtime fp32 and dynamic
 int8; there is no PyTorch model, so the ONNX Runtime fp32 output (``reference.npy``) is what the
 others are checked against.
 """
