@@ -13,6 +13,7 @@ import tvm
 from tvm import relax
 
 from relay_passes.conv2d_weight_hwio import Conv2dWeightHWIO
+from relay_passes.conv2d_weight_packed import Conv2dWeightPacked
 from relay_passes.fast_math import FastMath
 from relay_passes.fuse_exact_bias import FuseExactBias
 from relay_passes.fuse_lut_epilogue import FuseLUTEpilogue
@@ -111,6 +112,7 @@ def legalize_passes(fast_math: bool = True) -> list:
     ``fast_math`` GELU/softmax/exp/erf/tanh in their vectorizable forms first (``FastMath``)."""
     return [
         *([FastMath()] if fast_math else []),
+        Conv2dWeightPacked(),
         Conv2dWeightHWIO(),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),

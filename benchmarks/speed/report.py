@@ -8,6 +8,7 @@ from .accuracy_points import accuracy_points
 from .exact_report import exact_lines
 from .goals import PEER_NAMES, case_name, evaluate_goals, lookup_fraction, lut_rows, speedup
 from .plots import write_accuracy_plot, write_speed_plot
+from .zoo import zoo_lines
 from lut_tvm.files import write_json_atomic, write_text_atomic
 
 LOAD_WARNING = 1.5
@@ -197,6 +198,7 @@ def write_report(cases, timings, machine, versions, peak, settings, out_dir: Pat
             lines += _model_tables(cases, timings, t)
         lines += _plan_lines(cases)
     lines += exact_lines(cases, timings)
+    lines += zoo_lines(cases, timings)
     if points:
         lines += _accuracy_lines(points)
     regressions = [(case_name(c), t, n, ms) for t in sorted(timings) for c in cases

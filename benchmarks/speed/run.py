@@ -1,12 +1,13 @@
 """Speed benchmark: LUT kernels and whole models vs PyTorch fp32, ONNX Runtime fp32 / int8 and TVM dense.
 
-    python -m benchmarks.speed [--threads 1 2] [--only kernels|models|exact] [--repeat N] [--quick]
+    python -m benchmarks.speed [--threads 1 2] [--only kernels|models|exact|zoo] [--repeat N] [--quick]
                                [--minilm-v 16 32] [--work DIR] [--out DIR]
 
 Writes ``benchmarks/results/speed.json``, ``speed.md``, ``speed.png`` and ``speed_accuracy.png``
 (``--quick``: a subset of cases and tiny repeat counts, numbers meaningless, under
 ``benchmarks/results/quick/``). Every framework's artifact is built first in this process
-(``prepare``, ``kernels``, ``models``; the exact LUT-NA group: ``exact``, ``exact_models``); then one
+(``prepare``, ``kernels``, ``models``; the exact LUT-NA group: ``exact``, ``exact_models``; the
+model-zoo group: ``zoo``); then one
 worker process per thread count and framework group (PyTorch, ONNX Runtime, TVM) times them
 (``worker``): TVM's thread count is fixed when its pool starts, and no framework is timed while
 another's idle pool spins on the same cores. A peer that ran slower at N threads than at 1 gets no
@@ -42,8 +43,9 @@ def cpu_seconds() -> float:
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--only", choices=("kernels", "models", "exact"),
-                        help="run one group only (exact: LUT-NA exact-mode kernels and VGG-11)")
+    parser.add_argument("--only", choices=("kernels", "models", "exact", "zoo"),
+                        help="run one group only (exact: LUT-NA exact-mode kernels and VGG-11; zoo: the ONNX "
+                             "model-zoo architectures, dense, with random weights)")
     parser.add_argument("--repeat", type=int, help=f"timed samples per framework and case (default {ROUNDS}, "
                         f"quick {QUICK_ROUNDS}); the tables give their median")
     parser.add_argument("--quick", action="store_true",
@@ -97,6 +99,11 @@ def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
                  for case in exact_cases]
         if not args.quick:
             jobs.append((work / "exact" / "vgg11", prepare_exact_vgg))
+    if args.only in (None, "zoo"):
+        from .zoo import ZOO_MODELS, prepare_zoo  # pylint: disable=import-outside-toplevel
+
+        jobs += [(work / "zoo" / name, lambda f, n=name: prepare_zoo(f, n))
+                 for name in (("squeezenet",) if args.quick else ZOO_MODELS)]
     from benchmarks.common.peers import failure_text  # pylint: disable=import-outside-toplevel
 
     folders, reused = [], []

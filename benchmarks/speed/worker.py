@@ -84,6 +84,10 @@ def torch_reference(folder: Path, meta: dict, example: np.ndarray):
     from .exact_models import LUTNA_BUILDER, lutna_torch_model  # pylint: disable=import-outside-toplevel
     from .models import load_torch_model  # pylint: disable=import-outside-toplevel
 
+    from .zoo import REFERENCE, ZOO_BUILDER  # pylint: disable=import-outside-toplevel
+
+    if meta["torch"]["builder"] == ZOO_BUILDER:  # no PyTorch model: ONNX Runtime fp32's output is the reference
+        return None, np.load(folder / REFERENCE)
     load = lutna_torch_model if meta["torch"]["builder"] == LUTNA_BUILDER else load_torch_model
     run = torch_runner(load(meta, folder), example)
     return run, first_output(run())
@@ -118,7 +122,7 @@ def measure_case(folder: Path, threads: int, rounds: int, min_sample_s: float, g
     torch.set_num_threads(threads if group == "pytorch" else 1)
     torch_run, want = torch_reference(folder, meta, example)
     if group == "pytorch":
-        runners, luts = {"pytorch": torch_run}, {}
+        runners, luts = ({"pytorch": torch_run} if torch_run else {}), {}
     else:
         runners, luts = case_runners(folder, meta, threads, group, example)
     errors = {name: relative_error(first_output(fn()), want) for name, fn in runners.items() if name != "pytorch"}

@@ -82,11 +82,22 @@ def attempt(sch: s_tir.Schedule, step: Callable[[s_tir.Schedule], object]) -> bo
         return False
 
 
+def _elements(buffer) -> int | None:
+    dims = [int(d) if isinstance(d, tirx.IntImm) else None for d in buffer.shape]
+    return None if None in dims else prod(dims)
+
+
 def reverse_inline(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
     """``reverse_compute_inline`` of ``block``, unless a producer's output is also read by
-    another block: TVM 0.27 then inlines anyway and that output is never written (the build
-    fails with "buffer used before its definition"). True if inlined."""
-    if any(len(sch.get_consumers(p)) != 1 for p in sch.get_producers(block)):
+    another block (TVM 0.27 then inlines anyway and that output is never written: the build
+    fails with "buffer used before its definition") or ``block`` writes fewer elements than a
+    producer does (a slice: TVM 0.27 inlines it over the producer's whole domain and writes
+    past the end of the output). True if inlined."""
+    producers = sch.get_producers(block)
+    if any(len(sch.get_consumers(p)) != 1 for p in producers):
+        return False
+    out = _elements(sch.get(block).writes[0].source) if sch.get(block).writes else None
+    if any(out is None or _elements(w.source) != out for p in producers for w in sch.get(p).writes):
         return False
     return attempt(sch, lambda s: s.reverse_compute_inline(block))
 

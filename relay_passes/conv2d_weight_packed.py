@@ -1,0 +1,133 @@
+"""Conv2dWeightPacked: constant-weight NCHW conv2ds read a channel-blocked weight packed at compile time.
+
+Before: ``relax.nn.conv2d(x, w)`` with data/out layout NCHW, kernel layout OIHW and a constant
+float32 ``w`` of shape ``[F, C / G, kh, kw]`` (what the torch and ONNX frontends emit; run after
+the LUT rewrite passes, which match conv2d weights in OIHW, and before ``LegalizeOps``).
+After: ``call_tir`` of a ``conv2d`` PrimFunc (a pad block only where there is padding, then the
+``conv2d_nchw`` reduction ``out[n, f, y, x] += pad[n, group(f) + rc, y*sh + ry*dh, x*sw + rx*dw] *
+wp[f // fb, rc, ry, rx, f % fb]``) whose weight ``wp`` is ``w`` packed at compile time to
+``[G * F'_g / fb, C / G, kh, kw, fb]``. ``fb`` is the output-channel tile that the conv2d schedule
+rule (schedules/rules/dense_ops/conv2d_nchw.py) picks for the current target and shape, so that
+its register-blocked micro-kernel streams the weight contiguously (an HWIO or OIHW weight is read
+with large strides, which the hardware prefetchers do not follow: dense ResNet-50 lost about half
+its time to it). ``F'_g`` is a group's ``F / G`` output channels rounded up to whole vectors (zero
+channels, dropped by a last ``conv2d_slice`` block) when that costs at most half the channels
+more. Left to ``LegalizeOps`` unchanged: convs with a non-constant weight, other layouts or
+dtypes, dynamic shapes, and grouped convs whose groups have too few output channels for a vector
+(depthwise convs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax, te, topi
+from tvm.ir import IRModule, Op
+from tvm.ir.transform import PassContext, module_pass
+from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.target import Target
+
+from lut_tvm._tvm_compat import constant_value, is_constant
+from lut_tvm.target_features import target_features
+from schedules.rules.dense_ops.conv2d_nchw import padded_channels, pick_conv_tiles
+
+from .layer_sites import static_shape
+from .lut_layer_builder import rewrite_relax_functions
+
+# Without a current target (a pass run outside ``with target``): AVX-512's 16 float lanes.
+DEFAULT_LANES = 16
+# Grouped convs are packed only when a group's output channels fill a vector of at least this many lanes.
+MIN_GROUP_BLOCK = 8
+
+
+def pack_weight(weight: np.ndarray, groups: int, group_padded: int, block: int) -> np.ndarray:
+    """OIHW ``weight`` of a conv with ``groups`` groups, each group's output channels zero-padded
+    to ``group_padded``, as ``[groups * group_padded / block, I / groups, H, W, block]``."""
+    per_group = weight.shape[0] // groups
+    parts = weight.reshape(groups, per_group, *weight.shape[1:])
+    if group_padded > per_group:
+        zeros = np.zeros((groups, group_padded - per_group, *weight.shape[1:]), weight.dtype)
+        parts = np.concatenate([parts, zeros], axis=1)
+    padded = parts.reshape(groups * group_padded // block, block, *weight.shape[1:])
+    return np.ascontiguousarray(padded.transpose(0, 2, 3, 4, 1))
+
+
+def packed_conv2d(data: te.Tensor, weight: te.Tensor, groups: int, n_f: int, strides, padding,
+                  dilation) -> te.Tensor:
+    """TE of an NCHW conv2d with ``groups`` groups on the packed weight ``[G * F'_g / fb, C / G, kh, kw, fb]``
+    (``fb`` divides ``F'_g``, each group's output channels padded from ``n_f / G`` to ``F'_g``)."""
+    n, _, h, w = (int(d) for d in data.shape)
+    f_blocks, c_group, kh, kw, block = (int(d) for d in weight.shape)
+    blocks_per_group = f_blocks // groups
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dilation, padding
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    if any((pt, pl, pb, pr)):
+        data = topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr], name="pad_temp")
+    rc = te.reduce_axis((0, c_group), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    def channel(f):
+        return rc if groups == 1 else f // block // blocks_per_group * c_group + rc
+
+    out = te.compute(
+        (n, f_blocks * block, oh, ow),
+        lambda b, f, y, x: te.sum(
+            data[b, channel(f), y * sh + ry * dh, x * sw + rx * dw] * weight[f // block, rc, ry, rx, f % block],
+            axis=[rc, ry, rx]),
+        name="conv2d_nchw", tag="conv2d_nchw")
+    if f_blocks * block == n_f:
+        return out
+    per_group, group_padded = n_f // groups, f_blocks * block // groups
+    return te.compute((n, n_f, oh, ow), lambda b, f, y, x: out[b, f // per_group * group_padded + f % per_group, y, x],
+                      name="conv2d_slice")
+
+
+def _lanes() -> int:
+    target = Target.current(allow_none=True)
+    return target_features(target).vector_lanes(32) if target is not None else DEFAULT_LANES
+
+
+@mutator
+class _PackWeight(PyExprMutator):
+    def __init__(self, mod: IRModule):
+        super().__init__(mod)
+        self.conv2d_op = Op.get("relax.nn.conv2d")
+        self.lanes = _lanes()
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
+        call = super().visit_call_(call)
+        if call.op != self.conv2d_op:
+            return call
+        attrs = call.attrs
+        data, weight = call.args
+        if not (
+            is_constant(weight)
+            and str(attrs.data_layout) == "NCHW"
+            and str(attrs.kernel_layout) == "OIHW"
+            and str(attrs.out_layout) == "NCHW"
+        ):
+            return call
+        value = constant_value(weight)
+        out_shape = static_shape(call)  # None unless data and output are static float32
+        groups = int(attrs.groups)
+        if value.ndim != 4 or value.dtype != np.float32 or static_shape(data) is None or out_shape is None:
+            return call
+        per_group = value.shape[0] // groups
+        group_padded = padded_channels(per_group, self.lanes)
+        block = pick_conv_tiles(group_padded, out_shape[2], out_shape[3], self.lanes)[0]
+        if groups > 1 and block < MIN_GROUP_BLOCK:
+            return call  # depthwise and narrow groups: not a vector of output channels per group
+        packed = relax.const(pack_weight(value, groups, group_padded, block))
+        return self.builder_.call_te(
+            packed_conv2d, data, packed, groups, value.shape[0],
+            [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation],
+            primfunc_name_hint="conv2d")
+
+
+@module_pass(opt_level=0, name="Conv2dWeightPacked")
+class Conv2dWeightPacked:
+    """Constant-weight NCHW conv2ds to a conv2d PrimFunc on a compile-time packed weight."""
+
+    def transform_module(self, mod: IRModule, _ctx: PassContext) -> IRModule:
+        return rewrite_relax_functions(mod, _PackWeight(mod))
