@@ -31,7 +31,7 @@ from lut_tvm.target_features import target_features
 from schedules.rules.dense_ops.conv2d_nchw import padded_channels, pick_conv_tiles
 
 from .layer_sites import static_shape
-from .lut_layer_builder import rewrite_relax_functions
+from .planned_rewriter import rewrite_relax_functions
 
 # Without a current target (a pass run outside ``with target``): AVX-512's 16 float lanes.
 DEFAULT_LANES = 16
