@@ -57,6 +57,17 @@ def write_text_atomic(path, text: str) -> Path:
     return path
 
 
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """A matplotlib figure written atomically at ``path`` (format from its suffix), then closed."""
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def write_json_atomic(path, payload, indent: int = 1) -> Path:
     """``payload`` as indented JSON at ``path`` (values JSON cannot hold written with ``str``)."""
     return write_text_atomic(path, json.dumps(payload, indent=indent, default=str))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lut_tvm.files import save_figure
+
 
 def short(name: str) -> str:
     """``3.attention.self.query`` for ``[0.]bert.encoder.layer.3.attention.self.query``."""
@@ -210,8 +212,4 @@ def plot(result: dict, path: Path):
     ax.set_title("all-MiniLM-L6-v2: cosine-latency frontier")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lut_tvm.files import save_figure
+
 BUDGET_SECONDS = 15 * 60
 GOAL_POINTS = 1.0
 GOAL_GAP = 2 / 3
@@ -177,7 +179,7 @@ def _task_section(result: dict) -> list[str]:
                      f"{info['batch']} samples a batch); the torch forward's in brackets where it differs. Latency: "
                      f"the whole compiled model, one batch of {info['batch']}, {info['threads']} thread(s), "
                      f"{info.get('timing', 'median')}")
-    lines += ["", (f"| method | topic acc | mean cosine | min cosine |" if has_cos else "| method | accuracy |")
+    lines += ["", ("| method | topic acc | mean cosine | min cosine |" if has_cos else "| method | accuracy |")
               + (" compiled ms / batch |" if compiled else "")
               + " model bytes | LUT layers vs their fp32 weights | MFLOP / " + unit
               + " (dense + encode) | lookups / " + unit + " | training time |",
@@ -297,9 +299,7 @@ def write_plot(results: list[dict], path: Path) -> Path | None:
     fig.suptitle("Original vs k-means only vs learned LUT centroids (dashed line: original - 1 point)",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(results: list[dict], out_dir: Path) -> list[Path]:

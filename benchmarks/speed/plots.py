@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from lut_tvm.files import save_figure
 
 from .goals import PEER_NAMES, case_name, lut_rows, speedup
 
@@ -18,13 +19,6 @@ def _pyplot():
         print("matplotlib is not installed (pip install -e .[bench]): no plot")
         return None
     return plt
-
-
-def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    return path
 
 
 def write_speed_plot(cases: list[dict], timings: dict, path: Path) -> Path | None:
@@ -62,9 +56,7 @@ def write_speed_plot(cases: list[dict], timings: dict, path: Path) -> Path | Non
     axes[0][0].invert_yaxis()  # the y axis is shared: invert it once, first case on top
     fig.suptitle("LUT vs PyTorch fp32, ORT fp32, ORT int8, TVM dense (grey: goals 8x, 3x, 1.5x)", fontsize=10)
     fig.tight_layout()
-    saved = _save(fig, path)
-    plt.close(fig)
-    return saved
+    return save_figure(fig, path)
 
 
 def write_accuracy_plot(points: dict, path: Path) -> Path | None:
@@ -95,6 +87,4 @@ def write_accuracy_plot(points: dict, path: Path) -> Path | None:
     fig.suptitle("Accuracy vs latency: fp32 (blue), ORT int8 (orange), LUT (green; squares: learned centroids)",
                  fontsize=9)
     fig.tight_layout()
-    saved = _save(fig, path)
-    plt.close(fig)
-    return saved
+    return save_figure(fig, path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..files import write_json_atomic, write_text_atomic
+from ..files import save_figure, write_json_atomic, write_text_atomic
 from .layers import num_centroids_of
 
 NOTES = [
@@ -169,11 +169,7 @@ def plot_frontier(report: dict, path: Path) -> Path | None:
     ax.set_title("accuracy-latency frontier")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(report: dict, folder) -> list[Path]:
