@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import relax
-from tvm.ir import IRModule, Op
+from tvm.ir import IRModule
 from tvm.ir.transform import PassContext, module_pass
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from lut_tvm._tvm_compat import constant_value, is_constant
+from lut_tvm._tvm_compat import constant_value
 
+from .layer_sites import is_constant_nchw_conv2d
 from .planned_rewriter import rewrite_relax_functions
 
 
@@ -26,22 +27,13 @@ from .planned_rewriter import rewrite_relax_functions
 class _WeightToHWIO(PyExprMutator):
     def __init__(self, mod: IRModule):
         super().__init__(mod)
-        self.conv2d_op = Op.get("relax.nn.conv2d")
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
-        if call.op != self.conv2d_op:
+        if not is_constant_nchw_conv2d(call) or int(call.attrs.groups) != 1:
             return call
         attrs = call.attrs
         data, weight = call.args
-        if not (
-            is_constant(weight)
-            and str(attrs.data_layout) == "NCHW"
-            and str(attrs.kernel_layout) == "OIHW"
-            and str(attrs.out_layout) == "NCHW"
-            and int(attrs.groups) == 1
-        ):
-            return call
         value = constant_value(weight)
         if value.ndim != 4 or value.dtype != np.float32:
             return call

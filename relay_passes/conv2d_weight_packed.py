@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import relax, te, topi
-from tvm.ir import IRModule, Op
+from tvm.ir import IRModule
 from tvm.ir.transform import PassContext, module_pass
 from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.target import Target
 
-from lut_tvm._tvm_compat import constant_value, is_constant
+from lut_tvm._tvm_compat import constant_value
 from lut_tvm.target_features import target_features
 from schedules.rules.dense_ops.conv2d_nchw import padded_channels, pick_conv_tiles
 
-from .layer_sites import static_shape
+from .layer_sites import is_constant_nchw_conv2d, static_shape
 from .planned_rewriter import rewrite_relax_functions
 
 # Without a current target (a pass run outside ``with target``): AVX-512's 16 float lanes.
@@ -92,22 +92,14 @@ def _lanes() -> int:
 class _PackWeight(PyExprMutator):
     def __init__(self, mod: IRModule):
         super().__init__(mod)
-        self.conv2d_op = Op.get("relax.nn.conv2d")
         self.lanes = _lanes()
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
-        if call.op != self.conv2d_op:
+        if not is_constant_nchw_conv2d(call):
             return call
         attrs = call.attrs
         data, weight = call.args
-        if not (
-            is_constant(weight)
-            and str(attrs.data_layout) == "NCHW"
-            and str(attrs.kernel_layout) == "OIHW"
-            and str(attrs.out_layout) == "NCHW"
-        ):
-            return call
         value = constant_value(weight)
         out_shape = static_shape(call)  # None unless data and output are static float32
         groups = int(attrs.groups)

@@ -47,6 +47,15 @@ def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
         return None
 
 
+def is_constant_nchw_conv2d(call: relax.Expr) -> bool:
+    """Whether ``call`` is a ``relax.nn.conv2d`` with a constant weight, NCHW data and output, OIHW weight."""
+    if not _is_op(call, "relax.nn.conv2d"):
+        return False
+    attrs = call.attrs
+    return (is_constant(call.args[1]) and str(attrs.data_layout) == "NCHW"
+            and str(attrs.kernel_layout) == "OIHW" and str(attrs.out_layout) == "NCHW")
+
+
 def _is_op(call: relax.Expr, name: str) -> bool:
     return isinstance(call, relax.Call) and isinstance(call.op, Op) and call.op.name == name
 
