@@ -57,7 +57,8 @@ def cmd_optimize(args) -> None:
 
     result = optimize(args.model, calibration, x, y, budget=args.budget, metric=args.metric,
                       target=args.target, cache_dir=args.cache_dir or user_cache_dir("optimize"), sub_lens=args.sub_lens,
-                      layers=args.only, batch=args.batch, timing_repeat=args.repeat, seed=args.seed)
+                      layers=args.only, batch=args.batch, timing_repeat=args.repeat, seed=args.seed,
+                      peers=not args.no_peers, prune=args.prune)
     report_dir = Path(args.report) if args.report else Path(args.output).with_suffix("").with_name(
         Path(args.output).stem + "_report")
     written = result.save(args.output, report_dir)
@@ -110,4 +111,9 @@ def register(sub) -> None:
     opt.add_argument("--batch", type=int, default=None, help="batch to import an ONNX model with dynamic batch at")
     opt.add_argument("--repeat", type=int, default=5, help="timing repeats per kernel (median; default 5)")
     opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--prune", action="store_true",
+                     help="skip a candidate whose loss alone already exceeds the budget left (fewer whole-model "
+                     "checks: for models whose evaluation is slow)")
+    opt.add_argument("--no-peers", action="store_true",
+                     help="do not time the original model in PyTorch and ONNX Runtime for the report")
     opt.set_defaults(func=cmd_optimize)

@@ -47,9 +47,10 @@ def test_cli_end_to_end(files, suffix, metric, monkeypatch):
     # the .pt2 run uses the default cache folder, under the user's cache (XDG_CACHE_HOME)
     monkeypatch.setenv("XDG_CACHE_HOME", str(files / f"xdg_{suffix}"))
     cache = ["--cache-dir", str(files / "cache")] if suffix == "onnx" else []
+    quick = ["--no-peers", "--prune"] if suffix == "pt2" else []  # the .pt2 run: without the peers' rows
     code, out, err = run_cli(["optimize", str(files / f"mlp.{suffix}"), "--calibration", str(files / "cal.npy"),
                               "--eval", str(evaluation), "--metric", metric, "--budget", "3",
-                              "--sub-lens", "16", "--repeat", "2", *cache, "-o", str(plan_path)])
+                              "--sub-lens", "16", "--repeat", "2", *cache, *quick, "-o", str(plan_path)])
     assert code == 0, err
     default_cache = files / f"xdg_{suffix}" / "lut_tvm" / "optimize"
     assert bool(list(default_cache.glob("*.json"))) == (suffix == "pt2")
@@ -62,6 +63,7 @@ def test_cli_end_to_end(files, suffix, metric, monkeypatch):
     assert report["original_metric"] - report["chosen_metric_compiled"] <= 3
     assert {r["layer"] for r in report["layers"]} == {"fc1", "fc2", "fc3"}
     assert f"{metric}: original" in out and "wrote" in out
+    assert bool(report["peers"]) == (suffix == "onnx")
 
 
 @pytest.mark.parametrize("evaluation,args,message", [
