@@ -138,7 +138,8 @@ def test_pick_conv_tiles_fit(n_f, n_y, n_x, lanes):
 def test_padded_channels():
     assert padded_channels(1000, 16) == 1008
     assert padded_channels(64, 16) == 64
-    assert padded_channels(20, 16) == 20  # 32 would add more than half
+    assert padded_channels(20, 16) == 32  # whole vectors, even at 60% more channels
+    assert padded_channels(7, 16) == 7  # under half a vector: left as it is
     assert padded_channels(24, 8) == 24
 
 
