@@ -64,8 +64,9 @@ class LutLayerConstants:
         return const(self.tables_q.transpose(2, 0, 1))
 
 
-def use_shuffle_lookup(rows: int, consts: LutLayerConstants) -> bool:
-    """Whether the byte-shuffle lookup serves this layer on the current target.
+def use_shuffle_lookup(rows: int, num_centroids: int) -> bool:
+    """Whether the byte-shuffle lookup (and the row encode before it) serves a layer of ``rows`` rows
+    and ``num_centroids`` centroids on the current target.
 
     It needs a target with a lookup intrinsic for the layer's K (a 16-byte shuffle for K = 16,
     AVX-512 VBMI ``vpermb`` for K = 32 / 64) and at least ``MIN_SHUFFLE_ROWS`` rows (the kernel
@@ -75,7 +76,7 @@ def use_shuffle_lookup(rows: int, consts: LutLayerConstants) -> bool:
     1.1-1.7 ms (dense TVM 10 ms).
     """
     target = tvm.target.Target.current(allow_none=True)
-    intrin = lookup_intrin_for_target(target, consts.num_centroids) if target is not None else None
+    intrin = lookup_intrin_for_target(target, num_centroids) if target is not None else None
     return intrin is not None and rows >= MIN_SHUFFLE_ROWS
 
 

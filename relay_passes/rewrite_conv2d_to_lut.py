@@ -58,6 +58,6 @@ class RewriteConv2dToLUT(PlannedRewritePass):
         batch, _, height, width = site.input_shape
         out_h, out_w = site.geometry.output_hw(height, width)
         out_shape = (batch, consts.out_features, out_h, out_w)
-        if use_shuffle_lookup(batch * out_h * out_w, consts):
+        if use_shuffle_lookup(batch * out_h * out_w, consts.num_centroids):
             return _emit_conv2d_shuffle(builder, call.args[0], site, consts, out_shape)
         return _emit_conv2d_gather(builder, call.args[0], site, consts, out_shape)

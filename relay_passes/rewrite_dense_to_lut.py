@@ -28,7 +28,7 @@ from .planned_rewriter import PlannedRewritePass, emit_on_rows
 def _lookup_rows(builder: relax.BlockBuilder, data, rows: int, consts: LutLayerConstants) -> relax.Expr:
     """Encode + lookup of ``data [rows, D]``: the ``[rows, N]`` call."""
     out_shape = (rows, consts.out_features)
-    if use_shuffle_lookup(rows, consts):
+    if use_shuffle_lookup(rows, consts.num_centroids):
         encode = encode_dense_rows_func(rows, consts.num_codebooks, consts.num_centroids,
                                         consts.sub_len)
         codes = emit_encode(builder, encode, "lut_encode_dense_rows", data, consts,

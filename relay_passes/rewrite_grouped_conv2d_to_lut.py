@@ -13,7 +13,7 @@ with the same ``groups``), one of two lowerings of the same numbers:
   the compact grouped tables: the output is the grouped LUT's, with G times the lookups, which the
   shuffle does faster than the gather does the compact ones while G is small.
 * grouped: the full input encoded (the row encode ``encode_conv2d_rows_func`` where the target has
-  a lookup intrinsic and a register of rows, ``use_row_encode``; else ``encode_conv2d_func``; group
+  a lookup intrinsic and enough rows, ``use_shuffle_lookup``; else ``encode_conv2d_func``; group
   ``g``'s codebooks read its channels only, since no codebook spans two groups), then the grouped
   lookup (``schedules.lut_grouped_compute``) sums each output channel's own group's compact tables
   ``[C, K, O/G]`` into NCHW (bias zero; a following bias add stays a Relax op).
@@ -25,7 +25,6 @@ plan's free tables ``[C, K, O/G]``). Groups = 1 convs are RewriteConv2dToLUT's.
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 from tvm.ir.transform import module_pass
 
@@ -34,12 +33,11 @@ from lut_tvm.plan import LayerPlan, TableQuant
 from lut_tvm.reference import build_grouped_tables, column_scale, quantize_grouped_tables
 from lut_tvm.weights import fingerprint, ungrouped_weight
 from schedules.lut_grouped_compute import lookup_grouped_conv2d_func
-from schedules.intrin.lut_vbmi import lookup_intrin_for_target
 from schedules.lut_conv_shuffle_compute import encode_conv2d_rows_func
 from schedules.lut_kernels import encode_conv2d_func
 
 from .layer_sites import LayerSite, match_grouped_conv2d
-from .lut_layer_builder import MIN_SHUFFLE_ROWS, LutLayerConstants, emit_encode, use_shuffle_lookup
+from .lut_layer_builder import emit_encode, use_shuffle_lookup
 from .planned_rewriter import PlannedRewritePass, const, kernel_call
 from .rewrite_conv2d_to_lut import RewriteConv2dToLUT
 
@@ -51,14 +49,19 @@ BLOCK_DIAGONAL_MAX_GROUPS = 16
 BLOCK_DIAGONAL_TABLE_BYTES = 1024 * 1024
 
 
+def check_groups(site: LayerSite, layer: LayerPlan) -> None:
+    """A plan layer for a grouped conv must have the conv's groups (its tables are laid out by group)."""
+    if int(layer.groups) != site.groups:
+        raise PlanError(f"plan layer {layer.name!r}: field 'groups' is {layer.groups}, but the "
+                        f"model's conv has groups = {site.groups}")
+
+
 class GroupedLutConstants:
     """The constant operands of one grouped LUT conv: centroids, norms, INT8 tables ``[C, K, O/G]``,
     the per-channel scale vector and a zero bias."""
 
     def __init__(self, site: LayerSite, layer: LayerPlan):
-        if int(layer.groups) != site.groups:
-            raise PlanError(f"plan layer {layer.name!r}: field 'groups' is {layer.groups}, but the "
-                            f"model's conv has groups = {site.groups}")
+        check_groups(site, layer)
         centroids = layer.centroids.astype(np.float32)
         self.groups = site.groups
         self.out_features = int(site.weight.shape[0])
@@ -94,14 +97,6 @@ def block_diagonal_layer(site: LayerSite, layer: LayerPlan) -> tuple[LayerSite, 
     return full_site, full_layer
 
 
-def use_row_encode(rows: int, num_centroids: int) -> bool:
-    """Whether the grouped lowering encodes with the row encode (codes ``[C, rows]``): where the
-    conv shuffle path would (a target lookup intrinsic for K, ``MIN_SHUFFLE_ROWS`` rows), whatever O is."""
-    target = tvm.target.Target.current(allow_none=True)
-    intrin = lookup_intrin_for_target(target, num_centroids) if target is not None else None
-    return intrin is not None and rows >= MIN_SHUFFLE_ROWS
-
-
 def use_block_diagonal(site: LayerSite, layer: LayerPlan) -> bool:
     """Whether the block-diagonal lowering serves this layer (see the module doc)."""
     out_channels = int(site.weight.shape[0])
@@ -110,7 +105,7 @@ def use_block_diagonal(site: LayerSite, layer: LayerPlan) -> bool:
         return False
     batch, _, height, width = site.input_shape
     out_h, out_w = site.geometry.output_hw(height, width)
-    return use_shuffle_lookup(batch * out_h * out_w, LutLayerConstants(*block_diagonal_layer(site, layer)))
+    return use_shuffle_lookup(batch * out_h * out_w, layer.num_centroids)
 
 
 @module_pass(opt_level=0, name="RewriteGroupedConv2dToLUT")
@@ -121,14 +116,15 @@ class RewriteGroupedConv2dToLUT(PlannedRewritePass):
 
     def emit(self, builder: relax.BlockBuilder, call: relax.Call, site: LayerSite,
              layer: LayerPlan) -> relax.Expr:
-        consts = GroupedLutConstants(site, layer)
+        check_groups(site, layer)
         if use_block_diagonal(site, layer):
             full_site, full_layer = block_diagonal_layer(site, layer)
             return RewriteConv2dToLUT(self.plan).emit(builder, call, full_site, full_layer)
+        consts = GroupedLutConstants(site, layer)
         batch, _, height, width = site.input_shape
         out_h, out_w = site.geometry.output_hw(height, width)
         out_shape = (batch, consts.out_features, out_h, out_w)
-        if use_row_encode(batch * out_h * out_w, consts.num_centroids):
+        if use_shuffle_lookup(batch * out_h * out_w, consts.num_centroids):  # the row encode's codes
             codes_shape = (consts.num_codebooks, batch * out_h * out_w)
             encode = encode_conv2d_rows_func(site.input_shape, site.geometry, consts.num_codebooks,
                                              consts.num_centroids, consts.sub_len)
