@@ -1,0 +1,85 @@
+"""The T-MAC layout in NumPy (``lut_tvm.exact.reference.tmac``): mirror tables against direct
+tables, nibble packing round trip, and the look-up matmul against the integer GEMM."""
+
+import numpy as np
+import pytest
+
+from lut_tvm.exact.reference import bit_planes, group_patterns, int_gemm
+from lut_tvm.exact.reference.tmac import (
+    TMAC_LANES,
+    direct_tables,
+    lane_order,
+    mirror_tables,
+    pack_tmac,
+    split_table_bytes,
+    tmac_matmul,
+    unpack_patterns,
+)
+
+
+def _weights(rng, bits, shape):
+    if bits == "ternary":
+        return rng.integers(-1, 2, shape).astype(np.int8), 2
+    if bits == 1:
+        return np.where(rng.random(shape) < 0.5, -1, 1).astype(np.int8), 1
+    return rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), shape).astype(np.int8), bits
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_mirror_tables_equal_direct_tables(signed):
+    rng = np.random.default_rng(1)
+    xq = rng.integers(-127, 128, (5, 37)).astype(np.int8)
+    xq[0] = 127  # extremes: |T| = 508
+    xq[1] = -127
+    mirror = mirror_tables(xq, signed)
+    np.testing.assert_array_equal(mirror, direct_tables(xq, signed))
+    assert np.abs(mirror.astype(np.int64)).max() == 508
+    if signed:
+        np.testing.assert_array_equal(mirror[..., ::-1], -mirror)
+
+
+def test_table_bytes_recombine_exactly():
+    rng = np.random.default_rng(2)
+    table = mirror_tables(rng.integers(-127, 128, (3, 64)).astype(np.int8))
+    lo, hi = split_table_bytes(table)
+    assert lo.dtype == np.uint8 and hi.dtype == np.int8
+    np.testing.assert_array_equal(256 * hi.astype(np.int32) + lo, table)
+
+
+@pytest.mark.parametrize("lanes", TMAC_LANES)
+def test_lane_order_is_a_bijection_onto_nibbles(lanes):
+    byte, shift = lane_order(lanes)
+    slots = set(zip(byte.tolist(), shift.tolist()))
+    assert len(slots) == lanes and slots == {(b, s) for b in range(lanes // 2) for s in (0, 4)}
+
+
+@pytest.mark.parametrize("lanes", TMAC_LANES)
+def test_pack_round_trip(lanes):
+    rng = np.random.default_rng(3)
+    wq, bits = _weights(rng, 3, (21, 45))
+    packed = pack_tmac(wq, bits, lanes)
+    patterns = unpack_patterns(packed)
+    want = group_patterns(bit_planes(wq, bits))
+    np.testing.assert_array_equal(patterns[:, : want.shape[1], :45], want)
+    assert not patterns[:, want.shape[1]:].any() and not patterns[:, :, 45:].any()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, "ternary"])
+@pytest.mark.parametrize("lanes", TMAC_LANES)
+@pytest.mark.parametrize("rows,depth,cols", [(1, 37, 13), (3, 301, 70), (4, 520, 65)])
+def test_tmac_matmul_equals_int_gemm(bits, lanes, rows, depth, cols):
+    rng = np.random.default_rng(hash((str(bits), lanes, depth)) % 2 ** 32)
+    wq, stored_bits = _weights(rng, bits, (depth, cols))
+    xq = rng.integers(-127, 128, (rows, depth)).astype(np.int8)
+    xq[0, :] = 127  # the worst case for the int16 chunk sums
+    got = tmac_matmul(xq, pack_tmac(wq, stored_bits, lanes))
+    np.testing.assert_array_equal(got, int_gemm(xq, wq))
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="-1 or \\+1"):
+        pack_tmac(np.zeros((4, 4), np.int8), 1)
+    with pytest.raises(ValueError, match="lanes"):
+        pack_tmac(np.ones((4, 4), np.int8), 2, lanes=48)
+    with pytest.raises(ValueError, match="depth"):
+        tmac_matmul(np.zeros((1, 5), np.int8), pack_tmac(np.ones((4, 4), np.int8), 2))
