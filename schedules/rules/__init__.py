@@ -10,9 +10,10 @@ from .lut_encode import LutEncodeRule
 from .lut_encode_rows import LutEncodeRowsRule
 from .lut_lookup import LutLookupRule
 from .lut_lookup_shuffle import LutLookupShuffleRule
+from .tmac import TmacRule
 
 LUT_RULES = [LutEncodeRule(), LutEncodeRowsRule(), LutLookupRule(), LutLookupShuffleRule(),
-             ExactLutRule()]
+             ExactLutRule(), TmacRule()]
 
 
 def default_rules() -> list:

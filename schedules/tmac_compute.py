@@ -1,0 +1,137 @@
+"""TE compute of the exact T-MAC kernel: per-call mirror tables, nibble-packed weights, byte shuffles.
+
+Layout and math: ``lut_tvm.exact.reference.tmac`` (its docstring). Stages:
+
+* ``exact_quant`` ``xq [M, D]`` int8 (``exact_lut_compute.quantize_activations``);
+* ``tmac_table`` ``[M, Gp, 16]`` int16: ``T[k] = H(k)`` (k < 8: sums of subsets of the group's
+  first three activations), ``S - H(15 - k)`` (the mirror, ``S`` the group sum); 1-bit
+  {-1, +1} weights use the signed table ``2 H - S`` mirrored by negation;
+* ``tmac_table_lo`` / ``tmac_table_hi`` ``[M, Gp, 16]`` uint8 / int8: its bytes, ``T = 256 hi + lo``
+  (exact: no table quantization);
+* ``tmac_acc16`` ``[C, b, M, NT, L]`` int16: per chunk ``c`` of at most 64 groups and plane
+  ``j``, ``sum_{e, k} Select(nibble(W[j, t, c P + e], l) == k, table(m, c P + e, k), 0)``
+  (``schedules.intrin.tmac``'s description, so it tensorizes to the byte shuffles);
+* ``tmac_combine`` ``[M, NT, L]`` int32: shift-and-add over planes and chunks;
+* ``tmac_out`` ``[M, NT, L]`` float32 ``float32(acc + bias_q) * out_scale`` (optional ReLU).
+
+The output is ``[M, NT, L]`` (whole tiles): the caller reshapes it to ``[M, NT L]`` and drops the
+padding columns past ``N``, so every stage indexes tiles and lanes affinely.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from lut_tvm.exact.reference.tmac import HALF, chunk_groups, check_tmac_bits
+from .attrs import LutKind
+from .exact_lut_compute import ACC_DTYPE, GROUP, TABLE_DTYPE, TABLE_ENTRIES, layer_input, to_exact_prim_func
+from .intrin.tmac import ACC_DTYPE as ACC16_DTYPE, HIGH_DTYPE, LOW_DTYPE, PATTERN_DTYPE, nibble, table_entry
+
+TMAC_KIND = LutKind.EXACT_TMAC
+TABLE_BLOCK = "tmac_table"
+LO_BLOCK = "tmac_table_lo"
+HI_BLOCK = "tmac_table_hi"
+ACC16_BLOCK = "tmac_acc16"
+COMBINE_BLOCK = "tmac_combine"
+OUT_BLOCK = "tmac_out"
+
+
+def _group_element(xq: te.Tensor, m, g, i):
+    depth = int(xq.shape[1])
+    d = g * GROUP + i
+    return tirx.if_then_else(d < depth, xq[m, tirx.min(d, depth - 1)].astype(TABLE_DTYPE),
+                             tirx.const(0, TABLE_DTYPE))
+
+
+def mirror_byte_tables(xq: te.Tensor, groups: int, signed: bool):
+    """``(lo uint8, hi int8)`` ``[M, groups, 16]`` of the exact int16 table ``tmac_table``:
+    entries 0..7 are sums of subsets of the group's first three activations ``H(k)``, entries
+    8..15 their mirror ``S - H(15 - k)`` (signed: ``2 H - S`` and its negation), split in bytes."""
+    rows = int(xq.shape[0])
+    zero = tirx.const(0, TABLE_DTYPE)
+
+    def subset(m, g, k):
+        total = zero
+        for i in range(GROUP - 1):
+            bit = tirx.bitwise_and(tirx.shift_right(k, i), 1) == 1
+            total = total + tirx.Select(bit, _group_element(xq, m, g, i), zero)
+        return total
+
+    def entry(m, g, k):
+        group_sum = sum((_group_element(xq, m, g, i) for i in range(GROUP)), zero)
+        low, mirrored = subset(m, g, k), subset(m, g, TABLE_ENTRIES - 1 - k)
+        if signed:
+            two = tirx.const(2, TABLE_DTYPE)
+            low, mirrored = two * low - group_sum, two * mirrored - group_sum
+            return tirx.Select(k < HALF, low, zero - mirrored)
+        return tirx.Select(k < HALF, low, group_sum - mirrored)
+
+    table = te.compute((rows, groups, TABLE_ENTRIES), entry, name=TABLE_BLOCK)
+    lo = te.compute(table.shape, lambda m, g, k: tirx.bitwise_and(table[m, g, k], 255).astype(LOW_DTYPE),
+                    name=LO_BLOCK)
+    hi = te.compute(table.shape, lambda m, g, k: tirx.shift_right(table[m, g, k], 8).astype(HIGH_DTYPE),
+                    name=HI_BLOCK)
+    return lo, hi
+
+
+def tmac_accumulator(xq: te.Tensor, nibbles: te.Tensor, signed: bool) -> te.Tensor:
+    """int16 ``acc16 [C, b, M, NT, L]`` (see the module docstring)."""
+    bits, tiles, groups, half_lanes = (int(d) for d in nibbles.shape)
+    lanes = 2 * half_lanes
+    chunks, per_chunk = chunk_groups(groups)
+    if chunks * per_chunk != groups:
+        raise ValueError(f"nibbles {tuple(nibbles.shape)}: {groups} groups are not whole chunks")
+    lo, hi = mirror_byte_tables(xq, groups, signed)
+    e = te.reduce_axis((0, per_chunk), name="e")
+    k = te.reduce_axis((0, TABLE_ENTRIES), name="k")
+
+    def lookup(c, j, m, t, lane):
+        g = c * per_chunk + e
+        index = nibble(lambda byte: nibbles[j, t, g, byte], lane, lanes)
+        return te.sum(tirx.Select(index == k, table_entry(lo[m, g, k], hi[m, g, k]),
+                                  tirx.const(0, ACC16_DTYPE)), axis=[e, k])
+
+    return te.compute((chunks, bits, int(xq.shape[0]), tiles, lanes), lookup, name=ACC16_BLOCK)
+
+
+def plane_coefficient(j, bits: int):
+    """int32 weight of plane ``j``: ``2^j``, the sign plane ``-2^(b-1)``; 1 for 1-bit weights."""
+    if bits == 1:
+        return tirx.const(1, ACC_DTYPE)
+    sign = tirx.Select(j == bits - 1, tirx.const(-1, ACC_DTYPE), tirx.const(1, ACC_DTYPE))
+    return sign * tirx.shift_left(tirx.const(1, ACC_DTYPE), j)
+
+
+def tmac_output(xq, nibbles, bits: int, out_scale, bias_q, relu: bool) -> te.Tensor:
+    """float32 ``[M, NT, L]``: look-ups, shift-and-add, + bias_q, dequantized."""
+    acc = tmac_accumulator(xq, nibbles, signed=bits == 1)
+    chunks, planes, rows, tiles, lanes = (int(d) for d in acc.shape)
+    c = te.reduce_axis((0, chunks), name="c")
+    j = te.reduce_axis((0, planes), name="j")
+    combined = te.compute(
+        (rows, tiles, lanes),
+        lambda m, t, n: te.sum(acc[c, j, m, t, n].astype(ACC_DTYPE) * plane_coefficient(j, bits),
+                               axis=[c, j]),
+        name=COMBINE_BLOCK)
+
+    def epilogue(m, t, n):
+        value = (combined[m, t, n] + bias_q[t, n]).astype("float32") * out_scale[t, n]
+        return tirx.max(value, tirx.const(0.0, "float32")) if relu else value
+
+    return te.compute((rows, tiles, lanes), epilogue, name=OUT_BLOCK)
+
+
+def tmac_func(input_shape, geometry, bits: int, depth_groups: int, out_features: int, lanes: int,
+              act_scale: float, relu: bool = False) -> tirx.PrimFunc:
+    """``(x, nibbles [b, NT, Gp, L/2] u8, out_scale [NT, L] f32, bias_q [NT, L] i32)
+    -> y [M, NT, L] f32``; ``x`` is ``[M, D]`` (``geometry`` None) or NCHW (conv2d windows);
+    ``depth_groups`` is ``Gp`` (groups padded to whole chunks, ``TmacPacked.padded_groups``)."""
+    bits = check_tmac_bits(bits)
+    x, xq, kind = layer_input(input_shape, geometry, act_scale)
+    tiles = -(-out_features // lanes)
+    nibbles = te.placeholder((bits, tiles, depth_groups, lanes // 2), PATTERN_DTYPE, "nibbles")
+    out_scale = te.placeholder((tiles, lanes), "float32", "out_scale")
+    bias_q = te.placeholder((tiles, lanes), ACC_DTYPE, "bias_q")
+    y = tmac_output(xq, nibbles, bits, out_scale, bias_q, relu)
+    return to_exact_prim_func([x, nibbles, out_scale, bias_q, y], TMAC_KIND, bits=bits, float_io=1,
+                              relu=int(relu), input=kind)
