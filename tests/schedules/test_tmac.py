@@ -1,0 +1,122 @@
+"""The exact T-MAC kernel (``schedules.tmac_compute`` + ``schedules.rules.tmac``) against the NumPy
+integer GEMM, bit for bit: 1-8 bits and ternary, M = 1, 3, 128, odd K and N, AVX2 ymm and AVX-512BW
+zmm (each where the CPU has it; compile-only checks of the assembly run everywhere)."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import te
+
+from lut_tvm.exact import reference as ref
+from lut_tvm.exact.reference.tmac import pack_tmac
+from lut_tvm.reference import im2col_nchw
+from lut_tvm.targets import host_cpu_flags
+from schedules.intrin.tmac import TMAC_AVX2, TMAC_AVX512, TMAC_LLVM_SHUFFLE, tmac_intrin_for_target
+from schedules.lut_compute import Conv2dGeometry
+from schedules.rules.tmac import TmacRule
+from schedules.tmac_compute import tmac_func
+
+AVX512 = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
+AVX2 = {"kind": "llvm", "mcpu": "haswell"}
+NO_SHUFFLE = {"kind": "llvm", "mcpu": "x86-64-v2"}
+TARGETS = [
+    pytest.param((AVX512, 64), id="avx512", marks=pytest.mark.skipif(
+        not {"avx512f", "avx512bw"} <= set(host_cpu_flags()), reason="no AVX-512BW")),
+    pytest.param((AVX2, 32), id="avx2", marks=pytest.mark.skipif(
+        "avx2" not in host_cpu_flags(), reason="no AVX2")),
+]
+
+
+def _weights(rng, bits, shape):
+    if bits == "ternary":
+        return rng.integers(-1, 2, shape).astype(np.int8), 2
+    if bits == 1:
+        return np.where(rng.random(shape) < 0.5, -1, 1).astype(np.int8), 1
+    return rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), shape).astype(np.int8), bits
+
+
+def _build(func, target):
+    sch = TmacRule().apply(func, tvm.target.Target(target), False)
+    assert sch is not None, "the rule must accept its own kernel"
+    return sch, tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), tvm.target.Target(target))
+
+
+def _run(x, wq, bits, target, lanes, geometry=None, out_scale=None, bias=None, relu=False):
+    """The kernel's ``[M, N]`` float output (out_scale 1, bias 0 by default: the int32 GEMM)."""
+    packed = pack_tmac(wq, bits, lanes)
+    cols, width = wq.shape[1], packed.tiles * lanes
+    func = tmac_func(x.shape, geometry, bits, packed.padded_groups, cols, lanes, 1.0, relu)
+    _, exe = _build(func, target)
+    scale = np.ones(width, np.float32)
+    offset = np.zeros(width, np.int32)
+    if out_scale is not None:
+        scale[:cols], offset[:cols] = out_scale, bias
+    rows = x.shape[0] if geometry is None else \
+        x.shape[0] * int(np.prod(geometry.output_hw(*x.shape[2:])))
+    out = tvm.runtime.tensor(np.zeros((rows, packed.tiles, lanes), np.float32))
+    exe(*(tvm.runtime.tensor(np.ascontiguousarray(a)) for a in
+          (x, packed.nibbles, scale.reshape(packed.tiles, lanes), offset.reshape(packed.tiles, lanes))), out)
+    return out.numpy().reshape(rows, -1)[:, :cols]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, "ternary"])
+@pytest.mark.parametrize("rows,depth,cols", [(1, 45, 33), (3, 37, 70), (128, 29, 65)])
+def test_tmac_kernel_equals_int_gemm(target, bits, rows, depth, cols):
+    target, lanes = target
+    rng = np.random.default_rng(depth * cols + rows)
+    wq, stored = _weights(rng, bits, (depth, cols))
+    xq = rng.integers(-127, 128, (rows, depth)).astype(np.float32)
+    np.testing.assert_array_equal(_run(xq, wq, stored, target, lanes), ref.int_gemm(xq.astype(np.int8), wq))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_int16_chunks_hold_the_worst_case(target):
+    """All activations 127 and all weights -2^(b-1): every look-up is -508 in the sign plane,
+    65 groups span two int16 chunks."""
+    target, lanes = target
+    xq = np.full((2, 260), 127, np.float32)
+    wq = np.full((260, 40), -8, np.int8)
+    np.testing.assert_array_equal(_run(xq, wq, 4, target, lanes), ref.int_gemm(xq.astype(np.int8), wq))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_float_epilogue_and_conv_windows(target):
+    """Quantized float input, bias and ReLU (one float multiply, as the reference); conv2d windows."""
+    target, lanes = target
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32) * 3
+    geometry = Conv2dGeometry(kernel=(3, 3), strides=(1, 2), padding=(1, 1, 1, 1), dilation=(1, 1))
+    wq, _ = _weights(rng, 3, (27, 19))
+    rows = im2col_nchw(x, geometry.kernel, geometry.strides, geometry.padding, geometry.dilation)[0]
+    xq = ref.quantize_activations(rows, 1.0)
+    scale = (rng.random(19) + 0.5).astype(np.float32)
+    bias = rng.integers(-300, 300, 19).astype(np.int32)
+    want = ref.dequantize(ref.int_gemm(xq, wq), scale, bias, relu=True)
+    got = _run(x, wq, 3, target, lanes, geometry, scale, bias, relu=True)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("target, intrin, register", [(AVX512, TMAC_AVX512, "zmm"), (AVX2, TMAC_AVX2, "ymm")])
+def test_assembly_uses_vpshufb_and_unpack(target, intrin, register):
+    """Compile only: the TIR calls the byte shuffle, the assembly has vpshufb and vpunpcklbw."""
+    rng = np.random.default_rng(0)
+    lanes = 64 if register == "zmm" else 32
+    packed = pack_tmac(_weights(rng, 2, (37, 70))[0], 2, lanes)
+    sch, exe = _build(tmac_func((9, 37), None, 2, packed.padded_groups, 70, lanes, 1.0), target)
+    asm = exe.mod.inspect_source("asm").splitlines()
+    assert TMAC_LLVM_SHUFFLE[intrin] in sch.mod.script()
+    for op in ("vpshufb", "vpunpcklbw", "vpunpckhbw"):
+        assert any(op in line and register in line for line in asm), op
+
+
+def test_intrinsic_per_target_and_rule_declines():
+    assert tmac_intrin_for_target(tvm.target.Target(AVX512)) == TMAC_AVX512
+    assert tmac_intrin_for_target(tvm.target.Target(AVX2)) == TMAC_AVX2
+    assert tmac_intrin_for_target(tvm.target.Target(NO_SHUFFLE)) is None
+    func = tmac_func((2, 8), None, 2, 2, 8, 32, 1.0)
+    assert TmacRule().apply(func, tvm.target.Target(NO_SHUFFLE), False) is None
+    assert TmacRule().apply(func, tvm.target.Target(AVX512), False) is None  # packed for ymm
+    a = te.placeholder((4,), "float32", "a")
+    b = te.compute((4,), lambda i: a[i] + 1, name="b")
+    assert TmacRule().apply(te.create_prim_func([a, b]), tvm.target.Target(AVX2), False) is None
