@@ -7,7 +7,7 @@ Layout and math: ``lut_tvm.exact.reference.tmac`` (its docstring). Stages:
   first three activations), ``S - H(15 - k)`` (the mirror, ``S`` the group sum); 1-bit
   {-1, +1} weights use the signed table ``2 H - S`` mirrored by negation;
 * ``tmac_table_lo`` / ``tmac_table_hi`` ``[M, Gp, 16]`` uint8 / int8: its bytes, ``T = 256 hi + lo``
-  (exact: no table quantization);
+  (exact: no table quantization); the word form (``word``) looks ``tmac_table`` up whole;
 * ``tmac_acc16`` ``[C, b, M, NT, L]`` int16: per chunk ``c`` of at most 64 groups and plane
   ``j``, ``sum_{e, k} Select(nibble(W[j, t, c P + e], l) == k, table(m, c P + e, k), 0)``
   (``schedules.intrin.tmac``'s description, so it tensorizes to the byte shuffles);
@@ -43,7 +43,7 @@ def _group_element(xq: te.Tensor, m, g, i):
                              tirx.const(0, TABLE_DTYPE))
 
 
-def mirror_byte_tables(xq: te.Tensor, groups: int, signed: bool):
+def mirror_byte_tables(xq: te.Tensor, groups: int, signed: bool, word: bool = False):
     """``(lo uint8, hi int8)`` ``[M, groups, 16]`` of the exact int16 table ``tmac_table``:
     entries 0..7 are sums of subsets of the group's first three activations ``H(k)``, entries
     8..15 their mirror ``S - H(15 - k)`` (signed: ``2 H - S`` and its negation), split in bytes."""
@@ -67,6 +67,8 @@ def mirror_byte_tables(xq: te.Tensor, groups: int, signed: bool):
         return tirx.Select(k < HALF, low, group_sum - mirrored)
 
     table = te.compute((rows, groups, TABLE_ENTRIES), entry, name=TABLE_BLOCK)
+    if word:
+        return table, None
     lo = te.compute(table.shape, lambda m, g, k: tirx.bitwise_and(table[m, g, k], 255).astype(LOW_DTYPE),
                     name=LO_BLOCK)
     hi = te.compute(table.shape, lambda m, g, k: tirx.shift_right(table[m, g, k], 8).astype(HIGH_DTYPE),
@@ -74,22 +76,23 @@ def mirror_byte_tables(xq: te.Tensor, groups: int, signed: bool):
     return lo, hi
 
 
-def tmac_accumulator(xq: te.Tensor, nibbles: te.Tensor, signed: bool) -> te.Tensor:
-    """int16 ``acc16 [C, b, M, NT, L]`` (see the module docstring)."""
+def tmac_accumulator(xq: te.Tensor, nibbles: te.Tensor, signed: bool, word: bool = False) -> te.Tensor:
+    """int16 ``acc16 [C, b, M, NT, L]`` (see the module docstring); ``word``: int16 tables and
+    the word-permute nibble order."""
     bits, tiles, groups, half_lanes = (int(d) for d in nibbles.shape)
     lanes = 2 * half_lanes
     chunks, per_chunk = chunk_groups(groups)
     if chunks * per_chunk != groups:
         raise ValueError(f"nibbles {tuple(nibbles.shape)}: {groups} groups are not whole chunks")
-    lo, hi = mirror_byte_tables(xq, groups, signed)
+    lo, hi = mirror_byte_tables(xq, groups, signed, word)
     e = te.reduce_axis((0, per_chunk), name="e")
     k = te.reduce_axis((0, TABLE_ENTRIES), name="k")
 
     def lookup(c, j, m, t, lane):
         g = c * per_chunk + e
-        index = nibble(lambda byte: nibbles[j, t, g, byte], lane, lanes)
-        return te.sum(tirx.Select(index == k, table_entry(lo[m, g, k], hi[m, g, k]),
-                                  tirx.const(0, ACC16_DTYPE)), axis=[e, k])
+        index = nibble(lambda byte: nibbles[j, t, g, byte], lane, lanes, word)
+        value = lo[m, g, k] if word else table_entry(lo[m, g, k], hi[m, g, k])
+        return te.sum(tirx.Select(index == k, value, tirx.const(0, ACC16_DTYPE)), axis=[e, k])
 
     return te.compute((chunks, bits, int(xq.shape[0]), tiles, lanes), lookup, name=ACC16_BLOCK)
 
@@ -102,9 +105,9 @@ def plane_coefficient(j, bits: int):
     return sign * tirx.shift_left(tirx.const(1, ACC_DTYPE), j)
 
 
-def tmac_output(xq, nibbles, bits: int, out_scale, bias_q, relu: bool) -> te.Tensor:
+def tmac_output(xq, nibbles, bits: int, out_scale, bias_q, relu: bool, word: bool) -> te.Tensor:
     """float32 ``[M, NT, L]``: look-ups, shift-and-add, + bias_q, dequantized."""
-    acc = tmac_accumulator(xq, nibbles, signed=bits == 1)
+    acc = tmac_accumulator(xq, nibbles, bits == 1, word)
     chunks, planes, rows, tiles, lanes = (int(d) for d in acc.shape)
     c = te.reduce_axis((0, chunks), name="c")
     j = te.reduce_axis((0, planes), name="j")
@@ -122,16 +125,17 @@ def tmac_output(xq, nibbles, bits: int, out_scale, bias_q, relu: bool) -> te.Ten
 
 
 def tmac_func(input_shape, geometry, bits: int, depth_groups: int, out_features: int, lanes: int,
-              act_scale: float, relu: bool = False) -> tirx.PrimFunc:
+              act_scale: float, relu: bool = False, word: bool = False) -> tirx.PrimFunc:
     """``(x, nibbles [b, NT, Gp, L/2] u8, out_scale [NT, L] f32, bias_q [NT, L] i32)
     -> y [M, NT, L] f32``; ``x`` is ``[M, D]`` (``geometry`` None) or NCHW (conv2d windows);
-    ``depth_groups`` is ``Gp`` (groups padded to whole chunks, ``TmacPacked.padded_groups``)."""
+    ``depth_groups`` is ``Gp`` (groups padded to whole chunks, ``TmacPacked.padded_groups``);
+    ``word``: the int16 word-permute form (AVX-512BW ``vpermw``, ``L = 64``)."""
     bits = check_tmac_bits(bits)
     x, xq, kind = layer_input(input_shape, geometry, act_scale)
     tiles = -(-out_features // lanes)
     nibbles = te.placeholder((bits, tiles, depth_groups, lanes // 2), PATTERN_DTYPE, "nibbles")
     out_scale = te.placeholder((tiles, lanes), "float32", "out_scale")
     bias_q = te.placeholder((tiles, lanes), ACC_DTYPE, "bias_q")
-    y = tmac_output(xq, nibbles, bits, out_scale, bias_q, relu)
+    y = tmac_output(xq, nibbles, bits, out_scale, bias_q, relu, word)
     return to_exact_prim_func([x, nibbles, out_scale, bias_q, y], TMAC_KIND, bits=bits, float_io=1,
-                              relu=int(relu), input=kind)
+                              relu=int(relu), input=kind, word=int(word))

@@ -36,19 +36,21 @@ TMAC_LLVM_SHUFFLE = {TMAC_AVX512: "llvm.x86.avx512.pshuf.b.512", TMAC_AVX2: "llv
 PATTERN_DTYPE, LOW_DTYPE, HIGH_DTYPE, ACC_DTYPE = "uint8", "uint8", "int8", "int16"
 
 
-def nibble_byte_shift(lane, lanes: int):
+def nibble_byte_shift(lane, lanes: int, word: bool = False):
     """TIR ``(byte, shift)`` of ``lut_tvm.exact.reference.tmac.nibble_position`` for a lane
     expression (the compute and the description share it, so ``tensorize`` matches)."""
     half, quarter = lanes // 2, lanes // 4
+    if word:
+        return tirx.floormod(lane, half), tirx.floordiv(lane, half) * 4
     byte = tirx.floordiv(tirx.floormod(lane, quarter), 8) * 16 \
         + tirx.floordiv(lane, half) * 8 + tirx.floormod(lane, 8)
     shift = tirx.floordiv(tirx.floormod(lane, half), quarter) * 4
     return byte, shift
 
 
-def nibble(load_byte, lane, lanes: int):
+def nibble(load_byte, lane, lanes: int, word: bool = False):
     """int32 ``(byte >> shift) & 15`` of ``lane``: its 4-bit pattern."""
-    byte, shift = nibble_byte_shift(lane, lanes)
+    byte, shift = nibble_byte_shift(lane, lanes, word)
     return tirx.bitwise_and(tirx.shift_right(load_byte(byte).astype("int32"), shift), 15)
 
 
@@ -105,22 +107,68 @@ def _func(lanes: int, llvm_name: str | None = None):
     return func.with_attr("global_symbol", "desc" if describe else "impl")
 
 
+# AVX-512BW word permute: the int16 table itself (16 words, twice in a zmm) indexed by the
+# nibbles widened to words, 32 look-ups per ``vpermw`` with no byte split and no interleave; the
+# low nibbles of the 32 bytes are columns 0..31, the high nibbles 32..63 (``word`` packing).
+TMAC_PERMW_AVX512 = "lut_tvm_tmac_permw_avx512"
+TMAC_PERMW_LANES = 64
+LLVM_PERMW = "llvm.x86.avx512.permvar.hi.512"
+WORD_DTYPE = "int16"
+
+
+def _word_func(describe: bool):
+    lanes, half = TMAC_PERMW_LANES, TMAC_PERMW_LANES // 2
+
+    @T.prim_func(s_tir=True)
+    def func(pat_h: T.handle, tab_h: T.handle, acc_h: T.handle) -> None:
+        pat = T.match_buffer(pat_h, (half,), PATTERN_DTYPE, offset_factor=1)
+        tab = T.match_buffer(tab_h, (TABLE_ENTRIES,), WORD_DTYPE, offset_factor=1)
+        acc = T.match_buffer(acc_h, (lanes,), ACC_DTYPE, offset_factor=1)
+        with T.sblock("root"):
+            T.reads(acc[0:lanes], pat[0:half], tab[0:TABLE_ENTRIES])
+            T.writes(acc[0:lanes])
+            if describe:
+                for n, k in T.grid(lanes, TABLE_ENTRIES):
+                    with T.sblock("update"):
+                        vn, vk = T.axis.remap("SR", [n, k])
+                        acc[vn] = acc[vn] + T.Select(
+                            nibble(lambda b: pat[b], vn, lanes, True) == vk, tab[vk], T.int16(0))
+            else:
+                raw = pat.vload([0], f"uint8x{half}")
+                table = tab.vload([0], "int16x16")
+                both = T.vectorcombine("int16x32", table, table)
+                low = T.Cast("int16x32", T.bitwise_and(raw, T.Broadcast(T.uint8(15), half)))
+                high = T.Cast("int16x32", T.shift_right(raw, T.Broadcast(T.uint8(4), half)))
+                acc[T.ramp(0, 1, half)] = acc[T.ramp(0, 1, half)] + T.call_llvm_pure_intrin(
+                    "int16x32", LLVM_PERMW, both, low)
+                acc[T.ramp(half, 1, half)] = acc[T.ramp(half, 1, half)] + T.call_llvm_pure_intrin(
+                    "int16x32", LLVM_PERMW, both, high)
+
+    return func.with_attr("global_symbol", "desc" if describe else "impl")
+
+
 @functools.cache
 def register_tmac_intrinsics() -> None:
-    """Register both intrinsics once, on first use (TVMScript parsing is slow)."""
+    """Register the intrinsics once, on first use (TVMScript parsing is slow)."""
     for name, lanes in TMAC_LANES.items():
         TensorIntrin.register(name, _func(lanes), _func(lanes, TMAC_LLVM_SHUFFLE[name]),
                               override=True)
+    TensorIntrin.register(TMAC_PERMW_AVX512, _word_func(True), _word_func(False), override=True)
 
 
-def tmac_intrin_for_target(target) -> str | None:
-    """The widest T-MAC intrinsic ``target`` has (AVX-512BW zmm, else AVX2 ymm), or None."""
+def tmac_intrin_for_target(target, word: bool = False) -> str | None:
+    """The widest T-MAC intrinsic ``target`` has (AVX-512BW zmm, else AVX2 ymm), or None;
+    ``word``: the word-permute intrinsic (AVX-512BW only)."""
     features = target_features(target)
-    if features.has("avx512bw"):
+    if word:
+        name = TMAC_PERMW_AVX512 if features.has("avx512bw") else None
+    elif features.has("avx512bw"):
         name = TMAC_AVX512
     elif features.has("avx2"):
         name = TMAC_AVX2
     else:
+        name = None
+    if name is None:
         return None
     register_tmac_intrinsics()
     return name

@@ -21,7 +21,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 
 from schedules.exact_lut_compute import QUANT_BLOCK
-from schedules.intrin.tmac import TMAC_LANES, tmac_intrin_for_target
+from schedules.attrs import WORD_ATTR
+from schedules.intrin.tmac import TMAC_LANES, TMAC_PERMW_LANES, tmac_intrin_for_target
 from schedules.tmac_compute import (
     ACC16_BLOCK,
     COMBINE_BLOCK,
@@ -32,7 +33,7 @@ from schedules.tmac_compute import (
     TMAC_KIND,
 )
 
-from .lut_kind import lut_kind, vector_lanes
+from .lut_kind import has_block, lut_kind, vector_lanes
 
 ACC_REGISTERS = 8  # planes x rows of int16 accumulators per tile kept in registers
 FEW_ROWS = 8  # up to this many row blocks: build tables first, parallel over column tiles
@@ -59,12 +60,13 @@ class TmacRule(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
         if lut_kind(func) != TMAC_KIND:
             return None
-        intrin = tmac_intrin_for_target(target)
+        word = bool(int(func.attrs.get(WORD_ATTR, 0)))
+        intrin = tmac_intrin_for_target(target, word)
         if intrin is None:
             return None
         sch = s_tir.Schedule(func)
         acc = sch.get_sblock(ACC16_BLOCK)
-        lanes = TMAC_LANES[intrin]
+        lanes = TMAC_PERMW_LANES if word else TMAC_LANES[intrin]
         _, bits, rows, _, block_lanes = (int(r.dom.extent) for r in sch.get(acc).iter_vars[:5])
         if block_lanes != lanes:
             return None  # packed for the other width
@@ -88,7 +90,8 @@ def schedule_tmac(sch: s_tir.Schedule, target, intrin: str, knobs: TmacKnobs) ->
     for name in (COMBINE_BLOCK, OUT_BLOCK):
         sch.reverse_compute_at(sch.get_sblock(name), tile, preserve_unit_loops=True)
     anchor = row_block if knobs.tables_per_block else None
-    for name in (LO_BLOCK, HI_BLOCK, TABLE_BLOCK, QUANT_BLOCK):
+    tables = (TABLE_BLOCK,) if not has_block(sch, LO_BLOCK) else (LO_BLOCK, HI_BLOCK, TABLE_BLOCK)
+    for name in (*tables, QUANT_BLOCK):
         block = sch.get_sblock(name)
         if anchor is not None:
             sch.compute_at(block, anchor, preserve_unit_loops=True)
@@ -100,7 +103,7 @@ def schedule_tmac(sch: s_tir.Schedule, target, intrin: str, knobs: TmacKnobs) ->
             inner = sch.split(inner, [None, 16])[1]
         sch.vectorize(inner)
     if anchor is None:
-        for name in (QUANT_BLOCK, TABLE_BLOCK, LO_BLOCK, HI_BLOCK):
+        for name in (QUANT_BLOCK, *tables):
             block = sch.get_sblock(name)
             sch.parallel(sch.get_loops(block)[0])
     sch.parallel(tile if anchor is None else row_block)

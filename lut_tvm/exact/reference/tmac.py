@@ -78,14 +78,19 @@ def split_table_bytes(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (table & 255).astype(np.uint8), (table >> 8).astype(np.int8)
 
 
-def nibble_position(lane: int, lanes: int) -> tuple[int, int]:
+def nibble_position(lane: int, lanes: int, word: bool = False) -> tuple[int, int]:
     """``(byte, shift)``: where column ``lane`` of a tile of ``lanes`` reads its 4-bit pattern.
 
     The kernel loads ``lanes / 2`` bytes; their low nibbles become shuffle positions
     ``0 .. lanes/2 - 1``, the high nibbles ``lanes/2 .. lanes - 1``; the interleave of the two
     shuffle results per 128-bit lane puts position ``16 l + 8 h + e`` in int16 word
     ``h lanes/2 + 8 l + e`` (``h`` 0: unpack-low, 1: unpack-high). Inverted: lane =
-    ``h lanes/2 + s lanes/4 + 8 r + e`` reads byte ``16 r + 8 h + e`` at shift ``4 s``."""
+    ``h lanes/2 + s lanes/4 + 8 r + e`` reads byte ``16 r + 8 h + e`` at shift ``4 s``.
+
+    ``word`` (the int16 word-permute form, ``vpermw``): the low nibbles widened to words are
+    columns ``0 .. lanes/2 - 1``, the high nibbles the rest: byte ``lane % (lanes/2)``."""
+    if word:
+        return lane % (lanes // 2), 4 * (lane // (lanes // 2))
     quarter = lanes // 4
     h, rest = divmod(lane, lanes // 2)
     s, rest = divmod(rest, quarter)
@@ -128,6 +133,7 @@ class TmacPacked:
     out_features: int
     lanes: int
     nibbles: np.ndarray
+    word: bool = False  # laid out for the word-permute form (``nibble_position``)
 
     @property
     def signed(self) -> bool:
@@ -142,13 +148,13 @@ class TmacPacked:
         return int(self.nibbles.shape[2])
 
 
-def lane_order(lanes: int) -> tuple[np.ndarray, np.ndarray]:
+def lane_order(lanes: int, word: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(byte [L], shift [L])`` arrays of ``nibble_position`` for every lane of a tile."""
-    pairs = np.array([nibble_position(lane, lanes) for lane in range(lanes)], dtype=np.int64)
+    pairs = np.array([nibble_position(lane, lanes, word) for lane in range(lanes)], dtype=np.int64)
     return pairs[:, 0], pairs[:, 1]
 
 
-def pack_tmac(wq: np.ndarray, bits: int, lanes: int = 64) -> TmacPacked:
+def pack_tmac(wq: np.ndarray, bits: int, lanes: int = 64, word: bool = False) -> TmacPacked:
     """``Wq [D, N]`` -> bit planes -> 4-bit group patterns -> nibble bytes in kernel order."""
     wq = np.asarray(wq)
     if wq.ndim != 2:
@@ -162,16 +168,16 @@ def pack_tmac(wq: np.ndarray, bits: int, lanes: int = 64) -> TmacPacked:
     dense = np.zeros((patterns.shape[0], chunks * per_chunk, tiles * lanes), dtype=np.uint8)
     dense[:, : patterns.shape[1], :cols] = patterns
     tiled = dense.reshape(dense.shape[0], dense.shape[1], tiles, lanes).transpose(0, 2, 1, 3)
-    byte, shift = lane_order(lanes)
+    byte, shift = lane_order(lanes, word)
     nibbles = np.zeros((*tiled.shape[:3], lanes // 2), dtype=np.uint8)
     for lane in range(lanes):
         nibbles[..., byte[lane]] |= (tiled[..., lane] << shift[lane]).astype(np.uint8)
-    return TmacPacked(check_tmac_bits(bits), int(depth), int(cols), lanes, nibbles)
+    return TmacPacked(check_tmac_bits(bits), int(depth), int(cols), lanes, nibbles, word)
 
 
 def unpack_patterns(packed: TmacPacked) -> np.ndarray:
     """uint8 ``[b, Gp, NT * L]`` patterns read back the way the kernel reads them."""
-    byte, shift = lane_order(packed.lanes)
+    byte, shift = lane_order(packed.lanes, packed.word)
     lanes = (packed.nibbles[..., byte] >> shift.astype(np.uint8)) & 15  # [b, NT, Gp, L]
     return lanes.transpose(0, 2, 1, 3).reshape(lanes.shape[0], lanes.shape[2], -1)
 

@@ -46,9 +46,10 @@ def test_table_bytes_recombine_exactly():
     np.testing.assert_array_equal(256 * hi.astype(np.int32) + lo, table)
 
 
+@pytest.mark.parametrize("word", [False, True])
 @pytest.mark.parametrize("lanes", TMAC_LANES)
-def test_lane_order_is_a_bijection_onto_nibbles(lanes):
-    byte, shift = lane_order(lanes)
+def test_lane_order_is_a_bijection_onto_nibbles(lanes, word):
+    byte, shift = lane_order(lanes, word)
     slots = set(zip(byte.tolist(), shift.tolist()))
     assert len(slots) == lanes and slots == {(b, s) for b in range(lanes // 2) for s in (0, 4)}
 
@@ -65,14 +66,14 @@ def test_pack_round_trip(lanes):
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, "ternary"])
-@pytest.mark.parametrize("lanes", TMAC_LANES)
+@pytest.mark.parametrize("lanes,word", [(32, False), (64, False), (64, True)])
 @pytest.mark.parametrize("rows,depth,cols", [(1, 37, 13), (3, 301, 70), (4, 520, 65)])
-def test_tmac_matmul_equals_int_gemm(bits, lanes, rows, depth, cols):
+def test_tmac_matmul_equals_int_gemm(bits, lanes, word, rows, depth, cols):
     rng = np.random.default_rng(hash((str(bits), lanes, depth)) % 2 ** 32)
     wq, stored_bits = _weights(rng, bits, (depth, cols))
     xq = rng.integers(-127, 128, (rows, depth)).astype(np.int8)
     xq[0, :] = 127  # the worst case for the int16 chunk sums
-    got = tmac_matmul(xq, pack_tmac(wq, stored_bits, lanes))
+    got = tmac_matmul(xq, pack_tmac(wq, stored_bits, lanes, word))
     np.testing.assert_array_equal(got, int_gemm(xq, wq))
 
 
