@@ -3,9 +3,10 @@
 Layout and math: ``lut_tvm.exact.reference.tmac`` (its docstring). Stages:
 
 * ``exact_quant`` ``xq [M, D]`` int8 (``exact_lut_compute.quantize_activations``);
-* ``tmac_table`` ``[M, Gp, 16]`` int16: ``T[k] = H(k)`` (k < 8: sums of subsets of the group's
-  first three activations), ``S - H(15 - k)`` (the mirror, ``S`` the group sum); 1-bit
-  {-1, +1} weights use the signed table ``2 H - S`` mirrored by negation;
+* ``tmac_pad`` ``[M, 4 Gp]`` int16: the activations, zero past ``D``;
+* ``tmac_table`` ``[M, Gp, 16]`` int16: the exact table of each group (``T[k] = sum_i bit_i(k)
+  x_i``; 1-bit {-1, +1} weights: ``sum_i (2 bit_i(k) - 1) x_i``), the values of the mirror
+  construction (``mirror_byte_tables``);
 * ``tmac_table_lo`` / ``tmac_table_hi`` ``[M, Gp, 16]`` uint8 / int8: its bytes, ``T = 256 hi + lo``
   (exact: no table quantization); the word form (``word``) looks ``tmac_table`` up whole;
 * ``tmac_acc16`` ``[C, b, M, NT, L]`` int16: per chunk ``c`` of at most 64 groups and plane
@@ -22,13 +23,14 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from lut_tvm.exact.reference.tmac import HALF, chunk_groups, check_tmac_bits
+from lut_tvm.exact.reference.tmac import chunk_groups, check_tmac_bits
 from .attrs import LutKind
 from .exact_lut_compute import ACC_DTYPE, GROUP, TABLE_DTYPE, TABLE_ENTRIES, layer_input, to_exact_prim_func
 from .intrin.tmac import ACC_DTYPE as ACC16_DTYPE, HIGH_DTYPE, LOW_DTYPE, PATTERN_DTYPE, nibble, table_entry
 
 TMAC_KIND = LutKind.EXACT_TMAC
 TABLE_BLOCK = "tmac_table"
+PAD_BLOCK = "tmac_pad"
 LO_BLOCK = "tmac_table_lo"
 HI_BLOCK = "tmac_table_hi"
 ACC16_BLOCK = "tmac_acc16"
@@ -36,35 +38,37 @@ COMBINE_BLOCK = "tmac_combine"
 OUT_BLOCK = "tmac_out"
 
 
-def _group_element(xq: te.Tensor, m, g, i):
+def padded_activations(xq: te.Tensor, groups: int) -> te.Tensor:
+    """int16 ``[M, 4 groups]``: the activations widened, zero past ``D`` (the tail group)."""
     depth = int(xq.shape[1])
-    d = g * GROUP + i
-    return tirx.if_then_else(d < depth, xq[m, tirx.min(d, depth - 1)].astype(TABLE_DTYPE),
-                             tirx.const(0, TABLE_DTYPE))
+    if depth == groups * GROUP:  # no tail: a plain widening, which vectorizes
+        return te.compute(xq.shape, lambda m, d: xq[m, d].astype(TABLE_DTYPE), name=PAD_BLOCK)
+    return te.compute(
+        (int(xq.shape[0]), groups * GROUP),
+        lambda m, d: tirx.if_then_else(d < depth, xq[m, tirx.min(d, depth - 1)].astype(TABLE_DTYPE),
+                                       tirx.const(0, TABLE_DTYPE)),
+        name=PAD_BLOCK)
+
+
+def table_coefficient(k, i, signed: bool):
+    """int16 weight of activation ``i`` in entry ``k``: ``bit_i(k)`` (signed: ``2 bit_i(k) - 1``)."""
+    bit = tirx.bitwise_and(tirx.shift_right(k, i), 1).astype(TABLE_DTYPE)
+    return bit * tirx.const(2, TABLE_DTYPE) - tirx.const(1, TABLE_DTYPE) if signed else bit
 
 
 def mirror_byte_tables(xq: te.Tensor, groups: int, signed: bool, word: bool = False):
-    """``(lo uint8, hi int8)`` ``[M, groups, 16]`` of the exact int16 table ``tmac_table``:
-    entries 0..7 are sums of subsets of the group's first three activations ``H(k)``, entries
-    8..15 their mirror ``S - H(15 - k)`` (signed: ``2 H - S`` and its negation), split in bytes."""
+    """``(lo uint8, hi int8)`` ``[M, groups, 16]`` of the exact int16 table ``tmac_table``
+    (``word``: ``(tmac_table, None)``). The entries are those of the mirror construction
+    (``reference.tmac.mirror_tables``: ``T[15 - k] = S - T[k]``, signed ``-T[k]``), computed
+    here as ``sum_i c(k, i) x_i`` with constant coefficient vectors: with the 16 entries of a
+    group in one vector register, 4 broadcast multiply-adds build all of them, as cheap as
+    8 entries and a mirror."""
     rows = int(xq.shape[0])
-    zero = tirx.const(0, TABLE_DTYPE)
-
-    def subset(m, g, k):
-        total = zero
-        for i in range(GROUP - 1):
-            bit = tirx.bitwise_and(tirx.shift_right(k, i), 1) == 1
-            total = total + tirx.Select(bit, _group_element(xq, m, g, i), zero)
-        return total
+    padded = padded_activations(xq, groups)
 
     def entry(m, g, k):
-        group_sum = sum((_group_element(xq, m, g, i) for i in range(GROUP)), zero)
-        low, mirrored = subset(m, g, k), subset(m, g, TABLE_ENTRIES - 1 - k)
-        if signed:
-            two = tirx.const(2, TABLE_DTYPE)
-            low, mirrored = two * low - group_sum, two * mirrored - group_sum
-            return tirx.Select(k < HALF, low, zero - mirrored)
-        return tirx.Select(k < HALF, low, group_sum - mirrored)
+        terms = [padded[m, g * GROUP + i] * table_coefficient(k, i, signed) for i in range(GROUP)]
+        return terms[0] + terms[1] + terms[2] + terms[3]
 
     table = te.compute((rows, groups, TABLE_ENTRIES), entry, name=TABLE_BLOCK)
     if word:

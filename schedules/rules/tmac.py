@@ -29,6 +29,7 @@ from schedules.tmac_compute import (
     HI_BLOCK,
     LO_BLOCK,
     OUT_BLOCK,
+    PAD_BLOCK,
     TABLE_BLOCK,
     TMAC_KIND,
 )
@@ -90,20 +91,22 @@ def schedule_tmac(sch: s_tir.Schedule, target, intrin: str, knobs: TmacKnobs) ->
     for name in (COMBINE_BLOCK, OUT_BLOCK):
         sch.reverse_compute_at(sch.get_sblock(name), tile, preserve_unit_loops=True)
     anchor = row_block if knobs.tables_per_block else None
-    tables = (TABLE_BLOCK,) if not has_block(sch, LO_BLOCK) else (LO_BLOCK, HI_BLOCK, TABLE_BLOCK)
-    for name in (*tables, QUANT_BLOCK):
+    tables = (TABLE_BLOCK, PAD_BLOCK) if not has_block(sch, LO_BLOCK) else \
+        (LO_BLOCK, HI_BLOCK, TABLE_BLOCK, PAD_BLOCK)
+    sch.compute_inline(sch.get_sblock(QUANT_BLOCK))  # quantized as the padded rows are widened
+    for name in tables:
         block = sch.get_sblock(name)
         if anchor is not None:
             sch.compute_at(block, anchor, preserve_unit_loops=True)
         inner = sch.get_loops(block)[-1]
         extent = sch.get(inner).extent
-        if name == QUANT_BLOCK:
+        if name == PAD_BLOCK:
             inner = sch.split(inner, [None, float_lanes])[1]
         elif int(extent) > 16:
             inner = sch.split(inner, [None, 16])[1]
         sch.vectorize(inner)
     if anchor is None:
-        for name in (QUANT_BLOCK, *tables):
+        for name in tables:
             block = sch.get_sblock(name)
             sch.parallel(sch.get_loops(block)[0])
     sch.parallel(tile if anchor is None else row_block)

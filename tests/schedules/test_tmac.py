@@ -11,7 +11,8 @@ from lut_tvm.exact import reference as ref
 from lut_tvm.exact.reference.tmac import pack_tmac
 from lut_tvm.reference import im2col_nchw
 from lut_tvm.targets import host_cpu_flags
-from schedules.intrin.tmac import TMAC_AVX2, TMAC_AVX512, TMAC_LLVM_SHUFFLE, tmac_intrin_for_target
+from schedules.intrin.tmac import (LLVM_PERMW, TMAC_AVX2, TMAC_AVX512, TMAC_LLVM_SHUFFLE,
+                                   TMAC_PERMW_AVX512, tmac_intrin_for_target)
 from schedules.lut_compute import Conv2dGeometry
 from schedules.rules.tmac import TmacRule
 from schedules.tmac_compute import tmac_func
@@ -20,9 +21,11 @@ AVX512 = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
 AVX2 = {"kind": "llvm", "mcpu": "haswell"}
 NO_SHUFFLE = {"kind": "llvm", "mcpu": "x86-64-v2"}
 TARGETS = [
-    pytest.param((AVX512, 64), id="avx512", marks=pytest.mark.skipif(
+    pytest.param((AVX512, 64, False), id="avx512", marks=pytest.mark.skipif(
         not {"avx512f", "avx512bw"} <= set(host_cpu_flags()), reason="no AVX-512BW")),
-    pytest.param((AVX2, 32), id="avx2", marks=pytest.mark.skipif(
+    pytest.param((AVX512, 64, True), id="avx512-vpermw", marks=pytest.mark.skipif(
+        not {"avx512f", "avx512bw"} <= set(host_cpu_flags()), reason="no AVX-512BW")),
+    pytest.param((AVX2, 32, False), id="avx2", marks=pytest.mark.skipif(
         "avx2" not in host_cpu_flags(), reason="no AVX2")),
 ]
 
@@ -41,11 +44,12 @@ def _build(func, target):
     return sch, tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), tvm.target.Target(target))
 
 
-def _run(x, wq, bits, target, lanes, geometry=None, out_scale=None, bias=None, relu=False):
+def _run(x, wq, bits, target, geometry=None, out_scale=None, bias=None, relu=False):
     """The kernel's ``[M, N]`` float output (out_scale 1, bias 0 by default: the int32 GEMM)."""
-    packed = pack_tmac(wq, bits, lanes)
+    target, lanes, word = target
+    packed = pack_tmac(wq, bits, lanes, word)
     cols, width = wq.shape[1], packed.tiles * lanes
-    func = tmac_func(x.shape, geometry, bits, packed.padded_groups, cols, lanes, 1.0, relu)
+    func = tmac_func(x.shape, geometry, bits, packed.padded_groups, cols, lanes, 1.0, relu, word)
     _, exe = _build(func, target)
     scale = np.ones(width, np.float32)
     offset = np.zeros(width, np.int32)
@@ -63,27 +67,24 @@ def _run(x, wq, bits, target, lanes, geometry=None, out_scale=None, bias=None, r
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, "ternary"])
 @pytest.mark.parametrize("rows,depth,cols", [(1, 45, 33), (3, 37, 70), (128, 29, 65)])
 def test_tmac_kernel_equals_int_gemm(target, bits, rows, depth, cols):
-    target, lanes = target
     rng = np.random.default_rng(depth * cols + rows)
     wq, stored = _weights(rng, bits, (depth, cols))
     xq = rng.integers(-127, 128, (rows, depth)).astype(np.float32)
-    np.testing.assert_array_equal(_run(xq, wq, stored, target, lanes), ref.int_gemm(xq.astype(np.int8), wq))
+    np.testing.assert_array_equal(_run(xq, wq, stored, target), ref.int_gemm(xq.astype(np.int8), wq))
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_int16_chunks_hold_the_worst_case(target):
     """All activations 127 and all weights -2^(b-1): every look-up is -508 in the sign plane,
     65 groups span two int16 chunks."""
-    target, lanes = target
     xq = np.full((2, 260), 127, np.float32)
     wq = np.full((260, 40), -8, np.int8)
-    np.testing.assert_array_equal(_run(xq, wq, 4, target, lanes), ref.int_gemm(xq.astype(np.int8), wq))
+    np.testing.assert_array_equal(_run(xq, wq, 4, target), ref.int_gemm(xq.astype(np.int8), wq))
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_float_epilogue_and_conv_windows(target):
     """Quantized float input, bias and ReLU (one float multiply, as the reference); conv2d windows."""
-    target, lanes = target
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32) * 3
     geometry = Conv2dGeometry(kernel=(3, 3), strides=(1, 2), padding=(1, 1, 1, 1), dilation=(1, 1))
@@ -93,7 +94,7 @@ def test_float_epilogue_and_conv_windows(target):
     scale = (rng.random(19) + 0.5).astype(np.float32)
     bias = rng.integers(-300, 300, 19).astype(np.int32)
     want = ref.dequantize(ref.int_gemm(xq, wq), scale, bias, relu=True)
-    got = _run(x, wq, 3, target, lanes, geometry, scale, bias, relu=True)
+    got = _run(x, wq, 3, target, geometry, scale, bias, relu=True)
     np.testing.assert_array_equal(got, want)
 
 
@@ -110,10 +111,27 @@ def test_assembly_uses_vpshufb_and_unpack(target, intrin, register):
         assert any(op in line and register in line for line in asm), op
 
 
+def test_assembly_uses_vpermw():
+    packed = pack_tmac(_weights(np.random.default_rng(0), 2, (37, 70))[0], 2, 64, word=True)
+    sch, exe = _build(tmac_func((9, 37), None, 2, packed.padded_groups, 70, 64, 1.0, word=True), AVX512)
+    assert LLVM_PERMW in sch.mod.script()
+    assert any("vpermw" in line and "zmm" in line for line in exe.mod.inspect_source("asm").splitlines())
+
+
+def test_quantize_loop_is_vectorized():
+    """The in-kernel quantization is not scalarized (vector divisions, no gathers)."""
+    packed = pack_tmac(_weights(np.random.default_rng(0), 2, (64, 64))[0], 2, 64, word=True)
+    _, exe = _build(tmac_func((8, 64), None, 2, packed.padded_groups, 64, 64, 0.3, word=True), AVX512)
+    asm = exe.mod.inspect_source("asm")
+    assert "vgather" not in asm and "vdivps\t%zmm" in asm
+
+
 def test_intrinsic_per_target_and_rule_declines():
     assert tmac_intrin_for_target(tvm.target.Target(AVX512)) == TMAC_AVX512
     assert tmac_intrin_for_target(tvm.target.Target(AVX2)) == TMAC_AVX2
     assert tmac_intrin_for_target(tvm.target.Target(NO_SHUFFLE)) is None
+    assert tmac_intrin_for_target(tvm.target.Target(AVX512), word=True) == TMAC_PERMW_AVX512
+    assert tmac_intrin_for_target(tvm.target.Target(AVX2), word=True) is None
     func = tmac_func((2, 8), None, 2, 2, 8, 32, 1.0)
     assert TmacRule().apply(func, tvm.target.Target(NO_SHUFFLE), False) is None
     assert TmacRule().apply(func, tvm.target.Target(AVX512), False) is None  # packed for ymm
