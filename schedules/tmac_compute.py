@@ -13,10 +13,8 @@ Layout and math: ``lut_tvm.exact.reference.tmac`` (its docstring). Stages:
   ``j``, ``sum_{e, k} Select(nibble(W[j, t, c P + e], l) == k, table(m, c P + e, k), 0)``
   (``schedules.intrin.tmac``'s description, so it tensorizes to the byte shuffles);
 * ``tmac_combine`` ``[M, NT, L]`` int32: shift-and-add over planes and chunks;
-* ``tmac_out`` ``[M, NT, L]`` float32 ``float32(acc + bias_q) * out_scale`` (optional ReLU).
-
-The output is ``[M, NT, L]`` (whole tiles): the caller reshapes it to ``[M, NT L]`` and drops the
-padding columns past ``N``, so every stage indexes tiles and lanes affinely.
+* ``tmac_out`` ``[M, N]`` float32 ``float32(acc + bias_q) * out_scale`` (optional ReLU), column
+  ``n`` read from tile ``n // L``, lane ``n % L`` (the padding columns are never written out).
 """
 
 from __future__ import annotations
@@ -110,7 +108,7 @@ def plane_coefficient(j, bits: int):
 
 
 def tmac_output(xq, nibbles, bits: int, out_scale, bias_q, relu: bool, word: bool) -> te.Tensor:
-    """float32 ``[M, NT, L]``: look-ups, shift-and-add, + bias_q, dequantized."""
+    """float32 ``[M, N]``: look-ups, shift-and-add, + bias_q, dequantized."""
     acc = tmac_accumulator(xq, nibbles, bits == 1, word)
     chunks, planes, rows, tiles, lanes = (int(d) for d in acc.shape)
     c = te.reduce_axis((0, chunks), name="c")
@@ -121,25 +119,24 @@ def tmac_output(xq, nibbles, bits: int, out_scale, bias_q, relu: bool, word: boo
                                axis=[c, j]),
         name=COMBINE_BLOCK)
 
-    def epilogue(m, t, n):
-        value = (combined[m, t, n] + bias_q[t, n]).astype("float32") * out_scale[t, n]
+    def epilogue(m, n):
+        value = (combined[m, n // lanes, n % lanes] + bias_q[n]).astype("float32") * out_scale[n]
         return tirx.max(value, tirx.const(0.0, "float32")) if relu else value
 
-    return te.compute((rows, tiles, lanes), epilogue, name=OUT_BLOCK)
+    return te.compute((rows, int(out_scale.shape[0])), epilogue, name=OUT_BLOCK)
 
 
 def tmac_func(input_shape, geometry, bits: int, depth_groups: int, out_features: int, lanes: int,
               act_scale: float, relu: bool = False, word: bool = False) -> tirx.PrimFunc:
-    """``(x, nibbles [b, NT, Gp, L/2] u8, out_scale [NT, L] f32, bias_q [NT, L] i32)
-    -> y [M, NT, L] f32``; ``x`` is ``[M, D]`` (``geometry`` None) or NCHW (conv2d windows);
+    """``(x, nibbles [b, NT, Gp, L/2] u8, out_scale [N] f32, bias_q [N] i32) -> y [M, N] f32``; ``x`` is ``[M, D]`` (``geometry`` None) or NCHW (conv2d windows);
     ``depth_groups`` is ``Gp`` (groups padded to whole chunks, ``TmacPacked.padded_groups``);
     ``word``: the int16 word-permute form (AVX-512BW ``vpermw``, ``L = 64``)."""
     bits = check_tmac_bits(bits)
     x, xq, kind = layer_input(input_shape, geometry, act_scale)
     tiles = -(-out_features // lanes)
     nibbles = te.placeholder((bits, tiles, depth_groups, lanes // 2), PATTERN_DTYPE, "nibbles")
-    out_scale = te.placeholder((tiles, lanes), "float32", "out_scale")
-    bias_q = te.placeholder((tiles, lanes), ACC_DTYPE, "bias_q")
+    out_scale = te.placeholder((out_features,), "float32", "out_scale")
+    bias_q = te.placeholder((out_features,), ACC_DTYPE, "bias_q")
     y = tmac_output(xq, nibbles, bits, out_scale, bias_q, relu, word)
     return to_exact_prim_func([x, nibbles, out_scale, bias_q, y], TMAC_KIND, bits=bits, float_io=1,
                               relu=int(relu), input=kind, word=int(word))

@@ -117,7 +117,7 @@ def build_peers(case: Case, weight: np.ndarray, example: np.ndarray, folder: Pat
 
 def build_tmac_layer(wq, bits: int, input_shape, act_scale: float, out_scale, target, path: Path) -> dict:
     """Our kernel for ``wq`` compiled for ``target`` and exported to ``path``; returns its form and
-    ``inputs`` (the packed weight, the padded out_scale and zero bias, as the kernel takes them)."""
+    ``inputs`` (the packed weight, out_scale and a zero bias, as the kernel takes them)."""
     import tvm  # pylint: disable=import-outside-toplevel
 
     from lut_tvm.exact.reference.tmac import pack_tmac  # pylint: disable=import-outside-toplevel
@@ -136,11 +136,8 @@ def build_tmac_layer(wq, bits: int, input_shape, act_scale: float, out_scale, ta
     func = tmac_func(input_shape, None, bits, packed.padded_groups, cols, lanes, act_scale, word=word)
     sch = TmacRule().apply(func, tvm_target, False)
     tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), tvm_target).export_library(str(path))
-    width = packed.tiles * lanes
-    scale, bias = np.zeros(width, np.float32), np.zeros(width, np.int32)
-    scale[:cols] = out_scale
-    inputs = {"nibbles": packed.nibbles, "out_scale": scale.reshape(packed.tiles, lanes),
-              "bias_q": bias.reshape(packed.tiles, lanes)}
+    inputs = {"nibbles": packed.nibbles, "out_scale": np.asarray(out_scale, np.float32),
+              "bias_q": np.zeros(cols, np.int32)}
     return {"library": path.name, "lanes": lanes, "word": word, "target": str(tvm_target),
             "form": "vpermw zmm" if word else f"vpshufb {'zmm' if lanes == 64 else 'ymm'}",
             "lookups": int(bits * packed.padded_groups * packed.tiles * lanes * input_shape[0]),

@@ -48,19 +48,16 @@ def _run(x, wq, bits, target, geometry=None, out_scale=None, bias=None, relu=Fal
     """The kernel's ``[M, N]`` float output (out_scale 1, bias 0 by default: the int32 GEMM)."""
     target, lanes, word = target
     packed = pack_tmac(wq, bits, lanes, word)
-    cols, width = wq.shape[1], packed.tiles * lanes
+    cols = wq.shape[1]
     func = tmac_func(x.shape, geometry, bits, packed.padded_groups, cols, lanes, 1.0, relu, word)
     _, exe = _build(func, target)
-    scale = np.ones(width, np.float32)
-    offset = np.zeros(width, np.int32)
-    if out_scale is not None:
-        scale[:cols], offset[:cols] = out_scale, bias
+    scale = np.ones(cols, np.float32) if out_scale is None else out_scale
+    offset = np.zeros(cols, np.int32) if bias is None else bias
     rows = x.shape[0] if geometry is None else \
         x.shape[0] * int(np.prod(geometry.output_hw(*x.shape[2:])))
-    out = tvm.runtime.tensor(np.zeros((rows, packed.tiles, lanes), np.float32))
-    exe(*(tvm.runtime.tensor(np.ascontiguousarray(a)) for a in
-          (x, packed.nibbles, scale.reshape(packed.tiles, lanes), offset.reshape(packed.tiles, lanes))), out)
-    return out.numpy().reshape(rows, -1)[:, :cols]
+    out = tvm.runtime.tensor(np.zeros((rows, cols), np.float32))
+    exe(*(tvm.runtime.tensor(np.ascontiguousarray(a)) for a in (x, packed.nibbles, scale, offset)), out)
+    return out.numpy()
 
 
 @pytest.mark.parametrize("target", TARGETS)
