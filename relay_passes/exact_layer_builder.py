@@ -8,11 +8,12 @@ quantization of the bound weight, and the int32 bias is zero (``FuseExactBias`` 
 
 The look-up form is ``lookup``: ``"gather"`` (``schedules.exact_lut_compute``, per-column skip
 lists), ``"shuffle"`` (``schedules.exact_shuffle_compute``, byte shuffles over blocks of 64
-columns) or ``"auto"`` (the default): the shuffle form for a current target with a byte shuffle
-(AVX2, AVX-512BW, NEON), measured 7-14x faster there (128 x 384 x 384, b = 4 and 8, one
-thread), and the gather form otherwise (the shuffle form without a shuffle is scalar, 10x slower).
-On AVX-512BW the shuffle form uses whole int16 tables and int16 patterns (``vpermw``, 32 look-ups
-per instruction, no byte split), another 1.4-1.6x faster than the byte shuffles.
+columns), ``"tmac"`` (``schedules.tmac_compute``: per-call tables, nibble-packed weights, the
+shuffle on register-held tables for 64 columns x several rows at once; AVX2 and AVX-512BW) or
+``"auto"`` (the default): the T-MAC form where the current target has it (128 x 384 x 384,
+one thread: 83 / 167 us at 2 / 4 bits against 325 / 540 us of the shuffle form), else the
+shuffle form for a target with a byte shuffle (NEON), else the gather form. The T-MAC form
+does not skip pruned groups; 1-bit {-1, +1} weights run only in it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tvm import relax
 from lut_tvm.errors import PlanError
 from lut_tvm.exact.plan import ExactLayerPlan, ExactPlan
 from lut_tvm.exact.reference import output_scale, pack_exact, pack_exact_blocks
+from lut_tvm.exact.reference.tmac import pack_tmac
 from lut_tvm.weights import LayerKind
 from schedules.exact_lut_compute import exact_lut_conv2d_func, exact_lut_dense_func
 from schedules.exact_shuffle_compute import chunk_layout, exact_lut_shuffle_func
@@ -33,21 +35,27 @@ from schedules.intrin.exact_shuffle import (
     exact_shuffle_intrin_for_target,
     exact_word_intrin_for_target,
 )
+from schedules.intrin.tmac import tmac_form_for_target
+from schedules.tmac_compute import tmac_func
 
 from .layer_sites import LayerSite
 from .planned_rewriter import PlannedRewritePass, const, kernel_call
 
-LOOKUPS = ("auto", "gather", "shuffle")
+LOOKUPS = ("auto", "gather", "shuffle", "tmac")
 
 
 def resolve_lookup(lookup: str) -> str:
-    """``gather`` or ``shuffle``; ``auto`` picks shuffle when the current target has one."""
+    """``gather``, ``shuffle`` or ``tmac``; ``auto`` picks the fastest the current target has."""
     if lookup not in LOOKUPS:
         raise ValueError(f"exact lookup must be one of {LOOKUPS}, got {lookup!r}")
     if lookup != "auto":
         return lookup
     target = tvm.target.Target.current(allow_none=True)
-    return "shuffle" if target is not None and exact_shuffle_intrin_for_target(target) else "gather"
+    if target is None:
+        return "gather"
+    if tmac_form_for_target(target):
+        return "tmac"
+    return "shuffle" if exact_shuffle_intrin_for_target(target) else "gather"
 
 
 def use_word_tables() -> bool:
@@ -56,8 +64,22 @@ def use_word_tables() -> bool:
     return target is not None and exact_word_intrin_for_target(target) is not None
 
 
+def _tmac_kernel(wq: np.ndarray, layer: ExactLayerPlan, input_shape, geometry):
+    """``(PrimFunc, name, [packed weight constants])`` of the T-MAC form."""
+    target = tvm.target.Target.current(allow_none=True)
+    form = tmac_form_for_target(target) if target is not None else None
+    if form is None:
+        raise PlanError(f"exact plan layer {layer.name!r}: the T-MAC look-up needs an AVX2 or "
+                        f"AVX-512BW target, not {target}")
+    lanes, word = form
+    packed = pack_tmac(wq, layer.bits, lanes, word)
+    func = tmac_func(input_shape, geometry, layer.bits, packed.padded_groups, wq.shape[1], lanes,
+                     float(np.float32(layer.act_scale)), word=word)
+    return func, "exact_tmac", [packed.nibbles]
+
+
 def _shuffle_kernel(wq: np.ndarray, layer: ExactLayerPlan, input_shape, geometry):
-    """``(PrimFunc, name, packed weight)`` of the shuffle form."""
+    """``(PrimFunc, name, [packed weight constants])`` of the shuffle form."""
     packed = pack_exact_blocks(wq, layer.bits)
     chunks, per_chunk = chunk_layout(packed.max_groups)
     packed = packed.with_entries(chunks * per_chunk)
@@ -66,11 +88,11 @@ def _shuffle_kernel(wq: np.ndarray, layer: ExactLayerPlan, input_shape, geometry
         packed.patterns = packed.patterns.astype(np.int16)
     func = exact_lut_shuffle_func(input_shape, geometry, layer.bits, packed.max_groups, wq.shape[1],
                                   float(np.float32(layer.act_scale)), word=word)
-    return func, "exact_lut_shuffle", packed
+    return func, "exact_lut_shuffle", [packed.group_index, packed.patterns]
 
 
 def _gather_kernel(wq: np.ndarray, layer: ExactLayerPlan, input_shape, geometry):
-    """``(PrimFunc, name, packed weight)`` of the gather form."""
+    """``(PrimFunc, name, [packed weight constants])`` of the gather form."""
     packed = pack_exact(wq, layer.bits)
     depth, cols = wq.shape
     act_scale = float(np.float32(layer.act_scale))
@@ -78,7 +100,7 @@ def _gather_kernel(wq: np.ndarray, layer: ExactLayerPlan, input_shape, geometry)
         func = exact_lut_dense_func(input_shape[0], depth, layer.bits, packed.max_groups, cols, act_scale)
     else:
         func = exact_lut_conv2d_func(input_shape, geometry, layer.bits, packed.max_groups, cols, act_scale)
-    return func, "exact_lut_dense", packed
+    return func, "exact_lut_dense", [packed.group_index, packed.patterns]
 
 
 def emit_exact_layer(builder: relax.BlockBuilder, data: relax.Expr, site: LayerSite,
@@ -91,14 +113,15 @@ def emit_exact_layer(builder: relax.BlockBuilder, data: relax.Expr, site: LayerS
     wq = layer.quantized_weight(site.weight)
     cols = wq.shape[1]
     geometry = site.geometry if site.kind is LayerKind.CONV2D else None
-    make_kernel = _shuffle_kernel if resolve_lookup(lookup) == "shuffle" else _gather_kernel
-    func, name, packed = make_kernel(wq, layer, input_shape, geometry)
+    form = "tmac" if layer.bits == 1 else resolve_lookup(lookup)  # only T-MAC runs {-1, +1}
+    make_kernel = {"tmac": _tmac_kernel, "shuffle": _shuffle_kernel, "gather": _gather_kernel}[form]
+    func, name, weights = make_kernel(wq, layer, input_shape, geometry)
     if geometry is None:
         rows = int(input_shape[0])
     else:
         batch, _, height, width = input_shape
         rows = batch * math.prod(geometry.output_hw(height, width))
-    args = [data, const(packed.group_index), const(packed.patterns),
+    args = [data, *(const(w) for w in weights),
             const(output_scale(layer.act_scale, layer.w_scale)), const(np.zeros(cols, np.int32))]
     return kernel_call(builder, func, name, args, (rows, cols))
 

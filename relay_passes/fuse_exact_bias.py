@@ -23,12 +23,13 @@ from lut_tvm._tvm_compat import constant_value
 from lut_tvm.exact.reference import quantize_bias
 from schedules.exact_lut_compute import EXACT_LUT_DENSE
 from schedules.exact_shuffle_compute import EXACT_LUT_SHUFFLE
+from schedules.tmac_compute import TMAC_KIND
 
 from .epilogue_matching import channel_vector, constant_operand_pairs, fuse_single_use, kernel_kind
 
-EXACT_KINDS = (EXACT_LUT_DENSE, EXACT_LUT_SHUFFLE)
+EXACT_KINDS = (EXACT_LUT_DENSE, EXACT_LUT_SHUFFLE, TMAC_KIND)
 _LAYOUT_OPS = ("relax.reshape", "relax.permute_dims")
-_BIAS_ARG = 4  # (x, group_index, patterns, out_scale, bias_q)
+_SCALE_ARG, _BIAS_ARG = -2, -1  # (x, <packed weight>..., out_scale, bias_q)
 
 
 @mutator
@@ -61,7 +62,7 @@ class _BiasFuser(PyExprMutator):
         if vector is None or vector.dtype.kind != "f":
             return None
         args = list(kernel.args[1].fields)
-        out_scale = constant_value(args[3])
+        out_scale = constant_value(args[_SCALE_ARG])
         args[_BIAS_ARG] = relax.const(constant_value(args[_BIAS_ARG]) + quantize_bias(vector, out_scale))
         expr = relax.call_tir(kernel.args[0], args, kernel.ty)
         for layout in reversed(chain):

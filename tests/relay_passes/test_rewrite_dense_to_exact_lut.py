@@ -113,9 +113,10 @@ def test_unplanned_matmul_is_left_and_shape_mismatch_is_named():
 
 
 @pytest.mark.skipif("avx2" not in host_cpu_flags(), reason="no AVX2")
+@pytest.mark.parametrize("lookup", ["shuffle", "tmac"])
 @pytest.mark.parametrize("bits", [2, 7])
-def test_shuffle_form_with_folded_bias_equals_integer_reference(bits):
-    """lookup="shuffle" + FuseExactBias: y = float32(acc + rint(b / out_scale)) * out_scale."""
+def test_shuffle_form_with_folded_bias_equals_integer_reference(bits, lookup):
+    """lookup="shuffle"/"tmac" + FuseExactBias: y = float32(acc + rint(b / out_scale)) * out_scale."""
     rng = np.random.default_rng(10 + bits)
     w1 = rng.standard_normal((70, 130)).astype(np.float32)  # 3 column blocks, 18 groups
     w1[:, 64:128] = 0.0  # a whole column block pruned
@@ -125,10 +126,13 @@ def test_shuffle_form_with_folded_bias_equals_integer_reference(bits):
     x = rng.standard_normal((2, 9, 70)).astype(np.float32)
     plan = ExactPlan([ExactLayerPlan.from_weight("fc1", LayerKind.DENSE, w1, bits, 0.03),
                       ExactLayerPlan.from_weight("fc2", LayerKind.DENSE, w2, 9 - bits, 0.2)])
-    mod = tvm.transform.Sequential([RewriteDenseToExactLUT(plan, "shuffle"), FuseExactBias()])(
-        _module(w1, b1, w2, b2, x.shape))
-    assert not _calls(mod, "relax.add") and not _calls(mod, "relax.matmul")
     target = resolve_target("native")
+    with target:
+        mod = tvm.transform.Sequential([RewriteDenseToExactLUT(plan, lookup), FuseExactBias()])(
+            _module(w1, b1, w2, b2, x.shape))
+    assert not _calls(mod, "relax.add") and not _calls(mod, "relax.matmul")
+    kinds = {str(mod[c.args[0]].attrs["lut_tvm.kind"]) for c in _calls(mod, "relax.call_tir")}
+    assert kinds == {"exact_tmac" if lookup == "tmac" else "exact_lut_shuffle"}
     got = relax.VirtualMachine(build_relax(mod, target), tvm.cpu())["main"](
         tvm.runtime.tensor(x)).numpy()
     h = x.reshape(-1, 70)

@@ -3,8 +3,8 @@ torch.export and ONNX, equal the quantized model's NumPy integer reference exact
 
 The reference is written here from ``lut_tvm.exact.reference`` / ``conv_reference`` (int8
 inputs, integer GEMM / conv, int32 bias, one float32 multiply), independent of the kernels.
-Both look-up forms run: the byte-shuffle form on a target with a shuffle (the host's, when it
-has AVX2 or AVX-512BW), the gather form on a plain ``llvm`` target. ``quantize_model`` makes the
+Both look-up forms run: the T-MAC form (``auto``) on a target with AVX2 or AVX-512BW (the
+host's), the gather form on a plain ``llvm`` target. ``quantize_model`` makes the
 same exact plan from the ONNX file, a ``.pt2`` file or the torch module.
 """
 
@@ -183,11 +183,11 @@ def cases(tmp_path_factory):
 
 
 FRONTENDS = [
-    pytest.param(DigitsMLP, "torch", SHUFFLE, id="mlp-torch-shuffle",
+    pytest.param(DigitsMLP, "torch", SHUFFLE, id="mlp-torch-tmac",
                  marks=pytest.mark.skipif(not HAS_SHUFFLE, reason="no AVX2")),
     pytest.param(DigitsMLP, "onnx", PLAIN, id="mlp-onnx-gather"),
     pytest.param(DigitsCNN, "torch", PLAIN, id="cnn-torch-gather"),
-    pytest.param(DigitsCNN, "onnx", SHUFFLE, id="cnn-onnx-shuffle",
+    pytest.param(DigitsCNN, "onnx", SHUFFLE, id="cnn-onnx-tmac",
                  marks=pytest.mark.skipif(not HAS_SHUFFLE, reason="no AVX2")),
 ]
 
@@ -200,7 +200,7 @@ def test_compiled_model_equals_quantized_reference(cases, model_cls, frontend, t
                                dump_ir=tmp_path)
     assert compiled.info.lut_layers == LAYERS[model_cls]
     rewritten = (tmp_path / "02_lut_rewrite.py").read_text()
-    form = "exact_lut_shuffle" if target == SHUFFLE else "exact_lut_dense"
+    form = "exact_tmac" if target == SHUFFLE else "exact_lut_dense"
     assert rewritten.count(f'"lut_tvm.kind": "{form}"') == len(LAYERS[model_cls])
     if target == SHUFFLE and {"avx512f", "avx512bw"} <= host_cpu_flags():
         assert '"lut_tvm.word": 1' in rewritten  # whole int16 tables, vpermw
