@@ -32,6 +32,7 @@ from .cost import CostParams, ModelCost, layer_cost
 from .plan import ExactPlan
 from .quantize import CalibratedLayer, build_plan, calibrate_layers, evaluate_quantized, predict
 from .reference import MAX_BITS, MIN_BITS, quantize_weight
+from .reference.quant import SEARCH_MIN_BITS
 
 LOG = logging.getLogger("lut_tvm")
 METRICS = ("energy", "lookups")
@@ -83,7 +84,7 @@ class SearchResult:
 
 
 def search_bits(model: nn.Module, calibration, validation, *, bound: float = 1.0, metric: str = "energy",
-                min_bits: int = MIN_BITS, max_bits: int = MAX_BITS, layers: list[CalibratedLayer] | None = None,
+                min_bits: int = SEARCH_MIN_BITS, max_bits: int = MAX_BITS, layers: list[CalibratedLayer] | None = None,
                 params: CostParams | None = None, batch_size: int = 256, seed: int = 0,
                 progress: bool = True) -> SearchResult:
     """Search per-layer bits for ``model``; ``validation = (x, y)``, ``bound`` in accuracy points.

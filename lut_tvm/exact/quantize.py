@@ -45,6 +45,7 @@ from ..weights import LayerKind
 from .plan import ExactLayerPlan, ExactPlan
 from .reference import (ACT_QMAX, MAX_BITS, calibrate_activation_scale, check_bits, exact_lut_matmul,
                         output_scale, pack_exact, quantize_bias)
+from .reference.tmac import pack_tmac, tmac_matmul
 
 LOG = logging.getLogger("lut_tvm")
 EXACT_FLOAT32_LIMIT = 2 ** 24
@@ -192,7 +193,10 @@ class ExactQuantLayer(nn.Module):
             self.register_buffer("weight_conv", self.weight_nd.reshape(module.weight.shape))
         self.register_buffer("bias_q", torch.from_numpy(quantize_bias(bias, out_scale).astype(np.float64)))
         self.register_buffer("out_scale", torch.from_numpy(out_scale))
-        self.packed = pack_exact(wq, layer.bits) if self.backend is Backend.REFERENCE_LUT else None
+        # 1-bit {-1, +1} weights have no bit-plane form: the T-MAC layout (signed table) instead
+        self.lut = tmac_matmul if layer.bits == 1 else exact_lut_matmul
+        pack = (lambda w, _: pack_tmac(w, 1)) if layer.bits == 1 else pack_exact
+        self.packed = pack(wq, layer.bits) if self.backend is Backend.REFERENCE_LUT else None
 
     def _dequantize(self, acc: torch.Tensor) -> torch.Tensor:
         """``float32(acc + bias_q) * out_scale`` with channels on the last axis."""
@@ -214,10 +218,10 @@ class ExactQuantLayer(nn.Module):
         if self.is_conv:
             kernel, dilation, padding, stride = self.conv_args
             rows, (batch, out_h, out_w) = im2col_nchw(ints, kernel, stride, padding, dilation)
-            y = self._dequantize(torch.from_numpy(exact_lut_matmul(rows, self.packed)))
+            y = self._dequantize(torch.from_numpy(self.lut(rows, self.packed)))
             return y.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2).contiguous()
         flat = ints.reshape(-1, ints.shape[-1])
-        acc = torch.from_numpy(exact_lut_matmul(flat, self.packed)).reshape(*ints.shape[:-1], -1)
+        acc = torch.from_numpy(self.lut(flat, self.packed)).reshape(*ints.shape[:-1], -1)
         return self._dequantize(acc)
 
 

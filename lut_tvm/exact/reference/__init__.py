@@ -4,7 +4,9 @@ Quantization (post-training, symmetric, zero point 0):
 
 * weights ``W [D, N]`` (the ``matmul(x, W)`` layout of ``lut_tvm.weights``) to ``b`` bits per
   output channel: ``scale[n] = max|W[:, n]| / (2^(b-1) - 1)``,
-  ``Wq = clip(rint(W / scale), -(2^(b-1) - 1), 2^(b-1) - 1)`` (int8 storage, ``b`` in 2..8);
+  ``Wq = clip(rint(W / scale), -(2^(b-1) - 1), 2^(b-1) - 1)`` (int8 storage, ``b`` in 2..8;
+  ``b = 2`` is ternary {-1, 0, +1}); ``b = 1`` is binary: ``Wq = sign(W)`` in {-1, +1} (0 -> +1),
+  ``scale[n] = mean|W[:, n]|`` (computed only by the T-MAC kernel, ``reference.tmac``);
 * activations to int8 per tensor with a calibrated scale: ``xq = clip(rint(x / sx), -127, 127)``
   computed in float32 (``rint`` is round-half-to-even, like ``torch.round``);
 * integer GEMM: ``acc = xq @ Wq`` in int32; the bias is quantized to int32 at the accumulator's
@@ -50,12 +52,22 @@ from .tables import (ExactPacked, activation_tables, bit_planes, exact_lut_matmu
 
 __all__ = [
     "ACT_QMAX", "COLUMN_BLOCK", "GROUP", "INT32_MAX", "INT32_MIN", "MAX_BITS", "MIN_BITS", "TABLE_ENTRIES",
-    "ExactBlockPacked", "ExactPacked", "QuantizedDense", "activation_tables", "bit_planes",
+    "ExactBlockPacked", "ExactPacked", "QuantizedDense", "activation_tables", "bit_planes", "lut_matmul",
     "block_lut_matmul", "calibrate_activation_scale", "check_bits", "dequantize", "exact_lut_matmul",
     "group_patterns", "int_gemm", "num_groups", "output_scale", "pack_exact", "pack_exact_blocks",
     "piece_lut_matmul", "plane_accumulators", "plane_coefficients", "quantize_activations",
     "quantize_bias", "quantize_weight", "weight_qmax", "weight_scales",
 ]
+
+
+def lut_matmul(xq: np.ndarray, wq: np.ndarray, bits: int) -> np.ndarray:
+    """``xq @ Wq`` by table look-ups: bit-plane skip lists (``exact_lut_matmul``), or the T-MAC
+    layout for 1-bit {-1, +1} weights (``tmac.tmac_matmul``: a signed table, no 0 to skip)."""
+    if bits == 1:
+        from .tmac import pack_tmac, tmac_matmul  # pylint: disable=import-outside-toplevel
+
+        return tmac_matmul(xq, pack_tmac(wq, 1))
+    return exact_lut_matmul(xq, pack_exact(wq, bits))
 
 
 @dataclass
@@ -83,6 +95,5 @@ class QuantizedDense:
 
     def __call__(self, x: np.ndarray, relu: bool = False, use_lut: bool = False) -> np.ndarray:
         xq = quantize_activations(x, self.act_scale)
-        acc = (exact_lut_matmul(xq, pack_exact(self.wq, self.bits)) if use_lut
-               else int_gemm(xq, self.wq))
+        acc = (lut_matmul(xq, self.wq, self.bits) if use_lut else int_gemm(xq, self.wq))
         return dequantize(acc, self.out_scale, self.bias_q, relu)

@@ -8,20 +8,22 @@ import numpy as np
 ACT_QMAX = 127
 GROUP = 4
 TABLE_ENTRIES = 16
-MIN_BITS, MAX_BITS = 2, 8
+MIN_BITS, MAX_BITS = 1, 8  # 1: binary {-1, +1} weights (T-MAC kernel only); 2: ternary {-1, 0, +1}
+SEARCH_MIN_BITS = 2  # the mixed-precision search's default floor
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 
 
 def check_bits(bits: int) -> int:
-    """``bits`` as an int in [2, 8]; ValueError otherwise."""
+    """``bits`` as an int in [1, 8]; ValueError otherwise."""
     if int(bits) != bits or not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"weight bits must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
     return int(bits)
 
 
 def weight_qmax(bits: int) -> int:
-    """Largest quantized weight magnitude for symmetric ``bits``-bit weights (1 for ternary b=2)."""
-    return 2 ** (check_bits(bits) - 1) - 1
+    """Largest quantized weight magnitude for symmetric ``bits``-bit weights (1 for ternary b=2
+    and for binary b=1)."""
+    return 1 if check_bits(bits) == 1 else 2 ** (bits - 1) - 1
 
 
 # ----------------------------------------------------------------------------- quantization
@@ -31,15 +33,21 @@ def weight_scales(weight: np.ndarray, bits: int) -> np.ndarray:
     weight = np.asarray(weight, dtype=np.float32)
     if weight.ndim != 2:
         raise ValueError(f"weight must be [D, N], got shape {weight.shape}")
+    if check_bits(bits) == 1:  # binary: the mean magnitude minimizes |W - scale * sign(W)|^2
+        scale = np.abs(weight).mean(axis=0, dtype=np.float32).astype(np.float32)
+        return np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
     peak = np.abs(weight).max(axis=0)
     scale = (peak / np.float32(weight_qmax(bits))).astype(np.float32)
     return np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
 
 
 def quantize_weight(weight: np.ndarray, bits: int, scale: np.ndarray | None = None):
-    """``(Wq int8 [D, N], scale float32 [N])``; ``scale`` defaults to ``weight_scales``."""
+    """``(Wq int8 [D, N], scale float32 [N])``; ``scale`` defaults to ``weight_scales``; 1-bit
+    weights are the signs {-1, +1} (zero counts as +1)."""
     weight = np.asarray(weight, dtype=np.float32)
     scale = weight_scales(weight, bits) if scale is None else np.asarray(scale, dtype=np.float32)
+    if bits == 1:
+        return np.where(weight >= 0, 1, -1).astype(np.int8), scale
     qmax = weight_qmax(bits)
     quant = np.clip(np.rint(weight / scale[None, :]), -qmax, qmax).astype(np.int8)
     return quant, scale

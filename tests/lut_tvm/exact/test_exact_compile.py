@@ -335,3 +335,21 @@ def test_cli_quantize_writes_the_plan_quantize_model_makes(cases, tmp_path, caps
     assert "fc9" in capsys.readouterr().err
     assert cli_main(args[:-6] + ["--bits", "9", "-o", str(tmp_path / "bad.npz")]) != 0
     assert "weight bits" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_SHUFFLE, reason="no AVX2: no T-MAC kernel")
+@pytest.mark.parametrize("bits", [1, 2])
+def test_cli_quantize_low_bits_then_compile_is_exact(cases, tmp_path, capsys, bits):
+    """`lut-tvm quantize --bits 1|2` (binary {-1, +1} / ternary) + `lut-tvm compile`: the T-MAC
+    kernels run the whole CNN bit-exactly against the integer reference."""
+    model, _, x, onnx_path = cases[DigitsCNN]
+    np.save(tmp_path / "calibration.npy", _tail_peak_calibration(trained(DigitsCNN)[1]))
+    plan_path = tmp_path / f"cnn_b{bits}.npz"
+    assert cli_main(["quantize", onnx_path, "--calibration", str(tmp_path / "calibration.npy"),
+                     "--bits", str(bits), "-o", str(plan_path)]) == 0, capsys.readouterr().err
+    plan = ExactPlan.load(plan_path)
+    assert plan.bits_per_layer() == {name: bits for name in LAYERS[DigitsCNN]}
+    library = tmp_path / f"cnn_b{bits}.so"
+    assert cli_main(["compile", onnx_path, "--plan", str(plan_path), "-o", str(library)]) == 0, \
+        capsys.readouterr().err
+    np.testing.assert_array_equal(lut_tvm.load(str(library))(x), reference_forward(model, plan, x))

@@ -44,7 +44,7 @@ def test_quantized_weight_binds_by_fingerprint():
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("bits", 9, "'bits'"), ("bits", 1, "'bits'"), ("piece_bits", 3, "'piece_bits'"),
+    ("bits", 9, "'bits'"), ("bits", 0, "'bits'"), ("piece_bits", 3, "'piece_bits'"),
     ("act_scale", 0.0, "'act_scale'"), ("w_scale", np.ones(4, np.float32), "'w_scale'"),
     ("kind", "pool", "'kind'"),
 ])

@@ -4,7 +4,8 @@ tables, nibble packing round trip, and the look-up matmul against the integer GE
 import numpy as np
 import pytest
 
-from lut_tvm.exact.reference import bit_planes, group_patterns, int_gemm
+from lut_tvm.exact.reference import (QuantizedDense, bit_planes, group_patterns, int_gemm, quantize_weight,
+                                     weight_scales)
 from lut_tvm.exact.reference.tmac import (
     TMAC_LANES,
     direct_tables,
@@ -84,3 +85,17 @@ def test_bad_input_errors():
         pack_tmac(np.ones((4, 4), np.int8), 2, lanes=48)
     with pytest.raises(ValueError, match="depth"):
         tmac_matmul(np.zeros((1, 5), np.int8), pack_tmac(np.ones((4, 4), np.int8), 2))
+
+
+def test_binary_quantization_and_lut_reference():
+    """1-bit weights: signs with the mean magnitude as scale; the LUT reference equals the GEMM."""
+    rng = np.random.default_rng(9)
+    weight = rng.standard_normal((37, 11)).astype(np.float32)
+    weight[:, 3] = 0.0
+    wq, scale = quantize_weight(weight, 1)
+    np.testing.assert_array_equal(wq, np.where(weight >= 0, 1, -1))
+    np.testing.assert_allclose(scale[:3], np.abs(weight[:, :3]).mean(axis=0), rtol=1e-6)
+    assert scale[3] == 1.0 and np.array_equal(scale, weight_scales(weight, 1))
+    layer = QuantizedDense.from_float(weight, 1, rng.standard_normal((20, 37)))
+    x = rng.standard_normal((5, 37)).astype(np.float32)
+    np.testing.assert_array_equal(layer(x, use_lut=True), layer(x))
