@@ -72,11 +72,12 @@ class TmacRule(ScheduleRule):
         if block_lanes != lanes:
             return None  # packed for the other width
         knobs = default_knobs(rows, bits)
-        if tunable:
-            per_tile = sch.sample_categorical(
-                [d for d in range(1, rows + 1) if rows % d == 0 and d * bits <= 2 * ACC_REGISTERS],
-                None)
-            knobs = TmacKnobs(per_tile, knobs.tables_per_block)
+        if tunable:  # rows per block among the divisors of M that keep the accumulators near registers
+            choices = [d for d in range(1, rows + 1) if rows % d == 0 and d * bits <= 2 * ACC_REGISTERS]
+            if len(choices) > 1:
+                per_tile = sch.sample_categorical(choices, [1.0 / len(choices)] * len(choices),
+                                                  choices.index(knobs.rows_per_tile))
+                knobs = TmacKnobs(per_tile, knobs.tables_per_block)
         schedule_tmac(sch, target, intrin, knobs)
         return sch
 

@@ -135,3 +135,19 @@ def test_intrinsic_per_target_and_rule_declines():
     a = te.placeholder((4,), "float32", "a")
     b = te.compute((4,), lambda i: a[i] + 1, name="b")
     assert TmacRule().apply(te.create_prim_func([a, b]), tvm.target.Target(AVX2), False) is None
+
+
+@pytest.mark.skipif("avx2" not in host_cpu_flags(), reason="no AVX2")
+def test_tunable_rows_per_block_is_sampled_and_exact():
+    """Under tuning the rows per block are a sampled decision (in the trace); any draw is exact."""
+    rng = np.random.default_rng(11)
+    wq, _ = _weights(rng, 2, (40, 33))
+    packed = pack_tmac(wq, 2, 32)
+    func = tmac_func((12, 40), None, 2, packed.padded_groups, 33, 32, 1.0)
+    sch = TmacRule().apply(func, tvm.target.Target(AVX2), True)
+    assert "sample_categorical" in str(sch.trace)
+    exe = tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), tvm.target.Target(AVX2))
+    xq = rng.integers(-127, 128, (12, 40)).astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros((12, 33), np.float32))
+    exe(*(tvm.runtime.tensor(a) for a in (xq, packed.nibbles, np.ones(33, np.float32), np.zeros(33, np.int32))), out)
+    np.testing.assert_array_equal(out.numpy(), ref.int_gemm(xq.astype(np.int8), wq))
