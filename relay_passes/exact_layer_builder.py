@@ -10,9 +10,10 @@ The look-up form is ``lookup``: ``"gather"`` (``schedules.exact_lut_compute``, p
 lists), ``"shuffle"`` (``schedules.exact_shuffle_compute``, byte shuffles over blocks of 64
 columns), ``"tmac"`` (``schedules.tmac_compute``: per-call tables, nibble-packed weights, the
 shuffle on register-held tables for 64 columns x several rows at once; AVX2 and AVX-512BW) or
-``"auto"`` (the default): the T-MAC form where the current target has it (128 x 384 x 384,
-one thread: 83 / 167 us at 2 / 4 bits against 325 / 540 us of the shuffle form), else the
-shuffle form for a target with a byte shuffle (NEON), else the gather form. The T-MAC form
+``"auto"`` (the default): the T-MAC form where the current target has it (128 x 384 x 384 dense,
+one thread, CPU time: 84 / 176 / 412 us at 2 / 4 / 8 bits against 222 / 384 / 752 us of the
+shuffle form's word permute), else the shuffle form for a target with a byte shuffle (NEON),
+else the gather form. The T-MAC form
 does not skip pruned groups; 1-bit {-1, +1} weights run only in it.
 """
 

@@ -176,8 +176,8 @@ def tmac_intrin_for_target(target, word: bool = False) -> str | None:
 
 def tmac_form_for_target(target) -> tuple[int, bool] | None:
     """``(lanes, word)`` of the fastest T-MAC form ``target`` runs, or None: the word permute on
-    AVX-512BW (measured faster than the zmm byte shuffle: 128 x 384 x 384, 2 bits, 121 vs 149
-    us, one thread), the ymm byte shuffle on AVX2."""
+    AVX-512BW (measured faster than the zmm byte shuffle: 128 x 384 x 384, one thread, CPU
+    time, 84 vs 110 us at 2 bits), the ymm byte shuffle on AVX2."""
     if tmac_intrin_for_target(target, word=True):
         return TMAC_PERMW_LANES, True
     intrin = tmac_intrin_for_target(target)
