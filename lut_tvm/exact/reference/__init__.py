@@ -47,6 +47,7 @@ from .blocks import COLUMN_BLOCK, ExactBlockPacked, block_lut_matmul, pack_exact
 from .quant import (ACT_QMAX, GROUP, INT32_MAX, INT32_MIN, MAX_BITS, MIN_BITS, TABLE_ENTRIES,
                     calibrate_activation_scale, check_bits, dequantize, int_gemm, output_scale,
                     quantize_activations, quantize_bias, quantize_weight, weight_qmax, weight_scales)
+from .tmac import pack_tmac, tmac_matmul
 from .tables import (ExactPacked, activation_tables, bit_planes, exact_lut_matmul, group_patterns,
                      num_groups, pack_exact, piece_lut_matmul, plane_accumulators, plane_coefficients)
 
@@ -64,8 +65,6 @@ def lut_matmul(xq: np.ndarray, wq: np.ndarray, bits: int) -> np.ndarray:
     """``xq @ Wq`` by table look-ups: bit-plane skip lists (``exact_lut_matmul``), or the T-MAC
     layout for 1-bit {-1, +1} weights (``tmac.tmac_matmul``: a signed table, no 0 to skip)."""
     if bits == 1:
-        from .tmac import pack_tmac, tmac_matmul  # pylint: disable=import-outside-toplevel
-
         return tmac_matmul(xq, pack_tmac(wq, 1))
     return exact_lut_matmul(xq, pack_exact(wq, bits))
 
