@@ -69,8 +69,8 @@ def lut_rewrite_passes(plan: Plan) -> list:
 
 def exact_rewrite_passes(plan: ExactPlan) -> list:
     """Stage 3 for an exact plan: planned dense and conv2d layers to exact (LUT-NA) kernels,
-    constant bias adds folded into their int32 bias (byte-shuffle form on targets with one)."""
-    return [RewriteDenseToExactLUT(plan), RewriteConv2dToExactLUT(plan), FuseExactBias()]
+    constant bias adds folded into their int32 bias; the look-up form is the plan's ``lookup``."""
+    return [RewriteDenseToExactLUT(plan, plan.lookup), RewriteConv2dToExactLUT(plan, plan.lookup), FuseExactBias()]
 
 
 # Stage 3 per plan kind: the passes that rewrite its layers. A new plan kind adds its entry here.

@@ -38,7 +38,7 @@ NO_SHUFFLE_TARGET = {"kind": "llvm", "mcpu": "x86-64-v2"}
 class ExactForm:
     """One look-up form and the target that selects it."""
 
-    key: str  # word / shuffle / gather
+    key: str  # tmac / word / shuffle / gather
     title: str
     target: object  # a friendly target name or a TVM target dict
 
@@ -53,6 +53,9 @@ class ExactForm:
 def exact_forms(flags: set[str]) -> list[ExactForm]:
     """The look-up forms this CPU runs, fastest first (``flags``: /proc/cpuinfo's)."""
     forms = []
+    if "avx2" in flags:
+        forms.append(ExactForm("tmac", "T-MAC (per-call tables; vpermw on AVX-512BW, vpshufb on AVX2)",
+                               "x86-avx512" if "avx512bw" in flags else "x86-avx2"))
     if "avx512bw" in flags:
         forms.append(ExactForm("word", "AVX-512BW word permute (vpermw)", "x86-avx512"))
     if "avx2" in flags:
@@ -64,13 +67,22 @@ def exact_forms(flags: set[str]) -> list[ExactForm]:
     return forms
 
 
-def chosen_intrinsic(target) -> str:
-    """The look-up intrinsic the exact rules pick for ``target`` (``gather`` when none)."""
+# The exact rewrite's look-up form (``ExactPlan.lookup``) of each benchmarked form.
+FORM_LOOKUP = {"tmac": "tmac", "word": "shuffle", "shuffle": "shuffle", "gather": "gather"}
+
+
+def chosen_intrinsic(target, key: str = "shuffle") -> str:
+    """The look-up intrinsic the exact rules pick for ``target`` and form ``key`` (``gather`` when none)."""
     from lut_tvm.targets import resolve_target  # pylint: disable=import-outside-toplevel
     from schedules.intrin.exact_shuffle import (  # pylint: disable=import-outside-toplevel
         exact_shuffle_intrin_for_target, exact_word_intrin_for_target)
 
+    from schedules.intrin.tmac import tmac_form_for_target  # pylint: disable=import-outside-toplevel
+
     tvm_target = resolve_target(target)
+    if key == "tmac":
+        form = tmac_form_for_target(tvm_target)
+        return "gather" if form is None else ("tmac vpermw" if form[1] else "tmac vpshufb")
     return exact_word_intrin_for_target(tvm_target) or exact_shuffle_intrin_for_target(tvm_target) or "gather"
 
 
@@ -91,7 +103,8 @@ def build_exact_variant(folder: Path, label: str, variant: ExactVariant, source,
     slug = variant_slug(label)
     variant.plan.save(folder / f"plan_{slug}.npz")
     np.save(folder / f"expected_{slug}.npy", variant.expected)
-    intrinsic = chosen_intrinsic(variant.form.target)
+    intrinsic = chosen_intrinsic(variant.form.target, variant.form.key)
+    variant.plan.lookup = FORM_LOOKUP[variant.form.key]
     if (intrinsic == "gather") != (variant.form.key == "gather"):
         raise RuntimeError(f"{folder.name} {label}: target {variant.form.describe_target()} selects "
                            f"{intrinsic}, not the {variant.form.key} form")

@@ -100,6 +100,8 @@ class ExactPlan(PlanKind):
 
     layers: list[ExactLayerPlan]
     provenance: dict = field(default_factory=dict)
+    # the look-up form compile uses (relay_passes.exact_layer_builder.LOOKUPS); not stored in the file
+    lookup: str = "auto"
 
     def bits_per_layer(self) -> dict[str, int]:
         """Each layer's weight bits, by layer name."""
