@@ -6,13 +6,14 @@ dense-op list ends with a fallback that schedules any PrimFunc, so nothing is le
 
 from .dense_ops import DENSE_OP_RULES
 from .exact_lut import ExactLutRule
+from .int8_dense import Int8DenseRule
 from .lut_encode import LutEncodeRule
 from .lut_encode_rows import LutEncodeRowsRule
 from .lut_lookup import LutLookupRule
 from .lut_lookup_shuffle import LutLookupShuffleRule
 
 LUT_RULES = [LutEncodeRule(), LutEncodeRowsRule(), LutLookupRule(), LutLookupShuffleRule(),
-             ExactLutRule()]
+             ExactLutRule(), Int8DenseRule()]
 
 
 def default_rules() -> list:
