@@ -135,6 +135,16 @@ def test_assembly_uses_the_dot_instruction(name):
     assert "vpmaddubsw" not in asm
 
 
+def test_arm_builds_with_plain_loops():
+    """Compile-only (no ARM here): the plain layout's loops lower and build for AArch64 NEON."""
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
+    layout = int8_layout_for_target(target)
+    assert layout.intrin is None
+    for func in (int8_quantize_rows_func(7, 37, 40), int8_dense_func(7, (2, 10, layout.lanes, layout.group), 13)):
+        sch = Int8DenseRule().apply(func, target, False)
+        assert "main" in tvm.compile(sch.mod["main"].with_attr("global_symbol", "main"), target).mod.inspect_source("asm")
+
+
 def test_plain_layout_without_simd_features():
     assert int8_layout_for_target(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"})) == FALLBACK
     assert int8_layout_for_target(_target("plain")) == FALLBACK  # baseline x86-64: no AVX2
