@@ -32,8 +32,9 @@ from schedules.intrin.int8_dot import Int8Layout, int8_layout_for_target
 
 from .lut_kind import lut_kind, vector_lanes
 
-# Column vectors (of L int32 lanes) per tile: ROW_BLOCK x COL_VECTORS accumulator registers.
-COL_VECTORS = 4
+# Column vectors (of L int32 lanes) per tile, by L: ROW_BLOCK x that many accumulator registers
+# (16 of AVX-512's 32 zmm; 8 of AVX2's 16 ymm: 4 x 4 spilled accumulators to the stack).
+COL_VECTORS = {16: 4, 8: 2}
 
 
 class Int8DenseRule(ScheduleRule):
@@ -69,7 +70,7 @@ def _schedule_dense(sch: s_tir.Schedule, target) -> s_tir.Schedule:
     m, n, ko, ki = sch.get_loops(acc)
     rows, cols = int(sch.get(m).extent), int(sch.get(n).extent)
     row_block = ROW_BLOCK if rows % ROW_BLOCK == 0 else rows
-    col_vectors = _divisor_up_to(cols // layout.lanes, COL_VECTORS)
+    col_vectors = _divisor_up_to(cols // layout.lanes, COL_VECTORS.get(layout.lanes, 2))
     m_out, m_in = sch.split(m, [None, row_block])
     n_out, n_vec, n_lane = sch.split(n, [None, col_vectors, layout.lanes])
     if layout.intrin is None:  # plain loops: vectorized over the lanes, innermost
