@@ -14,6 +14,7 @@ from lut_tvm.compiler import layer_sites, rewrite_module
 from lut_tvm.frontends import import_model
 from lut_tvm.plan import LayerPlan, Plan
 from lut_tvm.reference import lut_matmul
+from lut_tvm.target_features import host_features
 from lut_tvm.targets import resolve_target
 from lut_tvm.testing import op_calls
 from schedules.attrs import LUT_KIND_ATTR, LutKind
@@ -73,6 +74,18 @@ def test_torch_mlp_equals_reference(rows):
         exact = model(torch.from_numpy(x)).numpy()
     cosine = (y * exact).sum() / np.linalg.norm(y) / np.linalg.norm(exact)
     assert cosine > 0.999 and not np.array_equal(y, exact)  # quantized, and close
+
+
+@pytest.mark.parametrize("target,needs", [("x86-avx2", "avx2"), ({"kind": "llvm", "mcpu": "cascadelake"}, "avx512vnni")],
+                         ids=["avx2", "vnni"])
+def test_each_weight_layout_equals_reference(target, needs):
+    """The weight is packed for the target compiled for (AVX2: 8 x 2 blocks, VNNI: 16 x 4)."""
+    if not host_features().has(needs):
+        pytest.skip(f"this CPU lacks {needs}")
+    model = _model()
+    x = np.random.default_rng(9).standard_normal((7, 37)).astype(np.float32)
+    y = lut_tvm.compile(model, _int8_plan(model, x), target=target, example_inputs=(x,), tuning_logs=False)(x)
+    np.testing.assert_allclose(y, _reference(_params(model), x), rtol=1e-5, atol=1e-5)
 
 
 def test_onnx_mlp_with_leading_dims_equals_reference(tmp_path):
