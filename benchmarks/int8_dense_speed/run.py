@@ -197,7 +197,8 @@ def _markdown(results: dict, threads: int, rounds: int, machine_before: dict) ->
     layers = {label: row["int8_layers"] for label, row in results.items() if row["int8_layers"] != 1}
     if layers:
         lines += ["", "Whole models: every Linear in int8 (" + ", ".join(f"{k}: {v}" for k, v in layers.items())
-                  + "); the kernel columns sum over the layers."]
+                  + "); the kernel columns sum over the layers. A whole-model call lasts several time slices, so on a",
+                  "loaded machine its figures include the other processes' share, all frameworks alike: compare the ratios."]
     schedules = sorted({row["schedule"] for row in results.values()})
     lines += ["", f"TVM fp32 dense scheduled by: {'; '.join(schedules)}.", ""]
     return lines
