@@ -21,6 +21,7 @@ from relay_passes.layer_sites import LayerSite, unique_layer_sites
 from relay_passes.rewrite_conv2d_to_exact_lut import RewriteConv2dToExactLUT
 from relay_passes.rewrite_conv2d_to_lut import RewriteConv2dToLUT
 from relay_passes.rewrite_dense_to_exact_lut import RewriteDenseToExactLUT
+from relay_passes.rewrite_dense_to_int8 import RewriteDenseToInt8
 from relay_passes.rewrite_dense_to_lut import RewriteDenseToLUT
 from relay_passes.rewrite_grouped_conv2d_to_lut import RewriteGroupedConv2dToLUT
 from schedules.rules import default_rules
@@ -63,8 +64,10 @@ def bind_plan(plan: PlanKind, imported: ImportedModel) -> list[str]:
 
 
 def lut_rewrite_passes(plan: Plan) -> list:
-    """Stage 3: planned layers to encode + lookup/accumulate, bias and ReLU folded in."""
-    return [RewriteDenseToLUT(plan), RewriteConv2dToLUT(plan), RewriteGroupedConv2dToLUT(plan), FuseLUTEpilogue()]
+    """Stage 3: planned layers to encode + lookup/accumulate, bias and ReLU folded in; the plan's
+    int8 dense layers (mode ``int8_dense``) to the int8 kernels."""
+    return [RewriteDenseToInt8(plan), RewriteDenseToLUT(plan), RewriteConv2dToLUT(plan),
+            RewriteGroupedConv2dToLUT(plan), FuseLUTEpilogue()]
 
 
 def exact_rewrite_passes(plan: ExactPlan) -> list:

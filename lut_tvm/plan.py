@@ -17,8 +17,10 @@ such a layer is written as version 3, so that older readers refuse it rather tha
 one scale per layer. Version 4 adds grouped and depthwise convs (field ``groups``, the conv's
 group count G; the weight is ``[O, I/G, kh, kw]`` and the centroids ``[G * C_g, K, V]``, each
 group's codebooks in turn): a plan with such a layer is written as version 4, so that older
-readers refuse it rather than compile a grouped conv as an ungrouped one. All four load;
-versions 1 and 2 only with ``int8_per_layer``, versions before 4 only with ``groups`` 1.
+readers refuse it rather than compile a grouped conv as an ungrouped one. Version 5 adds a layer's
+``mode``: ``lut`` or ``int8_dense`` (a dense layer run as an int8 matmul, ``lut_tvm.int8_reference``;
+no centroids, K or V), written as version 5 so that older readers refuse it. All five load; versions 1 and 2 only with
+``int8_per_layer``, versions before 4 only with ``groups`` 1, before 5 only with ``mode`` lut.
 """
 
 from __future__ import annotations
@@ -44,7 +46,16 @@ PLAN_VERSION = 1  # plans without free tables
 PLAN_VERSION_TABLES = 2  # plans with a layer carrying free tables
 PLAN_VERSION_TABLE_QUANT = 3  # plans with a layer whose table_quant is not int8_per_layer
 PLAN_VERSION_GROUPS = 4  # plans with a grouped (or depthwise) conv layer
-SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES, PLAN_VERSION_TABLE_QUANT, PLAN_VERSION_GROUPS)
+PLAN_VERSION_MODES = 5  # plans with a layer whose mode is not lut (an int8 dense layer)
+SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES, PLAN_VERSION_TABLE_QUANT, PLAN_VERSION_GROUPS,
+                      PLAN_VERSION_MODES)
+
+
+class LayerMode(str, Enum):
+    """What a plan layer compiles to: LUT kernels, or (dense only) an int8 matmul."""
+
+    LUT = "lut"
+    INT8_DENSE = "int8_dense"
 
 
 class TableQuant(str, Enum):
@@ -68,16 +79,27 @@ class LayerPlan:
     ``groups`` (conv only): the conv's group count G; the weight is then ``[O, I/G, kh, kw]``, the
     centroids ``[G * C_g, K, V]`` (group-major, ``C_g * V = I/G * kh * kw``) and free tables
     ``[C, K, O/G]`` (codebook ``c`` of group ``c // C_g`` feeds that group's outputs only).
+    ``mode``: ``LayerMode.INT8_DENSE`` for a dense layer run as an int8 matmul instead (no
+    centroids, tables or groups: build it with ``LayerPlan.int8_dense``).
     """
 
     name: str
     kind: LayerKind
     weight_shape: tuple[int, ...]
     weight_fingerprint: str
-    centroids: np.ndarray
+    centroids: np.ndarray | None
     table_quant: TableQuant = TableQuant.INT8_PER_LAYER
     tables: np.ndarray | None = None
     groups: int = 1
+    mode: LayerMode = LayerMode.LUT
+
+    @classmethod
+    def int8_dense(cls, name: str, weight_shape, weight_fingerprint: str) -> "LayerPlan":
+        """The plan entry of a dense layer (weight ``[D, N]``, as ``LayerSite.weight``) run in int8."""
+        return cls(name, LayerKind.DENSE, tuple(int(d) for d in weight_shape), weight_fingerprint,
+                   None, mode=LayerMode.INT8_DENSE)
+
+    is_int8 = property(lambda self: self.mode == LayerMode.INT8_DENSE, doc="Whether the layer runs in int8.")
 
     @property
     def num_codebooks(self) -> int:
@@ -97,6 +119,8 @@ class LayerPlan:
         if not isinstance(self.name, str) or not self.name:
             raise PlanError(f"{where}: field 'name' must be a non-empty string")
         kind = checked_layer_kind(where, self.kind, self.weight_shape)
+        if self._validate_mode(where, kind):
+            return
         cents = self.centroids
         if not isinstance(cents, np.ndarray) or cents.ndim != 3:
             raise PlanError(f"{where}: field 'centroids' must be a 3-D array [C, K, V]")
@@ -122,6 +146,21 @@ class LayerPlan:
                             f"{[q.value for q in TableQuant]}") from None
         if self.tables is not None:
             self._validate_tables(where, kind)
+
+    def _validate_mode(self, where: str, kind: LayerKind) -> bool:
+        """Check ``mode``; True for an int8 dense layer (then fully checked: nothing else applies)."""
+        mode = _checked_mode(where, self.mode)
+        if mode is LayerMode.LUT:
+            return False
+        if kind is not LayerKind.DENSE:
+            raise PlanError(f"{where}: field 'mode' is {mode.value}, but the layer is {kind.value} "
+                            "(only dense layers run in int8)")
+        extra = [name for name, present in (("centroids", self.centroids is not None), ("tables", self.tables is not None),
+                                            ("groups", self.groups != 1), ("table_quant", self.table_quant != "int8_per_layer"))
+                 if present]
+        if extra:
+            raise PlanError(f"{where}: field {extra[0]!r} must be absent in mode {mode.value}")
+        return True
 
     def _checked_groups(self, where: str, kind: LayerKind) -> int:
         groups = self.groups
@@ -218,6 +257,8 @@ class Plan(PlanKind):
     @property
     def version(self) -> int:
         """The format version ``save`` writes: the lowest that carries every layer's fields."""
+        if any(LayerMode(layer.mode) is not LayerMode.LUT for layer in self.layers):
+            return PLAN_VERSION_MODES
         if any(int(layer.groups) != 1 for layer in self.layers):
             return PLAN_VERSION_GROUPS
         if any(TableQuant(layer.table_quant) is not TableQuant.INT8_PER_LAYER for layer in self.layers):
@@ -234,22 +275,10 @@ class Plan(PlanKind):
             "format": PLAN_FORMAT,
             "version": version,
             "provenance": self.provenance,
-            "layers": [
-                {
-                    "name": layer.name,
-                    "kind": LayerKind(layer.kind).value,
-                    "weight_shape": list(layer.weight_shape),
-                    "weight_fingerprint": layer.weight_fingerprint,
-                    "table_quant": TableQuant(layer.table_quant).value,
-                    "num_centroids": layer.num_centroids,
-                    "sub_vector_len": layer.sub_vector_len,
-                    **({"tables": layer.tables is not None} if with_tables else {}),
-                    **({"groups": int(layer.groups)} if version >= PLAN_VERSION_GROUPS else {}),
-                }
-                for layer in self.layers
-            ],
+            "layers": [_layer_entry(layer, version, with_tables) for layer in self.layers],
         }
-        arrays = {f"layer{i}.centroids": layer.centroids for i, layer in enumerate(self.layers)}
+        arrays = {f"layer{i}.centroids": layer.centroids for i, layer in enumerate(self.layers)
+                  if layer.centroids is not None}
         arrays.update({f"layer{i}.tables": layer.tables for i, layer in enumerate(self.layers)
                        if layer.tables is not None})
         return write_npz_with_meta(path, arrays, meta)
@@ -265,6 +294,9 @@ class Plan(PlanKind):
         for index, entry in enumerate(checked_layer_entries(where, meta)):
             name = entry["name"]
             key = f"layer{index}.centroids"
+            if _load_mode(where, name, entry, version) is LayerMode.INT8_DENSE:
+                layers.append(_load_int8_layer(where, index, entry, arrays))
+                continue
             if key not in arrays:
                 raise PlanError(f"{where}, layer {name!r}: missing array {key!r}")
             check_layer_shape_fields(f"{where}, layer {name!r}", entry, arrays[key])
@@ -287,7 +319,56 @@ class Plan(PlanKind):
         plan = cls.from_file_layers(where, layers, meta)
         for layer in plan.layers:
             layer.table_quant = TableQuant(layer.table_quant)
+            layer.mode = LayerMode(layer.mode)
         return plan
+
+
+def _layer_entry(layer: LayerPlan, version: int, with_tables: bool) -> dict:
+    """A layer's metadata entry in a file of ``version``."""
+    entry = {
+        "name": layer.name,
+        "kind": LayerKind(layer.kind).value,
+        "weight_shape": list(layer.weight_shape),
+        "weight_fingerprint": layer.weight_fingerprint,
+        **({"mode": LayerMode(layer.mode).value} if version >= PLAN_VERSION_MODES else {}),
+    }
+    if layer.is_int8:
+        return entry
+    return {
+        **entry,
+        "table_quant": TableQuant(layer.table_quant).value,
+        "num_centroids": layer.num_centroids,
+        "sub_vector_len": layer.sub_vector_len,
+        **({"tables": layer.tables is not None} if with_tables else {}),
+        **({"groups": int(layer.groups)} if version >= PLAN_VERSION_GROUPS else {}),
+    }
+
+
+def _load_mode(where: str, name: str, entry: dict, version: int) -> LayerMode:
+    """A layer's ``mode`` (lut when absent); only version 5 files may carry another value."""
+    mode = _checked_mode(f"{where}, layer {name!r}", entry.get("mode", LayerMode.LUT.value))
+    if mode is not LayerMode.LUT and version < PLAN_VERSION_MODES:
+        raise PlanError(f"{where}, layer {name!r}: field 'mode' {mode.value} needs plan version "
+                        f"{PLAN_VERSION_MODES}, but the file is version {version}")
+    return mode
+
+
+def _checked_mode(at: str, value) -> LayerMode:
+    try:
+        return LayerMode(value)
+    except (ValueError, TypeError):
+        raise PlanError(f"{at}: field 'mode' is {value!r}, not one of {[m.value for m in LayerMode]}") from None
+
+
+def _load_int8_layer(where: str, index: int, entry: dict, arrays: dict) -> LayerPlan:
+    """An int8 dense layer's entry: no centroid or table array, none of the LUT fields."""
+    name = entry["name"]
+    stray = [key for key in (f"layer{index}.centroids", f"layer{index}.tables", "num_centroids", "sub_vector_len",
+                             "tables", "groups", "table_quant") if key in arrays or key in entry]
+    if stray:
+        raise PlanError(f"{where}, layer {name!r}: mode int8_dense has no {stray[0]!r}")
+    return LayerPlan(name, entry["kind"], tuple(int(d) for d in entry["weight_shape"]),
+                     str(entry["weight_fingerprint"]), None, mode=LayerMode.INT8_DENSE)
 
 
 _NEWER_TABLE_QUANTS = [q.value for q in TableQuant if q is not TableQuant.INT8_PER_LAYER]

@@ -20,6 +20,7 @@ from tvm.ir.transform import PassContext
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from lut_tvm.errors import PlanError
+from lut_tvm.plan import LayerMode
 from lut_tvm.weights import LayerKind
 
 from .layer_sites import LayerSite
@@ -79,7 +80,8 @@ class _PlannedLayerMutator(PyExprMutator):
     def __init__(self, mod: IRModule, rewrite: "PlannedRewritePass"):
         super().__init__(mod)
         self.rewrite = rewrite
-        self.layers = rewrite.plan.by_fingerprint()
+        self.layers = {key: layer for key, layer in rewrite.plan.by_fingerprint().items()
+                       if getattr(layer, "mode", LayerMode.LUT) in rewrite.modes}
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
@@ -96,10 +98,12 @@ class PlannedRewritePass:
 
     A subclass sets ``match`` (a ``staticmethod`` of ``layer_sites``) and defines
     ``emit(builder, call, site, layer)``: emit the layer's kernels with ``builder`` and return
-    the expression that stands for the layer's output.
+    the expression that stands for the layer's output. ``modes``: the plan layers' modes the
+    pass rewrites (``plan.LayerMode``; a plan kind without modes counts as lut).
     """
 
     match = None
+    modes = (LayerMode.LUT,)
 
     def __init__(self, plan):
         self.plan = plan

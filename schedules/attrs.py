@@ -33,9 +33,11 @@ class LutKind:
     ENCODE_CONV2D_ROWS = "encode_conv2d_rows"
     LOOKUP_CONV2D_SHUFFLE = "lookup_conv2d_shuffle"
     EXACT_TMAC = "exact_tmac"
+    INT8_QUANTIZE_ROWS = "int8_quantize_rows"  # not a LUT: the int8 dense layer's two kernels
+    INT8_DENSE = "int8_dense"
     ALL = (ENCODE_DENSE, ENCODE_CONV2D, LOOKUP_DENSE, LOOKUP_CONV2D, LOOKUP_DENSE_SHUFFLE,
            ENCODE_DENSE_ROWS, EXACT_LUT_DENSE, ENCODE_CONV2D_ROWS, LOOKUP_CONV2D_SHUFFLE, EXACT_LUT_SHUFFLE,
-           EXACT_TMAC)
+           EXACT_TMAC, INT8_QUANTIZE_ROWS, INT8_DENSE)
 
 
 def tag_kernel(func, kind: str, **attrs):

@@ -6,6 +6,7 @@ dense-op list ends with a fallback that schedules any PrimFunc, so nothing is le
 
 from .dense_ops import DENSE_OP_RULES
 from .exact_lut import ExactLutRule
+from .int8_dense import Int8DenseRule
 from .lut_encode import LutEncodeRule
 from .lut_encode_rows import LutEncodeRowsRule
 from .lut_lookup import LutLookupRule
@@ -13,7 +14,7 @@ from .lut_lookup_shuffle import LutLookupShuffleRule
 from .tmac import TmacRule
 
 LUT_RULES = [LutEncodeRule(), LutEncodeRowsRule(), LutLookupRule(), LutLookupShuffleRule(),
-             ExactLutRule(), TmacRule()]
+             ExactLutRule(), TmacRule(), Int8DenseRule()]
 
 
 def default_rules() -> list:

@@ -1,0 +1,117 @@
+"""uint8 x int8 -> int32 dot-product tensor intrinsics of the int8 dense kernel, and which one a target gets.
+
+Every intrinsic computes ``C[i] += int32(A[k]) * int32(B[i, k])`` for ``L`` output lanes ``i`` and
+``R`` depths ``k`` (``A [R]`` uint8 activations, ``B [L, R]`` int8 packed weights, ``C [L]`` int32):
+
+* AVX-512 VNNI: ``vpdpbusd`` zmm, ``L = 16``, ``R = 4``: TVM's own ``dot_16x4_vnni`` with the
+  operand types of the LLVM that TVM 0.27's wheel links (LLVM 20 declares
+  ``llvm.x86.avx512.vpdpbusd.512`` on ``<64 x i8>``; TVM's passes ``<16 x i32>`` and fails to build);
+* AVX-512BW: ``vpmaddwd`` zmm on both operands widened to int16, ``L = 16``, ``R = 2``;
+* AVX2: ``vpmaddwd`` ymm the same way, ``L = 8``, ``R = 2``.
+
+The widened forms are exact for every uint8 x int8 pair; ``vpmaddubsw`` (TVM's
+``dot_16x4_avx512``) is not used because its int16 pair sums saturate (2 * 255 * 127 > 32767).
+A target with none of these gets the ``FALLBACK`` layout and no tensorization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+from lut_tvm.target_features import target_features
+
+INT8_DOT_VNNI = "lut_tvm_int8_dot_16x4_vnni"
+INT8_DOT_AVX512 = "lut_tvm_int8_dot_16x2_avx512bw"
+INT8_DOT_AVX2 = "lut_tvm_int8_dot_8x2_avx2"
+LLVM_VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
+LLVM_PMADDWD = {INT8_DOT_AVX512: "llvm.x86.avx512.pmaddw.d.512", INT8_DOT_AVX2: "llvm.x86.avx2.pmadd.wd"}
+
+
+@dataclass(frozen=True)
+class Int8Layout:
+    """The packed weight's block ``[L, R]`` and the intrinsic (None: plain loops) that reads it."""
+
+    lanes: int
+    group: int
+    intrin: str | None
+
+
+FALLBACK = Int8Layout(8, 4, None)
+
+
+def _desc(lanes: int, group: int):
+    @T.prim_func(s_tir=True)
+    def desc(a_h: T.handle, b_h: T.handle, c_h: T.handle) -> None:
+        A = T.match_buffer(a_h, (group,), "uint8", offset_factor=1)
+        B = T.match_buffer(b_h, (lanes, group), "int8", offset_factor=1)
+        C = T.match_buffer(c_h, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, group):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
+
+    return desc
+
+
+def _pmaddwd_impl(lanes: int, llvm_name: str):
+    wide = 2 * lanes
+
+    @T.prim_func(s_tir=True)
+    def impl(a_h: T.handle, b_h: T.handle, c_h: T.handle) -> None:
+        A = T.match_buffer(a_h, (2,), "uint8", offset_factor=1)
+        B = T.match_buffer(b_h, (lanes, 2), "int8", offset_factor=1)
+        C = T.match_buffer(c_h, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            pair = T.reinterpret(T.Cast("int16x2", A.vload([0], "uint8x2")), dtype="int32")
+            a_wide = T.reinterpret(T.broadcast(pair, lanes), dtype=f"int16x{wide}")
+            b_wide = T.Cast(f"int16x{wide}", B.vload([0, 0], f"int8x{wide}"))
+            C[T.ramp(T.int32(0), 1, lanes)] = C[T.ramp(T.int32(0), 1, lanes)] + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_name), a_wide, b_wide, dtype=f"int32x{lanes}")
+
+    return impl
+
+
+def _vnni_impl():
+    @T.prim_func(s_tir=True)
+    def impl(a_h: T.handle, b_h: T.handle, c_h: T.handle) -> None:
+        A = T.match_buffer(a_h, (4,), "uint8", offset_factor=1)
+        B = T.match_buffer(b_h, (16, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c_h, (16,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            quad = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            a_bytes = T.reinterpret(T.broadcast(quad, 16), dtype="int8x64")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(LLVM_VPDPBUSD), C.vload([0], "int32x16"), a_bytes,
+                B.vload([0, 0], "int8x64"), dtype="int32x16")
+
+    return impl
+
+
+TensorIntrin.register(INT8_DOT_VNNI, _desc(16, 4), _vnni_impl())
+TensorIntrin.register(INT8_DOT_AVX512, _desc(16, 2), _pmaddwd_impl(16, LLVM_PMADDWD[INT8_DOT_AVX512]))
+TensorIntrin.register(INT8_DOT_AVX2, _desc(8, 2), _pmaddwd_impl(8, LLVM_PMADDWD[INT8_DOT_AVX2]))
+
+
+def int8_layout_for_target(target) -> Int8Layout:
+    """The fastest exact layout ``target`` runs: VNNI, then AVX-512BW, then AVX2, else FALLBACK."""
+    features = target_features(target)
+    if features.arch != "x86":
+        return FALLBACK
+    if features.has("avx512vnni") and features.has("avx512bw"):
+        return Int8Layout(16, 4, INT8_DOT_VNNI)
+    if features.has("avx512bw"):
+        return Int8Layout(16, 2, INT8_DOT_AVX512)
+    if features.has("avx2"):
+        return Int8Layout(8, 2, INT8_DOT_AVX2)
+    return FALLBACK
+

@@ -1,0 +1,105 @@
+"""Plan version 5: int8 dense layers (``LayerMode.INT8_DENSE``) beside LUT layers: round trip,
+refusal by an older reader, and every malformed int8 entry named by layer and field."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lut_tvm import plan as plan_module
+from lut_tvm.errors import PlanError
+from lut_tvm.npz_meta import META_KEY
+from lut_tvm.plan import PLAN_VERSION_GROUPS, PLAN_VERSION_MODES, LayerMode, LayerPlan, Plan
+from lut_tvm.weights import LayerKind, fingerprint
+
+RNG = np.random.default_rng(0)
+DENSE_W = RNG.standard_normal((12, 5)).astype(np.float32)
+OTHER_W = RNG.standard_normal((5, 8)).astype(np.float32)
+
+
+def _mixed_plan() -> Plan:
+    lut = LayerPlan("fc1", LayerKind.DENSE, DENSE_W.shape, fingerprint(DENSE_W),
+                    RNG.standard_normal((4, 16, 3)).astype(np.float32))
+    return Plan([lut, LayerPlan.int8_dense("fc2", OTHER_W.shape, fingerprint(OTHER_W))],
+                provenance={"tool": "test"})
+
+
+def _read(path):
+    with np.load(path, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def _rewrite(path, change):
+    arrays = _read(path)
+    meta = json.loads(arrays.pop(META_KEY).tobytes().decode())
+    change(meta, arrays)
+    arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def test_round_trip_is_version_5(tmp_path):
+    plan = _mixed_plan()
+    assert plan.version == PLAN_VERSION_MODES
+    path = plan.save(tmp_path / "p.npz")
+    arrays = _read(path)
+    assert sorted(arrays) == [META_KEY, "layer0.centroids"]  # no array for the int8 layer
+    meta = json.loads(arrays[META_KEY].tobytes().decode())
+    assert meta["version"] == PLAN_VERSION_MODES
+    assert [entry["mode"] for entry in meta["layers"]] == ["lut", "int8_dense"]
+    loaded = Plan.load(path)
+    assert [layer.mode for layer in loaded.layers] == [LayerMode.LUT, LayerMode.INT8_DENSE]
+    int8 = loaded.layers[1]
+    assert int8.is_int8 and int8.centroids is None and int8.tables is None
+    assert (int8.name, int8.kind, int8.weight_shape, int8.weight_fingerprint) == (
+        "fc2", LayerKind.DENSE, OTHER_W.shape, fingerprint(OTHER_W))
+    np.testing.assert_array_equal(loaded.layers[0].centroids, plan.layers[0].centroids)
+
+
+def test_lut_only_plan_keeps_its_older_version(tmp_path):
+    plan = _mixed_plan()
+    plan.layers.pop()
+    assert plan.version < PLAN_VERSION_MODES
+    assert "mode" not in json.loads(_read(plan.save(tmp_path / "p.npz"))[META_KEY].tobytes())["layers"][0]
+
+
+def test_older_reader_refuses_version_5(tmp_path, monkeypatch):
+    path = _mixed_plan().save(tmp_path / "p.npz")
+    monkeypatch.setattr(plan_module, "SUPPORTED_VERSIONS", tuple(range(1, PLAN_VERSION_GROUPS + 1)))
+    with pytest.raises(PlanError, match="version"):
+        Plan.load(path)
+
+
+def test_int8_mode_in_an_older_version_is_refused(tmp_path):
+    path = _mixed_plan().save(tmp_path / "p.npz")
+    _rewrite(path, lambda meta, _arrays: meta.update(version=PLAN_VERSION_GROUPS))
+    with pytest.raises(PlanError, match=r"layer 'fc2': field 'mode' int8_dense needs plan version 5"):
+        Plan.load(path)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda meta, arrays: meta["layers"][1].update(mode="int4"), r"layer 'fc2': field 'mode' is 'int4'"),
+    (lambda meta, arrays: arrays.update({"layer1.centroids": np.zeros((1, 2, 8), np.float32)}),
+     r"layer 'fc2': mode int8_dense has no 'layer1.centroids'"),
+    (lambda meta, arrays: meta["layers"][1].update(num_centroids=16), r"has no 'num_centroids'"),
+    (lambda meta, arrays: meta["layers"][1].update(kind="conv2d", weight_shape=[8, 5, 1, 1]),
+     r"layer 'fc2': field 'mode' is int8_dense, but the layer is conv2d"),
+])
+def test_malformed_int8_entry_named(tmp_path, change, message):
+    path = _mixed_plan().save(tmp_path / "p.npz")
+    _rewrite(path, change)
+    with pytest.raises(PlanError, match=message):
+        Plan.load(path)
+
+
+def test_int8_layer_with_centroids_rejected_on_save(tmp_path):
+    plan = _mixed_plan()
+    plan.layers[1].centroids = np.zeros((1, 16, 5), np.float32)
+    with pytest.raises(PlanError, match=r"plan layer 'fc2': field 'centroids' must be absent in mode int8_dense"):
+        plan.save(tmp_path / "p.npz")
+
+
+def test_lut_layer_still_needs_centroids():
+    layer = LayerPlan("fc1", LayerKind.DENSE, DENSE_W.shape, fingerprint(DENSE_W), None)
+    with pytest.raises(PlanError, match="field 'centroids' must be a 3-D array"):
+        layer.validate()
