@@ -72,7 +72,7 @@ def cmd_optimize(args) -> None:
     refit = rep.get("refit") or {}
     if refit.get("loss_after") is not None:
         print(f"refit ({refit['method']}): plan loss {refit['loss_before']:.2f} -> {refit['loss_after']:.2f} points "
-              f"({'kept' if refit['kept'] else 'not kept'}); {len(refit['extended'])} extension(s) tried, "
+              f"(refit kept for {len(refit['refit_layers'])} layer(s)); {len(refit['extended'])} extension(s) tried, "
               f"{sum(e['accepted'] for e in refit['extended'])} accepted")
     print(f"{rep['metric']}: original {rep['original_metric']:.2f}, chosen {rep['chosen_metric_compiled']:.2f} "
           f"(compiled; budget {rep['budget']})")

@@ -17,7 +17,8 @@ NOTES = [
     "Refit (--refit ridge): the tables of a candidate alone are k-means (P.W) or refit by ridge regression "
     "to the layer's exact outputs on the calibration rows, whichever loses less; the chosen plan is then "
     "refit layer by layer in model order on the inputs the LUT model feeds each layer (targets: the original "
-    "layers' outputs), kept if it loses no more on the eval data, and extended with the candidates left.",
+    "layers' outputs), each layer's refit kept where the plan then loses less on the eval data, and the plan "
+    "extended with the candidates left.",
     "Latency: each layer's kernel compiled alone (default schedules, no tuning log) and timed with "
     "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings.",
     "Peers, the original model at the same batch and threads, each timed in a separate process so its "
@@ -148,10 +149,11 @@ def _refit_lines(refit: dict | None) -> list[str]:
     """The report's section on the refit of the chosen plan (none without ``--refit ridge``)."""
     if not refit or refit.get("loss_after") is None:
         return []
+    kept = ", ".join(refit.get("refit_layers", []))
     lines = ["", "## Refit of the chosen plan (ridge, layer by layer with compounding)", "",
              f"Loss {refit['loss_before']:.2f} -> {refit['loss_after']:.2f} points on the eval data: "
-             + ("kept; then the candidates left, each refit and checked end to end:" if refit["kept"]
-                else "not kept (it lost more).")]
+             + (f"refit kept for {kept}; then the candidates left, each checked end to end:" if refit["kept"]
+                else "no layer's refit lowered the loss; none kept.")]
     if refit["extended"]:
         lines += ["", "| added | loss | accepted |", "|---|---:|---|"]
         lines += [f"| {e['tried']} | {e['loss']:.2f} | {'yes' if e['accepted'] else 'no'} |" for e in refit["extended"]]
