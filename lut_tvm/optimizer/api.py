@@ -106,9 +106,10 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     for the report.
     ``refit``: ``ridge`` trains the tables on the calibration data (``optimizer.refit``): each candidate's
     loss alone is measured with k-means tables and with tables refit by ridge regression (the lesser
-    kept: the search sees post-training losses), and the chosen plan is refit layer by layer with
-    compounding, verified, and extended with the candidates left while the budget holds; ``none``:
-    k-means tables (``P.W``) only.
+    kept: the search sees post-training losses; with the compiled evaluator only, as the torch forward
+    computes ``P.W`` tables), and the chosen plan is refit layer by layer with compounding (a layer's
+    refit kept where it lowers the eval loss) and extended with the candidates left while the budget
+    holds; ``none``: k-means tables (``P.W``) only.
     """
     check_settings(metric, budget)
     check_refit(refit)
