@@ -19,9 +19,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from relay_passes import TapLayerInputs
+from relay_passes.layer_sites import unique_layer_sites
 
 from . import _tvm_compat
-from .compiler import build_relax, imported_name, layer_sites
+from .compiler import build_relax, imported_name, layer_sites, rewrite_module
 from .errors import PlanError
 from .frontends import ImportedModel, import_model
 from .kmeans import kmeans_centroids
@@ -72,16 +73,22 @@ def _layer_rows(site, inputs: np.ndarray) -> np.ndarray:
     return rows
 
 
-def tapped_batches(imported, calibration: np.ndarray, sites, *, keep_tail: bool = False):
+def tapped_batches(imported, calibration: np.ndarray, sites, *, keep_tail: bool = False, plan: Plan | None = None):
     """For each batch of the calibration samples (the model's batch size), ``[input of site]`` as
     NumPy arrays: the model itself runs (compiled dense with ``TapLayerInputs``). Without
     ``keep_tail`` the samples after the last full batch are left out; with it the last batch is
-    padded with zeros and the padding trimmed from the inputs (batch on axis 0)."""
+    padded with zeros and the padding trimmed from the inputs (batch on axis 0). ``plan``: the model
+    runs with the plan's layers as LUTs (the inputs the LUT model feeds its layers); ``sites`` must
+    then be layers the plan leaves dense."""
     check_calibration(imported, calibration)
     target = resolve_target("native")
-    tapped = TapLayerInputs()(imported.mod)
+    mod = imported.mod if plan is None or not plan.layers else rewrite_module(imported, plan, target)[0]
+    order = [site.fingerprint for _, site in unique_layer_sites(mod["main"])]
+    missing = [site.fingerprint for site in sites if site.fingerprint not in order]
+    if missing:
+        raise PlanError(f"cannot tap the input of {len(missing)} layer(s) that the plan makes LUTs")
+    tapped = TapLayerInputs()(mod)
     vm = _tvm_compat.virtual_machine(build_relax(tapped, target))
-    order = [site.fingerprint for site in layer_sites(imported)]
     wanted = [order.index(site.fingerprint) for site in sites]
     batch = imported.input_shapes[0][0]
     stop = len(calibration) if keep_tail else len(calibration) - batch + 1
@@ -98,16 +105,19 @@ def tapped_batches(imported, calibration: np.ndarray, sites, *, keep_tail: bool 
         yield [outputs[index].numpy()[:valid] for index in wanted]
 
 
-def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, rng) -> list[np.ndarray]:
-    """Input rows of each site for the calibration samples, at most ``max_rows`` each."""
+def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, rng,
+                       plan: Plan | None = None) -> list[np.ndarray]:
+    """Input rows of each site for the calibration samples, at most ``max_rows`` each (``rng`` picks
+    them; ``rng=None``: every row). ``plan``: the inputs of the model with the plan's layers as LUTs
+    (``tapped_batches``)."""
     rows: list[list[np.ndarray]] = [[] for _ in sites]
-    for inputs in tapped_batches(imported, calibration, sites):
+    for inputs in tapped_batches(imported, calibration, sites, plan=plan):
         for slot, layer_inputs in enumerate(inputs):
             rows[slot].append(_layer_rows(sites[slot], layer_inputs))
     sampled = []
     for parts in rows:
         stacked = np.concatenate(parts)
-        if len(stacked) > max_rows:
+        if rng is not None and len(stacked) > max_rows:
             stacked = stacked[rng.choice(len(stacked), max_rows, replace=False)]
         sampled.append(stacked)
     return sampled
@@ -151,10 +161,11 @@ def import_for_calibration(model, calibration, example_inputs=None, batch: int =
     return calibration, import_model(model, example_inputs)
 
 
-def refit_layer_tables(name: str, site, centroids: np.ndarray, rows: np.ndarray, refit, ridge_lambda: float
-                       ) -> np.ndarray:
+def refit_layer_tables(name: str, site, centroids: np.ndarray, rows: np.ndarray, refit, ridge_lambda: float,
+                       target_rows: np.ndarray | None = None) -> np.ndarray:
     """One layer's refit tables ``[C, K, N]`` float32 from its input ``rows [M, D]``, fit to reproduce
-    the exact outputs ``rows . W`` (no bias). ``refit``: ``TableRefit.RIDGE``, MADDNESS's free tables
+    the exact outputs ``target_rows . W`` (no bias; default ``rows``: the layer's own inputs; the
+    original model's inputs of the layer, row for row, to make up for the LUT layers before it). ``refit``: ``TableRefit.RIDGE``, MADDNESS's free tables
     (``ridge.ridge_tables``); ``TableRefit.RIDGE_WEIGHT``, ``P . W'`` with the refit weight
     ``W' = ridge.ridge_weight(...)`` (the weight that ``lut_tvm.train``'s refit would put in the model;
     here it goes into the tables, since a plan compiles against the model's own weight)."""
@@ -165,7 +176,7 @@ def refit_layer_tables(name: str, site, centroids: np.ndarray, rows: np.ndarray,
         raise PlanError(f"{where}: a grouped conv (groups = {groups}) has no table refit; "
                         "exclude it or plan it without refit_tables")
     weight = as_dense_matrix(site.kind, site.weight).astype(np.float64)
-    target = rows.astype(np.float64) @ weight
+    target = (rows if target_rows is None else target_rows).astype(np.float64) @ weight
     if refit is TableRefit.RIDGE:
         fitted = ridge_tables(rows, centroids, target, ridge_lambda, where)
     elif refit is TableRefit.RIDGE_WEIGHT:

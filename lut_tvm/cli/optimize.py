@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import LutTvmError, ModelLoadError
 from ..files import user_cache_dir
-from ..optimizer.inputs import METRICS, check_eval, check_settings
+from ..optimizer.inputs import DEFAULT_REFIT, METRICS, REFITS, check_eval, check_settings
 from .common import MODEL_HELP, load_array
 
 
@@ -58,7 +58,7 @@ def cmd_optimize(args) -> None:
     result = optimize(args.model, calibration, x, y, budget=args.budget, metric=args.metric,
                       target=args.target, cache_dir=args.cache_dir or user_cache_dir("optimize"), sub_lens=args.sub_lens,
                       layers=args.only, batch=args.batch, timing_repeat=args.repeat, seed=args.seed,
-                      peers=not args.no_peers, prune=args.prune)
+                      peers=not args.no_peers, prune=args.prune, refit=args.refit)
     report_dir = Path(args.report) if args.report else Path(args.output).with_suffix("").with_name(
         Path(args.output).stem + "_report")
     written = result.save(args.output, report_dir)
@@ -69,6 +69,11 @@ def cmd_optimize(args) -> None:
     if not any(row["chosen_V"] for row in rep["layers"]):
         print("no layer is worth a LUT here: each candidate was slower than its dense layer or broke the "
               "budget (per layer above); the plan keeps every layer dense")
+    refit = rep.get("refit") or {}
+    if refit.get("loss_after") is not None:
+        print(f"refit ({refit['method']}): plan loss {refit['loss_before']:.2f} -> {refit['loss_after']:.2f} points "
+              f"(refit kept for {len(refit['refit_layers'])} layer(s)); {len(refit['extended'])} extension(s) tried, "
+              f"{sum(e['accepted'] for e in refit['extended'])} accepted")
     print(f"{rep['metric']}: original {rep['original_metric']:.2f}, chosen {rep['chosen_metric_compiled']:.2f} "
           f"(compiled; budget {rep['budget']})")
     print(f"latency: dense {lat['dense_measured']:.4f} ms, chosen predicted {lat['predicted']:.4f} ms, "
@@ -114,6 +119,10 @@ def register(sub) -> None:
     opt.add_argument("--prune", action="store_true",
                      help="skip a candidate whose loss alone already exceeds the budget left (fewer whole-model "
                      "checks: for models whose evaluation is slow)")
+    opt.add_argument("--refit", choices=REFITS, default=DEFAULT_REFIT,
+                     help="ridge (default): train the LUT tables on the calibration data (ridge regression to "
+                     "the original layers' outputs, layer by layer with compounding) and spend the budget this "
+                     "frees on more LUT layers; none: k-means tables only")
     opt.add_argument("--no-peers", action="store_true",
                      help="do not time the original model in PyTorch and ONNX Runtime for the report")
     opt.set_defaults(func=cmd_optimize)

@@ -16,9 +16,10 @@ from ..plan import Plan, TableQuant
 from ..targets import is_host_runnable, resolve_target
 from .cache import MeasurementCache, digest
 from .evaluate import CompiledEvaluator, TorchEvaluator, metric_value, torch_layer_modules, run_batched
-from .inputs import check_eval, check_settings, import_checked, is_torch_module
+from .inputs import DEFAULT_REFIT, check_eval, check_refit, check_settings, import_checked, is_torch_module
 from .latency import CostModel, KernelTimer
 from .layers import DEFAULT_SUB_LENS, CentroidBank, model_layers, offered_centroids
+from .refit import can_refit, refit_and_extend
 from .search import Candidate, greedy_search, uniform_start
 
 LOG = logging.getLogger("lut_tvm")
@@ -61,12 +62,18 @@ class _Metrics:
 
     def loss(self, choice: dict[str, int]) -> float:
         plan = self.bank.plan(choice)
-        key = f"{self.prefix}|{sorted((l.name, l.sub_vector_len, l.num_centroids, l.table_quant.value) for l in plan.layers)}"
+        key = f"{self.prefix}|{sorted(_layer_key(l) for l in plan.layers)}"
         value = self.cache.get(key)
         if value is None:
             value = self.of_outputs(self.evaluator.outputs(plan))
             self.cache.put(key, value)
         return self.original - float(value)
+
+
+def _layer_key(layer) -> tuple:
+    """A plan layer in the metrics cache key: name, V, K, table scales (and free tables, if any)."""
+    key = (layer.name, layer.sub_vector_len, layer.num_centroids, layer.table_quant.value)
+    return key if layer.tables is None else (*key, digest(layer.tables))
 
 
 def _threads() -> int:
@@ -78,7 +85,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
              timing_number: int = 20, timing_repeat: int = 5, max_rows: int = 4096, seed: int = 0,
              evaluator: str = "auto", finetune: int = 0, finetune_data=None,
              table_quants=(TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN),
-             peers: bool = True, prune: bool = False) -> OptimizeResult:
+             peers: bool = True, prune: bool = False, refit: str = DEFAULT_REFIT) -> OptimizeResult:
     """The fastest LUT plan (K = 16, per-layer V from ``sub_lens`` or dense) whose ``metric`` on
     ``eval_x`` stays within ``budget`` points of the original model's.
 
@@ -97,8 +104,15 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     ``peers``: also measure the original model in PyTorch fp32 and ONNX Runtime fp32 and dynamic int8
     (metric on the eval data, latency at the same batch and threads, each timed in a separate process)
     for the report.
+    ``refit``: ``ridge`` trains the tables on the calibration data (``optimizer.refit``): each candidate's
+    loss alone is measured with k-means tables and with tables refit by ridge regression (the lesser
+    kept: the search sees post-training losses; with the compiled evaluator only, as the torch forward
+    computes ``P.W`` tables), and the chosen plan is refit layer by layer with compounding (a layer's
+    refit kept where it lowers the eval loss) and extended with the candidates left while the budget
+    holds; ``none``: k-means tables (``P.W``) only.
     """
     check_settings(metric, budget)
+    check_refit(refit)
     table_quants = [TableQuant(q) for q in table_quants]
     if evaluator not in ("auto", "torch", "compiled"):
         raise LutTvmError(f"optimize: evaluator {evaluator!r} is not one of ['auto', 'torch', 'compiled']")
@@ -139,7 +153,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     candidates = [Candidate(l.name, v, cost.saving_ms(l.name, v)) for l in candidates_layers for v in l.sub_lens]
     for cand in tqdm(candidates, desc="sensitivity", unit="candidate", leave=False, disable=None):
         if cand.saving_ms > 0:
-            _measure_alone(cand, metrics, bank, table_quants)
+            _measure_alone(cand, metrics, bank, table_quants,
+                           refit == "ridge" and search_eval is compiled_eval and can_refit(_site(bank, cand)))
     start, start_steps = uniform_start(candidates, metrics.loss, budget, cost.predict_ms)
     choice, steps = greedy_search(candidates, metrics.loss, budget, start, prune=prune)
     steps = start_steps + steps
@@ -147,10 +162,21 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     final = _verify_compiled(compiled_eval, bank, metrics, choice, budget, candidates)
     compiled_lut, compiled_loss, backed_off = final
     choice = {n: v for n, v in choice.items() if n not in backed_off}
+    refit_plan, refit_report = None, None
+    if refit == "ridge":
+        outcome = refit_and_extend((imported, bank, compiled_eval, metrics, calibration, max_rows, seed), choice,
+                                   compiled_lut, compiled_loss, candidates, budget, prune)
+        choice, refit_plan, compiled_lut, compiled_loss = outcome.choice, outcome.plan, outcome.compiled, outcome.loss
+        refit_report = outcome.report
     measured_ms = compiled_lut.benchmark(timing_input, number=timing_number, repeat=timing_repeat) * 1e3
     dense_now_ms = dense.benchmark(timing_input, number=timing_number, repeat=timing_repeat) * 1e3
-    plan = bank.plan(choice, provenance={"method": "optimize", "metric": metric, "budget": budget,
-                                         "model": imported.source})
+    provenance = {"method": "optimize", "metric": metric, "budget": budget, "model": imported.source,
+                  "refit": refit}
+    if refit_plan is not None:
+        choice = {layer.name: choice[layer.name] for layer in refit_plan.layers}  # model order
+        plan = Plan(refit_plan.layers, provenance=provenance)
+    else:
+        plan = bank.plan(choice, provenance=provenance)
     final_model, tuned = model, None
     if finetune and choice:
         if not is_torch_module(model):
@@ -177,6 +203,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         new_timings=timer.cache.new, sub_lens=list(sub_lens), num_centroids=offered_centroids(tvm_target),
         peers=peer_rows)
     report["finetune"] = tuned
+    report["refit"] = refit_report or {"method": refit}
     return OptimizeResult(plan, report, cost, choice, final_model)
 
 
@@ -194,17 +221,27 @@ def _peer_rows(model, timing_input, eval_x, threads, metrics: _Metrics, number: 
     return rows
 
 
-def _measure_alone(cand: Candidate, metrics: _Metrics, bank: CentroidBank, table_quants) -> None:
-    """The candidate's loss with only its layer as a LUT, at each table scale granularity; the best
-    (first on a tie) is kept for the search. The granularities run the same kernel (a scale per
-    output column is a vector the kernels read either way), so the latency is the same."""
+def _site(bank: CentroidBank, cand: Candidate):
+    return next(layer.site for layer in bank.layers if layer.name == cand.layer)
+
+
+def _measure_alone(cand: Candidate, metrics: _Metrics, bank: CentroidBank, table_quants, refit: bool) -> None:
+    """The candidate's loss with only its layer as a LUT, at each table scale granularity, with k-means
+    tables and (``refit``) ridge-refit tables; the best (first on a tie) is kept for the search. The
+    granularities and tables run the same kernel (a scale per output column is a vector the kernels
+    read either way), so the latency is the same."""
+    key = (cand.layer, cand.sub_len)
     losses = {}
-    for quant in table_quants:
-        bank.table_quant[(cand.layer, cand.sub_len)] = quant
-        losses[quant] = metrics.loss({cand.layer: cand.sub_len})
-    best = min(losses, key=lambda q: (losses[q], table_quants.index(q)))
-    bank.table_quant[(cand.layer, cand.sub_len)] = best
-    cand.loss_alone, cand.table_quant = losses[best], best.value
+    for tables in ("kmeans", "ridge") if refit else ("kmeans",):
+        for quant in table_quants:
+            bank.table_quant[key] = quant
+            (bank.refit.add if tables == "ridge" else bank.refit.discard)(key)
+            losses[(tables, quant)] = metrics.loss({cand.layer: cand.sub_len})
+    order = list(losses)
+    best = min(losses, key=lambda option: (losses[option], order.index(option)))
+    bank.table_quant[key] = best[1]
+    (bank.refit.add if best[0] == "ridge" else bank.refit.discard)(key)
+    cand.loss_alone, cand.tables, cand.table_quant = losses[best], best[0], best[1].value
 
 
 def run_input(eval_x, batch):

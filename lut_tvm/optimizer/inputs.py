@@ -8,6 +8,15 @@ import numpy as np
 from ..errors import LutTvmError, ModelLoadError
 
 METRICS = ("accuracy", "cosine")
+REFITS = ("none", "ridge")  # optimize's table training (``optimizer.refit``)
+DEFAULT_REFIT = "ridge"
+
+
+def check_refit(refit: str) -> str:
+    """``refit`` if it is one of ``REFITS``; else a one-line LutTvmError."""
+    if refit not in REFITS:
+        raise LutTvmError(f"optimize: refit {refit!r} is not one of {list(REFITS)}")
+    return refit
 
 
 def check_settings(metric: str, budget: float) -> None:

@@ -14,7 +14,8 @@ from ..compiler import layer_sites
 from ..errors import LutTvmError
 from ..kmeans import kmeans_centroids
 from ..plan import LayerPlan, Plan, TableQuant
-from ..planner import collect_layer_rows, layer_name
+from ..planner import collect_layer_rows, layer_name, refit_layer_tables
+from ..policy import TableRefit
 from ..weights import LayerKind, reduction_length
 from .cache import MeasurementCache, digest
 
@@ -156,6 +157,9 @@ class CentroidBank:
         self._centroids: dict[tuple[str, int], np.ndarray] = {}
         # (layer, V) -> table scale granularity; the search sets it per candidate (default per layer)
         self.table_quant: dict[tuple[str, int], TableQuant] = {}
+        # (layer, V) whose tables are refit (ridge, on the layer's own calibration rows); the search sets it
+        self.refit: set[tuple[str, int]] = set()
+        self._tables: dict[tuple[str, int], np.ndarray] = {}
 
     def _layer_rows(self, name: str) -> np.ndarray:
         if self._rows is None:  # one calibration pass for every layer, only when something is missing
@@ -186,11 +190,22 @@ class CentroidBank:
             self._centroids[memo] = centroids.astype(np.float32)
         return self._centroids[memo]
 
+    def refit_tables(self, layer: Layer, sub_len: int, ridge_lambda: float = 1.0) -> np.ndarray:
+        """``[C, K, N]`` tables of ``layer`` at option ``sub_len`` refit by ridge regression to the
+        layer's exact outputs on its calibration rows (``planner.refit_layer_tables``): the layer
+        alone as a LUT, so its inputs are the original model's."""
+        memo = (layer.name, sub_len)
+        if memo not in self._tables:
+            self._tables[memo] = refit_layer_tables(layer.name, layer.site, self.centroids(layer, sub_len),
+                                                    self._layer_rows(layer.name), TableRefit.RIDGE, ridge_lambda)
+        return self._tables[memo]
+
     def layer_plan(self, layer: Layer, sub_len: int) -> LayerPlan:
         site = layer.site
         quant = self.table_quant.get((layer.name, sub_len), TableQuant.INT8_PER_LAYER)
+        tables = self.refit_tables(layer, sub_len) if (layer.name, sub_len) in self.refit else None
         return LayerPlan(layer.name, site.kind, tuple(site.weight.shape), site.fingerprint,
-                         self.centroids(layer, sub_len), table_quant=quant, groups=site.groups)
+                         self.centroids(layer, sub_len), table_quant=quant, tables=tables, groups=site.groups)
 
     def plan(self, choice: dict[str, int], provenance: dict | None = None) -> Plan:
         """The plan of ``choice`` (layer name -> option, or plain V for K = 16; the layers not

@@ -14,6 +14,11 @@ NOTES = [
     "target has AVX-512 VBMI (the lookup runs vpermb on a 64-byte table), not offered elsewhere.",
     "Tables: INT8 with one scale per layer or per output column, whichever loses less with the layer "
     "alone (the same kernel runs both: it reads a scale vector either way, so the latency is shared).",
+    "Refit (--refit ridge): the tables of a candidate alone are k-means (P.W) or refit by ridge regression "
+    "to the layer's exact outputs on the calibration rows, whichever loses less; the chosen plan is then "
+    "refit layer by layer in model order on the inputs the LUT model feeds each layer (targets: the original "
+    "layers' outputs), each layer's refit kept where the plan then loses less on the eval data, and the plan "
+    "extended with the candidates left.",
     "Latency: each layer's kernel compiled alone (default schedules, no tuning log) and timed with "
     "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings.",
     "Peers, the original model at the same batch and threads, each timed in a separate process so its "
@@ -40,7 +45,7 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
         chosen = choice.get(layer.name)
         if chosen is not None:
             cand = next(c for c in mine if c.sub_len == chosen)
-            why = (f"V={chosen}, {cand.table_quant}: saves {cand.saving_ms:.4f} ms for {cand.loss_alone:.2f} points alone "
+            why = (f"V={chosen}, {cand.table_quant}, {cand.tables} tables: saves {cand.saving_ms:.4f} ms for {cand.loss_alone:.2f} points alone "
                    f"(plan loss {cand.loss_with_plan:.2f} with it)")
         else:
             by_status: dict[str, list[int]] = {}
@@ -118,16 +123,18 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {row['layer']} | {row['shape']} | {row['D']} | {row['dense_ms']:.4f} | {chosen} | "
                      f"{row['why']} |")
     lines += ["", "## Candidates (one layer as LUT, the rest dense)", "",
-              "| layer | V | table scales | saving ms | loss alone | status |", "|---|---:|---|---:|---:|---|"]
+              "| layer | V | table scales | tables | saving ms | loss alone | status |",
+              "|---|---:|---|---|---:|---:|---|"]
     for cand in report["candidates"]:
         loss = "" if cand["loss_alone"] is None else f"{cand['loss_alone']:.2f}"
-        lines.append(f"| {cand['layer']} | {cand['sub_len']} | {cand['table_quant']} | {cand['saving_ms']:.4f} | "
-                     f"{loss} | {cand['status']} |")
+        lines.append(f"| {cand['layer']} | {cand['sub_len']} | {cand['table_quant']} | {cand.get('tables', 'kmeans')} | "
+                     f"{cand['saving_ms']:.4f} | {loss} | {cand['status']} |")
     lines += ["", "## Search (each plan checked end to end)", "",
               "| added | loss | predicted ms | accepted |", "|---|---:|---:|---|"]
     for step in report["steps"]:
         lines.append(f"| {step['tried']} | {step['loss']:.2f} | {step['predicted_ms']:.4f} | "
                      f"{'yes' if step['accepted'] else 'no'} |")
+    lines += _refit_lines(report.get("refit"))
     tuned = report.get("finetune")
     if tuned:
         lines += ["", f"Fine-tuned {tuned['epochs']} epoch(s) (train_lutnn): compiled loss "
@@ -136,6 +143,21 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"Backed off after the compiled check: {', '.join(report['backed_off_after_compiled_check'])}"]
     lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _refit_lines(refit: dict | None) -> list[str]:
+    """The report's section on the refit of the chosen plan (none without ``--refit ridge``)."""
+    if not refit or refit.get("loss_after") is None:
+        return []
+    kept = ", ".join(refit.get("refit_layers", []))
+    lines = ["", "## Refit of the chosen plan (ridge, layer by layer with compounding)", "",
+             f"Loss {refit['loss_before']:.2f} -> {refit['loss_after']:.2f} points on the eval data: "
+             + (f"refit kept for {kept}; then the candidates left, each checked end to end:" if refit["kept"]
+                else "no layer's refit lowered the loss; none kept.")]
+    if refit["extended"]:
+        lines += ["", "| added | loss | accepted |", "|---|---:|---|"]
+        lines += [f"| {e['tried']} | {e['loss']:.2f} | {'yes' if e['accepted'] else 'no'} |" for e in refit["extended"]]
+    return lines
 
 
 def plot_frontier(report: dict, path: Path) -> Path | None:

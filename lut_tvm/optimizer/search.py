@@ -25,6 +25,7 @@ class Candidate:
     status: str = "untried"  # chosen / replaced / over budget alone / breaks budget / slower / ...
     loss_with_plan: float = float("nan")  # loss of the plan when this candidate was tried in it
     table_quant: str = "int8_per_layer"  # the table scale granularity that lost least alone
+    tables: str = "kmeans"  # "kmeans" (P.W) or "ridge" (refit on the layer's rows), whichever lost less alone
     num_centroids: int = field(init=False, default=NUM_CENTROIDS)  # K of the option, for the report
 
     def __post_init__(self):

@@ -47,7 +47,8 @@ def test_cli_end_to_end(files, suffix, metric, monkeypatch):
     # the .pt2 run uses the default cache folder, under the user's cache (XDG_CACHE_HOME)
     monkeypatch.setenv("XDG_CACHE_HOME", str(files / f"xdg_{suffix}"))
     cache = ["--cache-dir", str(files / "cache")] if suffix == "onnx" else []
-    quick = ["--no-peers", "--prune"] if suffix == "pt2" else []  # the .pt2 run: without the peers' rows
+    # the .pt2 run: without the peers' rows, and k-means tables only (the .onnx run: the default ridge refit)
+    quick = ["--no-peers", "--prune", "--refit", "none"] if suffix == "pt2" else []
     code, out, err = run_cli(["optimize", str(files / f"mlp.{suffix}"), "--calibration", str(files / "cal.npy"),
                               "--eval", str(evaluation), "--metric", metric, "--budget", "3",
                               "--sub-lens", "16", "--repeat", "2", *cache, *quick, "-o", str(plan_path)])
@@ -64,6 +65,10 @@ def test_cli_end_to_end(files, suffix, metric, monkeypatch):
     assert {r["layer"] for r in report["layers"]} == {"fc1", "fc2", "fc3"}
     assert f"{metric}: original" in out and "wrote" in out
     assert bool(report["peers"]) == (suffix == "onnx")
+    refit = "none" if suffix == "pt2" else "ridge"
+    assert report["refit"]["method"] == refit and plan.provenance["refit"] == refit
+    if refit == "none":
+        assert all(layer.tables is None for layer in plan.layers)
 
 
 @pytest.mark.parametrize("evaluation,args,message", [
