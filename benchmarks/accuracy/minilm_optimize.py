@@ -105,18 +105,26 @@ def run_optimize(setup: Setup, args, metric: str, cache: Path, log) -> tuple[dic
     result = lut_tvm.optimize(model, setup.calibration, setup.x_eval, eval_y, budget=budget, metric=metric,
                               batch=1, layers=layers, sub_lens=args.sub_lens, cache_dir=cache / "measurements",
                               timing_number=args.timing_number, timing_repeat=5, seed=setup.seed,
-                              table_quants=[TableQuant(q) for q in args.table_quants], prune=True)
+                              table_quants=[TableQuant(q) for q in args.table_quants], prune=True,
+                              target=args.target, refit=args.refit, int8=not args.no_int8)
     seconds = time.perf_counter() - start
     folder = cache / f"report_{metric}"
     result.save(cache / f"plan_{metric}.npz", folder)
     report = result.report
     summary = {"metric": metric, "budget": budget, "seconds": round(seconds, 1),
                "original": report["original_metric"], "chosen_search": report["chosen_metric_search"],
-               "chosen_compiled": report["chosen_metric_compiled"], "choice": result.choice,
+               "chosen_compiled": report["chosen_metric_compiled"], "choice": report["choice"],
                "latency_ms": report["latency_ms"], "report": report}
     log(f"  chose {len(result.choice)} LUT layers: {summary['chosen_compiled']:.2f} vs original "
         f"{summary['original']:.2f} ({seconds:.0f} s)")
     return summary, result
+
+
+def as_option(value):
+    """A choice value read back from the result file: ``"int8"`` (the int8 dense option) or a V."""
+    from lut_tvm.optimizer.layers import INT8_DENSE  # pylint: disable=import-outside-toplevel
+
+    return INT8_DENSE if value == "int8" else value
 
 
 class PlanMaker:
@@ -126,18 +134,20 @@ class PlanMaker:
     def __init__(self, setup: Setup, summary: dict | None, cache: Path, sub_lens=(), table_quant="int8_per_column"):
         """``summary``: the optimize phase's; None (training only): ``sub_lens``, every table at ``table_quant``."""
         from lut_tvm.optimizer.inputs import import_checked  # pylint: disable=import-outside-toplevel
-        from lut_tvm.optimizer.layers import CentroidBank, model_layers  # pylint: disable=import-outside-toplevel
+        from lut_tvm.optimizer.layers import CentroidBank, is_int8, model_layers  # pylint: disable=import-outside-toplevel
         from lut_tvm.plan import TableQuant  # pylint: disable=import-outside-toplevel
 
         imported, _ = import_checked(setup.encoder, setup.calibration, setup.x_eval, 1)
         offered = summary["report"]["sub_lens_offered"] if summary else list(sub_lens)
-        layers = model_layers(imported, offered, setup.names)
+        layers = model_layers(imported, offered, setup.names, int8=True)
         self.bank = CentroidBank(imported, layers, setup.calibration, cache / "measurements", 4096, setup.seed)
         self.candidates = summary["report"]["candidates"] if summary else [
             {"layer": l.name, "sub_len": v, "table_quant": table_quant, "saving_ms": float("nan"), "loss_alone": None}
-            for l in layers for v in l.sub_lens]
+            for l in layers for v in l.sub_lens if not is_int8(v)]
         for cand in self.candidates:
-            self.bank.table_quant[(cand["layer"], cand["sub_len"])] = TableQuant(cand["table_quant"])
+            cand["sub_len"] = as_option(cand["sub_len"])
+            if not is_int8(cand["sub_len"]):
+                self.bank.table_quant[(cand["layer"], cand["sub_len"])] = TableQuant(cand["table_quant"])
         self.saving = {(c["layer"], c["sub_len"]): c["saving_ms"] for c in self.candidates}
         self.dense_model_ms = summary["report"]["latency_ms"]["dense_cost_model_base"] if summary else float("nan")
 
@@ -173,7 +183,7 @@ def run_frontier(setup: Setup, maker: PlanMaker, sub_lens, log) -> list[dict]:
     return rows
 
 
-def run_speed(setup: Setup, plans: dict, work: Path, log) -> dict:
+def run_speed(setup: Setup, plans: dict, work: Path, log, target="native") -> dict:
     """Median ms at 1 thread (batch 1, 64 tokens) of ORT fp32 / int8 (dynamic) of the exported encoder,
     TVM dense and each plan compiled with ``lut_tvm.compile`` (shipped tuning logs where they match),
     interleaved round by round. Timing is trusted only when the 1-minute load is below 1.5."""
@@ -190,7 +200,7 @@ def run_speed(setup: Setup, plans: dict, work: Path, log) -> dict:
     for label, plan in {"TVM dense": None, **plans}.items():
         path = work / f"{label.replace(' ', '_').replace('=', '')}.so"
         start = time.perf_counter()
-        built[label] = compile_tvm(setup.encoder, plan, example, path)
+        built[label] = compile_tvm(setup.encoder, plan, example, path, target=target)
         built[label]["compile_s"] = round(time.perf_counter() - start, 1)
         runners[label] = tvm_runner(path, example)[0]
         log(f"  compiled {label}: {built[label]}")
@@ -295,6 +305,13 @@ def main(argv=None) -> int:
                         help="plans the train phase trains: the optimizer's choice, every Linear at the least V")
     parser.add_argument("--out", type=Path, default=None, help="result .json (default benchmarks/results/)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target", default="native",
+                        help='the compile and timing target, e.g. \'{"kind": "llvm", "mcpu": "cascadelake"}\' '
+                        "for AVX-512 with VNNI (the int8 layers' vpdpbusd)")
+    parser.add_argument("--refit", choices=("none", "ridge"), default="none",
+                        help="optimize's table refit (none by default: on a torch module it costs two whole-model "
+                        "compiles per chosen layer)")
+    parser.add_argument("--no-int8", action="store_true", help="do not offer Linears as int8 matmuls")
     args = parser.parse_args(argv)
     if args.quick:
         args.sub_lens, args.timing_number, args.frontier_v, args.train_minutes = [4, 16], 3, [16], 1.0
@@ -334,7 +351,7 @@ def main(argv=None) -> int:
     if "optimize" not in result and set(args.phases) - {"train"}:
         raise SystemExit("minilm_optimize: the frontier and speed phases need the optimize phase's result")
     maker = PlanMaker(setup, result.get("optimize"), cache, args.sub_lens, args.table_quants[-1])
-    chosen = result["optimize"]["choice"] if "optimize" in result else None
+    chosen = {n: as_option(v) for n, v in result["optimize"]["choice"].items()} if "optimize" in result else None
     from lut_tvm.optimizer.evaluate import TorchEvaluator  # pylint: disable=import-outside-toplevel
 
     if chosen is not None:
@@ -348,7 +365,7 @@ def main(argv=None) -> int:
     if "speed" in args.phases:
         plans = {f"optimize (cos >= {1 - args.budget / 100:.2f})": maker.bank.plan(chosen)} if chosen else {}
         plans.update({f"all 36 at V={v}": maker.bank.plan(c) for v, c in all_layers.items()})
-        result["speed"] = run_speed(setup, plans, cache / "speed", log)
+        result["speed"] = run_speed(setup, plans, cache / "speed", log, args.target)
         save()
     if "train" in args.phases:
         result["train"] = [e for e in result.get("train", []) if e["plan"] not in args.train_plans]  # others kept

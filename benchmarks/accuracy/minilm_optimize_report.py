@@ -37,8 +37,8 @@ def render(result: dict) -> str:
         rep, lat = opt["report"], opt["latency_ms"]
         unit = "mean cosine x100" if opt["metric"] == "cosine" else "topic accuracy %"
         lines += [f"## `lut_tvm.optimize`, metric {opt['metric']}, budget {opt['budget']} points of {unit}", "",
-                  f"{len(opt['choice'])} of {len(rep['layers'])} Linears chosen as LUTs "
-                  f"({', '.join(f'{short(n)} V={v}' for n, v in opt['choice'].items()) or 'none'}); "
+                  f"{len(opt['choice'])} of {len(rep['layers'])} Linears chosen as LUTs or int8 "
+                  f"({', '.join(f'{short(n)} ' + ('int8' if v == 'int8' else f'V={v}') for n, v in opt['choice'].items()) or 'none'}); "
                   f"search took {opt['seconds']:.0f} s wall; V offered {rep['sub_lens_offered']}; "
                   f"{rep['threads']} thread(s), batch {rep['batch']}.", "",
                   "| | metric | latency ms (default schedules, optimizer's timer) |", "|---|---:|---:|",
@@ -47,16 +47,17 @@ def render(result: dict) -> str:
                   f"| chosen, compiled | {opt['chosen_compiled']:.2f} | {lat['measured']:.3f} |", ""]
         slower = [c for c in rep["candidates"] if c["status"] == "slower than dense"]
         over = [c for c in rep["candidates"] if c["status"] == "over budget alone"]
-        lines += [f"Candidates (layer x V): {len(rep['candidates'])}; slower than the dense layer: {len(slower)}; "
+        options = list(rep["sub_lens_offered"]) + (["int8"] if any(c["sub_len"] == "int8" for c in rep["candidates"]) else [])
+        lines += [f"Candidates (layer x option): {len(rep['candidates'])}; slower than the dense layer: {len(slower)}; "
                   f"over the budget alone: {len(over)}. Per layer (loss alone in points, saving in ms):", "",
-                  "| layer | " + " | ".join(f"V={v}" for v in rep["sub_lens_offered"]) + " | chosen |",
-                  "|---|" + "---:|" * len(rep["sub_lens_offered"]) + "---|"]
+                  "| layer | " + " | ".join(v if v == "int8" else f"V={v}" for v in options) + " | chosen |",
+                  "|---|" + "---:|" * len(options) + "---|"]
         for row in rep["layers"]:
             cells = []
-            for v in rep["sub_lens_offered"]:
+            for v in options:
                 cand = next((c for c in rep["candidates"] if c["layer"] == row["layer"] and c["sub_len"] == v), None)
                 cells.append("-" if cand is None else f"{_fmt(cand['loss_alone'])} / {cand['saving_ms']:+.3f}")
-            lines.append(f"| {short(row['layer'])} | " + " | ".join(cells) + f" | {'V=' + str(row['chosen_V']) if row['chosen_V'] else 'dense'} |")
+            lines.append(f"| {short(row['layer'])} | " + " | ".join(cells) + f" | {'int8' if row.get('int8') else 'V=' + str(row['chosen_V']) if row['chosen_V'] else 'dense'} |")
         lines.append("")
     if result.get("original"):
         lines += [f"Original: topic accuracy {result['original']['topic_acc']:.1f}% on the eval texts.", ""]

@@ -58,7 +58,8 @@ def cmd_optimize(args) -> None:
     result = optimize(args.model, calibration, x, y, budget=args.budget, metric=args.metric,
                       target=args.target, cache_dir=args.cache_dir or user_cache_dir("optimize"), sub_lens=args.sub_lens,
                       layers=args.only, batch=args.batch, timing_repeat=args.repeat, seed=args.seed,
-                      peers=not args.no_peers, prune=args.prune, refit=args.refit)
+                      peers=not args.no_peers, prune=args.prune, refit=args.refit,
+                      int8=not args.no_int8)
     report_dir = Path(args.report) if args.report else Path(args.output).with_suffix("").with_name(
         Path(args.output).stem + "_report")
     written = result.save(args.output, report_dir)
@@ -66,7 +67,7 @@ def cmd_optimize(args) -> None:
     lat = rep["latency_ms"]
     for row in rep["layers"]:
         print(f"  {row['layer']:<24} {row['shape']:<22} {row['why']}")
-    if not any(row["chosen_V"] for row in rep["layers"]):
+    if not any(row["chosen_V"] or row.get("int8") for row in rep["layers"]):
         print("no layer is worth a LUT here: each candidate was slower than its dense layer or broke the "
               "budget (per layer above); the plan keeps every layer dense")
     refit = rep.get("refit") or {}
@@ -123,6 +124,9 @@ def register(sub) -> None:
                      help="ridge (default): train the LUT tables on the calibration data (ridge regression to "
                      "the original layers' outputs, layer by layer with compounding) and spend the budget this "
                      "frees on more LUT layers; none: k-means tables only")
+    opt.add_argument("--no-int8", action="store_true",
+                     help="do not offer dense (Linear) layers as int8 matmuls (run-time quantized activations, "
+                     "int8 weights): only LUTs or fp32 dense")
     opt.add_argument("--no-peers", action="store_true",
                      help="do not time the original model in PyTorch and ONNX Runtime for the report")
     opt.set_defaults(func=cmd_optimize)

@@ -12,13 +12,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import LutTvmError
-from ..plan import Plan, TableQuant
+from ..plan import LayerPlan, Plan, TableQuant
 from ..targets import is_host_runnable, resolve_target
 from .cache import MeasurementCache, digest
 from .evaluate import CompiledEvaluator, TorchEvaluator, metric_value, torch_layer_modules, run_batched
 from .inputs import DEFAULT_REFIT, check_eval, check_refit, check_settings, import_checked, is_torch_module
 from .latency import CostModel, KernelTimer
-from .layers import DEFAULT_SUB_LENS, CentroidBank, model_layers, offered_centroids
+from .layers import DEFAULT_SUB_LENS, CentroidBank, is_int8, model_layers, offered_centroids
 from .refit import can_refit, refit_and_extend
 from .search import Candidate, greedy_search, uniform_start
 
@@ -72,6 +72,8 @@ class _Metrics:
 
 def _layer_key(layer) -> tuple:
     """A plan layer in the metrics cache key: name, V, K, table scales (and free tables, if any)."""
+    if layer.is_int8:
+        return (layer.name, "int8")
     key = (layer.name, layer.sub_vector_len, layer.num_centroids, layer.table_quant.value)
     return key if layer.tables is None else (*key, digest(layer.tables))
 
@@ -85,7 +87,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
              timing_number: int = 20, timing_repeat: int = 5, max_rows: int = 4096, seed: int = 0,
              evaluator: str = "auto", finetune: int = 0, finetune_data=None,
              table_quants=(TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN),
-             peers: bool = True, prune: bool = False, refit: str = DEFAULT_REFIT) -> OptimizeResult:
+             peers: bool = True, prune: bool = False, refit: str = DEFAULT_REFIT, int8: bool = True) -> OptimizeResult:
     """The fastest LUT plan (K = 16, per-layer V from ``sub_lens`` or dense) whose ``metric`` on
     ``eval_x`` stays within ``budget`` points of the original model's.
 
@@ -104,6 +106,9 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     ``peers``: also measure the original model in PyTorch fp32 and ONNX Runtime fp32 and dynamic int8
     (metric on the eval data, latency at the same batch and threads, each timed in a separate process)
     for the report.
+    ``int8``: also offer each dense (Linear) layer as an int8 matmul (``plan.LayerMode.INT8_DENSE``:
+    per-row uint8 activations quantized at run time, int8 weights per column), chosen like a LUT
+    option where its measured kernel saves time and its loss fits the budget.
     ``refit``: ``ridge`` trains the tables on the calibration data (``optimizer.refit``): each candidate's
     loss alone is measured with k-means tables and with tables refit by ridge regression (the lesser
     kept: the search sees post-training losses; with the compiled evaluator only, as the torch forward
@@ -124,7 +129,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
                           "latency is measured, so optimize on the target itself")
     imported, example = import_checked(model, calibration, eval_x, batch)
     model_batch = imported.input_shapes[0][0]
-    candidates_layers = model_layers(imported, sub_lens, layers, offered_centroids(tvm_target))
+    candidates_layers = model_layers(imported, sub_lens, layers, offered_centroids(tvm_target), int8)
     if not candidates_layers:
         raise LutTvmError(f"optimize: {imported.source} has no layer a LUT of V in {list(sub_lens)} can replace")
     bank = CentroidBank(imported, candidates_layers, calibration, cache_dir, max_rows, seed)
@@ -178,13 +183,15 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     else:
         plan = bank.plan(choice, provenance=provenance)
     final_model, tuned = model, None
-    if finetune and choice:
+    lut_choice = {n: v for n, v in choice.items() if not is_int8(v)}
+    if finetune and lut_choice:
         if not is_torch_module(model):
             raise LutTvmError("optimize: finetune needs a torch module (an .onnx / .pt2 file has no trainable layers)")
         from .finetune import finetune_plan  # pylint: disable=import-outside-toplevel
 
-        tuned_model, tuned_plan = finetune_plan(model, choice, calibration, finetune_data, finetune, seed)
+        tuned_model, tuned_plan = finetune_plan(model, lut_choice, calibration, finetune_data, finetune, seed)
         tuned_imported, _ = import_checked(tuned_model, calibration, eval_x, model_batch)
+        tuned_plan = _with_int8_layers(tuned_plan, tuned_imported, [n for n in choice if n not in lut_choice])
         tuned_lut = CompiledEvaluator(tuned_imported, eval_x, tvm_target, model_batch).compiled(tuned_plan)
         tuned_loss = metrics.original - metrics.of_outputs(run_batched(tuned_lut, eval_x, model_batch))
         tuned = {"epochs": finetune, "compiled_loss": tuned_loss, "kept": tuned_loss <= compiled_loss}
@@ -221,6 +228,16 @@ def _peer_rows(model, timing_input, eval_x, threads, metrics: _Metrics, number: 
     return rows
 
 
+def _with_int8_layers(plan: Plan, imported, names) -> Plan:
+    """``plan`` plus the int8 dense entries of the layers ``names`` of ``imported`` (a fine-tuned copy:
+    its weights, so its fingerprints)."""
+    if not names:
+        return plan
+    layers = model_layers(imported, sub_lens=(), only=set(names), int8=True)
+    extra = [LayerPlan.int8_dense(l.name, tuple(l.site.weight.shape), l.site.fingerprint) for l in layers]
+    return Plan([*plan.layers, *extra], provenance=plan.provenance)
+
+
 def _site(bank: CentroidBank, cand: Candidate):
     return next(layer.site for layer in bank.layers if layer.name == cand.layer)
 
@@ -230,6 +247,9 @@ def _measure_alone(cand: Candidate, metrics: _Metrics, bank: CentroidBank, table
     tables and (``refit``) ridge-refit tables; the best (first on a tie) is kept for the search. The
     granularities and tables run the same kernel (a scale per output column is a vector the kernels
     read either way), so the latency is the same."""
+    if is_int8(cand.sub_len):  # one form: no tables
+        cand.loss_alone, cand.tables, cand.table_quant = metrics.loss({cand.layer: cand.sub_len}), "-", "-"
+        return
     key = (cand.layer, cand.sub_len)
     losses = {}
     for tables in ("kmeans", "ridge") if refit else ("kmeans",):

@@ -111,6 +111,24 @@ def _freeze(lut) -> None:
     lut.lut_rows = types.MethodType(_frozen_lut_rows, lut)
 
 
+def _int8_linear(linear):
+    """A module computing ``linear`` as the compiled int8 dense layer does (``lut_tvm.int8_reference``,
+    NumPy; inference only)."""
+    import torch  # pylint: disable=import-outside-toplevel
+    from ..int8_reference import int8_dense  # pylint: disable=import-outside-toplevel
+
+    weight_dn = linear.weight.detach().numpy().T
+    bias = None if linear.bias is None else linear.bias.detach().numpy()
+
+    class Int8Linear(torch.nn.Module):
+        """``int8_dense(x, W, bias)`` of the wrapped Linear."""
+
+        def forward(self, x):
+            return torch.from_numpy(int8_dense(x.detach().numpy(), weight_dn, bias)).to(x.dtype)
+
+    return Int8Linear()
+
+
 def lut_modules(module, plan: Plan, frozen: bool = False) -> dict:
     """``{name: hard-forward lut_tvm.train LUT layer}`` of ``plan``'s layers of the torch ``module``
     (its Linear / Conv2d submodules, k-means centroids and table scales of the plan; not swapped in).
@@ -121,6 +139,9 @@ def lut_modules(module, plan: Plan, frozen: bool = False) -> dict:
     made = {}
     for layer in plan.layers:
         original = module.get_submodule(layer.name)
+        if layer.is_int8:
+            made[layer.name] = _int8_linear(original)
+            continue
         make = LutConv2d.from_conv if isinstance(original, nn.Conv2d) else LutLinear.from_linear
         lut = make(original, layer.centroids).eval()
         lut.table_quant = layer.table_quant

@@ -1,4 +1,4 @@
-"""Latency from the real kernels: each layer compiled alone, dense and per LUT candidate, timed on the
+"""Latency from the real kernels: each layer compiled alone, dense and per candidate (LUT, int8), timed on the
 target (TVM's time evaluator, median), cached on disk by target + shape + candidate.
 
 The cost model of a plan is ``whole dense model + sum over LUT layers (lut_ms - dense_ms)``:
@@ -17,6 +17,7 @@ from ..frontends import import_model
 from ..plan import LayerPlan, Plan
 from ..weights import LayerKind, as_dense_matrix
 from .cache import MeasurementCache
+from .layers import is_int8
 
 
 def single_layer_module(site):
@@ -60,9 +61,13 @@ class KernelTimer:
         return (f"{self.host}|{site.kind.value}|w={list(site.weight.shape)}|x={list(site.input_shape)}"
                 f"|{geometry}|{candidate}")
 
-    def time_ms(self, site, centroids: np.ndarray | None) -> float:
-        """``centroids`` None: the dense kernel; else the LUT kernel with these centroids' (C, K, V)."""
-        candidate = "dense" if centroids is None else f"lut:V={centroids.shape[2]}:K={centroids.shape[1]}"
+    def time_ms(self, site, centroids: np.ndarray | None, int8: bool = False) -> float:
+        """``centroids`` None: the dense kernel (``int8``: the int8 dense kernels); else the LUT kernel
+        with these centroids' (C, K, V)."""
+        if centroids is None:
+            candidate = "int8" if int8 else "dense"
+        else:
+            candidate = f"lut:V={centroids.shape[2]}:K={centroids.shape[1]}"
         key = self.key(site, candidate)
         cached = self.cache.get(key)
         if cached is not None:
@@ -72,10 +77,12 @@ class KernelTimer:
             module, x = single_layer_module(site)
             self._imported[alone] = (import_model(module, (x,)), x)
         imported, x = self._imported[alone]
-        plan = None
-        if centroids is not None:  # the module holds the layer's canonical weight: same fingerprint
+        plan = None  # the module holds the layer's canonical weight: same fingerprint
+        if centroids is not None:
             plan = Plan([LayerPlan("layer", site.kind, tuple(site.weight.shape), site.fingerprint, centroids,
                                    groups=site.groups)])
+        elif int8:
+            plan = Plan([LayerPlan.int8_dense("layer", tuple(site.weight.shape), site.fingerprint)])
         compiled = compile_imported(imported, plan, self.target)
         compiled(x)  # warm up: the first run starts the thread pool and faults the tables in
         value = compiled.benchmark(x, number=self.number, repeat=self.repeat) * 1e3
@@ -94,6 +101,8 @@ class CostModel:
         for layer, sub_len in tqdm(todo, desc="kernel timing", unit="kernel", leave=False, disable=None):
             if sub_len is None:
                 self.dense_ms[layer.name] = timer.time_ms(layer.site, None)
+            elif is_int8(sub_len):
+                self.lut_ms[(layer.name, sub_len)] = timer.time_ms(layer.site, None, int8=True)
             else:
                 self.lut_ms[(layer.name, sub_len)] = timer.time_ms(layer.site, bank.centroids(layer, sub_len))
 

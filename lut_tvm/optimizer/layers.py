@@ -1,5 +1,5 @@
-"""The LUT-able layers of a model, their candidate (V, K) choices (``LutOption``) and their k-means
-centroids (cached)."""
+"""The LUT-able layers of a model, their candidate choices (``LutOption``: V and K, or ``INT8_DENSE``
+for a dense layer run as an int8 matmul) and their k-means centroids (cached)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,35 @@ class LutOption(int):
     __repr__ = __str__
 
 
+class Int8Option(LutOption):
+    """The choice of running a dense layer as an int8 matmul (``plan.LayerMode.INT8_DENSE``) instead
+    of a LUT: no codebooks (V = 0, K = 0). Printed ``int8``."""
+
+    def __new__(cls):
+        return super().__new__(cls, 0, 0)
+
+    def __getnewargs__(self):
+        return ()
+
+    def __str__(self) -> str:
+        return "int8"
+
+    __repr__ = __str__
+
+
+INT8_DENSE = Int8Option()
+
+
+def is_int8(option) -> bool:
+    """Whether ``option`` is the int8 dense choice."""
+    return isinstance(option, Int8Option)
+
+
+def option_label(option) -> str:
+    """``int8`` or ``V=4`` / ``V=4 K=32``: an option as the report and progress lines name it."""
+    return "int8" if is_int8(option) else f"V={option}"
+
+
 def _option_key(value: int) -> tuple[int, int]:
     """``(V, K)`` of an option or of a plain V (K = 16)."""
     return int(value), getattr(value, "num_centroids", NUM_CENTROIDS)
@@ -126,7 +155,7 @@ def valid_sub_lens(depth: int, sub_lens) -> tuple[int, ...]:
 
 
 def model_layers(imported, sub_lens=DEFAULT_SUB_LENS, only=None,
-                 centroids=(NUM_CENTROIDS,)) -> list[Layer]:
+                 centroids=(NUM_CENTROIDS,), int8: bool = False) -> list[Layer]:
     """Every LUT-able layer (one per distinct weight, graph order) with at least one valid V, its
     options every valid V with every K of ``centroids`` (``offered_centroids(target)``);
     ``only``: just these layer names."""
@@ -136,8 +165,10 @@ def model_layers(imported, sub_lens=DEFAULT_SUB_LENS, only=None,
         if only is not None and name not in only:
             continue
         valid = valid_sub_lens(reduction_length(site.kind, site.weight.shape), sub_lens)
-        if valid:
-            options = tuple(LutOption(v, k) for v in valid for k in sorted(set(centroids)))
+        options = tuple(LutOption(v, k) for v in valid for k in sorted(set(centroids)))
+        if int8 and site.kind is LayerKind.DENSE:
+            options += (INT8_DENSE,)
+        if options:
             layers.append(Layer(name, site, options))
         else:
             LOG.info("optimize: layer %s stays dense (no V of %s divides D)", name, list(sub_lens))
@@ -202,6 +233,8 @@ class CentroidBank:
 
     def layer_plan(self, layer: Layer, sub_len: int) -> LayerPlan:
         site = layer.site
+        if is_int8(sub_len):
+            return LayerPlan.int8_dense(layer.name, tuple(site.weight.shape), site.fingerprint)
         quant = self.table_quant.get((layer.name, sub_len), TableQuant.INT8_PER_LAYER)
         tables = self.refit_tables(layer, sub_len) if (layer.name, sub_len) in self.refit else None
         return LayerPlan(layer.name, site.kind, tuple(site.weight.shape), site.fingerprint,

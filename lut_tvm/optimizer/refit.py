@@ -17,6 +17,7 @@ from ..plan import Plan
 from ..planner import collect_layer_rows, refit_layer_tables
 from ..policy import TableRefit
 from .evaluate import run_batched
+from .layers import is_int8, option_label
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -52,8 +53,8 @@ def compounding_refit(imported, plan: Plan, calibration: np.ndarray, *, max_rows
         raise LutTvmError(f"optimize: plan layer(s) {missing} match no weight of {imported.source}")
     layers = sorted(plan.layers, key=lambda l: order.index(l.weight_fingerprint))
     first = 0 if start is None else [l.name for l in layers].index(start)
-    wanted = [index for index in range(first, len(layers)) if can_refit(sites[layers[index].weight_fingerprint])
-              and (only is None or layers[index].name in only)]
+    wanted = [index for index in range(first, len(layers)) if not layers[index].is_int8
+              and can_refit(sites[layers[index].weight_fingerprint]) and (only is None or layers[index].name in only)]
     original_rows = {} if original_rows is None else original_rows
     needed = [sites[layers[i].weight_fingerprint] for i in wanted
               if layers[i].weight_fingerprint not in original_rows]
@@ -109,7 +110,7 @@ def refit_and_extend(ctx, choice: dict, compiled, loss: float, candidates, budge
         return RefitOutcome(choice, None, compiled, loss, report)
     plan = compounding_refit(imported, bank.plan(choice), calibration, only=set(), original_rows=original_rows)
     for layer in plan.layers:  # model order
-        if not can_refit(_layer(bank, layer.name).site):
+        if layer.is_int8 or not can_refit(_layer(bank, layer.name).site):
             continue
         trial = refit(plan, [layer.name])
         trial_model, trial_loss = measure(trial)
@@ -130,11 +131,11 @@ def refit_and_extend(ctx, choice: dict, compiled, loss: float, candidates, budge
         layers = [l for l in plan.layers if l.name != cand.layer]
         trial_plan = Plan(layers + [bank.layer_plan(_layer(bank, cand.layer), cand.sub_len)])
         trial_model, trial_loss = measure(trial_plan)
-        if trial_loss > budget and can_refit(_layer(bank, cand.layer).site):
+        if trial_loss > budget and not is_int8(cand.sub_len) and can_refit(_layer(bank, cand.layer).site):
             trial_plan = refit(trial_plan, [cand.layer])
             trial_model, trial_loss = measure(trial_plan)
         cand.loss_with_plan = trial_loss
-        report["extended"].append({"tried": f"{cand.layer} V={cand.sub_len}", "loss": trial_loss,
+        report["extended"].append({"tried": f"{cand.layer} {option_label(cand.sub_len)}", "loss": trial_loss,
                                    "accepted": trial_loss <= budget})
         if trial_loss > budget:
             continue

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from ..files import save_figure, write_json_atomic, write_text_atomic
-from .layers import num_centroids_of
+from .layers import is_int8, num_centroids_of, option_label
 
 NOTES = [
     "K = 16 everywhere (one 16-entry table column per shuffle lane); K = 32 and 64 as well where the "
@@ -45,7 +45,7 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
         chosen = choice.get(layer.name)
         if chosen is not None:
             cand = next(c for c in mine if c.sub_len == chosen)
-            why = (f"V={chosen}, {cand.table_quant}, {cand.tables} tables: saves {cand.saving_ms:.4f} ms for {cand.loss_alone:.2f} points alone "
+            why = (f"{option_label(chosen)}, {cand.table_quant}, {cand.tables} tables: saves {cand.saving_ms:.4f} ms for {cand.loss_alone:.2f} points alone "
                    f"(plan loss {cand.loss_with_plan:.2f} with it)")
         else:
             by_status: dict[str, list[int]] = {}
@@ -54,8 +54,9 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
             why = "dense: " + ("no LUT candidate (no V divides D)" if not mine else "; ".join(
                 f"V={', '.join(str(v) for v in sorted(set(subs)))} {status}" for status, subs in sorted(by_status.items())))
         per_layer.append({"layer": layer.name, "shape": layer.describe(), "D": layer.depth,
-                          "dense_ms": cost.dense_ms[layer.name], "chosen_V": None if chosen is None else int(chosen),
-                          "chosen_K": None if chosen is None else num_centroids_of(chosen), "why": why})
+                          "dense_ms": cost.dense_ms[layer.name], "chosen_V": None if chosen is None or is_int8(chosen) else int(chosen),
+                          "int8": chosen is not None and is_int8(chosen),
+                          "chosen_K": None if chosen is None or is_int8(chosen) else num_centroids_of(chosen), "why": why})
     predicted = cost.predict_ms(choice)
     return {
         "model": source, "metric": metric, "budget": budget, "target": target, "threads": threads,
@@ -73,8 +74,9 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
                        "measured_saving": dense_measured_ms - measured_ms},
         "peers": [{k: _finite(v) for k, v in row.items()} for row in peers],
         "new_timings": new_timings,
-        "choice": {name: int(option) for name, option in choice.items()},  # V per LUT layer
-        "choice_K": {name: num_centroids_of(option) for name, option in choice.items()},
+        "choice": {name: str(option) if is_int8(option) else int(option)
+                   for name, option in choice.items()},  # V per LUT layer, "int8" per int8 layer
+        "choice_K": {name: num_centroids_of(option) for name, option in choice.items() if not is_int8(option)},
         "layers": per_layer,
         "candidates": [{k: _finite(v) for k, v in c.to_dict().items()} for c in candidates],
         "steps": [{"tried": s.tried, "loss": s.loss, "accepted": s.accepted,
@@ -119,7 +121,7 @@ def render_markdown(report: dict) -> str:
         "|---|---|---:|---:|---|---|",
     ]
     for row in report["layers"]:
-        chosen = f"V={row['chosen_V']}" if row["chosen_V"] else "dense"
+        chosen = "int8" if row.get("int8") else f"V={row['chosen_V']}" if row["chosen_V"] else "dense"
         lines.append(f"| {row['layer']} | {row['shape']} | {row['D']} | {row['dense_ms']:.4f} | {chosen} | "
                      f"{row['why']} |")
     lines += ["", "## Candidates (one layer as LUT, the rest dense)", "",

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
-from .layers import NUM_CENTROIDS, num_centroids_of
+from .layers import NUM_CENTROIDS, is_int8, num_centroids_of, option_label
 
 EPSILON = 1e-3  # points: a loss below this counts as free (ordered by saving alone)
 
@@ -36,7 +36,9 @@ class Candidate:
         return self.saving_ms / max(self.loss_alone, EPSILON)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["sub_len"] = str(self.sub_len) if is_int8(self.sub_len) else int(self.sub_len)
+        return out
 
 
 @dataclass
@@ -61,7 +63,7 @@ def uniform_start(candidates: list[Candidate], loss_of, budget: float, predict_m
             continue
         loss = loss_of(choice)
         accepted = loss <= budget and predict_ms(choice) < predict_ms(best)
-        steps.append(Step(f"every layer at V={sub_len}", choice, loss, loss <= budget))
+        steps.append(Step(f"every layer at {option_label(sub_len)}", choice, loss, loss <= budget))
         if accepted:
             best = choice
     for cand in candidates:
@@ -107,7 +109,7 @@ def greedy_search(candidates: list[Candidate], loss_of, budget: float, start: di
         loss = loss_of(trial)
         cand.loss_with_plan = loss
         accepted = loss <= budget
-        steps.append(Step(f"{cand.layer} V={cand.sub_len}", trial, loss, accepted))
+        steps.append(Step(f"{cand.layer} {option_label(cand.sub_len)}", trial, loss, accepted))
         if not accepted:
             cand.status = "breaks the budget with the layers chosen before it"
             continue

@@ -15,6 +15,7 @@ from optimizer_settings import FAST
 
 import lut_tvm
 from lut_tvm.optimizer.evaluate import metric_value
+from lut_tvm.optimizer.layers import is_int8
 from lut_tvm.optimizer.report import write_report
 
 BUDGET = 1.5
@@ -55,6 +56,9 @@ def test_chosen_plan_meets_budget_on_compiled_model(optimized):
     assert [l.name for l in result.plan.layers] == list(result.choice)
     quants = {(c["layer"], c["sub_len"]): c["table_quant"] for c in result.report["candidates"]}
     for layer in result.plan.layers:
+        if layer.is_int8:
+            assert is_int8(result.choice[layer.name]) and layer.kind.value == "dense"
+            continue
         assert layer.sub_vector_len == result.choice[layer.name]
         assert layer.num_centroids == 16
         assert layer.table_quant.value == quants[(layer.name, layer.sub_vector_len)]
@@ -101,16 +105,17 @@ def test_report_names_every_layer_and_writes_files(optimized, tmp_path):
     report = result.report
     assert {r["layer"] for r in report["layers"]} >= set(result.choice)
     for row in report["layers"]:
-        assert row["why"].startswith("V=" if row["chosen_V"] else "dense")
+        assert row["why"].startswith("int8" if row["int8"] else "V=" if row["chosen_V"] else "dense")
     lat = report["latency_ms"]
     assert lat["predicted"] == pytest.approx(result.cost_model.predict_ms(result.choice))
     assert lat["measured"] > 0 and lat["dense_measured"] > 0
     for cand in report["candidates"]:
-        assert cand["sub_len"] in FAST["sub_lens"] and cand["status"] != "untried"
+        assert cand["sub_len"] in (*FAST["sub_lens"], "int8") and cand["status"] != "untried"
     written = write_report(report, tmp_path)
     names = {p.name for p in written}
     assert {"report.md", "report.json"} <= names
-    assert json.loads((tmp_path / "report.json").read_text())["choice"] == result.choice
+    assert json.loads((tmp_path / "report.json").read_text())["choice"] == {
+        name: "int8" if is_int8(option) else int(option) for name, option in result.choice.items()}
     assert "| layer |" in (tmp_path / "report.md").read_text()
 
 
