@@ -1,0 +1,65 @@
+"""Mistakes a user makes with models the tests never saw: each gives one clear error line (exit 2)
+naming the file, input or layer, before or instead of a failure deep inside TVM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from cli_support import cli_error
+from torch import nn
+
+from lut_tvm.errors import ModelLoadError
+from lut_tvm.frontends import import_model
+
+FEATURES = 12
+
+
+class LayerNormMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(FEATURES, 32)
+        self.ln = nn.LayerNorm(32)
+        self.b = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.b(nn.functional.gelu(self.ln(self.a(x))))
+
+
+@pytest.fixture(scope="module")
+def dynamic_onnx(tmp_path_factory):
+    """An MLP exported to ONNX with a dynamic batch (input 'input' of shape [batch, 12])."""
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("holdout")
+    path = tmp / "mlp.onnx"
+    torch.onnx.export(LayerNormMLP().eval(), (torch.zeros(4, FEATURES),), str(path), dynamo=False,
+                      input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+    return path
+
+
+def test_example_of_wrong_width_names_the_onnx_input(dynamic_onnx):
+    with pytest.raises(ModelLoadError) as err:
+        import_model(dynamic_onnx, (np.zeros((8, FEATURES - 2), np.float32),))
+    message = str(err.value)
+    assert "input 'input' is [batch, 12]" in message and "[8, 10]" in message, message
+    with pytest.raises(ModelLoadError, match=r"\[batch, 12\].*\[8, 1, 12\]"):
+        import_model(dynamic_onnx, (np.zeros((8, 1, FEATURES), np.float32),))
+
+
+def test_example_of_right_width_imports_at_its_batch(dynamic_onnx):
+    imported = import_model(dynamic_onnx, (np.zeros((3, FEATURES), np.float32),))
+    assert imported.input_shapes == [(3, FEATURES)]
+
+
+def test_dynamic_shape_message_shows_plain_dims(dynamic_onnx):
+    with pytest.raises(ModelLoadError) as err:
+        import_model(dynamic_onnx)
+    assert "[batch, 12]" in str(err.value) and "T.int64" not in str(err.value), str(err.value)
+
+
+def test_plan_with_calibration_of_wrong_width(capsys, dynamic_onnx, tmp_path):
+    calibration = tmp_path / "calib.npy"
+    np.save(calibration, np.random.default_rng(0).random((64, FEATURES + 3), dtype=np.float32))
+    line = cli_error(capsys, "plan", dynamic_onnx, "--calibration", calibration, "--batch", 16,
+                     "-o", tmp_path / "plan.npz")
+    assert "input 'input' is [batch, 12]" in line and "[16, 15]" in line, line
