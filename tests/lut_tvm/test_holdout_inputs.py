@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cli_support import cli_error
+from cli_support import cli, cli_error
 from torch import nn
 
 from lut_tvm.errors import ModelLoadError
@@ -63,3 +63,16 @@ def test_plan_with_calibration_of_wrong_width(capsys, dynamic_onnx, tmp_path):
     line = cli_error(capsys, "plan", dynamic_onnx, "--calibration", calibration, "--batch", 16,
                      "-o", tmp_path / "plan.npz")
     assert "input 'input' is [batch, 12]" in line and "[16, 15]" in line, line
+
+
+def test_quantize_of_dynamic_batch_onnx_hints_the_example(capsys, dynamic_onnx, tmp_path):
+    calibration = tmp_path / "calib.npy"
+    np.save(calibration, np.random.default_rng(1).random((32, FEATURES), dtype=np.float32))
+    code, out, err = cli(capsys, "quantize", dynamic_onnx, "--calibration", calibration, "--batch", 8,
+                         "-o", tmp_path / "exact.npz", "-q")
+    assert code == 0, err
+    hint = out.strip().splitlines()[-1]
+    assert hint.endswith(f"--plan {tmp_path / 'exact.npz'} --example X.npy`"), hint
+    line = cli_error(capsys, "compile", dynamic_onnx, "--plan", tmp_path / "exact.npz",
+                     "-o", tmp_path / "m.so")
+    assert "--example X.npy" in line, line
