@@ -175,6 +175,8 @@ def import_model(model, example_inputs=None) -> ImportedModel:
         path = Path(model)
         if not path.is_file():
             raise ModelLoadError(f"model file {str(path)!r} does not exist")
+        if path.stat().st_size == 0:  # an interrupted download or copy; the parsers' messages hide it
+            raise ModelLoadError(f"model file {str(path)!r} is empty (0 bytes)")
         if path.suffix == ".pt2":
             return from_exported_program_file(path)
         return from_onnx_file(path, _as_tuple(example_inputs))

@@ -76,3 +76,11 @@ def test_quantize_of_dynamic_batch_onnx_hints_the_example(capsys, dynamic_onnx, 
     line = cli_error(capsys, "compile", dynamic_onnx, "--plan", tmp_path / "exact.npz",
                      "-o", tmp_path / "m.so")
     assert "--example X.npy" in line, line
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
+def test_empty_model_file(tmp_path, suffix):
+    empty = tmp_path / f"model{suffix}"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"model\.(onnx|pt2)' is empty \(0 bytes\)"):
+        import_model(empty, (np.zeros((2, FEATURES), np.float32),))
