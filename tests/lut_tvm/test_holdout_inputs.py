@@ -84,3 +84,12 @@ def test_empty_model_file(tmp_path, suffix):
     empty.write_bytes(b"")
     with pytest.raises(ModelLoadError, match=r"model\.(onnx|pt2)' is empty \(0 bytes\)"):
         import_model(empty, (np.zeros((2, FEATURES), np.float32),))
+
+
+@pytest.mark.parametrize("command", ["run", "bench"])
+def test_run_given_the_model_instead_of_the_library(capsys, dynamic_onnx, tmp_path, command):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((4, FEATURES), np.float32))
+    extra = ["-o", tmp_path / "y.npy"] if command == "run" else []
+    line = cli_error(capsys, command, dynamic_onnx, x, *extra)
+    assert "is a model file, not a compiled model: compile it first" in line, line
