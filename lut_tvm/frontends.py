@@ -121,8 +121,22 @@ def from_onnx_file(path: Path, example_inputs: tuple = ()) -> ImportedModel:
         mod = from_onnx(model, shape_dict=input_shapes, keep_params_in_input=False)
     except Exception as err:
         raise ModelLoadError(f"TVM's ONNX frontend could not import {str(path)!r}: {err}") from None
-    weights = [(init.name, numpy_helper.to_array(init)) for init in model.graph.initializer]
+    names = _onnx_weight_names(model.graph)
+    weights = [(names[init.name], numpy_helper.to_array(init)) for init in model.graph.initializer]
     return _finish(mod, str(path), _canonical_names(weights))
+
+
+def _onnx_weight_names(graph) -> dict[str, str]:
+    """Initializer name -> the name to call its layer by. torch.onnx names the transposed weight
+    of a Linear without bias ``onnx::MatMul_12``; its MatMul node keeps the module's scope
+    (``/enc/linear1/MatMul``), which gives ``enc.linear1.weight``, the PyTorch name."""
+    names = {init.name: init.name for init in graph.initializer}
+    for node in graph.node:
+        scope = node.name.strip("/").split("/")[:-1]
+        for name in node.input:
+            if name in names and names[name] == name and name.startswith("onnx::") and scope:
+                names[name] = ".".join(scope) + ".weight"
+    return names
 
 
 def _onnx_dims(value_info) -> list:

@@ -93,3 +93,39 @@ def test_run_given_the_model_instead_of_the_library(capsys, dynamic_onnx, tmp_pa
     extra = ["-o", tmp_path / "y.npy"] if command == "run" else []
     line = cli_error(capsys, command, dynamic_onnx, x, *extra)
     assert "is a model file, not a compiled model: compile it first" in line, line
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(FEATURES, 16, bias=False)
+
+    def forward(self, x):
+        return torch.relu(self.proj(x))
+
+
+class NoBias(nn.Module):
+    """A Linear without bias inside a submodule: torch.onnx names its weight ``onnx::MatMul_N``."""
+
+    def __init__(self):
+        super().__init__()
+        self.blk = Block()
+        self.out = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.out(self.blk(x))
+
+
+def test_onnx_linear_without_bias_keeps_its_pytorch_name(tmp_path):
+    from lut_tvm.planner import layer_name
+    from relay_passes.layer_sites import unique_layer_sites
+
+    torch.manual_seed(0)
+    model, x = NoBias().eval(), torch.zeros(2, FEATURES)
+    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=False)
+    torch.export.save(torch.export.export(model, (x,)), str(tmp_path / "m.pt2"))
+    for path in (tmp_path / "m.onnx", tmp_path / "m.pt2"):
+        imported = import_model(path)
+        names = [layer_name(imported, site, i)
+                 for i, (_, site) in enumerate(unique_layer_sites(imported.mod["main"]))]
+        assert names == ["blk.proj", "out"], (path.name, names)
