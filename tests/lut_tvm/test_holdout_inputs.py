@@ -129,3 +129,15 @@ def test_onnx_linear_without_bias_keeps_its_pytorch_name(tmp_path):
         names = [layer_name(imported, site, i)
                  for i, (_, site) in enumerate(unique_layer_sites(imported.mod["main"]))]
         assert names == ["blk.proj", "out"], (path.name, names)
+
+
+@pytest.mark.parametrize("command", ["plan", "quantize"])
+def test_calibration_with_nan_names_the_file(capsys, dynamic_onnx, tmp_path, command):
+    samples = np.random.default_rng(2).random((32, FEATURES), dtype=np.float32)
+    samples[3, 4] = np.nan
+    samples[5, 0] = np.inf
+    calibration = tmp_path / "calib.npy"
+    np.save(calibration, samples)
+    line = cli_error(capsys, command, dynamic_onnx, "--calibration", calibration, "--batch", 8,
+                     "-o", tmp_path / "p.npz")
+    assert f"calibration file {str(calibration)!r} holds 2 NaN/infinite value(s) of 384" in line, line
