@@ -116,12 +116,47 @@ def from_onnx_file(path: Path, example_inputs: tuple = ()) -> ImportedModel:
     initializers = {init.name for init in model.graph.initializer}
     graph_inputs = [i.name for i in model.graph.input if i.name not in initializers]
     input_shapes = {name: np.shape(x) for name, x in zip(graph_inputs, example_inputs)} or None
+    _check_example_shapes(model, path, input_shapes or {})
     try:
         mod = from_onnx(model, shape_dict=input_shapes, keep_params_in_input=False)
     except Exception as err:
         raise ModelLoadError(f"TVM's ONNX frontend could not import {str(path)!r}: {err}") from None
-    weights = [(init.name, numpy_helper.to_array(init)) for init in model.graph.initializer]
+    names = _onnx_weight_names(model.graph)
+    weights = [(names[init.name], numpy_helper.to_array(init)) for init in model.graph.initializer]
     return _finish(mod, str(path), _canonical_names(weights))
+
+
+def _onnx_weight_names(graph) -> dict[str, str]:
+    """Initializer name -> the name to call its layer by. torch.onnx names the transposed weight
+    of a Linear without bias ``onnx::MatMul_12``; its MatMul node keeps the module's scope
+    (``/enc/linear1/MatMul``), which gives ``enc.linear1.weight``, the PyTorch name."""
+    names = {init.name: init.name for init in graph.initializer}
+    for node in graph.node:
+        scope = node.name.strip("/").split("/")[:-1]
+        for name in node.input:
+            if name in names and names[name] == name and name.startswith("onnx::") and scope:
+                names[name] = ".".join(scope) + ".weight"
+    return names
+
+
+def _onnx_dims(value_info) -> list:
+    """An ONNX input's declared dims: ints where fixed, the dim's name (or ``?``) where dynamic."""
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+
+
+def _check_example_shapes(model, path: Path, shapes: dict) -> None:
+    """ModelLoadError naming the input whose example shape contradicts a fixed non-batch dim (or the
+    rank) the ONNX file declares: the frontend would fail deep inside with a shape error of some op."""
+    for value_info in model.graph.input:
+        if value_info.name not in shapes or not value_info.type.tensor_type.HasField("shape"):
+            continue
+        declared, given = _onnx_dims(value_info), list(shapes[value_info.name])
+        if len(declared) != len(given) or any(
+                isinstance(want, int) and want != got for want, got in zip(declared[1:], given[1:])):
+            raise ModelLoadError(
+                f"{str(path)!r}: input {value_info.name!r} is [{', '.join(map(str, declared))}], but "
+                f"the data given for it (example or calibration samples) has shape {given}")
 
 
 def _finish(mod: tvm.IRModule, source: str, weight_names: dict[str, str]) -> ImportedModel:
@@ -142,7 +177,8 @@ def _finish(mod: tvm.IRModule, source: str, weight_names: dict[str, str]) -> Imp
 
 def _shape_text(param) -> str:
     try:
-        return "[" + ", ".join(str(d) for d in param.ty.shape.values) + "]"
+        # a fixed dim is an IntImm (``.value``; str gives ``T.int64(12)``), a dynamic one a Var
+        return "[" + ", ".join(str(getattr(d, "value", d)) for d in param.ty.shape.values) + "]"
     except (TypeError, AttributeError):
         return "(unknown rank)"
 
@@ -153,6 +189,8 @@ def import_model(model, example_inputs=None) -> ImportedModel:
         path = Path(model)
         if not path.is_file():
             raise ModelLoadError(f"model file {str(path)!r} does not exist")
+        if path.stat().st_size == 0:  # an interrupted download or copy; the parsers' messages hide it
+            raise ModelLoadError(f"model file {str(path)!r} is empty (0 bytes)")
         if path.suffix == ".pt2":
             return from_exported_program_file(path)
         return from_onnx_file(path, _as_tuple(example_inputs))

@@ -183,6 +183,9 @@ def _read_description(path: Path) -> tuple[ArtifactInfo, dict]:
     if not path.is_file():
         raise ArtifactError(f"compiled model {str(path)!r} does not exist")
     meta_path = sidecar_path(path)
+    if not meta_path.is_file() and path.suffix in (".onnx", ".pt2"):
+        raise ArtifactError(f"{str(path)!r} is a model file, not a compiled model: compile it first "
+                            "(`lut-tvm compile` / lut_tvm.compile) and give the library it writes")
     if not meta_path.is_file():
         raise ArtifactError(f"{str(meta_path)!r} is missing: it describes the inputs of {str(path)!r}")
     try:

@@ -34,8 +34,17 @@ def load_array(path: str, what: str, key: str | None = None) -> np.ndarray:
             names = data.files
             if key is not None and key not in names:
                 raise ModelLoadError(f"{what} file {path!r} has no array {key!r} (has {names})")
-            return data[key or names[0]]
+            data = data[key or names[0]]
+    _refuse_non_finite(data, f"{what} file {path!r}")
     return data
+
+
+def _refuse_non_finite(array: np.ndarray, where: str) -> None:
+    """ModelLoadError naming ``where`` if a float ``array`` holds NaN or infinity (the model's
+    checks would refuse it later, after the slow imports, without naming the file)."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise ModelLoadError(f"{where} holds {bad} NaN/infinite value(s) of {array.size}")
 
 
 def parse_overrides(pairs: list[str], flag: str = "--sub-len", value_name: str = "V") -> dict[str, int]:

@@ -35,8 +35,9 @@ def cmd_quantize(args) -> None:
     for layer in plan.layers:
         print(f"  {layer.name:<24} {layer.kind.value:<6} weight {list(layer.weight_shape)}  "
               f"{layer.bits}-bit weights, input scale {float(layer.act_scale):.4g}")
+    example = " --example X.npy" if args.batch else ""  # the dynamic batch needs fixing again
     print(f"wrote {args.output} ({len(plan.layers)} exact LUT layers); compile it with "
-          f"`lut-tvm compile {args.model} --plan {args.output}`")
+          f"`lut-tvm compile {args.model} --plan {args.output}{example}`")
 
 
 def register(sub) -> None:
