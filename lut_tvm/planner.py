@@ -31,7 +31,7 @@ from .policy import PlanPolicy, TableRefit
 from .reference import build_tables, encode, im2col_nchw
 from .ridge import check_ridge_lambda, ridge_tables, ridge_weight
 from .targets import resolve_target
-from .weights import LayerKind, as_dense_matrix, grouped_layer_fits
+from .weights import LayerKind, as_dense_matrix, default_sub_len_fits
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -55,13 +55,13 @@ def named_layers(imported, grouped: bool = False) -> list[tuple[str, object]]:
 
 
 def select_layers(imported, policy: PlanPolicy):
-    """``[(name, site)]`` the policy plans (``PlanPolicy.choose``), in graph order. A grouped conv
-    whose default V does not divide its per-group length ``I/G * kh * kw`` stays dense (logged;
-    ``sub_len_overrides`` plans it), as grouped convs did before they could become LUTs."""
+    """``[(name, site)]`` the policy plans (``PlanPolicy.choose``), in graph order. A layer whose
+    default V does not divide its reduction length (per group for a grouped conv) stays dense
+    (``weights.default_sub_len_fits``, with a warning; ``sub_len_overrides`` plans it)."""
     named = named_layers(imported, grouped=True)
     chosen = set(policy.choose([(name, site.kind) for name, site in named]))
     return [(name, site) for name, site in named
-            if name in chosen and grouped_layer_fits(policy, name, site.kind, site.weight.shape, site.groups)]
+            if name in chosen and default_sub_len_fits(policy, name, site.kind, site.weight.shape, site.groups)]
 
 
 

@@ -99,7 +99,8 @@ class PlanPolicy:
         depth = reduction_length(kind, weight_shape)
         if depth % sub_len:
             raise PlanError(f"layer {name!r}: reduction length D = {depth} is not a multiple of "
-                            f"V = {sub_len}; set another V for it (sub_len_overrides)")
+                            f"V = {sub_len}; set a V that divides it (--sub-len {name}=V, or "
+                            f"sub_len_overrides in Python) or leave the layer out (--exclude {name})")
         return sub_len
 
     def choose(self, layers, other_names=()) -> list[str]:

@@ -115,17 +115,21 @@ def grouped_dense_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
     return ungrouped_weight(weight, groups).reshape(weight.shape[0], -1).T
 
 
-def grouped_layer_fits(policy, name: str, kind, weight_shape, groups: int) -> bool:
-    """False (logged) for a grouped conv whose ``policy``'s V (a ``policy.PlanPolicy``), not set for it
-    by name, does not divide its per-group reduction length: it stays dense, as grouped convs did
-    before they could become LUTs. True otherwise (``checked_sub_len`` names any other misfit)."""
-    if groups == 1 or name in policy.sub_len_overrides:
+def default_sub_len_fits(policy, name: str, kind, weight_shape, groups: int = 1) -> bool:
+    """False (with a warning) for a layer whose default V under ``policy`` (a ``policy.PlanPolicy``;
+    not set for the layer by name, the layer not asked for by ``only``) does not divide its
+    reduction length (per group for a grouped conv): the layer stays dense rather than failing the
+    plan (a Linear of 13 inputs under V = 16). True otherwise (``checked_sub_len`` names any other
+    misfit: a V given for the layer by name)."""
+    if name in policy.sub_len_overrides or (policy.only is not None and name in policy.only):
         return True
     sub_len, depth = policy.sub_len(name, kind, weight_shape), reduction_length(kind, weight_shape)
     if depth % sub_len == 0:
         return True
-    LOG.info("grouped conv %s (groups = %d) stays dense: V = %d does not divide its per-group length "
-             "D = %d (set its V in sub_len_overrides)", name, groups, sub_len, depth)
+    what = f"grouped conv (groups = {groups})" if groups > 1 else LayerKind(kind).value
+    LOG.warning("layer %s (%s) stays dense: V = %d does not divide its reduction length D = %d "
+                "(give it a V that does: --sub-len %s=V, or sub_len_overrides in Python)", name, what,
+                sub_len, depth, name)
     return False
 
 def checked_layer_kind(where: str, kind, weight_shape) -> LayerKind:

@@ -53,6 +53,7 @@ class _Metrics:
         self.evaluator, self.bank, self.metric, self.labels = evaluator, bank, metric, labels
         self.cache = MeasurementCache(cache_dir, "metrics")
         self.reference = evaluator.outputs(None)
+        _check_labels_fit(metric, labels, self.reference)
         # the original outputs in the key: any change of the model (not only its LUT-able weights)
         self.prefix = f"{model_key}|{digest(self.reference)}|{evaluator.kind}|{metric}|{bank.data_key}"
         self.original = metric_value(metric, self.reference, self.reference, labels)
@@ -68,6 +69,36 @@ class _Metrics:
             value = self.of_outputs(self.evaluator.outputs(plan))
             self.cache.put(key, value)
         return self.original - float(value)
+
+
+def _check_labels_fit(metric: str, labels, reference: np.ndarray) -> None:
+    """LutTvmError unless every accuracy label is a class index of the model's outputs."""
+    classes = int(np.prod(reference.shape[1:]))
+    if metric == "accuracy" and labels is not None and len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise LutTvmError(f"optimize: labels 'y' range from {int(labels.min())} to {int(labels.max())}, but the "
+                          f"model has {classes} outputs per sample (argmax classes 0..{classes - 1})")
+
+
+def small_eval_note(metric: str, eval_samples: int, budget: float) -> str | None:
+    """A warning when one eval sample is worth more than a quarter of the budget: the search then
+    decides the budget by a few samples, and a plan chosen among many candidates on them can lose
+    more on other data."""
+    if metric != "accuracy" or not eval_samples or 100.0 / eval_samples <= budget / 4:
+        return None
+    wanted = int(np.ceil(400.0 / budget))
+    return (f"the eval data has {eval_samples} samples: one sample is {100.0 / eval_samples:.2f} points of a "
+            f"{budget} point budget, so a few samples decide it, and the chosen plan may lose more on other data; "
+            f"give at least {wanted} eval samples")
+
+
+def _re_timed_or_dense(choice, compiled_lut, dense, timing_input, measured_ms, dense_ms, number, repeat):
+    """``(keep, measured_ms, dense_ms)``: a plan that measured slower than the dense model is timed
+    again, back to back with it; ``keep`` is False if it is still slower (the plan then goes dense)."""
+    if not choice or measured_ms < dense_ms:
+        return True, measured_ms, dense_ms
+    measured_ms = compiled_lut.benchmark(timing_input, number=number, repeat=repeat) * 1e3
+    dense_ms = dense.benchmark(timing_input, number=number, repeat=repeat) * 1e3
+    return measured_ms < dense_ms, measured_ms, dense_ms
 
 
 def _layer_key(layer) -> tuple:
@@ -175,6 +206,18 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         refit_report = outcome.report
     measured_ms = compiled_lut.benchmark(timing_input, number=timing_number, repeat=timing_repeat) * 1e3
     dense_now_ms = dense.benchmark(timing_input, number=timing_number, repeat=timing_repeat) * 1e3
+    keep, measured_ms, dense_now_ms = _re_timed_or_dense(choice, compiled_lut, dense, timing_input, measured_ms,
+                                                         dense_now_ms, timing_number, timing_repeat)
+    slower_plan = None
+    if not keep:
+        slower_plan = {"choice": {n: str(v) for n, v in choice.items()}, "measured_ms": measured_ms,
+                       "dense_ms": dense_now_ms}
+        LOG.warning("optimize: the chosen plan (%d layer(s)) measured %.4f ms, the dense model %.4f ms: "
+                    "keeping every layer dense", len(choice), measured_ms, dense_now_ms)
+        choice, refit_plan, compiled_loss, measured_ms = {}, None, 0.0, dense_now_ms
+        for cand in candidates:
+            if cand.status == "chosen":
+                cand.status = "dropped: the chosen plan measured slower than the dense model"
     provenance = {"method": "optimize", "metric": metric, "budget": budget, "model": imported.source,
                   "refit": refit}
     if refit_plan is not None:
@@ -210,6 +253,11 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         new_timings=timer.cache.new, sub_lens=list(sub_lens), num_centroids=offered_centroids(tvm_target),
         peers=peer_rows)
     report["finetune"] = tuned
+    report["slower_than_dense"] = slower_plan
+    warning = small_eval_note(metric, len(eval_x), budget)
+    if warning:
+        LOG.warning("optimize: %s", warning)
+        report["notes"] = [*report["notes"], f"Warning: {warning}."]
     report["refit"] = refit_report or {"method": refit}
     return OptimizeResult(plan, report, cost, choice, final_model)
 

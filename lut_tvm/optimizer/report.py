@@ -143,6 +143,11 @@ def render_markdown(report: dict) -> str:
                   f"{tuned['compiled_loss']:.2f} points; {'kept' if tuned['kept'] else 'not kept (no better)'}."]
     if report["backed_off_after_compiled_check"]:
         lines += ["", f"Backed off after the compiled check: {', '.join(report['backed_off_after_compiled_check'])}"]
+    slower = report.get("slower_than_dense")
+    if slower:
+        lines += ["", f"The plan the search chose ({len(slower['choice'])} layer(s)) measured {slower['measured_ms']:.4f} ms "
+                  f"against {slower['dense_ms']:.4f} ms for the dense model, timed twice back to back: every layer "
+                  "was kept dense."]
     lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
 

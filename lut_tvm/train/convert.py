@@ -25,7 +25,7 @@ from ..kmeans import kmeans_centroids
 from ..policy import PlanPolicy, TableRefit
 from ..reference import encode_margin
 from ..torch_layers import lut_modules, module_weight
-from ..weights import LayerKind, grouped_layer_fits
+from ..weights import LayerKind, default_sub_len_fits
 from .batches import iter_batches
 from .layers import LutConv2d, LutLinear, conv1d_rows, conv_padding, conv_rows, replace_module
 from .refit import ridge_refit
@@ -80,7 +80,7 @@ def select_modules(model: nn.Module, policy: PlanPolicy) -> list[tuple[str, nn.M
     ``PlanPolicy.choose`` as ``planner.select_layers`` chooses graph layers (first conv / last
     dense by registration order here)."""
     eligible = [(name, module, kind) for name, module, kind in lut_modules(model, grouped=True)
-                if grouped_layer_fits(policy, name, kind, module_weight(module).shape,
+                if default_sub_len_fits(policy, name, kind, module_weight(module).shape,
                                       getattr(module, "groups", 1))]
     conv1d = [name for name, module in model.named_modules() if isinstance(module, nn.Conv1d)]
     chosen_names = set(policy.choose([(name, kind) for name, _, kind in eligible], other_names=conv1d))

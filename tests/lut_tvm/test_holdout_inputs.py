@@ -141,3 +141,33 @@ def test_calibration_with_nan_names_the_file(capsys, dynamic_onnx, tmp_path, com
     line = cli_error(capsys, command, dynamic_onnx, "--calibration", calibration, "--batch", 8,
                      "-o", tmp_path / "p.npz")
     assert f"calibration file {str(calibration)!r} holds 2 NaN/infinite value(s) of 384" in line, line
+
+
+def test_layer_whose_default_v_does_not_divide_d_stays_dense(caplog):
+    """A Linear of 13 inputs under the default V = 16 stays dense in the planner and in
+    train.convert (one warning naming it and the flag), the other layers are planned; a V set
+    for it by name that does not divide D is still an error naming the flags."""
+    import logging
+
+    import torch
+    from torch import nn
+
+    from lut_tvm.errors import PlanError
+    from lut_tvm.frontends import import_model
+    from lut_tvm.planner import select_layers
+    from lut_tvm.policy import PlanPolicy
+    from lut_tvm.train.convert import select_modules
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(13, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    imported = import_model(model, (np.zeros((8, 13), np.float32),))
+    every = PlanPolicy(skip_last_dense=False)
+    with caplog.at_level(logging.WARNING, logger="lut_tvm"):
+        assert [name for name, _ in select_layers(imported, every)] == ["2", "4"]
+    assert "layer 0 (dense) stays dense: V = 16 does not divide its reduction length D = 13" in caplog.text
+    assert "--sub-len 0=V" in caplog.text
+    assert [name for name, _, _ in select_modules(model, every)] == ["2", "4"]
+    fitting = PlanPolicy(skip_last_dense=False, sub_len_overrides={"0": 13})
+    assert [name for name, _ in select_layers(imported, fitting)] == ["0", "2", "4"]
+    with pytest.raises(PlanError, match=r"'0'.*not a multiple of V = 4.*--sub-len 0=V.*--exclude 0"):
+        PlanPolicy(sub_len_overrides={"0": 4}).checked_sub_len("0", select_layers(imported, every)[0][1].kind, (13, 32))

@@ -144,6 +144,17 @@ def test_bad_inputs_one_line_errors(mlp_case):
         lut_tvm.optimize(model, calibration, x[:, :32], y)
     with pytest.raises(lut_tvm.LutTvmError, match="metric 'top5'"):
         lut_tvm.optimize(model, calibration, x, y, metric="top5")
+    with pytest.raises(lut_tvm.LutTvmError, match=r"labels 'y' range from 20 to 29, but the model has 10 outputs"):
+        lut_tvm.optimize(model, calibration, x, y + 20, **FAST)
+
+
+def test_small_eval_set_is_flagged():
+    from lut_tvm.optimizer.api import small_eval_note
+
+    note = small_eval_note("accuracy", 256, 1.0)
+    assert "256 samples" in note and "0.39 points" in note and "at least 400" in note
+    assert small_eval_note("accuracy", 400, 1.0) is None
+    assert small_eval_note("cosine", 10, 1.0) is None
 
 
 def test_finetune_reverifies_on_compiled_model(mlp_case, digits):
