@@ -130,10 +130,10 @@ class _PackWeight(PyExprMutator):
 
 def _pointwise_columns(attrs, value, groups: int, out_shape, lanes: int) -> int | None:
     """Output positions per image rounded up to whole vector pairs (else whole vectors), for a 1x1
-    conv (any stride, no padding or dilation, one group) whose rounding adds at most ``MAX_COLUMN_PAD``;
-    else None."""
-    if groups != 1 or value.shape[2:] != (1, 1) or any(int(p) for p in attrs.padding) or any(
-            int(d) != 1 for d in attrs.dilation):
+    conv (any stride, no padding or dilation, groups of at least ``MIN_GROUP_BLOCK`` output channels)
+    whose rounding adds at most ``MAX_COLUMN_PAD``; else None."""
+    if value.shape[2:] != (1, 1) or any(int(p) for p in attrs.padding) or any(
+            int(d) != 1 for d in attrs.dilation) or (groups > 1 and value.shape[0] // groups < MIN_GROUP_BLOCK):
         return None
     columns = out_shape[2] * out_shape[3]
     for multiple in (2 * lanes, lanes):  # two vectors per row of the matmul's register tile first
@@ -145,20 +145,23 @@ def _pointwise_columns(attrs, value, groups: int, out_shape, lanes: int) -> int 
 
 def pointwise_as_matmul(builder: relax.BlockBuilder, data: relax.Expr, value: np.ndarray, attrs, out_shape,
                         columns: int) -> relax.Expr:
-    """A 1x1 conv as ``W[F, C] @ x[N, C, H * W]`` (stride: the input subsampled first; the
-    positions zero-padded to ``columns``, the padding sliced off the product)."""
+    """A 1x1 conv as ``W[F, C] @ x[N, C, H * W]`` (``G`` groups: ``W[G, F / G, C / G] @ x[N, G, C / G, H * W]``;
+    stride: the input subsampled first; the positions zero-padded to ``columns``, the padding sliced
+    off the product)."""
     n, f, oh, ow = out_shape
-    c = value.shape[1]
+    groups, c_group = int(attrs.groups), value.shape[1]
     if any(int(s) != 1 for s in attrs.strides):
         shape = static_shape(data)
         data = builder.emit(relax.op.strided_slice(data, axes=[2, 3], begin=[0, 0], end=[shape[2], shape[3]],
                                                    strides=[int(s) for s in attrs.strides]))
-    rows = builder.emit(relax.op.reshape(data, [n, c, oh * ow]))
+    lead = [n, c_group] if groups == 1 else [n, groups, c_group]
+    rows = builder.emit(relax.op.reshape(data, [*lead, oh * ow]))
     if columns > oh * ow:
-        rows = builder.emit(relax.op.nn.pad(rows, [0, 0, 0, 0, 0, columns - oh * ow]))
-    product = builder.emit(relax.op.matmul(relax.const(np.ascontiguousarray(value.reshape(f, c))), rows))
+        rows = builder.emit(relax.op.nn.pad(rows, [0, 0] * (len(lead)) + [0, columns - oh * ow]))
+    weight = value.reshape(f, c_group) if groups == 1 else value.reshape(groups, f // groups, c_group)
+    product = builder.emit(relax.op.matmul(relax.const(np.ascontiguousarray(weight)), rows))
     if columns > oh * ow:
-        product = builder.emit(relax.op.strided_slice(product, axes=[2], begin=[0], end=[oh * ow]))
+        product = builder.emit(relax.op.strided_slice(product, axes=[len(lead)], begin=[0], end=[oh * ow]))
     return relax.op.reshape(product, [n, f, oh, ow])
 
 

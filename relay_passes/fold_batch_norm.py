@@ -144,8 +144,8 @@ class _Fold(PyExprMutator):
         conv_var = self.builder_.emit(relax.Call(conv.op, [self.visit_expr(conv.args[0]),
                                                            relax.const(weight.astype(np.float32))], conv.attrs))
         value = relax.op.add(conv_var, relax.const(shift.astype(np.float32).reshape(1, -1, 1, 1)))
-        new_var = (self.builder_.emit(value) if isinstance(var, relax.DataflowVar)
-                   else self.builder_.emit_output(value))
+        outside = isinstance(var, relax.DataflowVar) or not self.builder_.current_block_is_dataflow()
+        new_var = self.builder_.emit(value) if outside else self.builder_.emit_output(value)
         self.set_var_remap(var, new_var)
 
 

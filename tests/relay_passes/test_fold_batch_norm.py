@@ -142,3 +142,17 @@ def test_onnx_conv_bn_scale_shift_compiles_equal_to_onnx_runtime(tmp_path):
     got = compiled(x)
     got = got[0] if isinstance(got, (list, tuple)) else got
     np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_chain_outside_a_dataflow_block_is_folded():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, C, 7, 7), "float32"))
+    with bb.function("main", [x]):
+        out = _bn(bb, bb.emit(_conv(x)))
+        bb.emit_func_output(out)
+    before = bb.get()
+    after = FoldBatchNorm()(before)
+    assert not op_calls(after, "relax.nn.batch_norm") and len(op_calls(after, "relax.add")) == 1
+    x_value = RNG.normal(size=(1, C, 7, 7)).astype(np.float32)
+    want = run_relax(before, x_value)
+    np.testing.assert_allclose(run_relax(after, x_value), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
