@@ -26,11 +26,38 @@ def _keep_padding(kept: list):
 
 
 def _unit_stride(sch: s_tir.Schedule, block) -> bool:
-    """True when the window's column index is ``x + rx`` (stride 1): strided pools (a gather per
-    vector lane) measured no faster, or much slower (64 x 112 x 112, 3x3 stride 2: 0.21 -> 5.3 ms),
-    and stay with the Reduction rule."""
+    """True when the window's column index is ``x + rx`` (stride 1) in the first read: strided pools (a
+    gather per vector lane) measured no faster, or much slower (64 x 112 x 112, 3x3 stride 2: 0.21 ->
+    5.3 ms), and stay with the Reduction rule."""
     index = sch.get(block).reads[0].region[-1].min
     return isinstance(index, tirx.Add) and all(isinstance(v, tirx.Var) for v in (index.a, index.b))
+
+
+def schedule_window(sch: s_tir.Schedule, info, epilogue: list, kept: list, target: Target) -> s_tir.Schedule:
+    """Parallel (batch, channel, row) -> column blocks -> window loops -> a vector of output columns,
+    the kept pad blocks parallel and vectorized on their own, the epilogue at each column block."""
+    block = info.block_rv
+    lanes = vector_lanes(target, write_dtype_bits(sch, block))
+    n, c, y, x, *window = sch.get_loops(block)
+    width = extent(sch, x)
+    factor = width if width <= MAX_VECTOR_EXTENT else (largest_divisor(width, MAX_VECTOR_EXTENT, lanes)
+                                                        or largest_divisor(width, MAX_VECTOR_EXTENT))
+    xo, xi = sch.split(x, factors=[None, factor])
+    sch.reorder(n, c, y, xo, *window, xi)
+    outer = sch.fuse(n, c, y)
+    work = prod(info.dom())
+    for pad in kept:
+        parallel_vectorize(sch, sch.get_loops(pad), lanes, work=work)
+    for epi in epilogue:
+        attempt(sch, lambda s, e=epi: s.reverse_compute_at(e, xo))
+    if work >= MIN_PARALLEL_WORK and extent(sch, outer) > 1:
+        sch.parallel(outer)
+    sch.vectorize(xi)  # while the block is still a reduction block, as parallel also needs
+    init = sch.decompose_reduction(block, window[0])
+    attempt(sch, lambda s: s.vectorize(s.get_loops(init)[-1]))
+    for epi in epilogue:
+        attempt(sch, lambda s, e=epi: s.vectorize(s.get_loops(e)[-1]))
+    return sch
 
 
 class Pool2d(ScheduleRule):
@@ -48,26 +75,4 @@ class Pool2d(ScheduleRule):
         split = split_main_block(sch, "SSSSRR", keep=_keep_padding(kept))
         if split is None or len(sch.get(split[0].block_rv).reads) != 1 or not _unit_stride(sch, split[0].block_rv):
             return None
-        info, epilogue = split
-        block = info.block_rv
-        lanes = vector_lanes(target, write_dtype_bits(sch, block))
-        n, c, y, x, ry, rx = sch.get_loops(block)
-        width = extent(sch, x)
-        factor = width if width <= MAX_VECTOR_EXTENT else (largest_divisor(width, MAX_VECTOR_EXTENT, lanes)
-                                                            or largest_divisor(width, MAX_VECTOR_EXTENT))
-        xo, xi = sch.split(x, factors=[None, factor])
-        sch.reorder(n, c, y, xo, ry, rx, xi)
-        outer = sch.fuse(n, c, y)
-        work = prod(info.dom())
-        for pad in kept:
-            parallel_vectorize(sch, sch.get_loops(pad), lanes, work=work)
-        for epi in epilogue:
-            attempt(sch, lambda s, e=epi: s.reverse_compute_at(e, xo))
-        if work >= MIN_PARALLEL_WORK and extent(sch, outer) > 1:
-            sch.parallel(outer)
-        sch.vectorize(xi)  # while the block is still a reduction block, as parallel also needs
-        init = sch.decompose_reduction(block, ry)
-        attempt(sch, lambda s: s.vectorize(s.get_loops(init)[-1]))
-        for epi in epilogue:
-            attempt(sch, lambda s, e=epi: s.vectorize(s.get_loops(e)[-1]))
-        return sch
+        return schedule_window(sch, *split, kept, target)
