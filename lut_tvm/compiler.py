@@ -15,6 +15,7 @@ from tvm import relax
 from relay_passes.conv2d_weight_hwio import Conv2dWeightHWIO
 from relay_passes.conv2d_weight_packed import Conv2dWeightPacked
 from relay_passes.fast_math import FastMath
+from relay_passes.fold_batch_norm import FoldBatchNorm
 from relay_passes.fuse_exact_bias import FuseExactBias
 from relay_passes.fuse_lut_epilogue import FuseLUTEpilogue
 from relay_passes.layer_sites import LayerSite, unique_layer_sites
@@ -115,6 +116,7 @@ def legalize_passes(fast_math: bool = True) -> list:
     ``fast_math`` GELU/softmax/exp/erf/tanh in their vectorizable forms first (``FastMath``)."""
     return [
         *([FastMath()] if fast_math else []),
+        FoldBatchNorm(),
         Conv2dWeightPacked(),
         Conv2dWeightHWIO(),
         relax.transform.LegalizeOps(),
