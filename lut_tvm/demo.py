@@ -161,7 +161,8 @@ def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed:
         "threads": threads, "batch": EVAL_BATCH, "test_samples": int(len(x_test)),
         "budget_points": budget, "validation_samples": int(len(x_val)),
         "lut_layers": {layer.name: {"V": layer.sub_vector_len, "K": layer.num_centroids}
-                       for layer in plan.layers},
+                       for layer in plan.layers if not layer.is_int8},
+        "int8_layers": [layer.name for layer in plan.layers if layer.is_int8],
         "optimize": {"finetune": result.report["finetune"],
                      "validation_accuracy_original": result.report["original_metric"],
                      "validation_accuracy_lut": result.report["chosen_metric_compiled"],
@@ -174,7 +175,8 @@ def run_demo(out_dir: Path = Path("demo_out"), threads: int | None = None, seed:
 
     print("\nLUT layers chosen by optimize (K=16, budget "
           f"{budget} point on {len(x_val)} validation digits): "
-          + (", ".join(f"{name} (V={v['V']})" for name, v in summary["lut_layers"].items()) or "none"))
+          + (", ".join(f"{name} (V={v['V']})" for name, v in summary["lut_layers"].items()) or "none")
+          + "".join(f", {name} (int8)" for name in summary["int8_layers"]))
     print(f"test set: {len(x_test)} digits; batch {EVAL_BATCH}; {threads} thread(s); median latency")
     print(f"{'':<20}{'accuracy':>10}{'latency ms':>12}{'vs PyTorch':>12}")
     base = summary["rows"][0]["latency_ms"]

@@ -99,8 +99,30 @@ def onnx_of(model, example: np.ndarray, folder: Path) -> Path:
             return path
         import torch  # pylint: disable=import-outside-toplevel
 
-        model = torch.export.load(str(path)).module()
+        model = _traceable(torch.export.load(str(path)).module())
     return export_onnx(model, example, Path(folder) / "model.onnx")
+
+
+def _traceable(program_module):
+    """A ``.pt2`` program's module wrapped so that the TorchScript ONNX exporter can trace it: the
+    exporter switches the module to eval mode, which an exported program's module refuses
+    ("Calling train() is not supported yet"); the wrapper does not register it as a child."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    for param in program_module.parameters():
+        param.requires_grad_(False)  # traced as constants
+
+    class Traced(torch.nn.Module):
+        """Calls the program's module; its weights are traced as constants."""
+
+        def __init__(self):
+            super().__init__()
+            object.__setattr__(self, "program", program_module)
+
+        def forward(self, *args):
+            return self.program(*args)
+
+    return Traced()
 
 
 def median_ms(run, number: int, repeat: int) -> float:

@@ -141,7 +141,8 @@ class PlanMaker:
         offered = summary["report"]["sub_lens_offered"] if summary else list(sub_lens)
         layers = model_layers(imported, offered, setup.names, int8=True)
         self.bank = CentroidBank(imported, layers, setup.calibration, cache / "measurements", 4096, setup.seed)
-        self.candidates = summary["report"]["candidates"] if summary else [
+        # copies: the result file keeps "int8" (the option object would be written as the int 0)
+        self.candidates = [dict(c) for c in summary["report"]["candidates"]] if summary else [
             {"layer": l.name, "sub_len": v, "table_quant": table_quant, "saving_ms": float("nan"), "loss_alone": None}
             for l in layers for v in l.sub_lens if not is_int8(v)]
         for cand in self.candidates:

@@ -52,6 +52,8 @@ def test_lut_row_is_the_exported_library(demo_out):
                             for i in range(0, len(x_test), EVAL_BATCH)])
     assert summary["rows"][2]["accuracy"] == pytest.approx((preds == y_test).mean() * 100)
     plan = lut_tvm.Plan.load(folder / "digits_plan.npz")
-    assert {l.name: l.sub_vector_len for l in plan.layers} == {n: v["V"] for n, v in summary["lut_layers"].items()}
+    assert {l.name: l.sub_vector_len for l in plan.layers if not l.is_int8} == {
+        n: v["V"] for n, v in summary["lut_layers"].items()}
+    assert [l.name for l in plan.layers if l.is_int8] == summary["int8_layers"]
     assert library.info.lut_layers == [l.name for l in plan.layers]
     assert (folder / "optimize_report" / "report.md").is_file()

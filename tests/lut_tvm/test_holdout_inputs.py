@@ -171,3 +171,23 @@ def test_layer_whose_default_v_does_not_divide_d_stays_dense(caplog):
     assert [name for name, _ in select_layers(imported, fitting)] == ["0", "2", "4"]
     with pytest.raises(PlanError, match=r"'0'.*not a multiple of V = 4.*--sub-len 0=V.*--exclude 0"):
         PlanPolicy(sub_len_overrides={"0": 4}).checked_sub_len("0", select_layers(imported, every)[0][1].kind, (13, 32))
+
+
+def test_pt2_model_exports_to_onnx_for_the_peer_rows(tmp_path):
+    """optimize's ONNX Runtime rows of a .pt2 model: the program (which refuses train()) is exported
+    to ONNX and runs like the original module."""
+    import torch
+    from torch import nn
+
+    ort = pytest.importorskip("onnxruntime")
+    from lut_tvm.peers import onnx_of
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    x = np.random.default_rng(0).random((4, 8), dtype=np.float32)
+    torch.export.save(torch.export.export(model, (torch.from_numpy(x),)), tmp_path / "m.pt2")
+    path = onnx_of(tmp_path / "m.pt2", x, tmp_path)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
