@@ -15,7 +15,7 @@ from ..errors import LutTvmError
 from ..plan import LayerPlan, Plan, TableQuant
 from ..targets import is_host_runnable, resolve_target
 from .cache import MeasurementCache, digest
-from .evaluate import CompiledEvaluator, TorchEvaluator, metric_value, torch_layer_modules, run_batched
+from .evaluate import CompiledEvaluator, TorchEvaluator, loss_margin, metric_value, torch_layer_modules, run_batched
 from .inputs import DEFAULT_REFIT, check_eval, check_refit, check_settings, import_checked, is_torch_module
 from .latency import CostModel, KernelTimer
 from .layers import DEFAULT_SUB_LENS, CentroidBank, is_int8, model_layers, offered_centroids
@@ -61,14 +61,28 @@ class _Metrics:
     def of_outputs(self, outputs) -> float:
         return metric_value(self.metric, outputs, self.reference, self.labels)
 
-    def loss(self, choice: dict[str, int]) -> float:
+    def margin_of_outputs(self, outputs) -> float:
+        return loss_margin(self.metric, outputs, self.reference, self.labels)
+
+    def _measured(self, choice: dict[str, int]) -> tuple[float, float]:
+        """``(metric, margin)`` of the plan of ``choice`` on the eval data (cached on disk)."""
         plan = self.bank.plan(choice)
-        key = f"{self.prefix}|{sorted(_layer_key(l) for l in plan.layers)}"
+        key = f"{self.prefix}|margin|{sorted(_layer_key(l) for l in plan.layers)}"
         value = self.cache.get(key)
         if value is None:
-            value = self.of_outputs(self.evaluator.outputs(plan))
+            outputs = self.evaluator.outputs(plan)
+            value = [self.of_outputs(outputs), self.margin_of_outputs(outputs)]
             self.cache.put(key, value)
-        return self.original - float(value)
+        return float(value[0]), float(value[1])
+
+    def loss(self, choice: dict[str, int]) -> float:
+        """Metric points the plan of ``choice`` loses on the eval data."""
+        return self.original - self._measured(choice)[0]
+
+    def guarded_loss(self, choice: dict[str, int]) -> float:
+        """The plan's loss plus its margin (``evaluate.loss_margin``): what the search holds to the budget."""
+        metric, margin = self._measured(choice)
+        return self.original - metric + margin
 
 
 def _check_labels_fit(metric: str, labels, reference: np.ndarray) -> None:
@@ -191,8 +205,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         if cand.saving_ms > 0:
             _measure_alone(cand, metrics, bank, table_quants,
                            refit == "ridge" and search_eval is compiled_eval and can_refit(_site(bank, cand)))
-    start, start_steps = uniform_start(candidates, metrics.loss, budget, cost.predict_ms)
-    choice, steps = greedy_search(candidates, metrics.loss, budget, start, prune=prune)
+    start, start_steps = uniform_start(candidates, metrics.guarded_loss, budget, cost.predict_ms)
+    choice, steps = greedy_search(candidates, metrics.guarded_loss, budget, start, prune=prune)
     steps = start_steps + steps
 
     final = _verify_compiled(compiled_eval, bank, metrics, choice, budget, candidates)
@@ -321,7 +335,7 @@ def run_input(eval_x, batch):
 
 def _verify_compiled(compiled_eval, bank, metrics, choice, budget, candidates):
     """``(compiled model, loss, backed-off layers)``: the plan compiled and measured on the eval data;
-    while its loss exceeds the budget (the torch forward and the kernels can round an encode
+    while its loss plus its margin (``evaluate.loss_margin``) exceeds the budget (the torch forward and the kernels can round an encode
     near-tie apart), the chosen layer with the least saving per point is dropped."""
     by_key = {(c.layer, c.sub_len): c for c in candidates}
     backed_off = []
@@ -330,7 +344,7 @@ def _verify_compiled(compiled_eval, bank, metrics, choice, budget, candidates):
         compiled = compiled_eval.compiled(bank.plan(current) if current else None)
         outputs = run_batched(compiled, compiled_eval.x, compiled_eval.batch)
         loss = metrics.original - metrics.of_outputs(outputs)
-        if loss <= budget or not current:
+        if loss + metrics.margin_of_outputs(outputs) <= budget or not current:
             return compiled, loss, backed_off
         worst = min(current, key=lambda n: by_key[(n, current[n])].score)
         by_key[(worst, current[worst])].status = "backed off: the compiled plan broke the budget"

@@ -21,15 +21,32 @@ from ..plan import Plan, TableQuant
 from ..runtime import CompiledModel
 
 
-def metric_value(metric: str, outputs: np.ndarray, reference: np.ndarray, labels) -> float:
-    """Accuracy (argmax vs ``labels``) or mean cosine to ``reference``, in points (x 100)."""
+def metric_samples(metric: str, outputs: np.ndarray, reference: np.ndarray, labels) -> np.ndarray:
+    """Each sample's share of the metric, in points: 100 if its argmax is its label (accuracy), else
+    100 x its cosine to ``reference``."""
     outputs = outputs.reshape(len(outputs), -1).astype(np.float64)
     if metric == "accuracy":
-        return float((outputs.argmax(-1) == labels).mean() * 100)
+        return (outputs.argmax(-1) == labels) * 100.0
     reference = reference.reshape(len(reference), -1).astype(np.float64)
     norms = np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1)
-    cos = (outputs * reference).sum(1) / np.maximum(norms, 1e-30)
-    return float(cos.mean() * 100)
+    return (outputs * reference).sum(1) / np.maximum(norms, 1e-30) * 100.0
+
+
+def metric_value(metric: str, outputs: np.ndarray, reference: np.ndarray, labels) -> float:
+    """Accuracy (argmax vs ``labels``) or mean cosine to ``reference``, in points (x 100)."""
+    return float(metric_samples(metric, outputs, reference, labels).mean())
+
+
+def loss_margin(metric: str, outputs: np.ndarray, reference: np.ndarray, labels) -> float:
+    """The standard error (points) of the loss of ``outputs`` against the original's ``reference``
+    measured on these samples: the standard deviation of the per-sample differences over sqrt(n).
+    A plan that flips many predictions both ways can lose little on the eval data and much on other
+    data; the search counts a plan's loss plus this margin against the budget."""
+    ours = metric_samples(metric, outputs, reference, labels)
+    theirs = metric_samples(metric, reference, reference, labels)
+    if len(ours) < 2:
+        return 0.0
+    return float(np.std(ours - theirs, ddof=1) / np.sqrt(len(ours)))
 
 
 def run_batched(fn, x: np.ndarray, batch: int) -> np.ndarray:

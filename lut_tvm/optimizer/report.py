@@ -19,6 +19,9 @@ NOTES = [
     "refit layer by layer in model order on the inputs the LUT model feeds each layer (targets: the original "
     "layers' outputs), each layer's refit kept where the plan then loses less on the eval data, and the plan "
     "extended with the candidates left.",
+    "Budget: a plan is accepted when its loss on the eval data plus one standard error of that loss "
+    "(the per-sample differences' standard deviation over sqrt(n)) stays within the budget, so a plan "
+    "that flips many predictions both ways is not taken on a lucky balance of a few samples.",
     "Latency: each layer's kernel compiled alone (default schedules, no tuning log) and timed with "
     "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings.",
     "Peers, the original model at the same batch and threads, each timed in a separate process so its "
@@ -30,6 +33,13 @@ NOTES = [
 
 def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _options_text(options) -> str:
+    """``int8, V=2, 4`` for a list of options (the int8 option first)."""
+    options = sorted(set(options))
+    lut = [str(v) for v in options if not is_int8(v)]
+    return ", ".join(["int8"] * any(is_int8(v) for v in options) + (["V=" + ", ".join(lut)] if lut else []))
 
 
 def build_report(*, source, metric, budget, target, threads, batch, evaluator, eval_samples, layers,
@@ -52,7 +62,7 @@ def build_report(*, source, metric, budget, target, threads, batch, evaluator, e
             for cand in mine:
                 by_status.setdefault(cand.status, []).append(cand.sub_len)
             why = "dense: " + ("no LUT candidate (no V divides D)" if not mine else "; ".join(
-                f"V={', '.join(str(v) for v in sorted(set(subs)))} {status}" for status, subs in sorted(by_status.items())))
+                f"{_options_text(subs)} {status}" for status, subs in sorted(by_status.items())))
         per_layer.append({"layer": layer.name, "shape": layer.describe(), "D": layer.depth,
                           "dense_ms": cost.dense_ms[layer.name], "chosen_V": None if chosen is None or is_int8(chosen) else int(chosen),
                           "int8": chosen is not None and is_int8(chosen),
@@ -132,7 +142,7 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {cand['layer']} | {cand['sub_len']} | {cand['table_quant']} | {cand.get('tables', 'kmeans')} | "
                      f"{cand['saving_ms']:.4f} | {loss} | {cand['status']} |")
     lines += ["", "## Search (each plan checked end to end)", "",
-              "| added | loss | predicted ms | accepted |", "|---|---:|---:|---|"]
+              "| added | loss + margin | predicted ms | accepted |", "|---|---:|---:|---|"]
     for step in report["steps"]:
         lines.append(f"| {step['tried']} | {step['loss']:.2f} | {step['predicted_ms']:.4f} | "
                      f"{'yes' if step['accepted'] else 'no'} |")
