@@ -115,7 +115,8 @@ def run_optimize(setup: Setup, args, metric: str, cache: Path, log) -> tuple[dic
                "original": report["original_metric"], "chosen_search": report["chosen_metric_search"],
                "chosen_compiled": report["chosen_metric_compiled"], "choice": report["choice"],
                "latency_ms": report["latency_ms"], "report": report}
-    log(f"  chose {len(result.choice)} LUT layers: {summary['chosen_compiled']:.2f} vs original "
+    int8_layers = sum(v == "int8" for v in summary["choice"].values())
+    log(f"  chose {len(result.choice) - int8_layers} LUT and {int8_layers} int8 layers: {summary['chosen_compiled']:.2f} vs original "
         f"{summary['original']:.2f} ({seconds:.0f} s)")
     return summary, result
 
