@@ -256,3 +256,13 @@ def forward_given_codes(lut_model, x: np.ndarray, codes: list[np.ndarray]) -> np
             handle.remove()
     given.assert_all_used()
     return y
+
+
+def random_low_bit_weights(rng: np.random.Generator, bits, shape) -> tuple[np.ndarray, int]:
+    """``(int8 weights, plan bits)`` drawn uniformly for an exact layer of ``bits``: 1 ({-1, +1}),
+    ``"ternary"`` ({-1, 0, +1}, 2-bit plan) or b (the signed b-bit range)."""
+    if bits == "ternary":
+        return rng.integers(-1, 2, shape).astype(np.int8), 2
+    if bits == 1:
+        return np.where(rng.random(shape) < 0.5, -1, 1).astype(np.int8), 1
+    return rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), shape).astype(np.int8), bits

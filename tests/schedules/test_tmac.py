@@ -11,6 +11,7 @@ from lut_tvm.exact import reference as ref
 from lut_tvm.exact.reference.tmac import pack_tmac
 from lut_tvm.reference import im2col_nchw
 from lut_tvm.targets import host_cpu_flags
+from lut_tvm.testing import random_low_bit_weights
 from schedules.intrin.tmac import (LLVM_PERMW, TMAC_AVX2, TMAC_AVX512, TMAC_LLVM_SHUFFLE,
                                    TMAC_PERMW_AVX512, tmac_intrin_for_target)
 from schedules.lut_compute import Conv2dGeometry
@@ -29,13 +30,6 @@ TARGETS = [
         "avx2" not in host_cpu_flags(), reason="no AVX2")),
 ]
 
-
-def _weights(rng, bits, shape):
-    if bits == "ternary":
-        return rng.integers(-1, 2, shape).astype(np.int8), 2
-    if bits == 1:
-        return np.where(rng.random(shape) < 0.5, -1, 1).astype(np.int8), 1
-    return rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), shape).astype(np.int8), bits
 
 
 def _build(func, target):
@@ -65,7 +59,7 @@ def _run(x, wq, bits, target, geometry=None, out_scale=None, bias=None, relu=Fal
 @pytest.mark.parametrize("rows,depth,cols", [(1, 45, 33), (3, 37, 70), (128, 29, 65)])
 def test_tmac_kernel_equals_int_gemm(target, bits, rows, depth, cols):
     rng = np.random.default_rng(depth * cols + rows)
-    wq, stored = _weights(rng, bits, (depth, cols))
+    wq, stored = random_low_bit_weights(rng, bits, (depth, cols))
     xq = rng.integers(-127, 128, (rows, depth)).astype(np.float32)
     np.testing.assert_array_equal(_run(xq, wq, stored, target), ref.int_gemm(xq.astype(np.int8), wq))
 
@@ -85,7 +79,7 @@ def test_float_epilogue_and_conv_windows(target):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32) * 3
     geometry = Conv2dGeometry(kernel=(3, 3), strides=(1, 2), padding=(1, 1, 1, 1), dilation=(1, 1))
-    wq, _ = _weights(rng, 3, (27, 19))
+    wq, _ = random_low_bit_weights(rng, 3, (27, 19))
     rows = im2col_nchw(x, geometry.kernel, geometry.strides, geometry.padding, geometry.dilation)[0]
     xq = ref.quantize_activations(rows, 1.0)
     scale = (rng.random(19) + 0.5).astype(np.float32)
@@ -100,7 +94,7 @@ def test_assembly_uses_vpshufb_and_unpack(target, intrin, register):
     """Compile only: the TIR calls the byte shuffle, the assembly has vpshufb and vpunpcklbw."""
     rng = np.random.default_rng(0)
     lanes = 64 if register == "zmm" else 32
-    packed = pack_tmac(_weights(rng, 2, (37, 70))[0], 2, lanes)
+    packed = pack_tmac(random_low_bit_weights(rng, 2, (37, 70))[0], 2, lanes)
     sch, exe = _build(tmac_func((9, 37), None, 2, packed.padded_groups, 70, lanes, 1.0), target)
     asm = exe.mod.inspect_source("asm").splitlines()
     assert TMAC_LLVM_SHUFFLE[intrin] in sch.mod.script()
@@ -109,7 +103,7 @@ def test_assembly_uses_vpshufb_and_unpack(target, intrin, register):
 
 
 def test_assembly_uses_vpermw():
-    packed = pack_tmac(_weights(np.random.default_rng(0), 2, (37, 70))[0], 2, 64, word=True)
+    packed = pack_tmac(random_low_bit_weights(np.random.default_rng(0), 2, (37, 70))[0], 2, 64, word=True)
     sch, exe = _build(tmac_func((9, 37), None, 2, packed.padded_groups, 70, 64, 1.0, word=True), AVX512)
     assert LLVM_PERMW in sch.mod.script()
     assert any("vpermw" in line and "zmm" in line for line in exe.mod.inspect_source("asm").splitlines())
@@ -117,7 +111,7 @@ def test_assembly_uses_vpermw():
 
 def test_quantize_loop_is_vectorized():
     """The in-kernel quantization is not scalarized (vector divisions, no gathers)."""
-    packed = pack_tmac(_weights(np.random.default_rng(0), 2, (64, 64))[0], 2, 64, word=True)
+    packed = pack_tmac(random_low_bit_weights(np.random.default_rng(0), 2, (64, 64))[0], 2, 64, word=True)
     _, exe = _build(tmac_func((8, 64), None, 2, packed.padded_groups, 64, 64, 0.3, word=True), AVX512)
     asm = exe.mod.inspect_source("asm")
     assert "vgather" not in asm and "vdivps\t%zmm" in asm
@@ -141,7 +135,7 @@ def test_intrinsic_per_target_and_rule_declines():
 def test_tunable_rows_per_block_is_sampled_and_exact():
     """Under tuning the rows per block are a sampled decision (in the trace); any draw is exact."""
     rng = np.random.default_rng(11)
-    wq, _ = _weights(rng, 2, (40, 33))
+    wq, _ = random_low_bit_weights(rng, 2, (40, 33))
     packed = pack_tmac(wq, 2, 32)
     func = tmac_func((12, 40), None, 2, packed.padded_groups, 33, 32, 1.0)
     sch = TmacRule().apply(func, tvm.target.Target(AVX2), True)

@@ -16,14 +16,8 @@ from lut_tvm.exact.reference.tmac import (
     tmac_matmul,
     unpack_patterns,
 )
+from lut_tvm.testing import random_low_bit_weights
 
-
-def _weights(rng, bits, shape):
-    if bits == "ternary":
-        return rng.integers(-1, 2, shape).astype(np.int8), 2
-    if bits == 1:
-        return np.where(rng.random(shape) < 0.5, -1, 1).astype(np.int8), 1
-    return rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), shape).astype(np.int8), bits
 
 
 @pytest.mark.parametrize("signed", [False, True])
@@ -58,7 +52,7 @@ def test_lane_order_is_a_bijection_onto_nibbles(lanes, word):
 @pytest.mark.parametrize("lanes", TMAC_LANES)
 def test_pack_round_trip(lanes):
     rng = np.random.default_rng(3)
-    wq, bits = _weights(rng, 3, (21, 45))
+    wq, bits = random_low_bit_weights(rng, 3, (21, 45))
     packed = pack_tmac(wq, bits, lanes)
     patterns = unpack_patterns(packed)
     want = group_patterns(bit_planes(wq, bits))
@@ -71,7 +65,7 @@ def test_pack_round_trip(lanes):
 @pytest.mark.parametrize("rows,depth,cols", [(1, 37, 13), (3, 301, 70), (4, 520, 65)])
 def test_tmac_matmul_equals_int_gemm(bits, lanes, word, rows, depth, cols):
     rng = np.random.default_rng(hash((str(bits), lanes, depth)) % 2 ** 32)
-    wq, stored_bits = _weights(rng, bits, (depth, cols))
+    wq, stored_bits = random_low_bit_weights(rng, bits, (depth, cols))
     xq = rng.integers(-127, 128, (rows, depth)).astype(np.int8)
     xq[0, :] = 127  # the worst case for the int16 chunk sums
     got = tmac_matmul(xq, pack_tmac(wq, stored_bits, lanes, word))
