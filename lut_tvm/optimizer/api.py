@@ -20,7 +20,7 @@ from .inputs import DEFAULT_REFIT, check_eval, check_refit, check_settings, impo
 from .latency import CostModel, KernelTimer
 from .layers import DEFAULT_SUB_LENS, CentroidBank, is_int8, model_layers, offered_centroids
 from .refit import can_refit, refit_and_extend
-from .search import Candidate, greedy_search, uniform_start
+from .search import Candidate, greedy_search, prefer_single_layer, uniform_start
 
 LOG = logging.getLogger("lut_tvm")
 
@@ -105,14 +105,18 @@ def small_eval_note(metric: str, eval_samples: int, budget: float) -> str | None
             f"give at least {wanted} eval samples")
 
 
+SLOWER_TOLERANCE = 1.10  # timing noise: a plan is dropped only when clearly slower than dense
+
+
 def _re_timed_or_dense(choice, compiled_lut, dense, timing_input, measured_ms, dense_ms, number, repeat):
-    """``(keep, measured_ms, dense_ms)``: a plan that measured slower than the dense model is timed
-    again, back to back with it; ``keep`` is False if it is still slower (the plan then goes dense)."""
-    if not choice or measured_ms < dense_ms:
+    """``(keep, measured_ms, dense_ms)``: a plan that measured more than 10% slower than the dense model
+    is timed again, back to back with it; ``keep`` is False if it is still that much slower (the plan
+    then goes dense)."""
+    if not choice or measured_ms <= dense_ms * SLOWER_TOLERANCE:
         return True, measured_ms, dense_ms
     measured_ms = compiled_lut.benchmark(timing_input, number=number, repeat=repeat) * 1e3
     dense_ms = dense.benchmark(timing_input, number=number, repeat=repeat) * 1e3
-    return measured_ms < dense_ms, measured_ms, dense_ms
+    return measured_ms <= dense_ms * SLOWER_TOLERANCE, measured_ms, dense_ms
 
 
 def _layer_key(layer) -> tuple:
@@ -208,6 +212,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     start, start_steps = uniform_start(candidates, metrics.guarded_loss, budget, cost.predict_ms)
     choice, steps = greedy_search(candidates, metrics.guarded_loss, budget, start, prune=prune)
     steps = start_steps + steps
+    choice = prefer_single_layer(candidates, metrics.guarded_loss, budget, cost.predict_ms, choice, steps)
 
     final = _verify_compiled(compiled_eval, bank, metrics, choice, budget, candidates)
     compiled_lut, compiled_loss, backed_off = final

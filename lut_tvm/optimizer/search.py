@@ -118,3 +118,21 @@ def greedy_search(candidates: list[Candidate], loss_of, budget: float, start: di
         choice, saved[cand.layer], current = trial, cand.saving_ms, loss
         cand.status = "chosen"
     return choice, steps
+
+
+def prefer_single_layer(candidates: list[Candidate], loss_of, budget: float, predict_ms, choice: dict,
+                        steps: list) -> dict:
+    """``choice``, or the single-layer plan predicted faster than it whose loss (``loss_of``, cached from
+    the sensitivity pass) stays within ``budget``: greedy adding can take two small savings where one
+    larger saving alone would have fit, and the uniform start only covers plans of two or more layers."""
+    fits = [c for c in candidates if c.saving_ms > 0 and loss_of({c.layer: c.sub_len}) <= budget]
+    best = min(fits, key=lambda c: predict_ms({c.layer: c.sub_len}), default=None)
+    if best is None or predict_ms({best.layer: best.sub_len}) >= predict_ms(choice):
+        return choice
+    steps.append(Step(f"{best.layer} {option_label(best.sub_len)} alone", {best.layer: best.sub_len},
+                      loss_of({best.layer: best.sub_len}), True))
+    for cand in candidates:
+        if cand.status == "chosen":
+            cand.status = "replaced by a faster single-layer plan"
+    best.status, best.loss_with_plan = "chosen", loss_of({best.layer: best.sub_len})
+    return {best.layer: best.sub_len}
