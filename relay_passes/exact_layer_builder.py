@@ -9,11 +9,12 @@ quantization of the bound weight, and the int32 bias is zero (``FuseExactBias`` 
 The look-up form is ``lookup``: ``"gather"`` (``schedules.exact_lut_compute``, per-column skip
 lists), ``"shuffle"`` (``schedules.exact_shuffle_compute``, byte shuffles over blocks of 64
 columns), ``"tmac"`` (``schedules.tmac_compute``: per-call tables, nibble-packed weights, the
-shuffle on register-held tables for 64 columns x several rows at once; AVX2 and AVX-512BW) or
-``"auto"`` (the default): the T-MAC form where the current target has it (128 x 384 x 384 dense,
-one thread, CPU time: 84 / 176 / 412 us at 2 / 4 / 8 bits against 222 / 384 / 752 us of the
-shuffle form's word permute), else the shuffle form for a target with a byte shuffle (NEON),
-else the gather form. The T-MAC form
+shuffle on register-held tables for 64 (AVX-512BW), 32 (AVX2) or 16 (NEON) columns x several
+rows at once) or ``"auto"`` (the default): the T-MAC form where the current target has a byte
+shuffle (x86: 128 x 384 x 384 dense, one thread, CPU time: 84 / 176 / 412 us at 2 / 4 / 8 bits
+against 222 / 384 / 752 us of the shuffle form's word permute; NEON: as x86, the same two
+``tbl`` per 16 look-ups as the shuffle form, with the tables in registers and the index nibbles
+shared by a block's rows), else the gather form. The T-MAC form
 does not skip pruned groups; 1-bit {-1, +1} weights run only in it.
 """
 
@@ -70,8 +71,8 @@ def _tmac_kernel(wq: np.ndarray, layer: ExactLayerPlan, input_shape, geometry):
     target = tvm.target.Target.current(allow_none=True)
     form = tmac_form_for_target(target) if target is not None else None
     if form is None:
-        raise PlanError(f"exact plan layer {layer.name!r}: the T-MAC look-up needs an AVX2 or "
-                        f"AVX-512BW target, not {target}")
+        raise PlanError(f"exact plan layer {layer.name!r}: the T-MAC look-up needs an AVX2, "
+                        f"AVX-512BW or NEON target, not {target}")
     lanes, word = form
     packed = pack_tmac(wq, layer.bits, lanes, word)
     func = tmac_func(input_shape, geometry, layer.bits, packed.padded_groups, wq.shape[1], lanes,

@@ -113,3 +113,36 @@ def test_neon_tmac_kernel_on_device_equals_int_gemm(tmac_library, name):
     out = _tvm_compat.to_device(np.zeros(want.shape, np.float32), device)
     session.step(f"run {name}", lambda: module[name](*args, out))
     np.testing.assert_array_equal(out.numpy(), want)
+
+
+def test_exact_cnn_for_arm64_on_device_equals_quantized_reference(arm64_device, cross_linker, tmp_path):
+    """A small CNN with an exact plan (4-, 2- and 1-bit layers) compiled for ``arm64``: every planned
+    layer is the T-MAC kernel (the default look-up there), its assembly has ``tbl``, and the device's
+    output equals the quantized model's integer reference (``QuantizedTorchModel``) bit for bit."""
+    import torch
+    from torch import nn
+
+    import lut_tvm
+    from lut_tvm.exact.quantize import QuantizedTorchModel, predict, quantize_model
+
+    del cross_linker
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 5, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(5, 7, 3, stride=2, padding=1, bias=False), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(7 * 4 * 4, 10)).eval()
+    rng = np.random.default_rng(0)
+    calibration = rng.standard_normal((64, 1, 8, 8)).astype(np.float32)
+    x = rng.standard_normal((13, 1, 8, 8)).astype(np.float32)  # 13: no multiple of a vector width
+    plan = quantize_model(model, calibration, {"0": 4, "2": 2, "5": 1})
+    compiled = lut_tvm.compile(model, plan, target="arm64", example_inputs=(x,), tuning_logs=False,
+                               dump_ir=tmp_path)
+    assert compiled.info.lut_layers == ["0", "2", "5"]
+    assert (tmp_path / "02_lut_rewrite.py").read_text().count('"lut_tvm.kind": "exact_tmac"') == 3
+    asm = _tvm_compat.executable_assembly(compiled.executable)
+    assert any(line.split()[:1] == ["tbl"] for line in asm.splitlines())
+    remote = compiled.deploy(arm64_device.address)
+    try:
+        got = remote(x)
+    finally:
+        remote.session.close()
+    np.testing.assert_array_equal(got, predict(QuantizedTorchModel(model, plan), x))
