@@ -12,9 +12,10 @@ columns), ``"tmac"`` (``schedules.tmac_compute``: per-call tables, nibble-packed
 shuffle on register-held tables for 64 (AVX-512BW), 32 (AVX2) or 16 (NEON) columns x several
 rows at once) or ``"auto"`` (the default): the T-MAC form where the current target has a byte
 shuffle (x86: 128 x 384 x 384 dense, one thread, CPU time: 84 / 176 / 412 us at 2 / 4 / 8 bits
-against 222 / 384 / 752 us of the shuffle form's word permute; NEON: as x86, the same two
-``tbl`` per 16 look-ups as the shuffle form, with the tables in registers and the index nibbles
-shared by a block's rows), else the gather form. The T-MAC form
+against 222 / 384 / 752 us of the shuffle form's word permute; NEON, where no ARM CPU was
+timed: half the shuffle form's weight bytes (two patterns a byte) and, in the innermost loop,
+10.1-11.4 instructions per 16 look-ups against 13.4-14.5 at M = 32, 14.1-15.2 against 12.8-14.0
+at M = 1, ``benchmarks/results/tmac_arm64.md``), else the gather form. The T-MAC form
 does not skip pruned groups; 1-bit {-1, +1} weights run only in it.
 """
 
