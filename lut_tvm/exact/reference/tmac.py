@@ -9,11 +9,11 @@ int8 activations), in the layout the T-MAC kernel (``schedules.tmac_compute``) r
   satisfy ``|T| <= 508``: they stay exact as int16, split into a low byte (uint8) and a high
   byte (int8, ``T = 256 hi + lo``) for the byte shuffle (no table quantization);
 * **weights** packed offline: per bit plane, per tile of ``L`` output columns (``L`` = 16 for
-  NEON ``tbl``, 32 for ``vpshufb`` ymm, 64 for zmm) and per group, ``L / 2`` bytes of two 4-bit patterns each, in
-  the order the kernel unpacks them (``nibble_position``): after the two byte shuffles, the
-  in-lane interleave of the low and high results (``vpunpcklbw`` / ``vpunpckhbw``; NEON
-  ``zip1`` / ``zip2``) yields the
-  int16 look-ups of columns ``0 .. L-1`` of the tile in order;
+  NEON ``tbl``, 32 for ``vpshufb`` ymm, 64 for zmm) and per group, ``L / 2`` bytes of two
+  4-bit patterns each, in the order the kernel unpacks them (``nibble_position``): after the
+  two byte shuffles, the in-lane interleave of the low and high results (``vpunpcklbw`` /
+  ``vpunpckhbw``; NEON ``zip1`` / ``zip2``) yields the int16 look-ups of columns ``0 .. L-1``
+  of the tile in order;
 * 1-bit weights are {-1, +1} (``w = 2 p - 1``: one plane, signed table); ternary {-1, 0, +1}
   weights are 2-bit weights (planes ``1, -2``); ``b`` in 2..8 as in ``reference``.
 
