@@ -9,11 +9,13 @@ quantization of the bound weight, and the int32 bias is zero (``FuseExactBias`` 
 The look-up form is ``lookup``: ``"gather"`` (``schedules.exact_lut_compute``, per-column skip
 lists), ``"shuffle"`` (``schedules.exact_shuffle_compute``, byte shuffles over blocks of 64
 columns), ``"tmac"`` (``schedules.tmac_compute``: per-call tables, nibble-packed weights, the
-shuffle on register-held tables for 64 columns x several rows at once; AVX2 and AVX-512BW) or
-``"auto"`` (the default): the T-MAC form where the current target has it (128 x 384 x 384 dense,
-one thread, CPU time: 84 / 176 / 412 us at 2 / 4 / 8 bits against 222 / 384 / 752 us of the
-shuffle form's word permute), else the shuffle form for a target with a byte shuffle (NEON),
-else the gather form. The T-MAC form
+shuffle on register-held tables for 64 (AVX-512BW), 32 (AVX2) or 16 (NEON) columns x several
+rows at once) or ``"auto"`` (the default): the T-MAC form where the current target has a byte
+shuffle (x86: 128 x 384 x 384 dense, one thread, CPU time: 84 / 176 / 412 us at 2 / 4 / 8 bits
+against 222 / 384 / 752 us of the shuffle form's word permute; NEON, where no ARM CPU was
+timed: half the shuffle form's weight bytes (two patterns a byte) and, in the innermost loop,
+10.1-11.4 instructions per 16 look-ups against 13.4-14.5 at M = 32, 14.1-15.2 against 12.8-14.0
+at M = 1, ``benchmarks/results/tmac_arm64.md``), else the gather form. The T-MAC form
 does not skip pruned groups; 1-bit {-1, +1} weights run only in it.
 """
 
@@ -70,8 +72,8 @@ def _tmac_kernel(wq: np.ndarray, layer: ExactLayerPlan, input_shape, geometry):
     target = tvm.target.Target.current(allow_none=True)
     form = tmac_form_for_target(target) if target is not None else None
     if form is None:
-        raise PlanError(f"exact plan layer {layer.name!r}: the T-MAC look-up needs an AVX2 or "
-                        f"AVX-512BW target, not {target}")
+        raise PlanError(f"exact plan layer {layer.name!r}: the T-MAC look-up needs an AVX2, "
+                        f"AVX-512BW or NEON target, not {target}")
     lanes, word = form
     packed = pack_tmac(wq, layer.bits, lanes, word)
     func = tmac_func(input_shape, geometry, layer.bits, packed.padded_groups, wq.shape[1], lanes,

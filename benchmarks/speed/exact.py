@@ -61,6 +61,7 @@ def exact_forms(flags: set[str]) -> list[ExactForm]:
     if "avx2" in flags:
         forms.append(ExactForm("shuffle", "AVX2 byte shuffle (vpshufb ymm)", "x86-avx2"))
     elif "asimd" in flags:
+        forms.append(ExactForm("tmac", "T-MAC (per-call tables; NEON tbl)", "arm64"))
         forms.append(ExactForm("shuffle", "NEON byte shuffle (tbl)", "arm64"))
     gather_target = NO_SHUFFLE_TARGET if "sse4_2" in flags else {"kind": "llvm"}
     forms.append(ExactForm("gather", "gather (no shuffle)", gather_target))
@@ -82,7 +83,9 @@ def chosen_intrinsic(target, key: str = "shuffle") -> str:
     tvm_target = resolve_target(target)
     if key == "tmac":
         form = tmac_form_for_target(tvm_target)
-        return "gather" if form is None else ("tmac vpermw" if form[1] else "tmac vpshufb")
+        if form is None:
+            return "gather"
+        return "tmac vpermw" if form[1] else "tmac tbl" if form[0] == 16 else "tmac vpshufb"
     return exact_word_intrin_for_target(tvm_target) or exact_shuffle_intrin_for_target(tvm_target) or "gather"
 
 

@@ -11,9 +11,10 @@ look-ups into ``L`` int16 accumulators:
 
 (the one-hot form ``tensorize`` matches). The implementation: split the bytes into low and
 high nibbles (``and``, ``shift``, one concatenation) -> ``L`` indices; two byte shuffles of the
-register-held tables (``vpshufb`` ymm ``L = 32`` on AVX2, zmm ``L = 64`` on AVX-512BW); the
-in-lane interleave of the two results (``vpunpcklbw`` / ``vpunpckhbw``) is the int16 look-ups,
-in column order by the packing; two int16 adds. No multiply, no widening instruction.
+register-held tables (``vpshufb`` ymm ``L = 32`` on AVX2, zmm ``L = 64`` on AVX-512BW, NEON
+``tbl`` with a one-register table ``L = 16`` on AArch64); the in-lane interleave of the two
+results (``vpunpcklbw`` / ``vpunpckhbw``; NEON ``zip1`` / ``zip2``) is the int16 look-ups, in
+column order by the packing; two int16 adds. No multiply, no widening instruction.
 """
 
 from __future__ import annotations
@@ -27,11 +28,17 @@ from tvm.script import tirx as T
 from lut_tvm.target_features import target_features
 
 from ._common import TABLE_ENTRIES, broadcast_16
+from .lut_shuffle import LLVM_SHUFFLE, LUT16_SHUFFLE_AVX2, LUT16_SHUFFLE_AVX512, LUT16_SHUFFLE_NEON
 
 TMAC_AVX512 = "lut_tvm_tmac_avx512"
 TMAC_AVX2 = "lut_tvm_tmac_avx2"
-TMAC_LANES = {TMAC_AVX512: 64, TMAC_AVX2: 32}
-TMAC_LLVM_SHUFFLE = {TMAC_AVX512: "llvm.x86.avx512.pshuf.b.512", TMAC_AVX2: "llvm.x86.avx2.pshuf.b"}
+TMAC_NEON = "lut_tvm_tmac_neon"
+TMAC_LANES = {TMAC_AVX512: 64, TMAC_AVX2: 32, TMAC_NEON: 16}
+# The same byte shuffles as the LUT-NN look-up (``schedules.intrin.lut_shuffle``).
+TMAC_LLVM_SHUFFLE = {TMAC_AVX512: LLVM_SHUFFLE[LUT16_SHUFFLE_AVX512],
+                     TMAC_AVX2: LLVM_SHUFFLE[LUT16_SHUFFLE_AVX2],
+                     TMAC_NEON: LLVM_SHUFFLE[LUT16_SHUFFLE_NEON]}
+_BY_SHUFFLE_LANES = {lanes: name for name, lanes in TMAC_LANES.items()}
 
 PATTERN_DTYPE, LOW_DTYPE, HIGH_DTYPE, ACC_DTYPE = "uint8", "uint8", "int8", "int16"
 
@@ -40,7 +47,7 @@ def nibble_byte_shift(lane, lanes: int, word: bool = False):
     """TIR ``(byte, shift)`` of ``lut_tvm.exact.reference.tmac.nibble_position`` for a lane
     expression (the compute and the description share it, so ``tensorize`` matches)."""
     half, quarter = lanes // 2, lanes // 4
-    if word:
+    if word or lanes == 16:  # one 128-bit register: the interleave is the word order
         return tirx.floormod(lane, half), tirx.floordiv(lane, half) * 4
     byte = tirx.floordiv(tirx.floormod(lane, quarter), 8) * 16 \
         + tirx.floordiv(lane, half) * 8 + tirx.floormod(lane, 8)
@@ -157,17 +164,14 @@ def register_tmac_intrinsics() -> None:
 
 
 def tmac_intrin_for_target(target, word: bool = False) -> str | None:
-    """The widest T-MAC intrinsic ``target`` has (AVX-512BW zmm, else AVX2 ymm), or None;
-    ``word``: the word-permute intrinsic (AVX-512BW only)."""
+    """The widest T-MAC intrinsic ``target`` has (AVX-512BW zmm, else AVX2 ymm, else NEON
+    ``tbl``: the byte shuffle of ``target_features(target).shuffle_lanes``), or None; ``word``:
+    the word-permute intrinsic (AVX-512BW only)."""
     features = target_features(target)
     if word:
-        name = TMAC_PERMW_AVX512 if features.has("avx512bw") else None
-    elif features.has("avx512bw"):
-        name = TMAC_AVX512
-    elif features.has("avx2"):
-        name = TMAC_AVX2
+        name = TMAC_PERMW_AVX512 if features.arch == "x86" and features.has("avx512bw") else None
     else:
-        name = None
+        name = _BY_SHUFFLE_LANES.get(features.shuffle_lanes)
     if name is None:
         return None
     register_tmac_intrinsics()
@@ -177,7 +181,7 @@ def tmac_intrin_for_target(target, word: bool = False) -> str | None:
 def tmac_form_for_target(target) -> tuple[int, bool] | None:
     """``(lanes, word)`` of the fastest T-MAC form ``target`` runs, or None: the word permute on
     AVX-512BW (measured faster than the zmm byte shuffle: 128 x 384 x 384, one thread, CPU
-    time, 84 vs 110 us at 2 bits), the ymm byte shuffle on AVX2."""
+    time, 84 vs 110 us at 2 bits), the ymm byte shuffle on AVX2, ``tbl`` on NEON."""
     if tmac_intrin_for_target(target, word=True):
         return TMAC_PERMW_LANES, True
     intrin = tmac_intrin_for_target(target)

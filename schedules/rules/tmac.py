@@ -1,11 +1,11 @@
 """Schedule of the exact T-MAC kernel (``schedules.tmac_compute``, kind ``exact_tmac``).
 
-Loop nest of the look-up, outermost first: row blocks of ``rows_per_tile`` rows, column tiles
-of ``L`` (64 AVX-512BW, 32 AVX2), chunks of groups, groups ``e``, planes ``j``, rows of the block,
-then the ``L``-column look-up tensorized (``schedules.intrin.tmac``). Per group the ``b`` planes'
-nibble indices are extracted once and shared by the block's rows; the ``b x rows`` int16
-accumulators of the tile stay in registers across the groups (``b * rows <= 8``); each row's
-two byte tables are broadcast from L1. The tables of a row block are built under the block
+Loop nest of the look-up, outermost first: row blocks of ``rows_per_tile`` rows, column tiles of
+``L`` (64 AVX-512BW, 32 AVX2, 16 NEON), chunks of groups, groups ``e``, planes ``j``, rows of
+the block, then the ``L``-column look-up tensorized (``schedules.intrin.tmac``). Per group the
+``b`` planes' nibble indices are extracted once and shared by the block's rows; the ``b x rows``
+int16 accumulators of the tile stay in registers across the groups (``b * rows <= 8``); each
+row's two byte tables are broadcast from L1. The tables of a row block are built under the block
 (they stay in L1); with few rows (GEMV) they are built first and the column tiles run in
 parallel instead. Shift-and-add and the float epilogue follow each tile, vectorized.
 

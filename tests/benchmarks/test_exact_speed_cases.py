@@ -63,6 +63,13 @@ def test_forms_select_their_intrinsic():
     assert BITS == (2, 4, 8)
 
 
+def test_arm64_forms_include_the_neon_tmac_form():
+    forms = {form.key: form for form in exact_forms({"asimd"})}
+    assert list(forms) == ["tmac", "shuffle", "gather"]
+    assert chosen_intrinsic(forms["tmac"].target, "tmac") == "tmac tbl"
+    assert chosen_intrinsic(forms["shuffle"].target) == "lut_tvm_exact16_shuffle_neon"
+
+
 def test_exactness_flags_a_one_ulp_difference():
     want = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
     assert exactness(want.copy(), want) == {"bit_exact": True, "max_abs_diff": 0.0}

@@ -95,7 +95,7 @@ def test_auto_lookup_follows_the_target():
         with resolve_target(target):
             mod = RewriteConv2dToExactLUT(plan)(_module(weights))
         kinds[name] = [kind for kind, _ in lut_calls(mod)]
-    assert kinds == {"plain": ["exact_lut_dense"], "arm": ["exact_lut_shuffle"]}
+    assert kinds == {"plain": ["exact_lut_dense"], "arm": ["exact_tmac"]}  # NEON: the T-MAC form
 
 
 def test_kind_mismatch_is_named():

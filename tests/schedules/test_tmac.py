@@ -1,6 +1,7 @@
 """The exact T-MAC kernel (``schedules.tmac_compute`` + ``schedules.rules.tmac``) against the NumPy
 integer GEMM, bit for bit: 1-8 bits and ternary, M = 1, 3, 128, odd K and N, AVX2 ymm and AVX-512BW
-zmm (each where the CPU has it; compile-only checks of the assembly run everywhere)."""
+zmm (each where the CPU has it; compile-only checks of the assembly run everywhere, the arm64 NEON
+``tbl`` form's too: it runs on the emulated device, ``tests/lut_tvm/deploy/test_remote_tmac.py``)."""
 
 import numpy as np
 import pytest
@@ -12,8 +13,9 @@ from lut_tvm.exact.reference.tmac import pack_tmac
 from lut_tvm.reference import im2col_nchw
 from lut_tvm.targets import host_cpu_flags
 from lut_tvm.testing import random_low_bit_weights
-from schedules.intrin.tmac import (LLVM_PERMW, TMAC_AVX2, TMAC_AVX512, TMAC_LLVM_SHUFFLE,
-                                   TMAC_PERMW_AVX512, tmac_intrin_for_target)
+from lut_tvm.targets import TARGETS as NAMED_TARGETS
+from schedules.intrin.tmac import (LLVM_PERMW, TMAC_AVX2, TMAC_AVX512, TMAC_LLVM_SHUFFLE, TMAC_NEON,
+                                   TMAC_PERMW_AVX512, tmac_form_for_target, tmac_intrin_for_target)
 from schedules.lut_compute import Conv2dGeometry
 from schedules.rules.tmac import TmacRule
 from schedules.tmac_compute import tmac_func
@@ -21,6 +23,7 @@ from schedules.tmac_compute import tmac_func
 AVX512 = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
 AVX2 = {"kind": "llvm", "mcpu": "haswell"}
 NO_SHUFFLE = {"kind": "llvm", "mcpu": "x86-64-v2"}
+ARM64 = NAMED_TARGETS["arm64"]
 TARGETS = [
     pytest.param((AVX512, 64, False), id="avx512", marks=pytest.mark.skipif(
         not {"avx512f", "avx512bw"} <= set(host_cpu_flags()), reason="no AVX-512BW")),
@@ -102,6 +105,19 @@ def test_assembly_uses_vpshufb_and_unpack(target, intrin, register):
         assert any(op in line and register in line for line in asm), op
 
 
+def test_arm64_assembly_uses_tbl_and_zip():
+    """Cross-compile only: the NEON form calls ``tbl`` on 16-byte tables and interleaves the two
+    results with ``zip1`` / ``zip2`` (no widening instruction in the look-up)."""
+    packed = pack_tmac(random_low_bit_weights(np.random.default_rng(0), 2, (37, 70))[0], 2, 16)
+    sch, exe = _build(tmac_func((9, 37), None, 2, packed.padded_groups, 70, 16, 1.0), ARM64)
+    assert TMAC_LLVM_SHUFFLE[TMAC_NEON] in sch.mod.script()
+    asm = [line.split() for line in exe.mod.inspect_source("asm").splitlines()]
+    tbl = [line for line in asm if line[:1] == ["tbl"]]
+    assert tbl and all(line[1].endswith(".16b,") for line in tbl)
+    for op in ("zip1", "zip2"):
+        assert any(line[:1] == [op] and line[1].endswith(".16b,") for line in asm), op
+
+
 def test_assembly_uses_vpermw():
     packed = pack_tmac(random_low_bit_weights(np.random.default_rng(0), 2, (37, 70))[0], 2, 64, word=True)
     sch, exe = _build(tmac_func((9, 37), None, 2, packed.padded_groups, 70, 64, 1.0, word=True), AVX512)
@@ -123,9 +139,13 @@ def test_intrinsic_per_target_and_rule_declines():
     assert tmac_intrin_for_target(tvm.target.Target(NO_SHUFFLE)) is None
     assert tmac_intrin_for_target(tvm.target.Target(AVX512), word=True) == TMAC_PERMW_AVX512
     assert tmac_intrin_for_target(tvm.target.Target(AVX2), word=True) is None
+    assert tmac_intrin_for_target(tvm.target.Target(ARM64)) == TMAC_NEON
+    assert tmac_intrin_for_target(tvm.target.Target(ARM64), word=True) is None
+    assert tmac_form_for_target(tvm.target.Target(ARM64)) == (16, False)
     func = tmac_func((2, 8), None, 2, 2, 8, 32, 1.0)
     assert TmacRule().apply(func, tvm.target.Target(NO_SHUFFLE), False) is None
     assert TmacRule().apply(func, tvm.target.Target(AVX512), False) is None  # packed for ymm
+    assert TmacRule().apply(func, tvm.target.Target(ARM64), False) is None  # packed for ymm
     a = te.placeholder((4,), "float32", "a")
     b = te.compute((4,), lambda i: a[i] + 1, name="b")
     assert TmacRule().apply(te.create_prim_func([a, b]), tvm.target.Target(AVX2), False) is None

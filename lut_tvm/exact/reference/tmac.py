@@ -8,11 +8,12 @@ int8 activations), in the layout the T-MAC kernel (``schedules.tmac_compute``) r
   {-1, +1} plane of 1-bit weights ``Ts[k] = 2 T[k] - S`` and ``Ts[15 - k] = -Ts[k]``. Both
   satisfy ``|T| <= 508``: they stay exact as int16, split into a low byte (uint8) and a high
   byte (int8, ``T = 256 hi + lo``) for the byte shuffle (no table quantization);
-* **weights** packed offline: per bit plane, per tile of ``L`` output columns (``L`` = 32 for
-  ``vpshufb`` ymm, 64 for zmm) and per group, ``L / 2`` bytes of two 4-bit patterns each, in
-  the order the kernel unpacks them (``nibble_position``): after the two byte shuffles, the
-  in-lane interleave of the low and high results (``vpunpcklbw`` / ``vpunpckhbw``) yields the
-  int16 look-ups of columns ``0 .. L-1`` of the tile in order;
+* **weights** packed offline: per bit plane, per tile of ``L`` output columns (``L`` = 16 for
+  NEON ``tbl``, 32 for ``vpshufb`` ymm, 64 for zmm) and per group, ``L / 2`` bytes of two
+  4-bit patterns each, in the order the kernel unpacks them (``nibble_position``): after the
+  two byte shuffles, the in-lane interleave of the low and high results (``vpunpcklbw`` /
+  ``vpunpckhbw``; NEON ``zip1`` / ``zip2``) yields the int16 look-ups of columns ``0 .. L-1``
+  of the tile in order;
 * 1-bit weights are {-1, +1} (``w = 2 p - 1``: one plane, signed table); ternary {-1, 0, +1}
   weights are 2-bit weights (planes ``1, -2``); ``b`` in 2..8 as in ``reference``.
 
@@ -29,7 +30,7 @@ import numpy as np
 from .quant import GROUP, INT32_MAX, INT32_MIN, TABLE_ENTRIES, check_bits
 from .tables import activation_tables, bit_planes, group_patterns, num_groups, plane_coefficients
 
-TMAC_LANES = (32, 64)  # columns per look-up: vpshufb ymm, vpshufb zmm
+TMAC_LANES = (16, 32, 64)  # columns per look-up: NEON tbl, vpshufb ymm, vpshufb zmm
 SAFE_GROUPS = 64  # groups summed in int16 before widening: 64 * 508 < 2^15
 HALF = TABLE_ENTRIES // 2
 TMAC_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
@@ -88,8 +89,11 @@ def nibble_position(lane: int, lanes: int, word: bool = False) -> tuple[int, int
     ``h lanes/2 + s lanes/4 + 8 r + e`` reads byte ``16 r + 8 h + e`` at shift ``4 s``.
 
     ``word`` (the int16 word-permute form, ``vpermw``): the low nibbles widened to words are
-    columns ``0 .. lanes/2 - 1``, the high nibbles the rest: byte ``lane % (lanes/2)``."""
-    if word:
+    columns ``0 .. lanes/2 - 1``, the high nibbles the rest: byte ``lane % (lanes/2)``. With
+    16 lanes (NEON ``tbl``, one 128-bit register) the interleave gives that same order: ``zip1``
+    makes the words of shuffle positions 0..7 (the low nibbles: columns 0..7), ``zip2`` those
+    of positions 8..15 (the high nibbles: columns 8..15)."""
+    if word or lanes == 16:
         return lane % (lanes // 2), 4 * (lane // (lanes // 2))
     quarter = lanes // 4
     h, rest = divmod(lane, lanes // 2)

@@ -62,7 +62,7 @@ def test_pack_round_trip(lanes):
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, "ternary"])
-@pytest.mark.parametrize("lanes,word", [(32, False), (64, False), (64, True)])
+@pytest.mark.parametrize("lanes,word", [(16, False), (32, False), (64, False), (64, True)])
 @pytest.mark.parametrize("rows,depth,cols", [(1, 37, 13), (3, 301, 70), (4, 520, 65)])
 def test_tmac_matmul_equals_int_gemm(bits, lanes, word, rows, depth, cols):
     # A seed that is the same in every process (``hash`` of a str is salted per process).
