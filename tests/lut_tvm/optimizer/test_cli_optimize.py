@@ -59,7 +59,8 @@ def test_cli_end_to_end(files, suffix, metric, monkeypatch):
     report = json.loads((files / f"plan_{suffix}_report" / "report.json").read_text())
     assert (files / f"plan_{suffix}_report" / "report.md").is_file()
     plan = Plan.load(plan_path)
-    assert {l.name: l.sub_vector_len for l in plan.layers} == report["choice"]
+    # a layer may be chosen int8 where that kernel times faster than its LUTs (CPU-dependent)
+    assert {l.name: "int8" if l.is_int8 else l.sub_vector_len for l in plan.layers} == report["choice"]
     assert report["search_evaluator"] == "compiled" and report["metric"] == metric
     assert report["original_metric"] - report["chosen_metric_compiled"] <= 3
     assert {r["layer"] for r in report["layers"]} == {"fc1", "fc2", "fc3"}
