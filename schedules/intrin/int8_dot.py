@@ -14,6 +14,9 @@ The widened forms are exact for every uint8 x int8 pair; ``vpmaddubsw`` (TVM's
 (2 * 255 * 127 > 32767). A target with none of these gets the ``FALLBACK`` layout and no
 tensorization.
 
+Each implementation is one expression: a named binding in them (``x = ...``) lowers to a local
+allocation, i.e. a ``TVMBackendAllocWorkspace`` call per use (seen in the asm: three per row tile).
+
 The int8 encode (``schedules.rules.lut_encode_rows_int8``) bounds its operands (uint8 <= 128,
 int8 in [-128, 127], ``lut_tvm.int8_encode_reference``) so that ``vpmaddubsw`` cannot saturate
 (|pair| <= 32768, and only -32768 reaches it): ``INT8_DOT4_AVX2`` / ``INT8_DOT4_AVX512BW``
@@ -81,11 +84,11 @@ def _pmaddwd_impl(lanes: int, llvm_name: str):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
             T.writes(C[0:lanes])
-            pair = T.reinterpret(T.Cast("int16x2", A.vload([0], "uint8x2")), dtype="int32")
-            a_wide = T.reinterpret(T.broadcast(pair, lanes), dtype=f"int16x{wide}")
-            b_wide = T.Cast(f"int16x{wide}", B.vload([0, 0], f"int8x{wide}"))
             C[T.ramp(T.int32(0), 1, lanes)] = C[T.ramp(T.int32(0), 1, lanes)] + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm_name), a_wide, b_wide, dtype=f"int32x{lanes}")
+                T.llvm_lookup_intrinsic_id(llvm_name),
+                T.reinterpret(T.broadcast(T.reinterpret(T.Cast("int16x2", A.vload([0], "uint8x2")), dtype="int32"),
+                                          lanes), dtype=f"int16x{wide}"),
+                T.Cast(f"int16x{wide}", B.vload([0, 0], f"int8x{wide}")), dtype=f"int32x{lanes}")
 
     return impl
 
@@ -99,10 +102,9 @@ def _vnni_impl():
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
-            quad = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            a_bytes = T.reinterpret(T.broadcast(quad, 16), dtype="int8x64")
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(LLVM_VPDPBUSD), C.vload([0], "int32x16"), a_bytes,
+                T.llvm_lookup_intrinsic_id(LLVM_VPDPBUSD), C.vload([0], "int32x16"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64"),
                 B.vload([0, 0], "int8x64"), dtype="int32x16")
 
     return impl
@@ -119,13 +121,15 @@ def _pmaddubsw_impl(lanes: int, name: str):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            quad = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            a_bytes = T.reinterpret(T.broadcast(quad, lanes), dtype=f"int8x{4 * lanes}")
-            pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(LLVM_PMADDUBSW[name]), a_bytes,
-                                            B.vload([0, 0], f"int8x{4 * lanes}"), dtype=f"int16x{2 * lanes}")
+            # one expression: a named binding here would become a per-call workspace allocation
             C[T.ramp(T.int32(0), 1, lanes)] = C[T.ramp(T.int32(0), 1, lanes)] + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(LLVM_PMADDWD[name]), pairs, T.broadcast(T.int16(1), 2 * lanes),
-                dtype=f"int32x{lanes}")
+                T.llvm_lookup_intrinsic_id(LLVM_PMADDWD[name]),
+                T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(LLVM_PMADDUBSW[name]),
+                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes),
+                                  dtype=f"int8x{4 * lanes}"),
+                    B.vload([0, 0], f"int8x{4 * lanes}"), dtype=f"int16x{2 * lanes}"),
+                T.broadcast(T.int16(1), 2 * lanes), dtype=f"int32x{lanes}")
 
     return impl
 
