@@ -10,9 +10,9 @@ from pathlib import Path
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", (
         "lut_tvm.errors", "lut_tvm.files", "lut_tvm.npz_meta", "lut_tvm.weights", "lut_tvm.plan",
-        "lut_tvm.policy", "lut_tvm.reference", "lut_tvm.targets", "lut_tvm._tvm_compat",
+        "lut_tvm.policy", "lut_tvm.plan_fields", "lut_tvm.reference", "lut_tvm.targets", "lut_tvm._tvm_compat",
         "lut_tvm._lazy", "lut_tvm.layers", "lut_tvm.kmeans", "lut_tvm.ridge", "lut_tvm.target_features",
-        "lut_tvm.model_io", "lut_tvm.int8_reference",
+        "lut_tvm.model_io", "lut_tvm.int8_reference", "lut_tvm.int8_encode_reference",
         "lut_tvm.exact.plan", "lut_tvm.exact.reference", "lut_tvm.exact.conv_reference",
         "schedules.attrs",
     )),

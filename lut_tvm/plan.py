@@ -19,8 +19,11 @@ group count G; the weight is ``[O, I/G, kh, kw]`` and the centroids ``[G * C_g, 
 group's codebooks in turn): a plan with such a layer is written as version 4, so that older
 readers refuse it rather than compile a grouped conv as an ungrouped one. Version 5 adds a layer's
 ``mode``: ``lut`` or ``int8_dense`` (a dense layer run as an int8 matmul, ``lut_tvm.int8_reference``;
-no centroids, K or V), written as version 5 so that older readers refuse it. All five load; versions 1 and 2 only with
-``int8_per_layer``, versions before 4 only with ``groups`` 1, before 5 only with ``mode`` lut.
+no centroids, K or V), written as version 5 so that older readers refuse it. Version 6 adds a LUT layer's
+``encode``: ``float`` or ``int8`` (integer distances, ``lut_tvm.int8_encode_reference``; dense layers
+only for now), written as version 6 so that older readers refuse it rather than encode in float.
+All six load; versions 1 and 2 only with ``int8_per_layer``, versions before 4 only with ``groups`` 1,
+before 5 only with ``mode`` lut, before 6 only with ``encode`` float (``lut_tvm.plan_fields``).
 """
 
 from __future__ import annotations
@@ -36,19 +39,15 @@ from typing import ClassVar
 import numpy as np
 
 from .errors import PlanError
-from .npz_meta import (META_KEY, check_int_field, checked_layer_entries, read_npz_with_meta,
-                       write_npz_with_meta)
+from .npz_meta import META_KEY, checked_layer_entries, read_npz_with_meta, write_npz_with_meta
+from .plan_fields import (PLAN_VERSION, PLAN_VERSION_ENCODE, PLAN_VERSION_GROUPS,  # noqa: F401 (re-exported)
+                          PLAN_VERSION_MODES, PLAN_VERSION_TABLE_QUANT, PLAN_VERSION_TABLES, SUPPORTED_VERSIONS,
+                          EncodeMode, check_layer_shape_fields, checked_encode, load_encode, load_groups,
+                          load_tables)
 from .weights import (LayerKind, check_distinct_weights, checked_layer_kind, output_length,
                       reduction_length)
 
 PLAN_FORMAT = "lut_tvm.plan"
-PLAN_VERSION = 1  # plans without free tables
-PLAN_VERSION_TABLES = 2  # plans with a layer carrying free tables
-PLAN_VERSION_TABLE_QUANT = 3  # plans with a layer whose table_quant is not int8_per_layer
-PLAN_VERSION_GROUPS = 4  # plans with a grouped (or depthwise) conv layer
-PLAN_VERSION_MODES = 5  # plans with a layer whose mode is not lut (an int8 dense layer)
-SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES, PLAN_VERSION_TABLE_QUANT, PLAN_VERSION_GROUPS,
-                      PLAN_VERSION_MODES)
 
 
 class LayerMode(str, Enum):
@@ -81,6 +80,7 @@ class LayerPlan:
     ``[C, K, O/G]`` (codebook ``c`` of group ``c // C_g`` feeds that group's outputs only).
     ``mode``: ``LayerMode.INT8_DENSE`` for a dense layer run as an int8 matmul instead (no
     centroids, tables or groups: build it with ``LayerPlan.int8_dense``).
+    ``encode``: ``EncodeMode.INT8`` computes the codes by integer distances (dense layers only).
     """
 
     name: str
@@ -92,6 +92,7 @@ class LayerPlan:
     tables: np.ndarray | None = None
     groups: int = 1
     mode: LayerMode = LayerMode.LUT
+    encode: EncodeMode = EncodeMode.FLOAT
 
     @classmethod
     def int8_dense(cls, name: str, weight_shape, weight_fingerprint: str) -> "LayerPlan":
@@ -146,6 +147,9 @@ class LayerPlan:
                             f"{[q.value for q in TableQuant]}") from None
         if self.tables is not None:
             self._validate_tables(where, kind)
+        if checked_encode(where, self.encode) is not EncodeMode.FLOAT and kind is not LayerKind.DENSE:
+            raise PlanError(f"{where}: field 'encode' is {EncodeMode(self.encode).value}, but the layer is "
+                            f"{kind.value} (only dense layers have the int8 encode)")
 
     def _validate_mode(self, where: str, kind: LayerKind) -> bool:
         """Check ``mode``; True for an int8 dense layer (then fully checked: nothing else applies)."""
@@ -156,7 +160,8 @@ class LayerPlan:
             raise PlanError(f"{where}: field 'mode' is {mode.value}, but the layer is {kind.value} "
                             "(only dense layers run in int8)")
         extra = [name for name, present in (("centroids", self.centroids is not None), ("tables", self.tables is not None),
-                                            ("groups", self.groups != 1), ("table_quant", self.table_quant != "int8_per_layer"))
+                                            ("groups", self.groups != 1), ("table_quant", self.table_quant != "int8_per_layer"),
+                                            ("encode", self.encode != "float"))
                  if present]
         if extra:
             raise PlanError(f"{where}: field {extra[0]!r} must be absent in mode {mode.value}")
@@ -257,6 +262,8 @@ class Plan(PlanKind):
     @property
     def version(self) -> int:
         """The format version ``save`` writes: the lowest that carries every layer's fields."""
+        if any(EncodeMode(layer.encode) is not EncodeMode.FLOAT for layer in self.layers):
+            return PLAN_VERSION_ENCODE
         if any(LayerMode(layer.mode) is not LayerMode.LUT for layer in self.layers):
             return PLAN_VERSION_MODES
         if any(int(layer.groups) != 1 for layer in self.layers):
@@ -300,12 +307,12 @@ class Plan(PlanKind):
             if key not in arrays:
                 raise PlanError(f"{where}, layer {name!r}: missing array {key!r}")
             check_layer_shape_fields(f"{where}, layer {name!r}", entry, arrays[key])
-            tables = _load_tables(where, name, index, entry, arrays, version)
+            tables = load_tables(where, name, index, entry, arrays, version)
             table_quant = entry.get("table_quant", TableQuant.INT8_PER_LAYER.value)
             if version < PLAN_VERSION_TABLE_QUANT and table_quant in _NEWER_TABLE_QUANTS:
                 raise PlanError(f"{where}, layer {name!r}: field 'table_quant' {table_quant!r} needs plan "
                                 f"version {PLAN_VERSION_TABLE_QUANT}, but the file is version {version}")
-            groups = _load_groups(where, name, entry, version)
+            groups = load_groups(where, name, entry, version)
             layers.append(LayerPlan(
                 name=name,
                 kind=entry["kind"],
@@ -315,11 +322,13 @@ class Plan(PlanKind):
                 table_quant=table_quant,
                 tables=tables,
                 groups=groups,
+                encode=load_encode(where, name, entry, version),
             ))
         plan = cls.from_file_layers(where, layers, meta)
         for layer in plan.layers:
             layer.table_quant = TableQuant(layer.table_quant)
             layer.mode = LayerMode(layer.mode)
+            layer.encode = EncodeMode(layer.encode)
         return plan
 
 
@@ -341,6 +350,7 @@ def _layer_entry(layer: LayerPlan, version: int, with_tables: bool) -> dict:
         "sub_vector_len": layer.sub_vector_len,
         **({"tables": layer.tables is not None} if with_tables else {}),
         **({"groups": int(layer.groups)} if version >= PLAN_VERSION_GROUPS else {}),
+        **({"encode": EncodeMode(layer.encode).value} if version >= PLAN_VERSION_ENCODE else {}),
     }
 
 
@@ -364,7 +374,7 @@ def _load_int8_layer(where: str, index: int, entry: dict, arrays: dict) -> Layer
     """An int8 dense layer's entry: no centroid or table array, none of the LUT fields."""
     name = entry["name"]
     stray = [key for key in (f"layer{index}.centroids", f"layer{index}.tables", "num_centroids", "sub_vector_len",
-                             "tables", "groups", "table_quant") if key in arrays or key in entry]
+                             "tables", "groups", "table_quant", "encode") if key in arrays or key in entry]
     if stray:
         raise PlanError(f"{where}, layer {name!r}: mode int8_dense has no {stray[0]!r}")
     return LayerPlan(name, entry["kind"], tuple(int(d) for d in entry["weight_shape"]),
@@ -372,49 +382,3 @@ def _load_int8_layer(where: str, index: int, entry: dict, arrays: dict) -> Layer
 
 
 _NEWER_TABLE_QUANTS = [q.value for q in TableQuant if q is not TableQuant.INT8_PER_LAYER]
-
-
-def check_layer_shape_fields(at: str, entry: dict, centroids) -> None:
-    """The centroids array against the layer entry's ``num_centroids`` (K) and ``sub_vector_len``
-    (V), written since they exist (older files have neither): centroids with their axes swapped
-    have the same size and C*V, and would compile to nonsense without this check."""
-    check_int_field(at, entry, "num_centroids")
-    check_int_field(at, entry, "sub_vector_len")
-    shape = getattr(centroids, "shape", ())
-    if len(shape) != 3:
-        raise PlanError(f"{at}: field 'centroids' must be a 3-D array [C, K, V], "
-                        f"got shape {list(shape)}")
-    for key, axis, letter in (("num_centroids", 1, "K"), ("sub_vector_len", 2, "V")):
-        if key in entry and shape[axis] != entry[key]:
-            raise PlanError(f"{at}: field 'centroids' is {list(shape)} [C, K, V], but field "
-                            f"{key!r} says {letter} = {entry[key]} (axes swapped?)")
-
-
-def _load_groups(where: str, name: str, entry: dict, version: int) -> int:
-    """A layer's ``groups`` (1 when absent); only version 4 files may carry another value."""
-    groups = entry.get("groups", 1)
-    if type(groups) is not int or groups < 1:
-        raise PlanError(f"{where}, layer {name!r}: field 'groups' is {groups!r}, not a positive integer")
-    if groups != 1 and version < PLAN_VERSION_GROUPS:
-        raise PlanError(f"{where}, layer {name!r}: field 'groups' {groups} needs plan version "
-                        f"{PLAN_VERSION_GROUPS}, but the file is version {version}")
-    return groups
-
-
-def _load_tables(where: str, name: str, index: int, entry: dict, arrays: dict, version: int):
-    """Layer ``index``'s free tables (or None): version 2 says per layer (field ``tables``, a bool)
-    whether the array ``layer<i>.tables`` is there; version 1 has none."""
-    key = f"layer{index}.tables"
-    if version == PLAN_VERSION:
-        if key in arrays or "tables" in entry:
-            raise PlanError(f"{where}, layer {name!r}: field 'tables' needs plan version "
-                            f"{PLAN_VERSION_TABLES}, but the file is version {PLAN_VERSION}")
-        return None
-    flag = entry.get("tables", False)
-    if type(flag) is not bool:
-        raise PlanError(f"{where}, layer {name!r}: field 'tables' is {flag!r}, not true or false")
-    if flag and key not in arrays:
-        raise PlanError(f"{where}, layer {name!r}: field 'tables' is true but array {key!r} is missing")
-    if not flag and key in arrays:
-        raise PlanError(f"{where}, layer {name!r}: array {key!r} is there but field 'tables' is not true")
-    return arrays[key] if flag else None

@@ -25,8 +25,9 @@ from . import _tvm_compat
 from .compiler import build_relax, imported_name, layer_sites, rewrite_module
 from .errors import PlanError
 from .frontends import ImportedModel, import_model
+from .int8_encode_reference import encode_int8
 from .kmeans import kmeans_centroids
-from .plan import LayerPlan, Plan
+from .plan import EncodeMode, LayerPlan, Plan
 from .policy import PlanPolicy, TableRefit
 from .reference import build_tables, encode, im2col_nchw
 from .ridge import check_ridge_lambda, ridge_tables, ridge_weight
@@ -136,14 +137,16 @@ def check_calibration(imported, calibration: np.ndarray) -> None:
         raise PlanError("calibration data holds NaN or infinite values")
 
 
-def reconstruction_error(site, centroids: np.ndarray, rows: np.ndarray, tables=None) -> float:
+def reconstruction_error(site, centroids: np.ndarray, rows: np.ndarray, tables=None,
+                         encode_mode: EncodeMode = EncodeMode.FLOAT) -> float:
     """The layer's relative output error on its calibration ``rows [M, D]``: ||X.W - LUT(X)|| /
-    ||X.W|| (Frobenius, no bias), with real-valued tables (``P.W``, or the plan's free tables):
-    how much of the layer's output the codebooks lose, before the int8 rounding of the tables."""
+    ||X.W|| (Frobenius, no bias), with real-valued tables (``P.W``, or the plan's free tables) and
+    the codes of the layer's ``encode_mode``: how much of the layer's output the codebooks (and
+    an int8 encode) lose, before the int8 rounding of the tables."""
     weight = as_dense_matrix(site.kind, site.weight, getattr(site, "groups", 1)).astype(np.float64)
     exact = rows.astype(np.float64) @ weight
     tables = build_tables(centroids, weight) if tables is None else tables.astype(np.float64)
-    codes = encode(rows, centroids)
+    codes = encode_int8(rows, centroids) if encode_mode is EncodeMode.INT8 else encode(rows, centroids)
     approx = tables[np.arange(tables.shape[0])[None, :], codes].sum(axis=1)  # [M, N]
     norm = float(np.linalg.norm(exact))
     return float(np.linalg.norm(exact - approx) / norm) if norm > 0 else 0.0
@@ -251,8 +254,9 @@ def build_kmeans_plan(model, calibration, policy: PlanPolicy | None = None, exam
             tables = refit_layer_tables(name, site, centroids, layer_rows, policy.refit_tables,
                                         policy.ridge_lambda)
         layers.append(LayerPlan(name, site.kind, tuple(site.weight.shape), site.fingerprint, centroids,
-                                table_quant=policy.table_quant, tables=tables, groups=site.groups))
-        errors[name] = round(reconstruction_error(site, centroids, layer_rows, tables), 6)
+                                table_quant=policy.table_quant, tables=tables, groups=site.groups,
+                                encode=policy.encode if site.kind is LayerKind.DENSE else EncodeMode.FLOAT))
+        errors[name] = round(reconstruction_error(site, centroids, layer_rows, tables, layers[-1].encode), 6)
         LOG.info("planned %s: %s %s, V=%d, C=%d%s, relative output error %.3f", name, site.kind.value,
                  list(site.weight.shape), sub_len, centroids.shape[0],
                  "" if tables is None else f", {policy.refit_tables.value} tables", errors[name])

@@ -7,7 +7,7 @@ from enum import Enum
 from typing import ClassVar
 
 from .errors import PlanError
-from .plan import TableQuant
+from .plan import EncodeMode, TableQuant
 from .ridge import check_ridge_lambda
 from .weights import LayerKind, reduction_length
 
@@ -28,7 +28,8 @@ class TableRefit(str, Enum):
 @dataclass
 class PlanPolicy:
     """Which layers become LUTs, with which K and V (LUT-NN's defaults) and table scale granularity
-    (``table_quant``: one INT8 scale per layer, the default, or one per output column)."""
+    (``table_quant``: one INT8 scale per layer, the default, or one per output column) and encode
+    (``encode``: float, the default, or int8 distances for the dense layers; convs keep float)."""
 
     VERSION: ClassVar[int] = 1
 
@@ -46,8 +47,13 @@ class PlanPolicy:
     refit_tables: TableRefit = TableRefit.NONE
     ridge_lambda: float = 1.0
     table_quant: TableQuant = TableQuant.INT8_PER_LAYER
+    encode: EncodeMode = EncodeMode.FLOAT
 
     def __post_init__(self):
+        try:
+            self.encode = EncodeMode(self.encode)
+        except ValueError:
+            raise PlanError(f"policy: encode = {self.encode!r}, not one of {[e.value for e in EncodeMode]}") from None
         try:
             self.table_quant = TableQuant(self.table_quant)
         except ValueError:
@@ -72,7 +78,7 @@ class PlanPolicy:
 
     def to_dict(self) -> dict:
         return {"version": self.VERSION, **asdict(self), "refit_tables": self.refit_tables.value,
-                "table_quant": self.table_quant.value}
+                "table_quant": self.table_quant.value, "encode": self.encode.value}
 
     @classmethod
     def from_dict(cls, data: dict) -> "PlanPolicy":

@@ -80,7 +80,8 @@ NEAR_TIE = 1e-4
 # itself rounds (about V float32 epsilons of the size, ~2e-6 for V = 40), so fixed data whose
 # margins all exceed this compares whole outputs exactly (``assert_no_near_ties``).
 SAME_INPUT_NEAR_TIE = 1e-5
-_CODEBOOK_MAJOR = (LutKind.ENCODE_DENSE_ROWS, LutKind.ENCODE_CONV2D_ROWS)  # encodes writing codes [C, M]
+_CODEBOOK_MAJOR = (LutKind.ENCODE_DENSE_ROWS, LutKind.ENCODE_CONV2D_ROWS,  # encodes writing codes [C, M]
+                   LutKind.ENCODE_DENSE_ROWS_INT8)
 
 
 class TappedModel:

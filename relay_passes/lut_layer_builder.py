@@ -5,7 +5,10 @@ bias) and two kernel calls. The real tables are the plan layer's free ``tables``
 else ``P.W`` of the model's weight; either way they are quantized by ``reference.quantize_tables``
 at the layer's ``table_quant`` granularity. The kernels always read a scale vector ``[N]``: the
 layer's one scale repeated, or its per-column scales. ``use_shuffle_lookup`` says whether the
-byte-shuffle lookup (tables ``[N, C, 16]``) serves a layer on the current target.
+byte-shuffle lookup (tables ``[N, C, 16]``) serves a layer on the current target. A layer whose
+plan asks for the int8 encode (``plan.EncodeMode.INT8``) gets its centroids quantized here
+(``int8_encode_reference.quantize_centroids``: unsigned levels, their norms, the codebooks'
+input scales) and encodes with ``encode_dense_rows_int8_func``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import tvm
 from tvm import relax
 
 from lut_tvm.errors import PlanError
-from lut_tvm.plan import LayerPlan, TableQuant
+from lut_tvm.int8_encode_reference import quantize_centroids
+from lut_tvm.plan import EncodeMode, LayerPlan, TableQuant
 from lut_tvm.reference import build_tables, column_scale, quantize_tables
 from lut_tvm.weights import as_dense_matrix, output_length
 from schedules.intrin.lut_vbmi import lookup_intrin_for_target
@@ -51,8 +55,12 @@ class LutLayerConstants:
         tables_q, scale = quantize_tables(self.real_tables(site, layer),
                                           TableQuant(layer.table_quant).granularity)
         self.num_codebooks, self.num_centroids, self.sub_len = centroids.shape
-        self.centroids = const(centroids)
-        self.norms = const((centroids.astype(np.float64) ** 2).sum(-1).astype(np.float32))
+        self.int8_encode = EncodeMode(layer.encode) is EncodeMode.INT8
+        if self.int8_encode:  # the encode's operands: (pu, nq, inv) in place of (P, ||P||^2)
+            self.encode_operands = [const(a) for a in quantize_centroids(centroids)]
+        else:
+            self.encode_operands = [const(centroids),
+                                    const((centroids.astype(np.float64) ** 2).sum(-1).astype(np.float32))]
         self.tables_q = tables_q
         self.table = const(tables_q)
         self.scale = const(column_scale(scale, self.out_features))
@@ -81,8 +89,9 @@ def use_shuffle_lookup(rows: int, num_centroids: int) -> bool:
 
 
 def emit_encode(builder: relax.BlockBuilder, func, name: str, data, consts: LutLayerConstants, codes_shape):
-    """Emit ``codes = encode(data, centroids, norms)``; returns the codes var."""
-    return builder.emit(kernel_call(builder, func, name, [data, consts.centroids, consts.norms],
+    """Emit ``codes = encode(data, *encode operands)`` (``(centroids, norms)``, or the int8 encode's
+    ``(pu, nq, inv)``); returns the codes var."""
+    return builder.emit(kernel_call(builder, func, name, [data, *consts.encode_operands],
                                     codes_shape, CODE_DTYPE))
 
 

@@ -71,8 +71,8 @@ class GroupedLutConstants:
             real = build_grouped_tables(centroids, site.weight, self.groups)
         tables_q, scale = quantize_grouped_tables(real, self.groups, TableQuant(layer.table_quant).granularity)
         self.num_codebooks, self.num_centroids, self.sub_len = centroids.shape
-        self.centroids = const(centroids)
-        self.norms = const((centroids.astype(np.float64) ** 2).sum(-1).astype(np.float32))
+        self.encode_operands = [const(centroids),
+                                const((centroids.astype(np.float64) ** 2).sum(-1).astype(np.float32))]
         self.table = const(tables_q)
         self.scale = const(column_scale(scale, self.out_features))
         self.bias = const(np.zeros(self.out_features, dtype=np.float32))

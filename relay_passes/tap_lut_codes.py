@@ -19,7 +19,7 @@ from schedules.attrs import LutKind
 from .epilogue_matching import kernel_kind
 
 ENCODE_KINDS = (LutKind.ENCODE_DENSE, LutKind.ENCODE_CONV2D, LutKind.ENCODE_DENSE_ROWS,
-                LutKind.ENCODE_CONV2D_ROWS)
+                LutKind.ENCODE_CONV2D_ROWS, LutKind.ENCODE_DENSE_ROWS_INT8)
 
 
 def _encode_kind(mod: IRModule, value) -> str | None:

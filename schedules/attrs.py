@@ -35,9 +35,10 @@ class LutKind:
     EXACT_TMAC = "exact_tmac"
     INT8_QUANTIZE_ROWS = "int8_quantize_rows"  # not a LUT: the int8 dense layer's two kernels
     INT8_DENSE = "int8_dense"
+    ENCODE_DENSE_ROWS_INT8 = "encode_dense_rows_int8"  # the row encode on int8 distances
     ALL = (ENCODE_DENSE, ENCODE_CONV2D, LOOKUP_DENSE, LOOKUP_CONV2D, LOOKUP_DENSE_SHUFFLE,
            ENCODE_DENSE_ROWS, EXACT_LUT_DENSE, ENCODE_CONV2D_ROWS, LOOKUP_CONV2D_SHUFFLE, EXACT_LUT_SHUFFLE,
-           EXACT_TMAC, INT8_QUANTIZE_ROWS, INT8_DENSE)
+           EXACT_TMAC, INT8_QUANTIZE_ROWS, INT8_DENSE, ENCODE_DENSE_ROWS_INT8)
 
 
 def tag_kernel(func, kind: str, **attrs):

@@ -47,7 +47,7 @@ def _f32(value: float):
     return tirx.const(value, "float32")
 
 
-def _round_even(value):
+def round_even(value):
     """``rint`` (half to even) as LLVM's ``roundeven``: TVM 0.27 vectorizes that call, while its
     ``nearbyint`` in a vectorized loop turns the loop's loads and stores into gathers and scatters
     (4x slower quantization)."""
@@ -76,14 +76,14 @@ def quantize_rows(x: te.Tensor, padded_depth: int):
     xs = te.compute((mp,), scale, name=SCALE_BLOCK)
     zp_f = te.compute(
         (mp,),
-        lambda m: tirx.max(tirx.min(_round_even(-tirx.min(low[m], _f32(0.0)) / xs[m]),
+        lambda m: tirx.max(tirx.min(round_even(-tirx.min(low[m], _f32(0.0)) / xs[m]),
                                     _f32(ACT_QMAX)), _f32(0.0)),
         name=ZP_BLOCK,
     )
 
     def quant(m, k):
         padded = padded_depth != depth  # only then clamp the read (a clamped index is not a vector load)
-        value = _round_even(x[row(m), tirx.min(k, depth - 1) if padded else k] / xs[m]) + zp_f[m]
+        value = round_even(x[row(m), tirx.min(k, depth - 1) if padded else k] / xs[m]) + zp_f[m]
         value = tirx.max(tirx.min(value, _f32(ACT_QMAX)), _f32(0.0)).astype("uint8")
         return tirx.if_then_else(k < depth, value, tirx.const(0, "uint8")) if padded else value
 

@@ -112,15 +112,20 @@ def encode_rows(
     if depth != num_codebooks * sub_len:
         raise ValueError(f"data depth {depth} != {num_codebooks} codebooks x {sub_len}")
     rows_pad = padded_rows(rows, row_align)
-    last_tile, shift = rows_pad // row_align - 1, rows_pad - rows
-    assert (shift > 0 and last_tile > 0) == shifted_last_tile(rows, row_align)
     xt = _padded_input(value_at, rows, depth, rows_pad, row_align)
-    index = _chained_argmin(_products(xt, centroids), norms, num_chains)
+    index = chained_argmin(_products(xt, centroids), norms, num_chains)
+    return codes_of(index, rows, row_align)
+
+
+def codes_of(index: te.Tensor, rows: int, row_align: int = ROW_ALIGN) -> te.Tensor:
+    """``codes [C, M]`` uint8 from the argmin ``index [C, M_pad]`` of the padded rows (the moved
+    last tile's rows sit ``M_pad - M`` positions later in the padded index)."""
+    num_codebooks, rows_pad = (int(d) for d in index.shape)
+    last_tile, shift = rows_pad // row_align - 1, rows_pad - rows
     if shift == 0 or last_tile == 0:
         return te.compute(
             (num_codebooks, rows), lambda c, m: index[c, m].astype(CODE_DTYPE), name=CODES_BLOCK
         )
-    # Rows of the moved last tile sit ``shift`` positions later in the padded index.
     boundary = last_tile * row_align
     return te.compute(
         (num_codebooks, rows),
@@ -131,21 +136,23 @@ def encode_rows(
     )
 
 
+def source_row(rows: int, row_align: int = ROW_ALIGN):
+    """``m -> row``: which of the ``rows`` real rows padded row ``m`` reads (see the module doc)."""
+    rows_pad = padded_rows(rows, row_align)
+    last_tile, shift = rows_pad // row_align - 1, rows_pad - rows
+    assert (shift > 0 and last_tile > 0) == shifted_last_tile(rows, row_align)
+    if shift == 0:
+        return lambda m: m
+    if last_tile == 0:  # a single partial tile: repeat the last row
+        return lambda m: tirx.min(m, rows - 1)
+    # the last tile moved back to rows [M - align, M): overlaps the one before
+    return lambda m: m - tirx.Select(m // row_align == last_tile, shift, 0)
+
+
 def _padded_input(value_at, rows: int, depth: int, rows_pad: int, row_align: int) -> te.Tensor:
     """``xt [D, M_pad]``: the rows transposed, padded to whole tiles (see the module doc)."""
-    last_tile, shift = rows_pad // row_align - 1, rows_pad - rows
-    if shift == 0:
-        return te.compute((depth, rows_pad), lambda d, m: value_at(m, d), name=XT_BLOCK)
-    if last_tile == 0:  # a single partial tile: repeat the last row
-        return te.compute(
-            (depth, rows_pad), lambda d, m: value_at(tirx.min(m, rows - 1), d), name=XT_BLOCK
-        )
-    # the last tile moved back to rows [M - align, M): overlaps the one before
-    return te.compute(
-        (depth, rows_pad),
-        lambda d, m: value_at(m - tirx.Select(m // row_align == last_tile, shift, 0), d),
-        name=XT_BLOCK,
-    )
+    row = source_row(rows, row_align)
+    return te.compute((depth, rows_pad), lambda d, m: value_at(row(m), d), name=XT_BLOCK)
 
 
 def _products(xt: te.Tensor, centroids: te.Tensor) -> te.Tensor:
@@ -166,9 +173,10 @@ def _products(xt: te.Tensor, centroids: te.Tensor) -> te.Tensor:
     )
 
 
-def _chained_argmin(dot: te.Tensor, norms: te.Tensor, num_chains: int | None) -> te.Tensor:
+def chained_argmin(dot: te.Tensor, norms: te.Tensor, num_chains: int | None) -> te.Tensor:
     """The nearest centroid's index ``[C, M_pad]`` (int32, first wins a tie): ``J`` chains of
-    consecutive centroids, each a running argmin of ``||P||^2 - 2 dot``, merged in order."""
+    consecutive centroids, each a running argmin of ``||P||^2 - 2 dot`` (in the dtype of
+    ``dot`` and ``norms``: float32, or int32 for the int8 encode), merged in order."""
     num_codebooks, num_centroids, rows_pad = (int(d) for d in dot.shape)
     if num_chains is None:
         num_chains = argmin_chains(num_centroids)
@@ -179,7 +187,7 @@ def _chained_argmin(dot: te.Tensor, norms: te.Tensor, num_chains: int | None) ->
     k = te.reduce_axis((0, per_chain), name="k")
 
     def distance(c, centroid, m):
-        return norms[c, centroid] - tirx.const(2.0, "float32") * dot[c, centroid, m]
+        return norms[c, centroid] - tirx.const(2, dot.dtype) * dot[c, centroid, m]
 
     partial_index, partial_value = te.compute(
         (num_codebooks, num_chains, rows_pad),

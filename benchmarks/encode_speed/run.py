@@ -276,6 +276,9 @@ def main():
             *layer_lines,
             "",
         ]),
+        "The int8 encode (integer distances) has its own benchmark, `python -m benchmarks.encode_speed.int8` "
+        "(`encode_speed_int8.md`).",
+        "",
         "What the asm showed (skylake-avx512, `inspect_source(\"asm\")` of the scheduled "
         "kernels): the per-centroid products and the compare/select argmin were already "
         "vectorized over 16 rows with the 16 distances in registers (per tile: 144 FMAs at V = 9, "

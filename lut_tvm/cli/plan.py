@@ -38,6 +38,7 @@ def cmd_plan(args) -> None:
         exclude=args.exclude or [],
         max_rows=args.max_rows,
         seed=args.seed,
+        encode=args.encode,
     )
     example = (calibration[: args.batch],) if args.batch else None
     plan = build_kmeans_plan(args.model, calibration, policy, example_inputs=example, progress=say)
@@ -45,7 +46,7 @@ def cmd_plan(args) -> None:
     errors = plan.provenance.get("reconstruction_error", {})
     for layer in plan.layers:
         print(f"  {layer.name:<24} {layer.kind.value:<6} weight {list(layer.weight_shape)}  "
-              f"C={layer.num_codebooks} K={layer.num_centroids} V={layer.sub_vector_len}  "
+              f"C={layer.num_codebooks} K={layer.num_centroids} V={layer.sub_vector_len} encode {layer.encode.value}  "
               f"output error {errors[layer.name]:.3f}")
     if plan.layers:
         print("  (output error: relative error of the layer's output on the calibration data)")
@@ -88,5 +89,8 @@ def register(sub) -> None:
     plan.add_argument("--batch", type=int, default=None,
                       help="batch to import an ONNX model with dynamic batch at")
     plan.add_argument("--seed", type=int, default=0)
+    plan.add_argument("--encode", choices=("float", "int8"), default="float",
+                      help="how the dense LUT layers compute their codes: float32 distances (default) or "
+                      "integer distances on int8-quantized inputs and centroids (convs keep float)")
     add_quiet_argument(plan)
     plan.set_defaults(func=cmd_plan)

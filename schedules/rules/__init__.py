@@ -9,11 +9,12 @@ from .exact_lut import ExactLutRule
 from .int8_dense import Int8DenseRule
 from .lut_encode import LutEncodeRule
 from .lut_encode_rows import LutEncodeRowsRule
+from .lut_encode_rows_int8 import LutEncodeRowsInt8Rule
 from .lut_lookup import LutLookupRule
 from .lut_lookup_shuffle import LutLookupShuffleRule
 from .tmac import TmacRule
 
-LUT_RULES = [LutEncodeRule(), LutEncodeRowsRule(), LutLookupRule(), LutLookupShuffleRule(),
+LUT_RULES = [LutEncodeRule(), LutEncodeRowsRule(), LutEncodeRowsInt8Rule(), LutLookupRule(), LutLookupShuffleRule(),
              ExactLutRule(), TmacRule(), Int8DenseRule()]
 
 

@@ -247,3 +247,18 @@ def test_plan_prints_each_layers_error(capsys, files, default_plan):
     assert "ConvergenceWarning" not in default_plan.err
     for stage in ("importing", "calibration samples", "k-means"):
         assert stage in default_plan.err, stage
+
+
+def test_plan_encode_int8_marks_the_dense_layers(files, default_plan):
+    """``--encode int8``: the dense layer gets the int8 encode (plan version 6), the convs keep float;
+    the same centroids as the default plan (the encode does not change k-means)."""
+    path = files.tmp / "plans" / "int8_encode.npz"
+    code, out, err = call("plan", files.onnx, "--calibration", files.calibration, "--encode", "int8", "-o", path)
+    assert code == 0, err
+    plan, default = lut_tvm.Plan.load(path), lut_tvm.Plan.load(default_plan.path)
+    assert {layer.name: layer.encode.value for layer in plan.layers} == {
+        layer.name: "int8" if layer.kind.value == "dense" else "float" for layer in plan.layers}
+    assert "int8" in {layer.encode.value for layer in plan.layers} and plan.version == 6
+    for mine, theirs in zip(plan.layers, default.layers):
+        np.testing.assert_array_equal(mine.centroids, theirs.centroids)
+    assert re.search(r"^\s+fc1\s.*encode int8", out, re.M), out
