@@ -27,15 +27,17 @@ def _keep_padding(kept: list):
 
 
 def column_stride(sch: s_tir.Schedule, block) -> int | None:
-    """The window's column stride: 1 when the first read's column index is ``x + rx``, s when it is
-    ``x * s + rx``, None otherwise."""
-    index = sch.get(block).reads[0].region[-1].min
-    if not isinstance(index, tirx.Add) or not isinstance(index.b, tirx.Var):
+    """The window's column stride: 1 when the first read's column index is ``x + rx`` (output column,
+    window column), s when it is ``x * s + rx``, None otherwise (dilated, or not a window)."""
+    stmt = sch.get(block)
+    x, rx = stmt.iter_vars[3].var, stmt.iter_vars[-1].var
+    index = stmt.reads[0].region[-1].min
+    if not isinstance(index, tirx.Add) or not index.b.same_as(rx):
         return None
-    if isinstance(index.a, tirx.Var):
+    if index.a.same_as(x):
         return 1
     mul = index.a
-    if isinstance(mul, tirx.Mul) and isinstance(mul.a, tirx.Var) and isinstance(mul.b, tirx.IntImm):
+    if isinstance(mul, tirx.Mul) and mul.a.same_as(x) and isinstance(mul.b, tirx.IntImm):
         return int(mul.b)
     return None
 
@@ -48,13 +50,14 @@ def deinterleave_columns(sch: s_tir.Schedule, block, kept: list, stride: int) ->
     a gather). Returns the blocks to run before the window (``kept`` or the copy)."""
     if not kept:
         kept = [sch.cache_read(block, 0, "global")]
-    width = int(sch.get(kept[0]).writes[0].source.shape[-1])
-    if len(kept) != 1 or width % stride:
-        raise ValueError(f"no column de-interleave for {len(kept)} producers of width {width}, stride {stride}")
+    if len(kept) != 1:
+        raise ValueError(f"no column de-interleave for {len(kept)} producers of the window's input")
     index_map = IndexMap.from_func(lambda *idx: (*idx[:-1], idx[-1] % stride, idx[-1] // stride),
                                    ndim=len(sch.get(kept[0]).writes[0].source.shape))
-    sch.transform_layout(kept[0], ("write", 0), index_map)
-    sch.transform_block_layout(kept[0], index_map)  # write it in that order: vectors of consecutive q
+    # a width not a multiple of the stride: the last column group padded (never read by the window)
+    sch.transform_layout(kept[0], ("write", 0), index_map, pad_value=0.0)
+    if len(sch.get(kept[0]).iter_vars) == len(index_map.initial_indices):  # (padded: already iterates the new layout)
+        sch.transform_block_layout(kept[0], index_map)  # write it in that order: vectors of consecutive q
     return kept
 
 
