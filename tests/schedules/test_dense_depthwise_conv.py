@@ -42,3 +42,26 @@ def test_depthwise_conv_matches_onnx_runtime(name, target_spec):
     got = _tvm_compat.virtual_machine(build_relax(mod, target))["main"](_tvm_compat.to_device(x)).numpy()
     want = _onnx_reference(x, weight, bias, stride, padding, dilation, c)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("mcpu", ["skylake-avx512", "icelake-server"])
+def test_strided_windows_and_matmul_build_for_avx512(mcpu):
+    """Strided depthwise convs and pools, and a 1x1 conv as a matmul with 64-column (4 x 16 lanes) tiles, are
+    taken and build for AVX-512 targets (not run on a CPU without it)."""
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    from lut_tvm.testing import relax_module  # pylint: disable=import-outside-toplevel
+    from schedules.rules.dense_ops import Matmul, Pool2d  # pylint: disable=import-outside-toplevel
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    weight, bias = _weights(1, 24, 3, seed=3)
+    conv = _relax_conv((1, 24, 29, 58), weight, bias, 2, (1, 1, 1, 1), 1, 24)
+    pool = relax_module((1, 24, 29, 57), lambda bb, x: relax.op.nn.max_pool2d(x, pool_size=3, strides=2, padding=1))
+    pointwise = _relax_conv((1, 16, 56, 56), *_weights(16, 48, 1, seed=4), 1, (0, 0, 0, 0), 1, 1)
+    cases = ((conv, DepthwiseConv2d(), "conv2d"), (pool, Pool2d(), "pool"), (pointwise, Matmul(), "matmul"))
+    for mod, rule, key in cases:
+        with target:
+            legalized = tvm.transform.Sequential(legalize_passes())(mod)
+        funcs = [f for gv, f in legalized.functions_items() if key in gv.name_hint]
+        assert len(funcs) == 1 and rule.apply(funcs[0], target, False) is not None
+        assert build_relax(mod, target) is not None
