@@ -16,7 +16,8 @@ from lut_tvm.compiler import build_relax, legalize_passes
 from lut_tvm.targets import host_cpu_flags
 from relay_passes.conv2d_weight_packed import pack_weight
 from schedules.rules.dense_ops import Conv2dNCHW, Matmul
-from schedules.rules.dense_ops.conv2d_nchw import accumulator_budget, padded_channels, pick_conv_tiles
+from schedules.rules.dense_ops.conv2d_nchw import AVX2_REGISTERS, accumulator_budget, padded_channels, pick_conv_tiles
+from schedules.rules.dense_ops.conv2d_nchw import positions_cap
 
 AVX512 = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
 AVX2 = {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}
@@ -134,7 +135,11 @@ def test_pack_weight_layout(n_f, groups, block):
 def test_pick_conv_tiles_fit(n_f, n_y, n_x, lanes):
     fr, yr, xr = pick_conv_tiles(n_f, n_y, n_x, lanes)
     assert n_f % fr == 0 and n_y % yr == 0 and n_x % xr == 0
-    assert -(-fr // lanes) * yr * xr <= accumulator_budget(lanes)
+    n_vec = -(-fr // lanes)
+    assert yr * xr <= positions_cap(lanes, n_vec)
+    # accumulators + weight vectors + one broadcast fit the registers (AVX2: 16; AVX-512: the 24-accumulator budget)
+    assert (n_vec * yr * xr <= accumulator_budget(lanes) if lanes >= 16
+            else n_vec * yr * xr + n_vec + 1 <= AVX2_REGISTERS)
     if n_f % lanes == 0:
         assert fr % lanes == 0  # whole vectors only
 

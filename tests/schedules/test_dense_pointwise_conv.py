@@ -11,6 +11,7 @@ from test_conv2d_rule import RUNNABLE, _onnx_reference, _relax_conv, _weights
 from lut_tvm import _tvm_compat
 from lut_tvm.compiler import build_relax, legalize_passes
 from schedules.rules.dense_ops import Matmul
+from schedules.rules.dense_ops.matmul import NARROW_ACC_VECTORS, pick_tiles
 
 # (batch, C_in, C_out, H, W, kernel, stride, padding, dilation, groups, lowered as a matmul on (16, 8) lanes)
 CASES = {
@@ -19,6 +20,8 @@ CASES = {
     "stride2_batch2": (2, 20, 36, 14, 14, 1, 2, 0, 1, 1, (False, True)),  # 49 -> 64: too much padding on 16 lanes
     "batch3_odd_channels": (3, 7, 17, 13, 13, 1, 1, 0, 1, 1, (True, True)),
     "groups4_f34_per_group_14x14": (1, 136, 136, 14, 14, 1, 1, 0, 1, 4, (True, True)),
+    "groups4_f34_per_group_28x28": (1, 136, 136, 28, 28, 1, 1, 0, 1, 4, (True, True)),  # 7-vector tiles on AVX2
+    "groups4_7x7_padded_positions": (1, 96, 96, 7, 7, 1, 1, 0, 1, 4, (False, True)),  # 49 -> 56 on 8 lanes
     "groups3_stride2_batch2": (2, 12, 48, 26, 26, 1, 2, 0, 1, 3, (True, True)),
     "groups8_narrow_stays_conv": (1, 32, 32, 16, 16, 1, 1, 0, 1, 8, (False, False)),
     "stem_3x3_stride2_pad1": (1, 3, 24, 32, 32, 3, 2, 1, 1, 1, (True, True)),
@@ -55,3 +58,11 @@ def test_conv_as_matmul_matches_onnx_runtime(name, target_spec):
     want = _onnx_reference(x, weight, bias, stride, padding, dilation, groups)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("m, n", [(34, 784), (68, 208), (2048, 56), (64, 3136), (1000, 176), (24, 12544), (7, 40)])
+def test_matmul_tiles_are_whole_avx2_vectors(m, n):
+    """On 8 lanes a column tile is whole vectors (split one register each) within the accumulator cap."""
+    mr, nr = pick_tiles(m, n, 8)
+    assert m % mr == 0 and n % nr == 0 and nr % 8 == 0
+    assert mr * nr // 8 <= NARROW_ACC_VECTORS

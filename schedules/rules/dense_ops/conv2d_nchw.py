@@ -17,6 +17,7 @@ from ._tiling import split_main_block
 MAX_SPATIAL_TILE = 14
 # A tile narrower than this many columns (an awkward width such as 111 = 3 x 37) takes several rows.
 MIN_TILE_COLUMNS = 4
+AVX2_REGISTERS = 16
 
 
 def _is_block_index(expr, var, block: int, op) -> bool:
@@ -84,6 +85,15 @@ def accumulator_budget(lanes: int) -> int:
     return MAX_ACC_VECTORS if lanes >= 16 else MAX_ACC_VECTORS // 2
 
 
+def positions_cap(lanes: int, n_vec: int) -> int:
+    """Output positions a tile of ``n_vec`` weight vectors per step may hold: ``accumulator_budget / n_vec``
+    (AVX-512), or with AVX2's 16 registers all that the n_vec weight vectors and one broadcast leave (14
+    positions of one vector: SqueezeNet's 13-wide rows take whole, where a 12 cap left 1-position tiles)."""
+    if lanes >= 16:
+        return max(1, accumulator_budget(lanes) // n_vec)
+    return max(1, (AVX2_REGISTERS - 1 - n_vec) // n_vec)
+
+
 def padded_channels(n_f: int, lanes: int) -> int:
     """Output channels rounded up to whole vectors (``n_f`` itself when it is already, or when it is
     under half a vector). Rounding up may nearly double the work (17 -> 32 channels), but a tile
@@ -110,11 +120,10 @@ def pick_conv_tiles(n_f: int, n_y: int, n_x: int, lanes: int, fr: int | None = N
         blocks = [fr]
     else:
         blocks = [b for b in (2 * lanes, lanes) if n_f % b == 0] or [largest_divisor(n_f, 2 * lanes)]
-    budget = accumulator_budget(lanes)
     best, best_key = None, None
     for block in blocks:
         n_vec = -(-block // lanes)
-        cap = max(1, budget // n_vec)
+        cap = positions_cap(lanes, n_vec)
         for xr in _divisors(n_x, min(cap, MAX_SPATIAL_TILE)):
             for yr in (_divisors(n_y, cap // xr) if xr == n_x or xr < MIN_TILE_COLUMNS else [1]):
                 acc = n_vec * xr * yr
