@@ -5,7 +5,8 @@ data, the chosen plan compiled and measured on the test set, and its whole-model
   calibration (k-means rows) and fine-tuning use the rest (the "fit" samples). The original model was
   trained on all the training samples, so it has seen the validation samples.
 * ``lut_tvm.optimize``: every LUT-able layer (Linear, Conv2d, Conv1d as its Conv2d), V from
-  ``sub_lens`` (each layer's divisors of D), the int8 matmul option for Linears, accuracy budget in
+  ``sub_lens`` (each layer's divisors of D; V = 2 left out to save time: its encode of D/2 codebooks
+  does not pay on layers this small), the int8 matmul option for Linears, accuracy budget in
   points, batch ``compiled.BATCH``; ``finetune`` epochs of its fine-tuning step on the fit samples.
   Its measurements are cached under ``~/.cache/lut_tvm/accuracy_optimize/<task>``.
 * Test: the plan compiled with ``lut_tvm.compile`` on the model it binds to (the original or the
@@ -30,7 +31,7 @@ from .compiled import BATCH, compiled_plan_row
 
 VAL_FRACTION = 0.2
 CALIBRATION = 1024
-SUB_LENS = (2, 3, 4, 8, 9, 16, 32)  # 3: one input channel's window of a kernel-3 conv1d; 9: of a 3x3 conv
+SUB_LENS = (3, 4, 5, 8, 9, 16, 32)  # 3 / 5: one input channel's window of a kernel-3 / 5 conv1d; 9: of a 3x3 conv
 TIMING_ROUNDS, TIMING_MIN_SAMPLE_S = 15, 0.02
 QUICK_ROUNDS, QUICK_MIN_SAMPLE_S = 3, 0.002
 FRAMEWORKS = {"tvm_dense": "dense TVM", "lut optimize": "optimize plan (TVM)", "ort_fp32": "ONNX Runtime fp32",
