@@ -131,6 +131,8 @@ def optimize_row(original, train_data, test, *, task: str, seed: int, log, quick
         "val_chosen_compiled": report["chosen_metric_compiled"], "finetune": report.get("finetune"),
         "latency_ms": report["latency_ms"], "backed_off": report["backed_off_after_compiled_check"],
         "slower_than_dense": report.get("slower_than_dense"), "notes": report.get("notes", [])[-1:],
+        "candidates": [{k: c[k] for k in ("layer", "sub_len", "saving_ms", "loss_alone", "status", "tables")}
+                       for c in report["candidates"]],
         "target": report["target"]}
     lut = sum(l["choice"].startswith("V=") for l in layers)
     int8 = sum(l["choice"] == "int8" for l in layers)

@@ -64,9 +64,24 @@ def optimize_goals(result: dict) -> list[dict]:
         compiled = row.get("compiled", {}).get("lut_layers")
         goals.append({"goal": "conv1d", "met": bool(as_lut) and compiled == counts["lut"] + counts["int8"],
                       "text": f"{len(as_lut)} of {len(conv1d)} Conv1d layers as LUTs in the compiled model"
-                              + (f" ({', '.join(as_lut)})" if as_lut else "")
+                              + (f" ({', '.join(as_lut)})" if as_lut else why_not_chosen(info, conv1d))
                               + f"; it bound {compiled} plan layer(s)"})
     return goals
+
+
+def why_not_chosen(info: dict, names) -> str:
+    """Why none of the layers ``names`` became a LUT, from the optimizer's candidates: the least loss of one
+    alone on the validation split, and how many had no predicted saving (their loss is not measured)."""
+    mine = [c for c in info.get("candidates", []) if c["layer"] in names and c["sub_len"] != "int8"]
+    if not mine:
+        return ""
+    measured = [c for c in mine if c.get("loss_alone") is not None]
+    text = f" ({len(mine) - len(measured)} of {len(mine)} of their LUT candidates predicted no faster than dense"
+    if measured:
+        best = min(measured, key=lambda c: c["loss_alone"])
+        text += (f"; the least loss of one alone on validation: {best['loss_alone']:.2f} points, layer "
+                 f"{best['layer']} V={best['sub_len']} ({best['tables']} tables)")
+    return text + ")"
 
 
 GOAL_TEXT = {"accuracy": f"optimize: within {GOAL_POINTS:g} point of original on test, every LUT-able layer considered",
@@ -106,10 +121,13 @@ def optimize_section(result: dict) -> list[str]:
         base = speed["ms"].get(LUT_MS)
         lines += ["", f"Latency at this point ({speed['timing']}; batch {speed['batch']}, {speed['threads']} thread; "
                       f"load {speed['load_1min'][0]:.1f} -> {speed['load_1min'][1]:.1f}):", "",
-                  "| framework | median ms / batch | vs the optimize plan |", "|---|---|---|"]
+                  "| framework | median ms / batch | vs the optimize plan | fastest sample ms (slowest) |",
+                  "|---|---|---|---|"]
         for name, value in speed["ms"].items():
             ratio = f"{value / base:.2f}x its time" if base and name != LUT_MS else "-"
-            lines.append(f"| {FRAMEWORKS.get(name, name)} | {value:.3f} | {ratio} |")
+            spread = (f"{speed['min_ms'][name]:.3f} ({speed['max_ms'][name]:.3f})"
+                      if name in speed.get("min_ms", {}) and name in speed.get("max_ms", {}) else "-")
+            lines.append(f"| {FRAMEWORKS.get(name, name)} | {value:.3f} | {ratio} | {spread} |")
         if speed.get("failed"):
             lines.append("")
             lines.append("Not built: " + "; ".join(f"{k}: {v}" for k, v in speed["failed"].items()))

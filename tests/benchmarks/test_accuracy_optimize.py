@@ -98,3 +98,16 @@ def test_carry_rows_keeps_computed_rows_and_marks_carried_ones():
     assert merged["methods"]["kmeans"]["carried_original"] == pytest.approx(0.9)
     assert merged["lut_layers"] == [{"V": 3}]
     assert carry_rows(result, None) is result
+
+
+def test_conv1d_goal_says_why_no_conv1d_layer_was_chosen():
+    candidates = [{"layer": "l0", "sub_len": 3, "saving_ms": 0.1, "loss_alone": 2.5, "status": "over budget alone",
+                   "tables": "ridge"},
+                  {"layer": "l0", "sub_len": 4, "saving_ms": 0.1, "loss_alone": 4.0, "status": "over budget alone",
+                   "tables": "kmeans"},
+                  {"layer": "l0", "sub_len": 8, "saving_ms": -0.1, "loss_alone": None, "status": "slower",
+                   "tables": "kmeans"}]
+    goal = _by_goal(_result(conv1d=["l0"], candidates=candidates))["conv1d"]
+    assert not goal["met"]
+    assert "1 of 3 of their LUT candidates predicted no faster" in goal["text"]
+    assert "2.50 points, layer l0 V=3 (ridge tables)" in goal["text"]
