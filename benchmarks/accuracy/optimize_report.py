@@ -55,9 +55,10 @@ def optimize_goals(result: dict) -> list[dict]:
     goals.append({"goal": "latency", "met": bool(lut_ms and peers["ort_fp32"] and peers["ort_int8"]),
                   "text": f"{text} (batch {speed.get('batch')}, {speed.get('threads')} thread)"})
     cpu, wall = row.get("cpu_seconds"), row.get("seconds")
-    goals.append({"goal": "time", "met": cpu is not None and cpu <= BUDGET_SECONDS,
-                  "text": f"optimize incl. fine-tuning: {cpu:.0f} s CPU, {wall:.0f} s wall" if cpu is not None
-                  else "not timed"})
+    warm = info.get("settings", {}).get("warm_cache")
+    goals.append({"goal": "time", "met": cpu is not None and cpu <= BUDGET_SECONDS and not warm,
+                  "text": ("not timed" if cpu is None else f"optimize incl. fine-tuning: {cpu:.0f} s CPU, {wall:.0f} s wall")
+                  + ("; not judged: a re-run on the measurements an earlier run cached" if warm else "")})
     conv1d = info.get("conv1d_layers") or []
     if conv1d:
         as_lut = [p["layer"] for p in plan if p["layer"] in conv1d and p["choice"].startswith("V=")]

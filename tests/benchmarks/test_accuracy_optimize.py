@@ -111,3 +111,8 @@ def test_conv1d_goal_says_why_no_conv1d_layer_was_chosen():
     assert not goal["met"]
     assert "1 of 3 of their LUT candidates predicted no faster" in goal["text"]
     assert "2.50 points, layer l0 V=3 (ridge tables)" in goal["text"]
+
+
+def test_time_goal_is_not_judged_on_a_warm_cache():
+    goal = _by_goal(_result(cpu=10.0, settings={"warm_cache": True}))["time"]
+    assert not goal["met"] and "not judged" in goal["text"]
