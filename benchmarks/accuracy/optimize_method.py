@@ -63,6 +63,13 @@ def plan_layers(report: dict) -> list[dict]:
     return rows
 
 
+def plan_counts(plan: list[dict]) -> dict:
+    """``{"lut", "int8", "dense", "considered"}`` layer counts of a plan (``plan_layers``)."""
+    lut = sum(row["choice"].startswith("V=") for row in plan)
+    int8 = sum(row["choice"] == "int8" for row in plan)
+    return {"lut": lut, "int8": int8, "dense": len(plan) - lut - int8, "considered": len(plan)}
+
+
 def _names(model, kinds) -> list[str]:
     """Module paths of ``model``'s submodules whose class name is one of ``kinds``."""
     return [name for name, module in model.named_modules() if type(module).__name__ in kinds]
@@ -137,11 +144,10 @@ def optimize_row(original, train_data, test, *, task: str, seed: int, log, quick
         "candidates": [{k: c[k] for k in ("layer", "sub_len", "saving_ms", "loss_alone", "status", "tables")}
                        for c in report["candidates"]],
         "target": report["target"]}
-    lut = sum(l["choice"].startswith("V=") for l in layers)
-    int8 = sum(l["choice"] == "int8" for l in layers)
+    counts = plan_counts(layers)
     chosen = ", ".join(f"{layer['layer']} {layer['choice']}" for layer in layers)
-    log(f"  optimize: {row['acc']:.2%} compiled on test, {lut} LUT / {int8} int8 / {len(layers) - lut - int8} dense "
-        f"layers ({chosen}); {entry['seconds']:.0f} s, CPU {entry['cpu_seconds']:.0f} s")
+    log(f"  optimize: {row['acc']:.2%} compiled on test, {counts['lut']} LUT / {counts['int8']} int8 / "
+        f"{counts['dense']} dense layers ({chosen}); {entry['seconds']:.0f} s, CPU {entry['cpu_seconds']:.0f} s")
     row["speed"] = timed_frameworks(original, model, result.plan, np.ascontiguousarray(test[0][:BATCH]),
                                     torch_meta, quick, log)
     return row

@@ -3,7 +3,7 @@ validation figures and latency against the other frameworks."""
 
 from __future__ import annotations
 
-from .optimize_method import FRAMEWORKS
+from .optimize_method import FRAMEWORKS, plan_counts
 
 GOAL_POINTS = 1.0
 BUDGET_SECONDS = 15 * 60
@@ -12,13 +12,6 @@ LUT_MS = "lut optimize"
 
 def _drop_points(original: float, value: float) -> float:
     return round((original - value) * 100, 6)  # 98.3 - 97.3 is 1.0000000000000009 in floats
-
-
-def plan_counts(plan: list[dict]) -> dict:
-    """``{"lut", "int8", "dense", "considered"}`` layer counts of a plan (``optimize_method.plan_layers``)."""
-    lut = sum(row["choice"].startswith("V=") for row in plan)
-    int8 = sum(row["choice"] == "int8" for row in plan)
-    return {"lut": lut, "int8": int8, "dense": len(plan) - lut - int8, "considered": len(plan)}
 
 
 def optimize_goals(result: dict) -> list[dict]:

@@ -4,8 +4,8 @@ split, and the rows carried over from a previous result when only some method gr
 import numpy as np
 import pytest
 
-from benchmarks.accuracy.optimize_method import plan_layers, validation_split
-from benchmarks.accuracy.optimize_report import optimize_goals, plan_counts
+from benchmarks.accuracy.optimize_method import plan_counts, plan_layers, validation_split
+from benchmarks.accuracy.optimize_report import optimize_goals
 from benchmarks.accuracy.run import carry_rows
 
 
