@@ -116,3 +116,14 @@ def test_conv1d_goal_says_why_no_conv1d_layer_was_chosen():
 def test_time_goal_is_not_judged_on_a_warm_cache():
     goal = _by_goal(_result(cpu=10.0, settings={"warm_cache": True}))["time"]
     assert not goal["met"] and "not judged" in goal["text"]
+
+
+def test_speed_plan_summary_counts_int8_layers_apart():
+    from benchmarks.speed.prepare import plan_summary
+    from lut_tvm.plan import LayerPlan, Plan
+    from lut_tvm.weights import LayerKind
+
+    lut = LayerPlan("fc1", LayerKind.DENSE, (64, 32), "f1", np.zeros((16, 16, 4), np.float32))
+    summary = plan_summary(Plan([lut, LayerPlan.int8_dense("fc2", (32, 10), "f2")]))
+    assert summary["V"] == {"4": 1, "int8": 1} and summary["K"] == [16]
+    assert summary["names"] == ["fc1 (V=4, C=16)", "fc2 (int8)"]
