@@ -1,4 +1,4 @@
-"""Accuracy benchmark: original vs k-means only (MADDNESS-style) vs learned LUT centroids vs lut_tvm.optimize, on real data.
+"""Accuracy benchmark: original vs k-means (MADDNESS-style) vs learned LUT centroids vs lut_tvm.optimize.
 
     python -m benchmarks.accuracy [--tasks digits minilm mnist1d kws] [--seed 0] [--threads 1] [--quick]
                                   [--methods every_layer optimize] [--optimize-budget 1.0]
