@@ -36,9 +36,13 @@ def _accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
 def compiled_row(model, test, batch: int = BATCH) -> dict:
     """``{"acc": compiled accuracy, "compiled": {...}}`` of ``model`` (a LUT model through its plan, or
     a dense one); ``compiled`` holds the batch, threads, median latency, and how many LUT layers ran."""
-    x, labels = test
     plan = export_plan(model) if lut_layers(model) else None
-    dense = to_dense_model(model) if plan is not None else model
+    return compiled_plan_row(to_dense_model(model) if plan is not None else model, plan, test, batch)
+
+
+def compiled_plan_row(dense, plan, test, batch: int = BATCH) -> dict:
+    """``compiled_row`` of the dense torch model ``dense`` compiled with ``plan`` (None: all dense)."""
+    x, labels = test
     example = np.ascontiguousarray(x[:batch])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

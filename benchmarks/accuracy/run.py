@@ -1,6 +1,7 @@
-"""Accuracy benchmark: original vs k-means only (MADDNESS-style) vs learned LUT centroids, on real data.
+"""Accuracy benchmark: original vs k-means (MADDNESS-style) vs learned LUT centroids vs lut_tvm.optimize.
 
-    python -m benchmarks.accuracy [--tasks digits minilm mnist1d] [--seed 0] [--threads 1] [--quick]
+    python -m benchmarks.accuracy [--tasks digits minilm mnist1d kws] [--seed 0] [--threads 1] [--quick]
+                                  [--methods every_layer optimize] [--optimize-budget 1.0]
     python benchmarks/accuracy/run.py --tasks digits
 
 Each task writes ``benchmarks/results/accuracy/<task>.json`` when it finishes; the report
@@ -36,6 +37,7 @@ import torch  # noqa: E402
 
 from benchmarks.accuracy.data import DataUnavailable  # noqa: E402
 from benchmarks.accuracy.report import write_report  # noqa: E402
+from benchmarks.accuracy.tasks._shared import METHOD_GROUPS  # noqa: E402
 
 TASKS = {  # name: module under benchmarks.accuracy.tasks, in priority order
     "digits": "digits_png",
@@ -46,13 +48,38 @@ TASKS = {  # name: module under benchmarks.accuracy.tasks, in priority order
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
+CLASSIFIERS = ("digits", "mnist1d", "kws")  # the tasks with method groups (``--methods``) and an optimize row
+
+
+def carry_rows(result: dict, previous: dict | None) -> dict:
+    """``result`` with the method rows it did not compute (those of ``previous``, the task's last result
+    file, that ``result`` lacks) carried over, each marked ``carried_from`` with the previous run's date
+    and ``carried_original``, the original accuracy it was measured against; the LUT layer summary too."""
+    if not previous or "methods" not in previous:
+        return result
+    date = previous.get("environment", {}).get("date", "?")
+    original = previous["methods"].get("original", {}).get(previous.get("metric", "acc"))
+    for name, entry in previous["methods"].items():
+        if name in result["methods"]:
+            continue
+        result["methods"][name] = {**entry, "carried_from": entry.get("carried_from", date),
+                                   "carried_original": entry.get("carried_original", original)}
+    if result.get("lut_layers") is None:
+        result["lut_layers"] = previous.get("lut_layers")
+    return result
+
+
 def run_task(name: str, seed: int, quick: bool, out_dir: Path, extra: dict) -> dict | None:
     import importlib  # pylint: disable=import-outside-toplevel
 
     module = importlib.import_module(f"benchmarks.accuracy.tasks.{TASKS[name]}")
     start, load_start = time.perf_counter(), os.getloadavg()
+    previous_path = out_dir / f"{name}.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else None
     try:
         result = module.run(seed=seed, quick=quick, log=lambda msg: print(msg, flush=True), **extra)
+        if set(extra.get("groups", METHOD_GROUPS)) != set(METHOD_GROUPS):  # --methods: the other rows carried
+            result = carry_rows(result, previous)
     except DataUnavailable as err:
         print(f"[{name}] SKIPPED: data or model unavailable offline: {err}", flush=True)
         result = {"task": name, "skipped": str(err)}
@@ -87,6 +114,15 @@ def main(argv=None) -> int:
                         help="end-to-end epochs of MiniLM's eLUT-NN row (0: layer-wise only)")
     parser.add_argument("--minilm-elut-scales", choices=("layer", "column"), default="layer",
                         help="INT8 table scales of MiniLM's eLUT-NN rows (per layer or per output column)")
+    parser.add_argument("--methods", nargs="+", choices=METHOD_GROUPS, default=list(METHOD_GROUPS),
+                        help="method groups of the digits, MNIST-1D and KWS tasks: every_layer (k-means, ridge, "
+                             "learned rows, every layer replaced), optimize (lut_tvm.optimize on a validation split); "
+                             "the original is always measured, the other groups' rows are carried over from the "
+                             "previous <task>.json (marked with its date)")
+    parser.add_argument("--optimize-budget", type=float, default=1.0, help="optimize's accuracy budget in points "
+                        "(on the validation split)")
+    parser.add_argument("--optimize-finetune", type=int, default=None,
+                        help="epochs of optimize's fine-tuning step (default: each task's own)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from saved task results")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -103,6 +139,11 @@ def main(argv=None) -> int:
                 if args.minilm_rows is not None:
                     extra["rows"] = tuple(args.minilm_rows)
                     extra["previous"] = json.loads(previous.read_text()) if previous.is_file() else None
+            if name in CLASSIFIERS:
+                optimize = {"budget": args.optimize_budget}
+                if args.optimize_finetune is not None:
+                    optimize["finetune"] = args.optimize_finetune
+                extra = {"groups": tuple(args.methods), "optimize": optimize}
             run_task(name, args.seed, args.quick, per_task, extra)
     results = [json.loads((per_task / f"{n}.json").read_text()) for n in TASKS if (per_task / f"{n}.json").is_file()]
     if not results:

@@ -159,6 +159,11 @@ def load_torch_model(meta: dict, folder: Path) -> nn.Module:
         model = digits_model(trained=False)
     elif builder == "minilm":
         return minilm_model()
+    elif builder == "factory":  # "module:function" called with "kwargs" (e.g. an accuracy task's model)
+        import importlib  # pylint: disable=import-outside-toplevel
+
+        module_name, _, function = meta["torch"]["factory"].partition(":")
+        model = getattr(importlib.import_module(module_name), function)(**meta["torch"].get("kwargs", {}))
     else:
         raise ValueError(f"{folder / 'meta.json'}: unknown torch builder {builder!r}")
     model.load_state_dict(torch.load(folder / "torch.pt", map_location="cpu", weights_only=True))

@@ -35,12 +35,16 @@ def read_meta(folder: Path) -> dict | None:
 
 
 def plan_summary(plan) -> dict:
-    """Layer count and the V values of a plan (``{"layers": n, "V": {"9": 6, "4": 2}, "names": [...]}``)."""
+    """Layer count and the V values of a plan (``{"layers": n, "V": {"9": 6, "4": 2}, "names": [...]}``;
+    a layer run as an int8 matmul counts under ``"int8"``)."""
     values: dict = {}
     for layer in plan.layers:
-        values[str(layer.sub_vector_len)] = values.get(str(layer.sub_vector_len), 0) + 1
-    return {"layers": len(plan.layers), "V": values, "K": sorted({l.num_centroids for l in plan.layers}),
-            "names": [f"{l.name} (V={l.sub_vector_len}, C={l.num_codebooks})" for l in plan.layers]}
+        key = "int8" if layer.is_int8 else str(layer.sub_vector_len)
+        values[key] = values.get(key, 0) + 1
+    luts = [l for l in plan.layers if not l.is_int8]
+    return {"layers": len(plan.layers), "V": values, "K": sorted({l.num_centroids for l in luts}),
+            "names": [f"{l.name} (int8)" if l.is_int8 else f"{l.name} (V={l.sub_vector_len}, C={l.num_codebooks})"
+                      for l in plan.layers]}
 
 
 def prepare_case(folder: Path, model, example: np.ndarray, plans: dict, meta: dict,

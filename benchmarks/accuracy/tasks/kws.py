@@ -11,6 +11,7 @@ K = 16; the first conv and the classifier stay dense. Rows: k-means only, its ri
 2-core machine) and the reconstruction recipe on 5% of the training clips, both started from the
 ridge-refit weights as in the MNIST-1D task. As there, every row's accuracy is the compiled model's
 (the conv1d layers as LUT kernels), with its whole-model latency (``benchmarks.accuracy.compiled``).
+The "optimize" row: ``lut_tvm.optimize`` over every layer (``optimize_method``), compiled.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from ..common import cached_training, layer_summary
 from ..speech import KwsSettings, load_kws
+from ._shared import METHOD_GROUPS, factory_meta
 from .mnist1d import conv1d_methods, train_cnn
 
 NAME = "kws"
@@ -44,7 +46,7 @@ def standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np
 
 
 def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 9, recon_epochs: int = 40,
-        fraction: float = 0.05, log=print, quick: bool = False) -> dict:
+        fraction: float = 0.05, log=print, quick: bool = False, groups=METHOD_GROUPS, optimize: dict | None = None) -> dict:
     data_settings = KwsSettings(seed=seed)
     if quick:
         cnn_epochs, lutnn_epochs, recon_epochs = 3, 1, 5
@@ -62,7 +64,9 @@ def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 9, recon_epochs
     original, cnn_info = cached_training(
         NAME, settings, build, lambda m: train_cnn(m, x_train, y_train, cnn_epochs, seed, log), log)
     methods, kmeans = conv1d_methods(original, (x_train, y_train), test, seed=seed, log=log, quick=quick,
-                                     lutnn_epochs=lutnn_epochs, recon_epochs=recon_epochs, fraction=fraction)
+                                     lutnn_epochs=lutnn_epochs, recon_epochs=recon_epochs, fraction=fraction,
+                                     groups=groups, optimize={"task": NAME, **(optimize or {}), "torch_meta": factory_meta(
+                                         f"{__name__}:kws_cnn", n_mels=int(n_mels), frames=int(frames), classes=len(data.labels))})
     splits = (("train", data_settings.train_accents, data_settings.train_variants),
               ("held-out test", data_settings.test_accents, data_settings.test_variants))
     voices = "; ".join(f"{split} voices: accents {', '.join(accents)} x variants +{', +'.join(variants)}"
@@ -77,5 +81,5 @@ def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 9, recon_epochs
         "model": (f"1-D CNN over time: conv1d {n_mels}->64 (k3), 4x conv1d 64 (k3; strides 2, 1, 2, 1), "
                   f"fc {64 * (frames // 4)}->64, fc 64->{len(data.labels)}"),
         "original_training": {**settings, **cnn_info, "data_generation_seconds": data.generation_seconds},
-        "lut_layers": layer_summary(kmeans), "methods": methods,
+        "lut_layers": layer_summary(kmeans) if kmeans is not None else None, "methods": methods,
     }

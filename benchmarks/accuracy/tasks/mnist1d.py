@@ -9,6 +9,7 @@ No-backprop rows: k-means, then its tables refit by ridge regression (``common.r
 free tables and refit weight); the learned recipes start from the refit-weight model.
 Every row's accuracy is the compiled model's (``lut_tvm.compile`` of the exported plan: the conv1d
 layers run as LUT kernels), with its whole-model latency (``benchmarks.accuracy.compiled``).
+The "optimize" row: ``lut_tvm.optimize`` over every layer (``optimize_method``), compiled.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from lut_tvm.train.conv1d import convert_with_conv1d
 
 from ..common import cached_training, layer_summary, seed_everything
 from ..data import load_mnist1d
-from ._shared import classifier_methods
+from ._shared import METHOD_GROUPS, classifier_methods, factory_meta
 
 NAME = "mnist1d"
 
@@ -60,17 +61,19 @@ def train_cnn(model, x_train, y_train, epochs: int, seed: int, log) -> None:
 
 
 def conv1d_methods(original, train_data, test, *, seed: int, log, quick: bool, lutnn_epochs: int,
-                   recon_epochs: int, fraction: float) -> tuple[dict, nn.Module]:
+                   recon_epochs: int, fraction: float, groups=METHOD_GROUPS,
+                   optimize: dict | None = None) -> tuple[dict, nn.Module | None]:
     """``classifier_methods`` for the 1-D CNN tasks: LutConv1d, ridge on 1,024 samples, tables-only reconstruction;
-    every row measured on the compiled model (the conv1d layers as LUT kernels), with its latency."""
+    every row measured on the compiled model (the conv1d layers as LUT kernels), with its latency.
+    ``optimize``: the optimize row's keyword arguments (``optimize_method.optimize_row``)."""
     return classifier_methods(original, train_data, test, convert_with_conv1d, seed=seed, log=log,
                               ridge_samples=256 if quick else 1024, lutnn_epochs=lutnn_epochs,
                               recon_epochs=recon_epochs, recon_lr=1e-3, recon_train_weights=False, fraction=fraction,
-                              compiled=True)
+                              compiled=True, groups=groups, optimize={"quick": quick, **(optimize or {})})
 
 
 def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 30, recon_epochs: int = 60,
-        fraction: float = 0.01, log=print, quick: bool = False) -> dict:
+        fraction: float = 0.01, log=print, quick: bool = False, groups=METHOD_GROUPS, optimize: dict | None = None) -> dict:
     if quick:
         cnn_epochs, lutnn_epochs, recon_epochs = 3, 1, 5
     x_train, y_train, x_test, y_test = load_mnist1d()
@@ -80,11 +83,13 @@ def run(seed: int = 0, cnn_epochs: int = 40, lutnn_epochs: int = 30, recon_epoch
     original, cnn_info = cached_training(
         NAME, settings, cnn1d, lambda m: train_cnn(m, x_train, y_train, cnn_epochs, seed, log), log)
     methods, kmeans = conv1d_methods(original, (x_train, y_train), test, seed=seed, log=log, quick=quick,
-                                     lutnn_epochs=lutnn_epochs, recon_epochs=recon_epochs, fraction=fraction)
+                                     lutnn_epochs=lutnn_epochs, recon_epochs=recon_epochs, fraction=fraction,
+                                     groups=groups, optimize={"task": NAME, "torch_meta": factory_meta(f"{__name__}:cnn1d"),
+                                                              **(optimize or {})})
     return {
         "task": NAME, "title": "MNIST-1D, 1-D CNN (LutConv1d)", "metric": "acc", "unit": "sample",
         "data": "mnist1d.data.make_dataset (default args, seed 42): 4,000 train / 1,000 test, length 40",
         "model": "1-D CNN: conv1d 32 (k5), 3x conv1d 32 (k3; strides 2, 2, 1), fc 320->64, fc 64->10",
         "original_training": {**settings, **cnn_info},
-        "lut_layers": layer_summary(kmeans), "methods": methods,
+        "lut_layers": layer_summary(kmeans) if kmeans is not None else None, "methods": methods,
     }
