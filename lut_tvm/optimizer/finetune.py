@@ -14,8 +14,10 @@ def finetune_plan(model, choice: dict[str, int], calibration: np.ndarray, train_
     """``(fine-tuned dense model, its plan)``: ``choice``'s layers converted to LUT layers (k-means on
     ``calibration``), trained ``epochs`` epochs by ``train_lutnn`` (task loss + distillation from
     ``model``) on ``train_data = (x, y)``, exported as the plan and the dense model it binds to."""
+    import torch.nn as nn  # pylint: disable=import-outside-toplevel
+
     # pylint: disable-next=import-outside-toplevel
-    from ..train import LutConfig, convert, export_plan, to_dense_model, train_lutnn
+    from ..train import LutConfig, convert, convert_with_conv1d, export_plan, to_dense_model, train_lutnn
 
     if train_data is None or len(train_data) != 2:
         raise LutTvmError("optimize: finetune needs finetune_data = (x, y) training samples and integer labels")
@@ -28,7 +30,13 @@ def finetune_plan(model, choice: dict[str, int], calibration: np.ndarray, train_
     policy = PlanPolicy(only=list(choice), sub_len_overrides={n: int(v) for n, v in choice.items()},
                         num_centroids=centroids.pop() if centroids else NUM_CENTROIDS, skip_first_conv=False,
                         skip_last_dense=False, seed=seed)
-    lut = convert(model, LutConfig(policy=policy, calibration_samples=len(calibration)), calibration)
+    # ``convert`` takes Linear / Conv2d layers only: a chosen Conv1d would silently stay dense
+    conv1d_chosen = any(type(module) is nn.Conv1d for name, module in model.named_modules() if name in choice)
+    to_lut = convert_with_conv1d if conv1d_chosen else convert
+    lut = to_lut(model, LutConfig(policy=policy, calibration_samples=len(calibration)), calibration)
+    missing = set(choice) - {layer.name for layer in export_plan(lut).layers}
+    if missing:
+        raise LutTvmError(f"optimize: finetune could not make these chosen layers LUTs: {sorted(missing)}")
     train_lutnn(lut, model, (x, y), epochs=epochs, lr=lr, seed=seed)
     lut.eval()
     plan = export_plan(lut, provenance={"method": "optimize+finetune", "epochs": epochs})
