@@ -105,6 +105,7 @@ def small_eval_note(metric: str, eval_samples: int, budget: float) -> str | None
             f"give at least {wanted} eval samples")
 
 
+DROPPED_FOR_DENSE = "the chosen plan measured slower than the dense model"
 SLOWER_TOLERANCE = 1.10  # timing noise: a plan is dropped only when clearly slower than dense
 
 
@@ -234,9 +235,10 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         LOG.warning("optimize: the chosen plan (%d layer(s)) measured %.4f ms, the dense model %.4f ms: "
                     "keeping every layer dense", len(choice), measured_ms, dense_now_ms)
         choice, refit_plan, compiled_loss, measured_ms = {}, None, 0.0, dense_now_ms
+        refit_report = refit_report and {**refit_report, "dropped": DROPPED_FOR_DENSE}
         for cand in candidates:
             if cand.status == "chosen":
-                cand.status = "dropped: the chosen plan measured slower than the dense model"
+                cand.status = f"dropped: {DROPPED_FOR_DENSE}"
     provenance = {"method": "optimize", "metric": metric, "budget": budget, "model": imported.source,
                   "refit": refit}
     if refit_plan is not None:

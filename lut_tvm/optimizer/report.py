@@ -174,6 +174,8 @@ def _refit_lines(refit: dict | None) -> list[str]:
     if refit["extended"]:
         lines += ["", "| added | loss | accepted |", "|---|---:|---|"]
         lines += [f"| {e['tried']} | {e['loss']:.2f} | {'yes' if e['accepted'] else 'no'} |" for e in refit["extended"]]
+    if refit.get("dropped"):
+        lines += ["", f"This refit plan was then dropped: {refit['dropped']}; the plan written keeps every layer dense."]
     return lines
 
 

@@ -125,3 +125,19 @@ def test_optimize_refuses_an_unknown_refit(mlp_case):
     model, calibration, x, y = mlp_case
     with pytest.raises(LutTvmError, match="refit 'lsq' is not one of"):
         lut_tvm.optimize(model, calibration, x, y, refit="lsq")
+
+
+def test_refit_report_of_a_plan_dropped_for_dense_says_so(mlp_case, tmp_path, monkeypatch):
+    """When the refit plan then measures slower than dense, the plan written is all dense: the refit section
+    must not read as if its layers were in it."""
+    from lut_tvm.optimizer import api
+    from lut_tvm.optimizer.report import render_markdown
+
+    model, calibration, x, y = mlp_case
+    monkeypatch.setattr(api, "_re_timed_or_dense", lambda choice, *args: (not choice, 2.0, 1.0))
+    result = lut_tvm.optimize(model, calibration, x, y, budget=BUDGET, cache_dir=tmp_path, evaluator="compiled",
+                              refit="ridge", peers=False, **FAST)
+    refit = result.report["refit"]
+    assert result.choice == {} and result.plan.layers == [] and result.report["slower_than_dense"]
+    assert refit["loss_after"] is not None and refit["dropped"] == api.DROPPED_FOR_DENSE
+    assert "This refit plan was then dropped" in render_markdown(result.report)
