@@ -24,7 +24,8 @@ NOTES = [
     "over sqrt(n)) stays within the budget, so a plan that flips many predictions both ways is not taken on a "
     "lucky balance of a few samples, nor one picked among many for its low loss on these samples alone.",
     "Latency: each layer's kernel compiled alone (default schedules, no tuning log) and timed with "
-    "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings.",
+    "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings (scaled by whole dense model / "
+    "sum of the dense layers' kernels where that sum is larger: timing noise).",
     "Peers, the original model at the same batch and threads, each timed in a separate process so its "
     "thread pool and TVM's never share cores (median of the same number of runs): PyTorch fp32 runs its "
     "torch.export program (not for an .onnx model); ONNX Runtime the model exported to ONNX (an .onnx "
