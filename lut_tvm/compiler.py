@@ -190,7 +190,12 @@ def compile_imported(imported: ImportedModel, plan, tvm_target, *, log_dir=None,
     plan_path = plan if isinstance(plan, (str, Path)) else None
     if plan_path is not None:
         say(f"binding plan {plan_path}")
+    given = plan is not None
     plan = load_plan(plan)
+    if given and not plan.layers:
+        LOG.warning("%s has no layers: %s compiles with every layer dense (a plan of `lut-tvm optimize` is "
+                    "empty when no LUT was faster than dense within the budget)",
+                    f"plan {str(plan_path)!r}" if plan_path else "the plan", imported.source)
     mod, bound = rewrite_module(imported, plan, tvm_target, plan_path=plan_path, say=say, dump_dir=dump_dir,
                                 after_rewrite=after_rewrite)
     say("building (schedules, LLVM) ...")

@@ -17,6 +17,7 @@ import tvm
 from tvm import relax
 
 from relay_passes.conv1d_as_conv2d import Conv1dAsConv2d
+from relay_passes.shared_weight_matmul import SharedWeightMatmul
 
 from . import _tvm_compat
 from .errors import ModelLoadError
@@ -160,7 +161,8 @@ def _check_example_shapes(model, path: Path, shapes: dict) -> None:
 
 
 def _finish(mod: tvm.IRModule, source: str, weight_names: dict[str, str]) -> ImportedModel:
-    mod = Conv1dAsConv2d()(relax.transform.FoldConstant()(mod))  # conv1d: a height-1 conv2d site
+    # conv1d: a height-1 conv2d site; a matmul against a broadcast weight (MultiheadAttention's in_proj): a dense site
+    mod = SharedWeightMatmul()(Conv1dAsConv2d()(relax.transform.FoldConstant()(mod)))
     main = mod["main"]
     names = [_tvm_compat.var_name(param) for param in main.params]
     shapes = []

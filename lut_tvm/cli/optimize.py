@@ -67,14 +67,18 @@ def cmd_optimize(args) -> None:
     lat = rep["latency_ms"]
     for row in rep["layers"]:
         print(f"  {row['layer']:<24} {row['shape']:<22} {row['why']}")
-    if not any(row["chosen_V"] or row.get("int8") for row in rep["layers"]):
+    if rep.get("slower_than_dense"):
+        print(f"the chosen plan measured {rep['slower_than_dense']['measured_ms']:.4f} ms, slower than the dense model "
+              f"({rep['slower_than_dense']['dense_ms']:.4f} ms): the plan keeps every layer dense")
+    elif not any(row["chosen_V"] or row.get("int8") for row in rep["layers"]):
         print("no layer is worth a LUT here: each candidate was slower than its dense layer or broke the "
               "budget (per layer above); the plan keeps every layer dense")
     refit = rep.get("refit") or {}
     if refit.get("loss_after") is not None:
         print(f"refit ({refit['method']}): plan loss {refit['loss_before']:.2f} -> {refit['loss_after']:.2f} points "
               f"(refit kept for {len(refit['refit_layers'])} layer(s)); {len(refit['extended'])} extension(s) tried, "
-              f"{sum(e['accepted'] for e in refit['extended'])} accepted")
+              f"{sum(e['accepted'] for e in refit['extended'])} accepted"
+              + (f"; then dropped ({refit['dropped']}): every layer dense" if refit.get("dropped") else ""))
     print(f"{rep['metric']}: original {rep['original_metric']:.2f}, chosen {rep['chosen_metric_compiled']:.2f} "
           f"(compiled; budget {rep['budget']})")
     print(f"latency: dense {lat['dense_measured']:.4f} ms, chosen predicted {lat['predicted']:.4f} ms, "

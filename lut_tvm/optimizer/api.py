@@ -15,7 +15,8 @@ from ..errors import LutTvmError
 from ..plan import LayerPlan, Plan, TableQuant
 from ..targets import is_host_runnable, resolve_target
 from .cache import MeasurementCache, digest
-from .evaluate import CompiledEvaluator, TorchEvaluator, loss_margin, metric_value, torch_layer_modules, run_batched
+from .evaluate import (MARGIN_STANDARD_ERRORS, CompiledEvaluator, TorchEvaluator, loss_margin, loss_standard_error,
+                       metric_value, run_batched, torch_layer_modules)
 from .inputs import DEFAULT_REFIT, check_eval, check_refit, check_settings, import_checked, is_torch_module
 from .latency import CostModel, KernelTimer
 from .layers import DEFAULT_SUB_LENS, CentroidBank, is_int8, model_layers, offered_centroids
@@ -65,13 +66,13 @@ class _Metrics:
         return loss_margin(self.metric, outputs, self.reference, self.labels)
 
     def _measured(self, choice: dict[str, int]) -> tuple[float, float]:
-        """``(metric, margin)`` of the plan of ``choice`` on the eval data (cached on disk)."""
+        """``(metric, standard error of its loss)`` of the plan of ``choice`` on the eval data (cached on disk)."""
         plan = self.bank.plan(choice)
         key = f"{self.prefix}|margin|{sorted(_layer_key(l) for l in plan.layers)}"
         value = self.cache.get(key)
         if value is None:
             outputs = self.evaluator.outputs(plan)
-            value = [self.of_outputs(outputs), self.margin_of_outputs(outputs)]
+            value = [self.of_outputs(outputs), loss_standard_error(self.metric, outputs, self.reference, self.labels)]
             self.cache.put(key, value)
         return float(value[0]), float(value[1])
 
@@ -81,8 +82,8 @@ class _Metrics:
 
     def guarded_loss(self, choice: dict[str, int]) -> float:
         """The plan's loss plus its margin (``evaluate.loss_margin``): what the search holds to the budget."""
-        metric, margin = self._measured(choice)
-        return self.original - metric + margin
+        metric, standard_error = self._measured(choice)
+        return self.original - metric + MARGIN_STANDARD_ERRORS * standard_error
 
 
 def _check_labels_fit(metric: str, labels, reference: np.ndarray) -> None:
@@ -105,6 +106,7 @@ def small_eval_note(metric: str, eval_samples: int, budget: float) -> str | None
             f"give at least {wanted} eval samples")
 
 
+DROPPED_FOR_DENSE = "the chosen plan measured slower than the dense model"
 SLOWER_TOLERANCE = 1.10  # timing noise: a plan is dropped only when clearly slower than dense
 
 
@@ -234,9 +236,10 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         LOG.warning("optimize: the chosen plan (%d layer(s)) measured %.4f ms, the dense model %.4f ms: "
                     "keeping every layer dense", len(choice), measured_ms, dense_now_ms)
         choice, refit_plan, compiled_loss, measured_ms = {}, None, 0.0, dense_now_ms
+        refit_report = refit_report and {**refit_report, "dropped": DROPPED_FOR_DENSE}
         for cand in candidates:
             if cand.status == "chosen":
-                cand.status = "dropped: the chosen plan measured slower than the dense model"
+                cand.status = f"dropped: {DROPPED_FOR_DENSE}"
     provenance = {"method": "optimize", "metric": metric, "budget": budget, "model": imported.source,
                   "refit": refit}
     if refit_plan is not None:

@@ -110,5 +110,10 @@ class CostModel:
         return self.dense_ms[name] - self.lut_ms[(name, sub_len)]
 
     def predict_ms(self, choice: dict[str, int]) -> float:
-        """Predicted whole-model milliseconds of ``choice`` (layer name -> V)."""
-        return self.dense_model_ms - sum(self.saving_ms(n, v) for n, v in choice.items())
+        """Predicted whole-model milliseconds of ``choice`` (layer name -> V): the dense model less the
+        layers' savings, scaled down by ``dense_model_ms / sum of the dense layers' kernel times`` where
+        that sum is larger (kernels and model timed at other moments of a loaded machine: unscaled, a plan
+        could be predicted to take less than no time). Ordering plans by it is the same either way."""
+        layers_ms = sum(self.dense_ms.values())
+        scale = min(1.0, self.dense_model_ms / layers_ms) if layers_ms > 0 else 1.0
+        return self.dense_model_ms - scale * sum(self.saving_ms(n, v) for n, v in choice.items())

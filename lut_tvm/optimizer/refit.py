@@ -88,17 +88,20 @@ class RefitOutcome:
 def refit_and_extend(ctx, choice: dict, compiled, loss: float, candidates, budget: float,
                      prune: bool = False) -> RefitOutcome:
     """The chosen plan refit with compounding, layer by layer in model order (``compounding_refit`` of
-    one layer on the inputs of the plan as refit so far), each layer's refit kept only if the plan then
-    loses less on the eval data; then, if the loss fell, extended greedily with the candidates left, by
-    saving per point lost alone, each with its search tables or else refit with compounding, each
-    verified end to end. ``ctx``: ``(imported, bank, compiled evaluator, metrics, calibration, max_rows,
+    one layer on the inputs of the plan as refit so far), each layer's refit kept only if the plan's loss
+    on the eval data plus its margin (``evaluate.loss_margin``) then falls; then, if a refit was kept,
+    extended greedily with the candidates left, by saving per point lost alone, each with its search tables
+    or else refit with compounding, each verified end to end (loss plus margin within the budget). ``ctx``: ``(imported, bank, compiled evaluator, metrics, calibration, max_rows,
     seed)``."""
     imported, bank, compiled_eval, metrics, calibration, max_rows, seed = ctx
     original_rows: dict = {}
 
-    def measure(plan):
-        model = compiled_eval.compiled(plan)
-        return model, metrics.original - metrics.of_outputs(run_batched(model, compiled_eval.x, compiled_eval.batch))
+    def measure(plan, model=None):
+        """``(compiled model, loss, loss + margin)`` of ``plan`` on the eval data (``model``: already compiled)."""
+        model = compiled_eval.compiled(plan) if model is None else model
+        outputs = run_batched(model, compiled_eval.x, compiled_eval.batch)
+        loss = metrics.original - metrics.of_outputs(outputs)
+        return model, loss, loss + metrics.margin_of_outputs(outputs)
 
     def refit(plan, names):
         return compounding_refit(imported, plan, calibration, max_rows=max_rows, seed=seed, start=names[0],
@@ -109,16 +112,18 @@ def refit_and_extend(ctx, choice: dict, compiled, loss: float, candidates, budge
     if not choice:
         return RefitOutcome(choice, None, compiled, loss, report)
     plan = compounding_refit(imported, bank.plan(choice), calibration, only=set(), original_rows=original_rows)
+    guarded = report["loss_with_margin_before"] = measure(plan, compiled)[2]
     for layer in plan.layers:  # model order
         if layer.is_int8 or not can_refit(_layer(bank, layer.name).site):
             continue
         trial = refit(plan, [layer.name])
-        trial_model, trial_loss = measure(trial)
-        LOG.info("optimize: compounding refit of %s: plan loss %.3f -> %.3f points", layer.name, loss, trial_loss)
-        if trial_loss < loss:
-            plan, compiled, loss = trial, trial_model, trial_loss
+        trial_model, trial_loss, trial_guarded = measure(trial)
+        LOG.info("optimize: compounding refit of %s: plan loss %.3f -> %.3f points (with margin %.3f -> %.3f)",
+                 layer.name, loss, trial_loss, guarded, trial_guarded)
+        if trial_guarded < guarded:
+            plan, compiled, loss, guarded = trial, trial_model, trial_loss, trial_guarded
             report["refit_layers"].append(layer.name)
-    report["loss_after"], report["kept"] = loss, bool(report["refit_layers"])
+    report["loss_after"], report["loss_with_margin_after"], report["kept"] = loss, guarded, bool(report["refit_layers"])
     if not report["kept"]:
         return RefitOutcome(choice, None, compiled, loss, report)
     choice = dict(choice)
@@ -126,25 +131,25 @@ def refit_and_extend(ctx, choice: dict, compiled, loss: float, candidates, budge
     left = sorted((c for c in candidates if c.saving_ms > 0 and c.status != "chosen" and c.loss_alone <= budget),
                   key=lambda c: (-c.score, -c.saving_ms, c.layer, c.sub_len))
     for cand in tqdm(left, desc="extend", unit="plan", leave=False, disable=None):
-        if saved.get(cand.layer, 0.0) >= cand.saving_ms or (prune and cand.loss_alone > budget - loss):
+        if saved.get(cand.layer, 0.0) >= cand.saving_ms or (prune and cand.loss_alone > budget - guarded):
             continue
         layers = [l for l in plan.layers if l.name != cand.layer]
         trial_plan = Plan(layers + [bank.layer_plan(_layer(bank, cand.layer), cand.sub_len)])
-        trial_model, trial_loss = measure(trial_plan)
-        if trial_loss > budget and not is_int8(cand.sub_len) and can_refit(_layer(bank, cand.layer).site):
+        trial_model, trial_loss, trial_guarded = measure(trial_plan)
+        if trial_guarded > budget and not is_int8(cand.sub_len) and can_refit(_layer(bank, cand.layer).site):
             trial_plan = refit(trial_plan, [cand.layer])
-            trial_model, trial_loss = measure(trial_plan)
-        cand.loss_with_plan = trial_loss
+            trial_model, trial_loss, trial_guarded = measure(trial_plan)
+        cand.loss_with_plan = trial_guarded
         report["extended"].append({"tried": f"{cand.layer} {option_label(cand.sub_len)}", "loss": trial_loss,
-                                   "accepted": trial_loss <= budget})
-        if trial_loss > budget:
+                                   "loss_with_margin": trial_guarded, "accepted": trial_guarded <= budget})
+        if trial_guarded > budget:
             continue
         for other in candidates:
             if other.layer == cand.layer and other.status == "chosen":
                 other.status = "replaced by a faster V (after the refit)"
         cand.status = "chosen"
         choice[cand.layer], saved[cand.layer] = cand.sub_len, cand.saving_ms
-        plan, compiled, loss = trial_plan, trial_model, trial_loss
+        plan, compiled, loss, guarded = trial_plan, trial_model, trial_loss, trial_guarded
     report["loss_final"] = loss
     return RefitOutcome(choice, plan, compiled, loss, report)
 

@@ -17,13 +17,15 @@ NOTES = [
     "Refit (--refit ridge): the tables of a candidate alone are k-means (P.W) or refit by ridge regression "
     "to the layer's exact outputs on the calibration rows, whichever loses less; the chosen plan is then "
     "refit layer by layer in model order on the inputs the LUT model feeds each layer (targets: the original "
-    "layers' outputs), each layer's refit kept where the plan then loses less on the eval data, and the plan "
-    "extended with the candidates left.",
-    "Budget: a plan is accepted when its loss on the eval data plus one standard error of that loss "
-    "(the per-sample differences' standard deviation over sqrt(n)) stays within the budget, so a plan "
-    "that flips many predictions both ways is not taken on a lucky balance of a few samples.",
+    "layers' outputs), each layer's refit kept where the plan's loss plus margin on the eval data then falls, "
+    "and the plan extended with the candidates left.",
+    "Budget: a plan is accepted (in the search, the compiled check and the refit's extension) when its loss "
+    "on the eval data plus two standard errors of that loss (the per-sample differences' standard deviation "
+    "over sqrt(n)) stays within the budget, so a plan that flips many predictions both ways is not taken on a "
+    "lucky balance of a few samples, nor one picked among many for its low loss on these samples alone.",
     "Latency: each layer's kernel compiled alone (default schedules, no tuning log) and timed with "
-    "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings.",
+    "TVM's time evaluator (median); predicted = whole dense model - sum of per-layer savings (scaled by whole dense model / "
+    "sum of the dense layers' kernels where that sum is larger: timing noise).",
     "Peers, the original model at the same batch and threads, each timed in a separate process so its "
     "thread pool and TVM's never share cores (median of the same number of runs): PyTorch fp32 runs its "
     "torch.export program (not for an .onnx model); ONNX Runtime the model exported to ONNX (an .onnx "
@@ -174,6 +176,8 @@ def _refit_lines(refit: dict | None) -> list[str]:
     if refit["extended"]:
         lines += ["", "| added | loss | accepted |", "|---|---:|---|"]
         lines += [f"| {e['tried']} | {e['loss']:.2f} | {'yes' if e['accepted'] else 'no'} |" for e in refit["extended"]]
+    if refit.get("dropped"):
+        lines += ["", f"This refit plan was then dropped: {refit['dropped']}; the plan written keeps every layer dense."]
     return lines
 
 

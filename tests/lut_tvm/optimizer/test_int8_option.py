@@ -66,14 +66,15 @@ def test_optimize_with_int8_meets_the_budget(mlp_case):
     assert not any(c["sub_len"] == "int8" for c in no_int8.report["candidates"])
 
 
-def test_loss_margin_is_the_standard_error_of_the_paired_differences():
-    from lut_tvm.optimizer.evaluate import loss_margin
+def test_loss_margin_is_standard_errors_of_the_paired_differences():
+    from lut_tvm.optimizer.evaluate import MARGIN_STANDARD_ERRORS, loss_margin
 
     labels = np.array([0, 1, 0, 1, 0, 1, 0, 1])
     reference = np.eye(2)[labels]  # the original: every sample right
     flipped = reference.copy()
     flipped[[0, 1]] = reference[[0, 1]][:, ::-1]  # two samples now wrong
     diffs = np.array([-100, -100, 0, 0, 0, 0, 0, 0], dtype=np.float64)
-    assert loss_margin("accuracy", flipped, reference, labels) == pytest.approx(diffs.std(ddof=1) / np.sqrt(8))
+    assert MARGIN_STANDARD_ERRORS == 2.0
+    assert loss_margin("accuracy", flipped, reference, labels) == pytest.approx(2 * diffs.std(ddof=1) / np.sqrt(8))
     assert loss_margin("accuracy", reference, reference, labels) == 0.0
     assert loss_margin("cosine", reference, reference, None) == pytest.approx(0.0, abs=1e-12)

@@ -115,7 +115,8 @@ def test_optimize_with_refit_meets_the_budget_on_eval_data(mlp_case, tmp_path):
         original = float((model(torch.from_numpy(x[:usable])).numpy().argmax(-1) == y[:usable]).mean() * 100)
     assert original - accuracy <= BUDGET + 100 / usable  # the last partial batch left out here
     assert result.report["original_metric"] - result.report["chosen_metric_compiled"] <= BUDGET
-    assert refit["loss_after"] <= refit["loss_before"]  # a layer's compounding refit is kept only if it helps
+    # a layer's compounding refit is kept only if it lowers the loss plus its margin
+    assert refit["loss_with_margin_after"] <= refit["loss_with_margin_before"]
     assert refit["kept"] == bool(refit["refit_layers"])
     refit_layers = [layer for layer in result.plan.layers if layer.name in refit["refit_layers"]]
     assert all(layer.tables is not None for layer in refit_layers)
@@ -125,3 +126,19 @@ def test_optimize_refuses_an_unknown_refit(mlp_case):
     model, calibration, x, y = mlp_case
     with pytest.raises(LutTvmError, match="refit 'lsq' is not one of"):
         lut_tvm.optimize(model, calibration, x, y, refit="lsq")
+
+
+def test_refit_report_of_a_plan_dropped_for_dense_says_so(mlp_case, tmp_path, monkeypatch):
+    """When the refit plan then measures slower than dense, the plan written is all dense: the refit section
+    must not read as if its layers were in it."""
+    from lut_tvm.optimizer import api
+    from lut_tvm.optimizer.report import render_markdown
+
+    model, calibration, x, y = mlp_case
+    monkeypatch.setattr(api, "_re_timed_or_dense", lambda choice, *args: (not choice, 2.0, 1.0))
+    result = lut_tvm.optimize(model, calibration, x, y, budget=BUDGET, cache_dir=tmp_path, evaluator="compiled",
+                              refit="ridge", peers=False, **FAST)
+    refit = result.report["refit"]
+    assert result.choice == {} and result.plan.layers == [] and result.report["slower_than_dense"]
+    assert refit["loss_after"] is not None and refit["dropped"] == api.DROPPED_FOR_DENSE
+    assert "This refit plan was then dropped" in render_markdown(result.report)
