@@ -42,7 +42,7 @@ from .errors import PlanError
 from .npz_meta import META_KEY, checked_layer_entries, read_npz_with_meta, write_npz_with_meta
 from .plan_fields import (PLAN_VERSION, PLAN_VERSION_ENCODE, PLAN_VERSION_GROUPS,  # noqa: F401 (re-exported)
                           PLAN_VERSION_MODES, PLAN_VERSION_TABLE_QUANT, PLAN_VERSION_TABLES, SUPPORTED_VERSIONS,
-                          EncodeMode, check_layer_shape_fields, checked_encode, load_encode, load_groups,
+                          EncodeMode, check_layer_shape_fields, checked_choice, load_choice, load_groups,
                           load_tables)
 from .weights import (LayerKind, check_distinct_weights, checked_layer_kind, output_length,
                       reduction_length)
@@ -147,13 +147,13 @@ class LayerPlan:
                             f"{[q.value for q in TableQuant]}") from None
         if self.tables is not None:
             self._validate_tables(where, kind)
-        if checked_encode(where, self.encode) is not EncodeMode.FLOAT and kind is not LayerKind.DENSE:
+        if checked_choice(where, "encode", EncodeMode, self.encode) is not EncodeMode.FLOAT and kind is not LayerKind.DENSE:
             raise PlanError(f"{where}: field 'encode' is {EncodeMode(self.encode).value}, but the layer is "
                             f"{kind.value} (only dense layers have the int8 encode)")
 
     def _validate_mode(self, where: str, kind: LayerKind) -> bool:
         """Check ``mode``; True for an int8 dense layer (then fully checked: nothing else applies)."""
-        mode = _checked_mode(where, self.mode)
+        mode = checked_choice(where, "mode", LayerMode, self.mode)
         if mode is LayerMode.LUT:
             return False
         if kind is not LayerKind.DENSE:
@@ -301,7 +301,8 @@ class Plan(PlanKind):
         for index, entry in enumerate(checked_layer_entries(where, meta)):
             name = entry["name"]
             key = f"layer{index}.centroids"
-            if _load_mode(where, name, entry, version) is LayerMode.INT8_DENSE:
+            mode = load_choice(where, name, entry, version, "mode", LayerMode.LUT, PLAN_VERSION_MODES)
+            if mode is LayerMode.INT8_DENSE:
                 layers.append(_load_int8_layer(where, index, entry, arrays))
                 continue
             if key not in arrays:
@@ -322,7 +323,7 @@ class Plan(PlanKind):
                 table_quant=table_quant,
                 tables=tables,
                 groups=groups,
-                encode=load_encode(where, name, entry, version),
+                encode=load_choice(where, name, entry, version, "encode", EncodeMode.FLOAT, PLAN_VERSION_ENCODE),
             ))
         plan = cls.from_file_layers(where, layers, meta)
         for layer in plan.layers:
@@ -352,22 +353,6 @@ def _layer_entry(layer: LayerPlan, version: int, with_tables: bool) -> dict:
         **({"groups": int(layer.groups)} if version >= PLAN_VERSION_GROUPS else {}),
         **({"encode": EncodeMode(layer.encode).value} if version >= PLAN_VERSION_ENCODE else {}),
     }
-
-
-def _load_mode(where: str, name: str, entry: dict, version: int) -> LayerMode:
-    """A layer's ``mode`` (lut when absent); only version 5 files may carry another value."""
-    mode = _checked_mode(f"{where}, layer {name!r}", entry.get("mode", LayerMode.LUT.value))
-    if mode is not LayerMode.LUT and version < PLAN_VERSION_MODES:
-        raise PlanError(f"{where}, layer {name!r}: field 'mode' {mode.value} needs plan version "
-                        f"{PLAN_VERSION_MODES}, but the file is version {version}")
-    return mode
-
-
-def _checked_mode(at: str, value) -> LayerMode:
-    try:
-        return LayerMode(value)
-    except (ValueError, TypeError):
-        raise PlanError(f"{at}: field 'mode' is {value!r}, not one of {[m.value for m in LayerMode]}") from None
 
 
 def _load_int8_layer(where: str, index: int, entry: dict, arrays: dict) -> LayerPlan:

@@ -29,20 +29,21 @@ class EncodeMode(str, Enum):
     INT8 = "int8"
 
 
-def checked_encode(at: str, value) -> EncodeMode:
+def checked_choice(at: str, field: str, choices: type[Enum], value):
+    """``value`` as a member of the enum ``choices``, or a ``PlanError`` naming ``field`` at ``at``."""
     try:
-        return EncodeMode(value)
+        return choices(value)
     except (ValueError, TypeError):
-        raise PlanError(f"{at}: field 'encode' is {value!r}, not one of {[m.value for m in EncodeMode]}") from None
+        raise PlanError(f"{at}: field '{field}' is {value!r}, not one of {[m.value for m in choices]}") from None
 
 
-def load_encode(where: str, name: str, entry: dict, version: int) -> EncodeMode:
-    """A layer's ``encode`` (float when absent); only version 6 files may carry another value."""
-    encode = checked_encode(f"{where}, layer {name!r}", entry.get("encode", EncodeMode.FLOAT.value))
-    if encode is not EncodeMode.FLOAT and version < PLAN_VERSION_ENCODE:
-        raise PlanError(f"{where}, layer {name!r}: field 'encode' {encode.value} needs plan version "
-                        f"{PLAN_VERSION_ENCODE}, but the file is version {version}")
-    return encode
+def load_choice(where: str, name: str, entry: dict, version: int, field: str, default: Enum, since: int):
+    """A layer entry's enum ``field`` (``default`` when absent); another value needs plan version ``since``."""
+    value = checked_choice(f"{where}, layer {name!r}", field, type(default), entry.get(field, default.value))
+    if value is not default and version < since:
+        raise PlanError(f"{where}, layer {name!r}: field '{field}' {value.value} needs plan version "
+                        f"{since}, but the file is version {version}")
+    return value
 
 
 def check_layer_shape_fields(at: str, entry: dict, centroids) -> None:
