@@ -17,7 +17,7 @@ def finetune_plan(model, choice: dict[str, int], calibration: np.ndarray, train_
     import torch.nn as nn  # pylint: disable=import-outside-toplevel
 
     # pylint: disable-next=import-outside-toplevel
-    from ..train import LutConfig, convert, convert_with_conv1d, export_plan, to_dense_model, train_lutnn
+    from ..train import LutConfig, convert, convert_with_conv1d, export_plan, lut_layers, to_dense_model, train_lutnn
 
     if train_data is None or len(train_data) != 2:
         raise LutTvmError("optimize: finetune needs finetune_data = (x, y) training samples and integer labels")
@@ -34,7 +34,7 @@ def finetune_plan(model, choice: dict[str, int], calibration: np.ndarray, train_
     conv1d_chosen = any(type(module) is nn.Conv1d for name, module in model.named_modules() if name in choice)
     to_lut = convert_with_conv1d if conv1d_chosen else convert
     lut = to_lut(model, LutConfig(policy=policy, calibration_samples=len(calibration)), calibration)
-    missing = set(choice) - {layer.name for layer in export_plan(lut).layers}
+    missing = set(choice) - {name for name, _ in lut_layers(lut)}
     if missing:
         raise LutTvmError(f"optimize: finetune could not make these chosen layers LUTs: {sorted(missing)}")
     train_lutnn(lut, model, (x, y), epochs=epochs, lr=lr, seed=seed)
