@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import LutTvmError, ModelLoadError
 from ..files import user_cache_dir
-from ..optimizer.inputs import DEFAULT_REFIT, METRICS, REFITS, check_eval, check_settings
+from ..optimizer.inputs import (DEFAULT_REFIT, DEFAULT_VERIFY_FRACTION, METRICS, REFITS, check_eval, check_settings,
+                                check_verify_fraction)
 from .common import MODEL_HELP, load_array
 
 
@@ -37,6 +38,7 @@ def load_eval(path: str, metric: str):
 def check_args(args):
     """Everything checkable without TVM or torch: files, arrays and their shapes; returns the arrays."""
     check_settings(args.metric, args.budget)
+    check_verify_fraction(args.verify_fraction)
     if not Path(args.model).is_file():
         raise ModelLoadError(f"model file {args.model!r} does not exist")
     if Path(args.model).suffix not in (".onnx", ".pt2"):
@@ -59,7 +61,7 @@ def cmd_optimize(args) -> None:
                       target=args.target, cache_dir=args.cache_dir or user_cache_dir("optimize"), sub_lens=args.sub_lens,
                       layers=args.only, batch=args.batch, timing_repeat=args.repeat, seed=args.seed,
                       peers=not args.no_peers, prune=args.prune, refit=args.refit,
-                      int8=not args.no_int8)
+                      int8=not args.no_int8, verify_fraction=args.verify_fraction)
     report_dir = Path(args.report) if args.report else Path(args.output).with_suffix("").with_name(
         Path(args.output).stem + "_report")
     written = result.save(args.output, report_dir)
@@ -79,6 +81,11 @@ def cmd_optimize(args) -> None:
               f"(refit kept for {len(refit['refit_layers'])} layer(s)); {len(refit['extended'])} extension(s) tried, "
               f"{sum(e['accepted'] for e in refit['extended'])} accepted"
               + (f"; then dropped ({refit['dropped']}): every layer dense" if refit.get("dropped") else ""))
+    held = rep.get("held_back") or {}
+    if held.get("samples"):
+        print(f"held-back check on {held['samples']} eval samples the search never saw: loss {held['loss']:.2f} "
+              f"± {held['standard_error']:.2f} points"
+              + (f"; backed off {', '.join(held['backed_off'])}" if held["backed_off"] else ""))
     print(f"{rep['metric']}: original {rep['original_metric']:.2f}, chosen {rep['chosen_metric_compiled']:.2f} "
           f"(compiled; budget {rep['budget']})")
     print(f"latency: dense {lat['dense_measured']:.4f} ms, chosen predicted {lat['predicted']:.4f} ms, "
@@ -131,6 +138,10 @@ def register(sub) -> None:
     opt.add_argument("--no-int8", action="store_true",
                      help="do not offer dense (Linear) layers as int8 matmuls (run-time quantized activations, "
                      "int8 weights): only LUTs or fp32 dense")
+    opt.add_argument("--verify-fraction", type=float, default=DEFAULT_VERIFY_FRACTION, metavar="F",
+                     help="share of the evaluation data held back from the search; the final plan is checked "
+                     f"on it and backed off until it holds the budget there (default {DEFAULT_VERIFY_FRACTION}; "
+                     "0: none)")
     opt.add_argument("--no-peers", action="store_true",
                      help="do not time the original model in PyTorch and ONNX Runtime for the report")
     opt.set_defaults(func=cmd_optimize)

@@ -15,9 +15,11 @@ from ..errors import LutTvmError
 from ..plan import LayerPlan, Plan, TableQuant
 from ..targets import is_host_runnable, resolve_target
 from .cache import MeasurementCache, digest
+from .holdback import HeldBackCheck, split_eval
 from .evaluate import (MARGIN_STANDARD_ERRORS, CompiledEvaluator, TorchEvaluator, loss_margin, loss_standard_error,
                        metric_value, run_batched, torch_layer_modules)
-from .inputs import DEFAULT_REFIT, check_eval, check_refit, check_settings, import_checked, is_torch_module
+from .inputs import (DEFAULT_REFIT, DEFAULT_VERIFY_FRACTION, check_eval, check_refit, check_settings,
+                     check_verify_fraction, import_checked, is_torch_module)
 from .latency import CostModel, KernelTimer
 from .layers import DEFAULT_SUB_LENS, CentroidBank, is_int8, model_layers, offered_centroids
 from .refit import can_refit, refit_and_extend
@@ -138,7 +140,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
              timing_number: int = 20, timing_repeat: int = 5, max_rows: int = 4096, seed: int = 0,
              evaluator: str = "auto", finetune: int = 0, finetune_data=None,
              table_quants=(TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN),
-             peers: bool = True, prune: bool = False, refit: str = DEFAULT_REFIT, int8: bool = True) -> OptimizeResult:
+             peers: bool = True, prune: bool = False, refit: str = DEFAULT_REFIT, int8: bool = True,
+             verify_fraction: float = DEFAULT_VERIFY_FRACTION) -> OptimizeResult:
     """The fastest LUT plan (K = 16, per-layer V from ``sub_lens`` or dense) whose ``metric`` on
     ``eval_x`` stays within ``budget`` points of the original model's.
 
@@ -166,6 +169,9 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     computes ``P.W`` tables), and the chosen plan is refit layer by layer with compounding (a layer's
     refit kept where it lowers the eval loss) and extended with the candidates left while the budget
     holds; ``none``: k-means tables (``P.W``) only.
+    ``verify_fraction``: the share of the eval data held back from the search (seeded, stratified by label);
+    the final plan is checked on it compiled and backed off layer by layer until its loss there plus one
+    standard error holds the budget (``optimizer.holdback``). 0, or too few samples: no held-back check.
     """
     check_settings(metric, budget)
     check_refit(refit)
@@ -173,6 +179,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     if evaluator not in ("auto", "torch", "compiled"):
         raise LutTvmError(f"optimize: evaluator {evaluator!r} is not one of ['auto', 'torch', 'compiled']")
     eval_x, eval_y = check_eval(metric, eval_x, eval_y)
+    split = split_eval(eval_x, eval_y, check_verify_fraction(verify_fraction), seed)
+    eval_x, eval_y = split.search_x, split.search_y
     calibration = np.asarray(calibration, dtype=np.float32)
     tvm_target = resolve_target(target)
     if not is_host_runnable(tvm_target):
@@ -247,7 +255,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         plan = Plan(refit_plan.layers, provenance=provenance)
     else:
         plan = bank.plan(choice, provenance=provenance)
-    final_model, tuned = model, None
+    final_model, final_imported, tuned = model, imported, None
     lut_choice = {n: v for n, v in choice.items() if not is_int8(v)}
     if finetune and lut_choice:
         if not is_torch_module(model):
@@ -261,7 +269,16 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         tuned_loss = metrics.original - metrics.of_outputs(run_batched(tuned_lut, eval_x, model_batch))
         tuned = {"epochs": finetune, "compiled_loss": tuned_loss, "kept": tuned_loss <= compiled_loss}
         if tuned["kept"]:
-            final_model, plan, compiled_loss = tuned_model, tuned_plan, tuned_loss
+            final_model, plan, compiled_loss, final_imported = tuned_model, tuned_plan, tuned_loss, tuned_imported
+    held = None
+    if split.held_x is not None and plan.layers:
+        held = HeldBackCheck(imported, split.held_x, split.held_y, metric, tvm_target, model_batch).verify(
+            final_imported, plan, budget, _drop_order(candidates, choice))
+        if held.backed_off:
+            plan, choice = held.plan, {n: v for n, v in choice.items() if n not in held.backed_off}
+            _mark_backed_off(candidates, held.backed_off)
+            compiled_loss = metrics.original - metrics.of_outputs(run_batched(held.compiled, eval_x, model_batch))
+            measured_ms = held.compiled.benchmark(timing_input, number=timing_number, repeat=timing_repeat) * 1e3
     from .report import build_report  # pylint: disable=import-outside-toplevel
 
     peer_rows = _peer_rows(model, timing_input, eval_x, threads, metrics, timing_number, timing_repeat) \
@@ -281,6 +298,11 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         LOG.warning("optimize: %s", warning)
         report["notes"] = [*report["notes"], f"Warning: {warning}."]
     report["refit"] = refit_report or {"method": refit}
+    report["held_back"] = held.to_dict() if held else {"samples": 0, "skipped": split.note or (
+        "verify fraction 0" if verify_fraction == 0 else "the plan has no layer to check")}
+    if split.note:
+        LOG.warning("optimize: %s", split.note)
+        report["notes"] = [*report["notes"], f"Warning: {split.note}."]
     return OptimizeResult(plan, report, cost, choice, final_model)
 
 
@@ -306,6 +328,19 @@ def _with_int8_layers(plan: Plan, imported, names) -> Plan:
     layers = model_layers(imported, sub_lens=(), only=set(names), int8=True)
     extra = [LayerPlan.int8_dense(l.name, tuple(l.site.weight.shape), l.site.fingerprint) for l in layers]
     return Plan([*plan.layers, *extra], provenance=plan.provenance)
+
+
+def _drop_order(candidates: list[Candidate], choice: dict):
+    """``names -> names`` sorted by least saving per point lost alone first: the order a plan that breaks
+    the budget gives its layers back."""
+    by_key = {(c.layer, c.sub_len): c for c in candidates}
+    return lambda names: sorted(names, key=lambda n: by_key[(n, choice[n])].score)
+
+
+def _mark_backed_off(candidates: list[Candidate], names) -> None:
+    for cand in candidates:
+        if cand.status == "chosen" and cand.layer in names:
+            cand.status = "backed off: the plan broke the budget on the held-back eval data"
 
 
 def _site(bank: CentroidBank, cand: Candidate):

@@ -10,6 +10,8 @@ from ..errors import LutTvmError, ModelLoadError
 METRICS = ("accuracy", "cosine")
 REFITS = ("none", "ridge")  # optimize's table training (``optimizer.refit``)
 DEFAULT_REFIT = "ridge"
+DEFAULT_VERIFY_FRACTION = 0.3  # share of the eval data held back from the search (``optimizer.holdback``)
+MIN_HELD_BACK = 100  # fewer held-back samples than this measure too little: the check is skipped
 
 
 def check_refit(refit: str) -> str:
@@ -17,6 +19,14 @@ def check_refit(refit: str) -> str:
     if refit not in REFITS:
         raise LutTvmError(f"optimize: refit {refit!r} is not one of {list(REFITS)}")
     return refit
+
+
+def check_verify_fraction(fraction: float) -> float:
+    """``fraction`` if it is in [0, 1); else a one-line LutTvmError."""
+    if not np.isfinite(fraction) or not 0.0 <= fraction < 1.0:
+        raise LutTvmError(f"optimize: verify fraction {fraction} must be at least 0 and below 1 "
+                          "(the share of the evaluation data held back from the search)")
+    return float(fraction)
 
 
 def check_settings(metric: str, budget: float) -> None:

@@ -155,6 +155,7 @@ def render_markdown(report: dict) -> str:
                   f"{tuned['compiled_loss']:.2f} points; {'kept' if tuned['kept'] else 'not kept (no better)'}."]
     if report["backed_off_after_compiled_check"]:
         lines += ["", f"Backed off after the compiled check: {', '.join(report['backed_off_after_compiled_check'])}"]
+    lines += _held_back_lines(report.get("held_back"), report["budget"])
     slower = report.get("slower_than_dense")
     if slower:
         lines += ["", f"The plan the search chose ({len(slower['choice'])} layer(s)) measured {slower['measured_ms']:.4f} ms "
@@ -162,6 +163,22 @@ def render_markdown(report: dict) -> str:
                   "was kept dense."]
     lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _held_back_lines(held: dict | None, budget: float) -> list[str]:
+    """The report's section on the final check on the eval samples held back from the search."""
+    if not held or not held.get("samples"):
+        return ["", f"No held-back check: {held['skipped']}."] if held and held.get("skipped") else []
+    lines = ["", "## Held-back check", "",
+             f"The final plan compiled, on {held['samples']} eval samples the search never saw: loss "
+             f"{held['loss']:.2f} ± {held['standard_error']:.2f} points (budget {budget}, held to it with "
+             f"{held['margin_standard_errors']:g} standard error)."]
+    if held["backed_off"]:
+        lines += ["", "| plan checked (layers) | loss | standard error |", "|---|---:|---:|"]
+        lines += [f"| {len(t['layers'])}: {', '.join(t['layers']) or 'all dense'} | {t['loss']:.2f} | "
+                  f"{t['standard_error']:.2f} |" for t in held["tried"]]
+        lines += ["", f"Backed off: {', '.join(held['backed_off'])}."]
+    return lines
 
 
 def _refit_lines(refit: dict | None) -> list[str]:

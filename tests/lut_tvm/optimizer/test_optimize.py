@@ -15,6 +15,8 @@ from optimizer_settings import FAST
 
 import lut_tvm
 from lut_tvm.optimizer.evaluate import loss_margin, metric_value
+from lut_tvm.optimizer.holdback import split_eval
+from lut_tvm.optimizer.inputs import DEFAULT_VERIFY_FRACTION
 from lut_tvm.optimizer.layers import is_int8
 from lut_tvm.optimizer.report import write_report
 
@@ -50,8 +52,10 @@ def optimized(request, tmp_path_factory):
 def test_chosen_plan_meets_budget_on_compiled_model(optimized):
     _, (model, _, x, y), result, _ = optimized
     batch = result.report["batch"]
-    original = torch_accuracy(model, x, y)
+    searched = split_eval(x, y, DEFAULT_VERIFY_FRACTION, seed=0)  # the samples the search measured on
+    original = torch_accuracy(model, searched.search_x, searched.search_y)
     assert result.report["original_metric"] == pytest.approx(original)
+    assert result.report["held_back"]["samples"] == len(x) - len(searched.search_x) > 0
     assert result.choice, "a LUT layer pays in these models: the search should choose one"
     usable = len(x) - len(x) % batch
     accuracy, usable = compiled_accuracy(model, result.plan, x, y, batch)
@@ -210,8 +214,10 @@ def test_report_has_pytorch_and_onnx_runtime_rows(optimized, tmp_path):
         assert "error" not in row, row
         assert row["threads"] == report["threads"] and row["ms"] > 0
     # PyTorch and ONNX Runtime fp32 compute the original model: torch's accuracy, up to an argmax near-tie
+    searched = split_eval(x, y, DEFAULT_VERIFY_FRACTION, seed=0)  # peers are scored where the search was
     for label in ("pytorch_fp32", "onnxruntime_fp32"):
-        assert rows[label]["metric"] == pytest.approx(torch_accuracy(model, x, y), abs=100 / len(x))
+        assert rows[label]["metric"] == pytest.approx(torch_accuracy(model, searched.search_x, searched.search_y),
+                                                      abs=100 / len(searched.search_x))
     # dynamic int8 rounds weights and activations: close to the original on these small models
     assert abs(rows["onnxruntime_int8"]["metric"] - report["original_metric"]) < 5
     markdown = (tmp_path / "report.md").read_text()
