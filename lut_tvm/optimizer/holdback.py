@@ -14,7 +14,7 @@ import numpy as np
 
 from ..plan import Plan
 from .evaluate import CompiledEvaluator, loss_standard_error, metric_value
-from .inputs import MIN_HELD_BACK
+from . import inputs
 
 # Standard errors added to the held-back loss before it is held to the budget. The search already adds two
 # on its own samples; one here (on fewer samples) keeps plans whose flips cancel out from being backed off
@@ -35,15 +35,15 @@ class EvalSplit:
 
 def split_eval(eval_x: np.ndarray, eval_y, fraction: float, seed: int) -> EvalSplit:
     """``fraction`` of the samples held back (seeded; stratified by label where every class has two or
-    more samples), or none when fewer than ``MIN_HELD_BACK`` would be."""
+    more samples), or none when fewer than ``inputs.MIN_HELD_BACK`` would be held back or searched."""
     held = int(round(len(eval_x) * fraction))
     if fraction == 0.0:
         return EvalSplit(eval_x, eval_y)
-    if held < MIN_HELD_BACK or len(eval_x) - held < MIN_HELD_BACK:
+    if held < inputs.MIN_HELD_BACK or len(eval_x) - held < inputs.MIN_HELD_BACK:
         return EvalSplit(eval_x, eval_y, note=(
             f"no evaluation data held back for the final check: {len(eval_x)} samples at a verify fraction of "
-            f"{fraction} would leave fewer than {MIN_HELD_BACK} on one side; give at least "
-            f"{int(np.ceil(MIN_HELD_BACK / min(fraction, 1.0 - fraction)))} samples"))
+            f"{fraction} would leave fewer than {inputs.MIN_HELD_BACK} on one side; give at least "
+            f"{int(np.ceil(inputs.MIN_HELD_BACK / min(fraction, 1.0 - fraction)))} samples"))
     from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
 
     stratify = None

@@ -201,11 +201,14 @@ def open_database(path: Path):
     Records that tensorize name our intrinsics, which must be registered before they load.
     """
     # pylint: disable=import-outside-toplevel
-    import schedules.intrin.lut_shuffle  # noqa: F401  (registers on import)  pylint: disable=unused-import
-    import schedules.intrin.transpose16  # noqa: F401  (registers on import)  pylint: disable=unused-import
+    import schedules.intrin  # noqa: F401  (declares the intrinsics)  pylint: disable=unused-import
+    import schedules.intrin.transpose16  # noqa: F401  pylint: disable=unused-import
     from schedules.intrin.exact_shuffle import register_exact_shuffle_intrinsics
+    from schedules.intrin.registry import ensure_named_in
 
     register_exact_shuffle_intrinsics()
+    records = path / keys.RECORD_FILE
+    ensure_named_in(records.read_text(errors="replace") if records.exists() else "")
     ms = _tvm_compat.meta_schedule()
     return ms.database.JSONDatabase(str(path / keys.WORKLOAD_FILE), str(path / keys.RECORD_FILE),
                                     allow_missing=True, module_equality="structural")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 
-from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from lut_tvm.target_features import target_features
@@ -44,6 +43,7 @@ from schedules.lut_shuffle_compute import (
 )
 
 from ._common import TABLE_ENTRIES, broadcast_16
+from .registry import declare
 
 LUT16_SHUFFLE_AVX512 = "lut_tvm_lut16_shuffle_avx512"
 LUT16_SHUFFLE_AVX2 = "lut_tvm_lut16_shuffle_avx2"
@@ -135,17 +135,12 @@ def word_sum_lookup_func(lanes: int | None, llvm_name: str | None = None,
     return func.with_attr("global_symbol", "desc" if describe else "impl")
 
 
-@functools.cache
-def register_lut_shuffle_intrinsics() -> None:
-    """Register the three intrinsics with TVM (once)."""
-    for name, lanes in LUT16_SHUFFLE_LANES.items():
-        TensorIntrin.register(name, word_sum_lookup_func(None),
-                              word_sum_lookup_func(lanes, LLVM_SHUFFLE[name]), override=True)
+def _lookup_pair(lanes: int, llvm_name: str) -> tuple:
+    return word_sum_lookup_func(None), word_sum_lookup_func(lanes, llvm_name)
 
 
-# At import, not lazily as in ``exact_shuffle``: ``lut_tvm.tuning.tune.open_database`` imports
-# this module so that loading a tuning database (which replays the records' traces) finds them.
-register_lut_shuffle_intrinsics()
+for _name, _lanes in LUT16_SHUFFLE_LANES.items():  # registered on first use (``registry.ensure``)
+    declare(_name, functools.partial(_lookup_pair, _lanes, LLVM_SHUFFLE[_name]))
 
 _SHUFFLE_BY_LANES = {64: LUT16_SHUFFLE_AVX512, 32: LUT16_SHUFFLE_AVX2, 16: LUT16_SHUFFLE_NEON}
 
@@ -227,12 +222,9 @@ def _epilogue_func(channels: int, relu: bool, describe: bool):
     return func.with_attr("global_symbol", "desc" if describe else "impl")
 
 
-@functools.cache
-def register_epilogue_intrinsics() -> None:
-    """Register the transposed epilogue intrinsics with TVM (once)."""
-    for (channels, relu), name in TRANSPOSED_EPILOGUE.items():
-        TensorIntrin.register(name, _epilogue_func(channels, relu, True),
-                              _epilogue_func(channels, relu, False), override=True)
+def _epilogue_pair(channels: int, relu: bool) -> tuple:
+    return _epilogue_func(channels, relu, True), _epilogue_func(channels, relu, False)
 
 
-register_epilogue_intrinsics()
+for (_channels, _relu), _name in TRANSPOSED_EPILOGUE.items():
+    declare(_name, functools.partial(_epilogue_pair, _channels, _relu))

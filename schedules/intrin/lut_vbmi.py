@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import functools
 
-from tvm.s_tir import TensorIntrin
-
 from lut_tvm.target_features import target_features
 
 from .lut_shuffle import (
@@ -32,6 +30,7 @@ from .lut_shuffle import (
     shuffle_intrin_for_target,
     word_sum_lookup_func,
 )
+from .registry import declare
 
 LUT32_VBMI = "lut_tvm_lut32_vbmi"
 LUT64_VBMI = "lut_tvm_lut64_vbmi"
@@ -42,18 +41,13 @@ LLVM_PERMUTE = "llvm.x86.avx512.permvar.qi.512"
 VBMI_LANES = 64  # one vpermb per 64-row block (``lut_shuffle.ROWS_PER_CALL``)
 
 
-@functools.cache
-def register_lut_vbmi_intrinsics() -> None:
-    """Register the K = 32 and K = 64 ``vpermb`` intrinsics with TVM (once)."""
-    for entries, name in VBMI_INTRIN.items():
-        TensorIntrin.register(
-            name, word_sum_lookup_func(None, entries=entries),
-            word_sum_lookup_func(VBMI_LANES, LLVM_PERMUTE, entries=entries), override=True,
-        )
+def _vbmi_pair(entries: int) -> tuple:
+    return (word_sum_lookup_func(None, entries=entries),
+            word_sum_lookup_func(VBMI_LANES, LLVM_PERMUTE, entries=entries))
 
 
-# At import, like ``lut_shuffle``'s: replaying a tuning database's traces needs the names.
-register_lut_vbmi_intrinsics()
+for _entries, _name in VBMI_INTRIN.items():  # the K = 32 and K = 64 ``vpermb`` intrinsics, registered on first use
+    declare(_name, functools.partial(_vbmi_pair, _entries))
 
 
 def lookup_intrin_for_target(target, num_centroids: int) -> str | None:

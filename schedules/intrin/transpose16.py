@@ -16,10 +16,11 @@ from __future__ import annotations
 import functools
 
 from tvm import tirx
-from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from lut_tvm import _tvm_compat
+
+from .registry import declare
 
 TRANSPOSE_F32 = {16: "lut_tvm_transpose16_f32", 8: "lut_tvm_transpose8_f32"}
 
@@ -89,12 +90,9 @@ def _impl(template, size: int, vec: str):
         "global_symbol", "impl")
 
 
-@functools.cache
-def register_transpose_intrinsics() -> None:
-    """Register the transposes with TVM (once)."""
-    for size, name in TRANSPOSE_F32.items():
-        TensorIntrin.register(name, _func(size, True), _func(size, False), override=True)
+def _transpose_pair(size: int) -> tuple:
+    return _func(size, True), _func(size, False)
 
 
-# At import: a tuning database's traces that tensorize with these must find them.
-register_transpose_intrinsics()
+for _size, _name in TRANSPOSE_F32.items():  # registered on first use (``registry.ensure``)
+    declare(_name, functools.partial(_transpose_pair, _size))

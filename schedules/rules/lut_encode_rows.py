@@ -90,6 +90,7 @@ from schedules.lut_conv_shuffle_compute import (
 )
 from schedules.attrs import INPUT_LAYOUT_ATTR, OUT_WIDTH_ATTR
 
+from schedules.intrin.registry import ensure
 from schedules.intrin.transpose16 import TRANSPOSE_F32
 
 from .lut_kind import has_block, lut_kind, vector_lanes
@@ -295,7 +296,7 @@ def _place_input(sch: s_tir.Schedule, func: tirx.PrimFunc, enc: _Encode, xt_mode
         # The row tile's input, [D, L]: one L x L in-register transpose per L features.
         sch.compute_at(xt, tiles.c_group)
         x_d, _ = sch.get_loops(xt)[-2:]
-        sch.tensorize(sch.split(x_d, [None, enc.lanes])[1], TRANSPOSE_F32[enc.lanes])
+        sch.tensorize(sch.split(x_d, [None, enc.lanes])[1], ensure(TRANSPOSE_F32[enc.lanes]))
     else:
         sch.compute_at(xt, tiles.tile)
         sch.vectorize(sch.get_loops(xt)[-1])

@@ -39,6 +39,7 @@ from schedules.intrin.lut_shuffle import (
     TRANSPOSED_EPILOGUE,
 )
 from schedules.intrin.lut_vbmi import lookup_intrin_for_target
+from schedules.intrin.registry import ensure
 from schedules.lut_shuffle_compute import (
     ACC_BLOCK_PREFIX,
     DECODE_BLOCK,
@@ -180,7 +181,7 @@ def _transposed_epilogue(sch: s_tir.Schedule, decode, row_inner, col_inner, widt
     sch.reorder(row_step, col_step, row_lane, col_lane)
     sch.compute_at(decode, row_step)
     sch.vectorize(sch.get_loops(decode)[-1])
-    sch.tensorize(row_lane, TRANSPOSED_EPILOGUE[(width, relu)])
+    sch.tensorize(row_lane, ensure(TRANSPOSED_EPILOGUE[(width, relu)]))
 
 
 def _schedule_accumulator(sch: s_tir.Schedule, block, tile, outer_loops: int, n_tile: int,
@@ -199,7 +200,7 @@ def _schedule_accumulator(sch: s_tir.Schedule, block, tile, outer_loops: int, n_
     init = sch.decompose_reduction(block, first)
     sch.vectorize(sch.get_loops(init)[-1])
     if intrin:
-        sch.tensorize(word_sum, intrin)
+        sch.tensorize(word_sum, ensure(intrin))
     for loop in (chan, row_block):
         if loop is not None:
             sch.unroll(loop)

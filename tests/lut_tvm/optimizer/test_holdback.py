@@ -12,6 +12,7 @@ import lut_tvm
 from lut_tvm.errors import LutTvmError
 from lut_tvm.frontends import import_model
 from lut_tvm.optimizer.holdback import HELD_BACK_STANDARD_ERRORS, HeldBackCheck, split_eval
+from lut_tvm.optimizer import inputs
 from lut_tvm.optimizer.inputs import MIN_HELD_BACK, check_verify_fraction
 from lut_tvm.policy import PlanPolicy
 from lut_tvm.targets import resolve_target
@@ -93,8 +94,9 @@ def test_backs_off_in_the_given_order_until_the_budget_holds(mlp_case):
     assert middle.loss == pytest.approx(_loss_on(model, middle.plan if kept else None, x, y, BATCH), abs=1e-9)
 
 
-def test_optimize_reports_the_held_back_check(mlp_case, tmp_path):
+def test_optimize_reports_the_held_back_check(mlp_case, tmp_path, monkeypatch):
     model, calibration, x, y = mlp_case
+    monkeypatch.setattr(inputs, "MIN_HELD_BACK", 100)  # the test's eval data is small: hold back ~110 samples
     result = lut_tvm.optimize(model, calibration, x, y, budget=2.5, cache_dir=tmp_path, peers=False,
                               verify_fraction=0.3, **FAST)
     held = result.report["held_back"]
