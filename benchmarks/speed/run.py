@@ -8,7 +8,7 @@ Writes ``benchmarks/results/speed.json``, ``speed.md``, ``speed.png`` and ``spee
 ``benchmarks/results/quick/``). Every framework's artifact is built first in this process
 (``prepare``, ``kernels``, ``models``; the exact LUT-NA group: ``exact``, ``exact_models``; the
 model-zoo group: ``zoo``); then one
-worker process per thread count and framework group (PyTorch, ONNX Runtime, TVM) times them
+worker process per thread count and framework group (PyTorch, each ONNX Runtime session, TVM) times them
 (``worker``): TVM's thread count is fixed when its pool starts, and no framework is timed while
 another's idle pool spins on the same cores. A peer that ran slower at N threads than at 1 gets no
 ratio at N (``scaling.flag_thread_regressions``). ``--work DIR`` keeps the built artifacts there and reuses complete ones next

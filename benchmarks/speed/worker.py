@@ -4,8 +4,9 @@ Run by ``benchmarks.speed.run`` as ``python -m benchmarks.speed.worker --group G
 with ``TVM_NUM_THREADS`` and ``OMP_NUM_THREADS`` set to N in its environment (TVM reads its thread
 count when its pool starts, so each thread count needs a fresh process); PyTorch gets
 ``torch.set_num_threads(N)`` and each ONNX Runtime session ``intra_op_num_threads = N``. One
-process per group (``pytorch``, ``ort``, ``tvm``) so that no framework is timed while another's
-idle thread pool spins on the same cores; in the non-PyTorch groups the PyTorch reference output
+process per group (``pytorch``, each ONNX Runtime session: ``ort_fp32``, ``ort_int8``,
+``ort_int8_static``, and ``tvm``) so that no framework is timed while another's idle thread pool
+spins on the same cores; in the non-PyTorch groups the PyTorch reference output
 is computed on one thread, so torch starts no pool there.
 
 Per case: outputs are checked against PyTorch's (relative max error), and the output of each
@@ -76,7 +77,11 @@ def check_exact(folder: Path, meta: dict, runners: dict) -> dict:
             for label, variant in meta["lut_variants"].items() if "expected" in variant}
 
 
-GROUPS = ("pytorch", "ort", "tvm")  # one worker process each: no framework shares its cores with another's pool
+# One worker process each: no framework shares its cores with another's pool. Each ONNX Runtime session
+# has its own intra-op pool, whose workers spin after a run: fp32 and int8 sessions timed in turn in one
+# process ran 1.5-2.5x slower at 2 threads than at 1, so every session gets its own process.
+ORT_GROUPS = ("ort_fp32", "ort_int8", "ort_int8_static")
+GROUPS = ("pytorch", *ORT_GROUPS, "tvm")
 
 
 def torch_reference(folder: Path, meta: dict, example: np.ndarray):
@@ -97,12 +102,11 @@ def case_runners(folder: Path, meta: dict, threads: int, group: str, example: np
     """``(runners, luts)`` of ``group``: a no-argument callable per framework, and ``{label: (vm, args)}`` of
     the LUT builds (``tvm`` group)."""
     failed = meta.get("failed", {})
-    if group == "ort":
-        makers = {"ort_fp32": lambda: ort_runner(folder / "model.onnx", example, threads),
-                  "ort_int8": lambda: ort_runner(folder / "model_int8.onnx", example, threads)}
-        if "ort_int8_static" in meta:
-            makers["ort_int8_static"] = lambda: ort_runner(folder / meta["ort_int8_static"], example, threads)
-        return {name: make() for name, make in makers.items() if name not in failed}, {}
+    if group in ORT_GROUPS:
+        files = {"ort_fp32": "model.onnx", "ort_int8": "model_int8.onnx", "ort_int8_static": meta.get("ort_int8_static")}
+        if files[group] is None or group in failed:
+            return {}, {}
+        return {group: ort_runner(folder / files[group], example, threads)}, {}
     runners = {} if "tvm_dense" in failed else {"tvm_dense": tvm_runner(folder / "tvm_dense.so", example)[0]}
     luts = {}
     for label, variant in meta["lut_variants"].items():
