@@ -152,7 +152,8 @@ def _header(machine, versions, peak, settings, case_count: int) -> list[str]:
         f"- threads: {', '.join(map(str, settings['threads']))}; one process per thread count and framework group "
         "(PyTorch; each ONNX Runtime session: fp32, int8; TVM dense + LUT), so no framework runs beside another's "
         "idle spinning pool: "
-        "TVM_NUM_THREADS and OMP_NUM_THREADS set, torch.set_num_threads, ORT intra_op_num_threads. A framework "
+        "TVM_NUM_THREADS and OMP_NUM_THREADS set, torch.set_num_threads, ORT intra_op_num_threads; no thread "
+        "pinned to a core (TVM_BIND_THREADS=0, as ORT and PyTorch do by default). A framework "
         "that ran more than 10% slower at N threads than at 1 gets no N-thread ratio (listed below the tables)",
         f"- timing: median of {settings['rounds']} samples per framework and case, each sample the mean of as many "
         f"calls as fill {settings['min_sample_s'] * 1e3:.0f} ms; the frameworks interleaved round by round, "

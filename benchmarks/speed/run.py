@@ -126,8 +126,11 @@ def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
 
 
 def start_worker(threads: int, group: str, rounds: int, min_sample_s: float) -> subprocess.Popen:
-    """One worker process serving ``group``'s frameworks at ``threads`` threads (``worker.serve``)."""
-    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+    """One worker process serving ``group``'s frameworks at ``threads`` threads (``worker.serve``).
+    ``TVM_BIND_THREADS=0``: TVM pins its pool's workers to cores by default (ONNX Runtime's and PyTorch's
+    threads are not pinned); on a shared machine a pinned worker waits behind whatever else runs on its
+    core, and TVM's evenly split parallel loops wait for it."""
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), TVM_BIND_THREADS="0",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "benchmarks.speed.worker", "--serve", "--group", group, "--threads", str(threads),
            "--rounds", str(rounds), "--min-sample", str(min_sample_s)]
