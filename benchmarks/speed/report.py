@@ -137,8 +137,8 @@ def _header(machine, versions, peak, settings, case_count: int) -> list[str]:
     if load > LOAD_WARNING:
         lines += [f"**Measured under load**: 1-minute load average {machine['loadavg_start'][0]:.1f} at the start "
                   f"and {machine['loadavg_end'][0]:.1f} at the end on {machine['cpus']} cores (other jobs were "
-                  "running); each framework group was timed in its own process, one after another, so the load "
-                  "may differ between them: expect +-30% or more run to run.", ""]
+                  "running); each framework group ran in its own process, their rounds interleaved, so the load "
+                  "reached each alike, but expect +-30% or more run to run.", ""]
     lines += [
         f"- command: `{settings['command']}` ({settings['date']}; wall time: build {settings['build_seconds']:.0f} s, "
         f"total {settings['wall_seconds']:.0f} s"
@@ -150,12 +150,14 @@ def _header(machine, versions, peak, settings, case_count: int) -> list[str]:
         f"{', '.join(machine['flags'])}; kernel {machine['kernel']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- threads: {', '.join(map(str, settings['threads']))}; one process per thread count and framework group "
-        "(PyTorch; ONNX Runtime; TVM dense + LUT), so no framework runs beside another's idle spinning pool: "
-        "TVM_NUM_THREADS and OMP_NUM_THREADS set, torch.set_num_threads, ORT intra_op_num_threads. A framework "
+        "(PyTorch; each ONNX Runtime session: fp32, int8; TVM dense + LUT), so no framework runs beside another's "
+        "idle spinning pool: "
+        "TVM_NUM_THREADS and OMP_NUM_THREADS set, torch.set_num_threads, ORT intra_op_num_threads; no thread "
+        "pinned to a core (TVM_BIND_THREADS=0, as ORT and PyTorch do by default). A framework "
         "that ran more than 10% slower at N threads than at 1 gets no N-thread ratio (listed below the tables)",
         f"- timing: median of {settings['rounds']} samples per framework and case, each sample the mean of as many "
-        f"calls as fill {settings['min_sample_s'] * 1e3:.0f} ms; the frameworks of a group interleaved round by "
-        "round (a 50 ms pause before each block when threads > 1)",
+        f"calls as fill {settings['min_sample_s'] * 1e3:.0f} ms; the frameworks interleaved round by round, "
+        "across their processes (a 50 ms pause before each block when threads > 1)",
         "- peers: PyTorch fp32 (eager, inference_mode), ONNX Runtime fp32 and int8 (`quantize_dynamic`, int8 "
         "weights) of the same model exported to ONNX, TVM dense = `lut_tvm.compile` with no plan; LUT = "
         "`lut_tvm.compile` with a k-means plan (K = 16), encode included. 'sched' says whether a shipped tuning "

@@ -8,9 +8,11 @@ Writes ``benchmarks/results/speed.json``, ``speed.md``, ``speed.png`` and ``spee
 ``benchmarks/results/quick/``). Every framework's artifact is built first in this process
 (``prepare``, ``kernels``, ``models``; the exact LUT-NA group: ``exact``, ``exact_models``; the
 model-zoo group: ``zoo``); then one
-worker process per thread count and framework group (PyTorch, ONNX Runtime, TVM) times them
+worker process per thread count and framework group (PyTorch, each ONNX Runtime session, TVM) times them
 (``worker``): TVM's thread count is fixed when its pool starts, and no framework is timed while
-another's idle pool spins on the same cores. A peer that ran slower at N threads than at 1 gets no
+another's idle pool spins on the same cores. The workers run side by side and the coordinator
+interleaves their rounds (one block of calls per process in turn, the others idle), so that a changing
+machine load reaches every framework alike. A peer that ran slower at N threads than at 1 gets no
 ratio at N (``scaling.flag_thread_regressions``). ``--work DIR`` keeps the built artifacts there and reuses complete ones next
 time (development only: rebuild after changing the compiler).
 """
@@ -123,27 +125,63 @@ def prepare_all(work: Path, args, progress) -> tuple[list[Path], list[str]]:
     return folders, reused
 
 
-def run_worker(threads: int, group: str, folders: list[Path], rounds: int, min_sample_s: float, out: Path) -> dict:
-    """One worker process: ``group``'s frameworks timed on every case at ``threads`` threads."""
+def start_worker(threads: int, group: str, rounds: int, min_sample_s: float) -> subprocess.Popen:
+    """One worker process serving ``group``'s frameworks at ``threads`` threads (``worker.serve``).
+    ``TVM_BIND_THREADS=0``: TVM pins its pool's workers to cores by default (ONNX Runtime's and PyTorch's
+    threads are not pinned); on a shared machine a pinned worker waits behind whatever else runs on its
+    core, and TVM's evenly split parallel loops wait for it."""
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), TVM_BIND_THREADS="0",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, "-m", "benchmarks.speed.worker", "--serve", "--group", group, "--threads", str(threads),
+           "--rounds", str(rounds), "--min-sample", str(min_sample_s)]
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def ask(proc: subprocess.Popen, group: str, command: dict) -> dict:
+    """Send one command to a serving worker and return its reply."""
     import json  # pylint: disable=import-outside-toplevel
 
-    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "benchmarks.speed.worker", "--group", group, "--threads", str(threads),
-           "--rounds", str(rounds), "--min-sample", str(min_sample_s), "--out", str(out), *map(str, folders)]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"the {group} timing worker for {threads} thread(s) failed (exit {proc.returncode})")
-    return json.loads(out.read_text())
+    proc.stdin.write(json.dumps(command) + "\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"the {group} timing worker stopped (exit {proc.wait()})")
+    return json.loads(line)
 
 
-def time_all_groups(threads: int, folders: list[Path], rounds: int, min_sample_s: float, tmp: Path) -> dict:
-    """Every group's worker at ``threads``, their per-case results merged into one timing record."""
+def time_all_groups(threads: int, folders: list[Path], rounds: int, min_sample_s: float) -> dict:
+    """Every group's worker at ``threads``, each in its own process (no framework beside another's pool),
+    all alive at once and their rounds interleaved case by case: group A's block, B's, C's, then A's
+    again, so that a changing machine load reaches each framework alike; per-case results merged."""
+    from lut_tvm.steps import Progress  # pylint: disable=import-outside-toplevel
     from .scaling import merge_group_timings  # pylint: disable=import-outside-toplevel
     from .worker import GROUPS  # pylint: disable=import-outside-toplevel
 
-    return merge_group_timings([run_worker(threads, group, folders, rounds, min_sample_s,
-                                           tmp / f"threads{threads}_{group}.json") for group in GROUPS])
+    workers = {group: start_worker(threads, group, rounds, min_sample_s) for group in GROUPS}
+    records = {group: {"threads": threads, "group": group, "cases": {}} for group in GROUPS}
+    progress = Progress()
+    try:
+        with progress.counter(f"timing, {threads} thread(s)", len(folders), "case") as count:
+            for folder in folders:
+                count.status(folder.name[-32:])
+                for group, proc in workers.items():
+                    ask(proc, group, {"case": str(folder)})
+                for _ in range(rounds):
+                    for group, proc in workers.items():
+                        ask(proc, group, {"sample": True})
+                for group, proc in workers.items():
+                    reply = ask(proc, group, {"result": True})
+                    if "result" in reply:
+                        records[group]["cases"][folder.name] = reply["result"]
+                    elif reply["error"] != "no case":
+                        progress.say(f"{folder.name}: {group} timing failed: {reply['error']}")
+                count.update()
+    finally:
+        for proc in workers.values():
+            proc.stdin.close()
+            proc.wait()
+    load = list(os.getloadavg())
+    return merge_group_timings([{**record, "loadavg_end": load} for record in records.values()])
 
 
 def main(argv=None) -> int:
@@ -176,7 +214,7 @@ def main(argv=None) -> int:
             raise SystemExit("no case could be prepared (the reasons are printed above): nothing to time")
         from .scaling import flag_thread_regressions  # pylint: disable=import-outside-toplevel
 
-        timings = flag_thread_regressions({t: time_all_groups(t, folders, rounds, min_sample_s, Path(tmp))
+        timings = flag_thread_regressions({t: time_all_groups(t, folders, rounds, min_sample_s)
                                            for t in args.threads})
         from .prepare import read_meta  # pylint: disable=import-outside-toplevel
 

@@ -4,8 +4,9 @@ Run by ``benchmarks.speed.run`` as ``python -m benchmarks.speed.worker --group G
 with ``TVM_NUM_THREADS`` and ``OMP_NUM_THREADS`` set to N in its environment (TVM reads its thread
 count when its pool starts, so each thread count needs a fresh process); PyTorch gets
 ``torch.set_num_threads(N)`` and each ONNX Runtime session ``intra_op_num_threads = N``. One
-process per group (``pytorch``, ``ort``, ``tvm``) so that no framework is timed while another's
-idle thread pool spins on the same cores; in the non-PyTorch groups the PyTorch reference output
+process per group (``pytorch``, each ONNX Runtime session: ``ort_fp32``, ``ort_int8``,
+``ort_int8_static``, and ``tvm``) so that no framework is timed while another's idle thread pool
+spins on the same cores; in the non-PyTorch groups the PyTorch reference output
 is computed on one thread, so torch starts no pool there.
 
 Per case: outputs are checked against PyTorch's (relative max error), and the output of each
@@ -76,7 +77,11 @@ def check_exact(folder: Path, meta: dict, runners: dict) -> dict:
             for label, variant in meta["lut_variants"].items() if "expected" in variant}
 
 
-GROUPS = ("pytorch", "ort", "tvm")  # one worker process each: no framework shares its cores with another's pool
+# One worker process each: no framework shares its cores with another's pool. Each ONNX Runtime session
+# has its own intra-op pool, whose workers spin after a run: fp32 and int8 sessions timed in turn in one
+# process ran 1.5-2.5x slower at 2 threads than at 1, so every session gets its own process.
+ORT_GROUPS = ("ort_fp32", "ort_int8", "ort_int8_static")
+GROUPS = ("pytorch", *ORT_GROUPS, "tvm")
 
 
 def torch_reference(folder: Path, meta: dict, example: np.ndarray):
@@ -97,12 +102,11 @@ def case_runners(folder: Path, meta: dict, threads: int, group: str, example: np
     """``(runners, luts)`` of ``group``: a no-argument callable per framework, and ``{label: (vm, args)}`` of
     the LUT builds (``tvm`` group)."""
     failed = meta.get("failed", {})
-    if group == "ort":
-        makers = {"ort_fp32": lambda: ort_runner(folder / "model.onnx", example, threads),
-                  "ort_int8": lambda: ort_runner(folder / "model_int8.onnx", example, threads)}
-        if "ort_int8_static" in meta:
-            makers["ort_int8_static"] = lambda: ort_runner(folder / meta["ort_int8_static"], example, threads)
-        return {name: make() for name, make in makers.items() if name not in failed}, {}
+    if group in ORT_GROUPS:
+        files = {"ort_fp32": "model.onnx", "ort_int8": "model_int8.onnx", "ort_int8_static": meta.get("ort_int8_static")}
+        if files[group] is None or group in failed:
+            return {}, {}
+        return {group: ort_runner(folder / files[group], example, threads)}, {}
     runners = {} if "tvm_dense" in failed else {"tvm_dense": tvm_runner(folder / "tvm_dense.so", example)[0]}
     luts = {}
     for label, variant in meta["lut_variants"].items():
@@ -112,32 +116,83 @@ def case_runners(folder: Path, meta: dict, threads: int, group: str, example: np
     return runners, luts
 
 
-def measure_case(folder: Path, threads: int, rounds: int, min_sample_s: float, group: str) -> dict:
-    import torch  # pylint: disable=import-outside-toplevel
+class CaseTimer:
+    """One case's frameworks of ``group`` in this process: outputs checked and calls per sample calibrated
+    when made; ``sample`` times one block of calls of each; ``result`` ends the case (LUT profiles)."""
 
-    meta = read_meta(folder)
-    if meta is None:
-        raise RuntimeError(f"{folder}: no meta.json (the case was not prepared completely)")
-    example = np.load(folder / "input.npy")
-    torch.set_num_threads(threads if group == "pytorch" else 1)
-    torch_run, want = torch_reference(folder, meta, example)
-    if group == "pytorch":
-        runners, luts = ({"pytorch": torch_run} if torch_run else {}), {}
-    else:
-        runners, luts = case_runners(folder, meta, threads, group, example)
-    errors = {name: relative_error(first_output(fn()), want) for name, fn in runners.items() if name != "pytorch"}
-    exact = check_exact(folder, meta, runners) if group == "tvm" else {}
-    number = {name: calls_per_sample(fn, min_sample_s) for name, fn in runners.items()}
-    samples = interleaved_samples(runners, rounds, number, PAUSE_S if threads > 1 else 0.0)
-    profiles = ({label: split_profile(vm_kernel_times(vm, args, rounds)) for label, (vm, args) in luts.items()}
-                if meta.get("profile", True) else {})
-    return {
-        "ms": {name: statistics.median(s) * 1e3 for name, s in samples.items()},
-        "min_ms": {name: min(s) * 1e3 for name, s in samples.items()},
-        "max_ms": {name: max(s) * 1e3 for name, s in samples.items()},
-        "calls_per_sample": number, "rounds": rounds, "relative_error_vs_pytorch": errors,
-        "lut_profile": profiles, **({"exact_check": exact} if exact else {}),
-    }
+    def __init__(self, folder: Path, threads: int, rounds: int, min_sample_s: float, group: str):
+        import torch  # pylint: disable=import-outside-toplevel
+
+        meta = read_meta(folder)
+        if meta is None:
+            raise RuntimeError(f"{folder}: no meta.json (the case was not prepared completely)")
+        example = np.load(folder / "input.npy")
+        torch.set_num_threads(threads if group == "pytorch" else 1)
+        torch_run, want = torch_reference(folder, meta, example)
+        if group == "pytorch":
+            self.runners, self.luts = ({"pytorch": torch_run} if torch_run else {}), {}
+        else:
+            self.runners, self.luts = case_runners(folder, meta, threads, group, example)
+        self.errors = {name: relative_error(first_output(fn()), want)
+                       for name, fn in self.runners.items() if name != "pytorch"}
+        self.exact = check_exact(folder, meta, self.runners) if group == "tvm" else {}
+        self.number = {name: calls_per_sample(fn, min_sample_s) for name, fn in self.runners.items()}
+        self.pause_s = PAUSE_S if threads > 1 else 0.0
+        self.rounds, self.profile = rounds, meta.get("profile", True)
+        self.samples: dict = {name: [] for name in self.runners}
+
+    def sample(self) -> None:
+        """One round: a block of calls of each framework (after a pause when several threads run)."""
+        for name, seconds in interleaved_samples(self.runners, 1, self.number, self.pause_s).items():
+            self.samples[name].extend(seconds)
+
+    def result(self) -> dict:
+        profiles = ({label: split_profile(vm_kernel_times(vm, args, self.rounds)) for label, (vm, args) in
+                     self.luts.items()} if self.profile else {})
+        samples = {name: s for name, s in self.samples.items() if s}
+        return {
+            "ms": {name: statistics.median(s) * 1e3 for name, s in samples.items()},
+            "min_ms": {name: min(s) * 1e3 for name, s in samples.items()},
+            "max_ms": {name: max(s) * 1e3 for name, s in samples.items()},
+            "calls_per_sample": self.number, "rounds": self.rounds, "relative_error_vs_pytorch": self.errors,
+            "lut_profile": profiles, **({"exact_check": self.exact} if self.exact else {}),
+        }
+
+
+def measure_case(folder: Path, threads: int, rounds: int, min_sample_s: float, group: str) -> dict:
+    """All ``rounds`` samples of one case in this process (the frameworks of ``group`` interleaved)."""
+    timer = CaseTimer(folder, threads, rounds, min_sample_s, group)
+    for _ in range(rounds):
+        timer.sample()
+    return timer.result()
+
+
+def serve(args) -> int:
+    """Answer one JSON command per stdin line with one JSON line on stdout: ``{"case": folder}`` prepares a
+    case, ``{"sample": true}`` times one round of it, ``{"result": true}`` returns its result (or
+    ``{"error": text}``); the coordinator (``run.time_all_groups``) interleaves the rounds of every group's
+    process, so that a drifting machine load reaches every framework alike."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # whatever a library prints goes to stderr, not into the replies
+    timer, failure = None, None
+    for line in sys.stdin:
+        command, reply = json.loads(line), {}
+        try:
+            if "case" in command:
+                timer, failure = None, None
+                timer = CaseTimer(Path(command["case"]), args.threads, args.rounds, args.min_sample, args.group)
+            elif "sample" in command and timer is not None:
+                timer.sample()
+            elif "result" in command:
+                reply = {"result": timer.result()} if timer is not None else {"error": failure or "no case"}
+                timer = None
+        except Exception as err:  # pylint: disable=broad-except
+            failure, timer = failure_text(err), None
+            reply = {"error": failure}
+        print(json.dumps(reply), file=replies, flush=True)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -146,12 +201,17 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--min-sample", type=float, required=True, help="seconds per sample, at least")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("folders", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path, help="time every folder's case in turn and write the results here")
+    parser.add_argument("--serve", action="store_true", help="take commands on stdin (run.time_all_groups)")
+    parser.add_argument("folders", type=Path, nargs="*")
     args = parser.parse_args(argv)
     if os.environ.get("TVM_NUM_THREADS") != str(args.threads):
         raise SystemExit(f"worker: TVM_NUM_THREADS is {os.environ.get('TVM_NUM_THREADS')!r}, "
                          f"expected {args.threads} (set it before TVM starts)")
+    if args.serve:
+        return serve(args)
+    if args.out is None:
+        raise SystemExit("worker: give --out (or --serve)")
     import torch  # pylint: disable=import-outside-toplevel
     from lut_tvm.steps import Progress  # pylint: disable=import-outside-toplevel
 

@@ -12,14 +12,15 @@ def _worker(group, threads, ms, load=0.5, **extra):
 def test_merge_keeps_every_group_s_frameworks_and_the_highest_load():
     merged = merge_group_timings([
         _worker("pytorch", 2, {"pytorch": 4.0}, load=0.2),
-        _worker("ort", 2, {"ort_fp32": 3.0, "ort_int8": 2.0}, load=1.7, relative_error_vs_pytorch={"ort_fp32": 1e-6}),
+        _worker("ort_fp32", 2, {"ort_fp32": 3.0}, load=1.7, relative_error_vs_pytorch={"ort_fp32": 1e-6}),
+        _worker("ort_int8", 2, {"ort_int8": 2.0}),
         _worker("tvm", 2, {"tvm_dense": 3.5, "lut V=4": 1.0}, lut_profile={"V=4": {"encode_ms": 0.2}}),
     ])
     case = merged["cases"]["case"]
     assert case["ms"] == {"pytorch": 4.0, "ort_fp32": 3.0, "ort_int8": 2.0, "tvm_dense": 3.5, "lut V=4": 1.0}
     assert case["relative_error_vs_pytorch"] == {"ort_fp32": 1e-6}
     assert case["lut_profile"] == {"V=4": {"encode_ms": 0.2}}
-    assert merged["loadavg_end"][0] == 1.7 and merged["groups"] == ["pytorch", "ort", "tvm"]
+    assert merged["loadavg_end"][0] == 1.7 and merged["groups"] == ["pytorch", "ort_fp32", "ort_int8", "tvm"]
 
 
 def test_a_peer_slower_at_two_threads_loses_its_two_thread_ratio_only():
