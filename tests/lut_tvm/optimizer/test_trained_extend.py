@@ -12,6 +12,7 @@ from torch import nn
 
 import lut_tvm
 from lut_tvm.optimizer.evaluate import MARGIN_STANDARD_ERRORS, loss_margin, metric_value
+from lut_tvm.optimizer.report import _extend_lines
 from lut_tvm.optimizer.search import Candidate
 from lut_tvm.optimizer.trained_extend import KEPT, REJECTED, ExtendSetup, extend_trained, extension_order, with_layer
 from lut_tvm.targets import resolve_target
@@ -73,6 +74,7 @@ def test_a_layer_over_budget_untrained_is_trained_into_the_plan(conv1d_case):
     assert result.choice == {LAYER: V} and cand.status == KEPT
     assert [row["layer"] for row in result.rows] == [LAYER] and result.rows[0]["kept"]
     assert [(layer.name, layer.sub_vector_len) for layer in result.plan.layers] == [(LAYER, V)]
+    assert f"| {LAYER} | V={V} | 0.0100 |" in "\n".join(_extend_lines(result.rows))  # the report's section
     # the plan binds to the trained model's weights: compiled apart, its loss plus two standard errors of the
     # per-sample differences (NumPy here) meets the budget on the eval data
     x, y = setup.eval_x, setup.metrics.labels
