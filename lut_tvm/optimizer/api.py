@@ -258,8 +258,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
             raise LutTvmError("optimize: finetune needs a torch module (an .onnx / .pt2 file has no trainable layers)")
         from .finetune import exported, finetune_lut  # pylint: disable=import-outside-toplevel
 
-        tuned_lut = finetune_lut(model, lut_choice, calibration, finetune_data, finetune, seed)
-        tuned_model, tuned_plan = exported(tuned_lut, finetune)
+        trained_lut = finetune_lut(model, lut_choice, calibration, finetune_data, finetune, seed)
+        tuned_model, tuned_plan = exported(trained_lut, finetune)
         tuned_imported, _ = import_checked(tuned_model, calibration, eval_x, model_batch)
         tuned_plan = _with_int8_layers(tuned_plan, tuned_imported, [n for n in choice if n not in lut_choice])
         tuned_lut = CompiledEvaluator(tuned_imported, eval_x, tvm_target, model_batch).compiled(tuned_plan)
@@ -274,7 +274,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         int8_names = [n for n in choice if n not in lut_choice]
         extension = extend_trained(ExtendSetup(model, calibration, finetune_data, eval_x, tvm_target, model_batch,
                                                metrics, finetune, seed, complete=lambda p, imp: _with_int8_layers(
-                                                   p, imp, int8_names)), tuned_lut if lut_choice else None,
+                                                   p, imp, int8_names)), trained_lut if lut_choice else None,
                                    choice, candidates, budget, finetune_extend)
         if extension.plan is not None:
             final_model, plan, compiled_loss, choice = extension.model, extension.plan, extension.loss, extension.choice

@@ -18,7 +18,7 @@ from lut_tvm.optimizer.trained_extend import KEPT, REJECTED, ExtendSetup, extend
 from lut_tvm.targets import resolve_target
 from lut_tvm.train import set_mode
 
-BATCH = 16
+BATCH = 16  # the eval batch of the extension tests (the optimize test compiles at its own)
 LAYER, V = "2", 8  # the second Conv1d (D = 8 x 3 = 24): three 8-long codebooks
 
 
@@ -104,3 +104,23 @@ def test_extension_order_takes_one_option_per_layer_best_score_first():
     assert extension_order(cands, {}, num_centroids=16)[0].layer == "d"
     with pytest.raises(lut_tvm.LutTvmError, match="needs a torch module"):
         extend_trained(ExtendSetup("model.onnx", None, None, None, None, 1, None, 1), None, {}, cands, 1.0, 1)
+
+
+def test_optimize_extends_a_fine_tuned_plan(mlp_case, digits):
+    """Through ``optimize``: the trained extension starts from the fine-tuned plan's trained LUT model, a layer is
+    in the plan returned only if kept, and the plan (bound to ``result.model``) meets the budget compiled apart."""
+    model, calibration, x, y = mlp_case
+    budget = 2.5
+    result = lut_tvm.optimize(model, calibration, x, y, budget=budget, finetune=1, finetune_data=(calibration, digits[2]),
+                              finetune_extend=1, sub_lens=(16,), timing_number=3, timing_repeat=2, max_rows=512,
+                              peers=False, int8=False, refit="none")
+    rows = result.report["finetune_extend"]
+    # premises: the search chose a LUT layer (fine-tuned), and left one the extension tried from its trained model
+    assert result.report["finetune"] is not None and len(rows) == 1
+    assert all(row["layer"] not in result.report["choice"] or row["kept"] for row in rows)
+    batch = result.report["batch"]
+    outputs, usable = compiled_outputs(result.model if result.model is not None else model, result.plan, x)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(x[:usable])).numpy()
+    assert (reference.argmax(-1) == y[:usable]).mean() * 100 - (outputs.argmax(-1) == y[:usable]).mean() * 100 \
+        <= budget + 100.0 / usable and batch > 0
