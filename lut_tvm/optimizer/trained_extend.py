@@ -45,14 +45,15 @@ class ExtendSetup:
 
 @dataclass
 class Extension:
-    """The plan after the extension: its choice, dense model, plan, compiled model and compiled loss
-    (None where no candidate was kept), and a report row per candidate tried."""
+    """The plan after the extension: its choice, dense model (and its import), plan, compiled model and
+    compiled loss (None where no candidate was kept), and a report row per candidate tried."""
 
     choice: dict
     model: object = None
     plan: object = None
     compiled: object = None
     loss: float | None = None
+    imported: object = None
     rows: list = field(default_factory=list)
 
 
@@ -98,18 +99,19 @@ def with_layer(base, name: str, option, calibration: np.ndarray, seed: int):
 
 
 def compiled_loss(setup: ExtendSetup, lut) -> tuple:
-    """``(dense model, plan, compiled model, loss, loss + margin)`` of a trained LUT model on the eval data."""
+    """``(dense model, plan, compiled model, loss, loss + margin, imported dense model)`` of a trained LUT model
+    on the eval data."""
     dense, plan = exported(lut, setup.epochs)
     imported, _ = import_checked(dense, setup.calibration, setup.eval_x, setup.batch)
     plan = setup.complete(plan, imported)
     compiled = CompiledEvaluator(imported, setup.eval_x, setup.target, setup.batch).compiled(plan)
     outputs = run_batched(compiled, setup.eval_x, setup.batch)
     loss = setup.metrics.original - setup.metrics.of_outputs(outputs)
-    return dense, plan, compiled, loss, loss + setup.metrics.margin_of_outputs(outputs)
+    return dense, plan, compiled, loss, loss + setup.metrics.margin_of_outputs(outputs), imported
 
 
 def _try(setup: ExtendSetup, base, cand: Candidate, data) -> tuple:
-    """``(trained LUT model, (dense, plan, compiled, loss, guarded loss))`` of ``base`` plus ``cand``."""
+    """``(trained LUT model, compiled_loss(...))`` of ``base`` plus ``cand``."""
     from ..train import train_lutnn  # pylint: disable=import-outside-toplevel
 
     lut = with_layer(base, cand.layer, cand.sub_len, setup.calibration, setup.seed)
@@ -136,7 +138,7 @@ def extend_trained(setup: ExtendSetup, base, choice: dict, candidates: list[Cand
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             break
         began = time.perf_counter()
-        lut, (dense, plan, compiled, loss, guarded) = _try(setup, base, cand, data)
+        lut, (dense, plan, compiled, loss, guarded, imported) = _try(setup, base, cand, data)
         kept = guarded <= budget
         result.rows.append({"layer": cand.layer, "option": option_label(cand.sub_len), "saving_ms": cand.saving_ms,
                             "loss_alone": cand.loss_alone, "loss": loss, "guarded_loss": guarded, "kept": kept,
@@ -148,5 +150,5 @@ def extend_trained(setup: ExtendSetup, base, choice: dict, candidates: list[Cand
         if kept:
             base = lut
             result.choice[cand.layer] = cand.sub_len
-            result.model, result.plan, result.compiled, result.loss = dense, plan, compiled, loss
+            result.model, result.plan, result.compiled, result.loss, result.imported = dense, plan, compiled, loss, imported
     return result
