@@ -104,7 +104,7 @@ def timed_frameworks(original, tuned, plan, example: np.ndarray, torch_meta: dic
 
 
 def optimize_row(original, train_data, test, *, task: str, seed: int, log, quick: bool, torch_meta: dict,
-                 budget: float = 1.0, finetune: int = 0, val_fraction: float = VAL_FRACTION,
+                 budget: float = 1.0, finetune: int = 0, finetune_extend: int = 0, val_fraction: float = VAL_FRACTION,
                  sub_lens=SUB_LENS) -> dict:
     """The result row of the "optimize" method (see the module doc): test accuracy of the compiled plan,
     the plan, optimize's own figures on the validation split, wall / CPU seconds, latency per framework."""
@@ -113,7 +113,8 @@ def optimize_row(original, train_data, test, *, task: str, seed: int, log, quick
     x_fit, y_fit, x_val, y_val = validation_split(*train_data, val_fraction, seed)
     calibration = x_fit[:256 if quick else CALIBRATION]
     settings = {"budget": budget, "metric": "accuracy", "val_samples": len(x_val), "fit_samples": len(x_fit),
-                "calibration_samples": len(calibration), "finetune_epochs": finetune, "sub_lens": list(sub_lens),
+                "calibration_samples": len(calibration), "finetune_epochs": finetune,
+                "finetune_extend": finetune_extend, "sub_lens": list(sub_lens),
                 "batch": BATCH, "val_split": f"stratified {val_fraction:.0%} of the training samples, seed {seed}"}
     log(f"  optimize: budget {budget} points on {len(x_val)} validation samples, V in {list(sub_lens)}, "
         f"fine-tuning {finetune} epoch(s) on {len(x_fit)} samples")
@@ -126,6 +127,7 @@ def optimize_row(original, train_data, test, *, task: str, seed: int, log, quick
         result = lut_tvm.optimize(original, calibration, x_val, y_val, budget=budget, metric="accuracy",
                                   batch=BATCH, sub_lens=tuple(sub_lens), seed=seed, peers=False, cache_dir=cache,
                                   finetune=finetune, finetune_data=(x_fit, y_fit) if finetune else None,
+                                  finetune_extend=finetune_extend,
                                   timing_number=5 if quick else 20, timing_repeat=3 if quick else 5)
     report = result.report
     model = result.model if result.model is not None else original
@@ -139,6 +141,7 @@ def optimize_row(original, train_data, test, *, task: str, seed: int, log, quick
         "conv1d_layers": _names(original, ("Conv1d",)), "plan": layers, "choice": report["choice"],
         "val_original": report["original_metric"], "val_chosen_search": report["chosen_metric_search"],
         "val_chosen_compiled": report["chosen_metric_compiled"], "finetune": report.get("finetune"),
+        "finetune_extend": report.get("finetune_extend"),
         "latency_ms": report["latency_ms"], "backed_off": report["backed_off_after_compiled_check"],
         "slower_than_dense": report.get("slower_than_dense"), "notes": report.get("notes", [])[-1:],
         "candidates": [{k: c[k] for k in ("layer", "sub_len", "saving_ms", "loss_alone", "status", "tables")}

@@ -106,6 +106,9 @@ def optimize_section(result: dict) -> list[str]:
              f"{info['val_chosen_search']:.2f} in the search, {info['val_chosen_compiled']:.2f} compiled"
              + (f"; fine-tuning {tuned['epochs']} epoch(s): {'kept' if tuned['kept'] else 'not kept'} "
                 f"(compiled validation loss {tuned['compiled_loss']:.2f} points)" if tuned else "; no fine-tuning")
+             + (f"; then layers the search left dense, each trained into the plan (compiled validation loss + margin): " + ", ".join(
+                 f"{e['layer']} {e['option']} {e['guarded_loss']:.2f} ({'kept' if e['kept'] else 'rejected'})"
+                 for e in info["finetune_extend"]) if info.get("finetune_extend") else "")
              + (f"; backed off after the compiled check: {', '.join(info['backed_off'])}" if info.get("backed_off") else "")
              + (" ; the chosen plan measured slower than dense and was dropped" if info.get("slower_than_dense") else "")
              + ".", "",

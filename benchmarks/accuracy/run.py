@@ -123,6 +123,9 @@ def main(argv=None) -> int:
                         "(on the validation split)")
     parser.add_argument("--optimize-finetune", type=int, default=None,
                         help="epochs of optimize's fine-tuning step (default: each task's own)")
+    parser.add_argument("--optimize-finetune-extend", type=int, default=0,
+                        help="after optimize's fine-tuning, try at most this many layers its search left dense, each "
+                        "trained into the plan and kept if within budget (lut_tvm.optimize finetune_extend)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from saved task results")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -143,6 +146,8 @@ def main(argv=None) -> int:
                 optimize = {"budget": args.optimize_budget}
                 if args.optimize_finetune is not None:
                     optimize["finetune"] = args.optimize_finetune
+                if args.optimize_finetune_extend:
+                    optimize["finetune_extend"] = args.optimize_finetune_extend
                 extra = {"groups": tuple(args.methods), "optimize": optimize}
             run_task(name, args.seed, args.quick, per_task, extra)
     results = [json.loads((per_task / f"{n}.json").read_text()) for n in TASKS if (per_task / f"{n}.json").is_file()]

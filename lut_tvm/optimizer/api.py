@@ -138,7 +138,7 @@ def _threads() -> int:
 def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metric: str = "accuracy", *,
              target="native", cache_dir=None, sub_lens=DEFAULT_SUB_LENS, layers=None, batch: int | None = None,
              timing_number: int = 20, timing_repeat: int = 5, max_rows: int = 4096, seed: int = 0,
-             evaluator: str = "auto", finetune: int = 0, finetune_data=None,
+             evaluator: str = "auto", finetune: int = 0, finetune_data=None, finetune_extend: int = 0,
              table_quants=(TableQuant.INT8_PER_LAYER, TableQuant.INT8_PER_COLUMN),
              peers: bool = True, prune: bool = False, refit: str = DEFAULT_REFIT, int8: bool = True,
              verify_fraction: float = DEFAULT_VERIFY_FRACTION) -> OptimizeResult:
@@ -157,6 +157,10 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     ``finetune``: epochs of ``lut_tvm.train.train_lutnn`` on ``finetune_data = (x, y)`` for the chosen
     plan (torch modules only); the fine-tuned copy is kept (``result.model``, the plan bound to its
     weights) if its compiled metric is at least the un-tuned plan's, re-verified on the eval data.
+    ``finetune_extend``: after fine-tuning, at most this many layers the search left dense (one option
+    each, best saving per point lost alone first) are each added to the trained plan as a LUT, trained
+    ``finetune`` more epochs and kept if the compiled plan's loss plus margin stays within the budget
+    (``optimizer.trained_extend``; torch modules only).
     ``peers``: also measure the original model in PyTorch fp32 and ONNX Runtime fp32 and dynamic int8
     (metric on the eval data, latency at the same batch and threads, each timed in a separate process)
     for the report.
@@ -260,9 +264,10 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     if finetune and lut_choice:
         if not is_torch_module(model):
             raise LutTvmError("optimize: finetune needs a torch module (an .onnx / .pt2 file has no trainable layers)")
-        from .finetune import finetune_plan  # pylint: disable=import-outside-toplevel
+        from .finetune import exported, finetune_lut  # pylint: disable=import-outside-toplevel
 
-        tuned_model, tuned_plan = finetune_plan(model, lut_choice, calibration, finetune_data, finetune, seed)
+        trained_lut = finetune_lut(model, lut_choice, calibration, finetune_data, finetune, seed)
+        tuned_model, tuned_plan = exported(trained_lut, finetune)
         tuned_imported, _ = import_checked(tuned_model, calibration, eval_x, model_batch)
         tuned_plan = _with_int8_layers(tuned_plan, tuned_imported, [n for n in choice if n not in lut_choice])
         tuned_lut = CompiledEvaluator(tuned_imported, eval_x, tvm_target, model_batch).compiled(tuned_plan)
@@ -270,6 +275,19 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         tuned = {"epochs": finetune, "compiled_loss": tuned_loss, "kept": tuned_loss <= compiled_loss}
         if tuned["kept"]:
             final_model, plan, compiled_loss, final_imported = tuned_model, tuned_plan, tuned_loss, tuned_imported
+    extension = None
+    if finetune and finetune_extend:  # candidates the search left out, each trained into the plan
+        from .trained_extend import ExtendSetup, extend_trained  # pylint: disable=import-outside-toplevel
+
+        int8_names = [n for n in choice if n not in lut_choice]
+        extension = extend_trained(ExtendSetup(model, calibration, finetune_data, eval_x, tvm_target, model_batch,
+                                               metrics, finetune, seed, complete=lambda p, imp: _with_int8_layers(
+                                                   p, imp, int8_names)), trained_lut if lut_choice else None,
+                                   choice, candidates, budget, finetune_extend)
+        if extension.plan is not None:
+            final_model, plan, compiled_loss, choice = extension.model, extension.plan, extension.loss, extension.choice
+            final_imported = extension.imported
+            measured_ms = extension.compiled.benchmark(timing_input, number=timing_number, repeat=timing_repeat) * 1e3
     held = None
     if split.held_x is not None and plan.layers:
         held = HeldBackCheck(imported, split.held_x, split.held_y, metric, tvm_target, model_batch).verify(
@@ -292,6 +310,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         new_timings=timer.cache.new, sub_lens=list(sub_lens), num_centroids=offered_centroids(tvm_target),
         peers=peer_rows)
     report["finetune"] = tuned
+    report["finetune_extend"] = extension and extension.rows
     report["slower_than_dense"] = slower_plan
     warning = small_eval_note(metric, len(eval_x), budget)
     if warning:

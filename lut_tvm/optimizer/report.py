@@ -153,6 +153,7 @@ def render_markdown(report: dict) -> str:
     if tuned:
         lines += ["", f"Fine-tuned {tuned['epochs']} epoch(s) (train_lutnn): compiled loss "
                   f"{tuned['compiled_loss']:.2f} points; {'kept' if tuned['kept'] else 'not kept (no better)'}."]
+    lines += _extend_lines(report.get("finetune_extend"))
     if report["backed_off_after_compiled_check"]:
         lines += ["", f"Backed off after the compiled check: {', '.join(report['backed_off_after_compiled_check'])}"]
     lines += _held_back_lines(report.get("held_back"), report["budget"])
@@ -196,6 +197,17 @@ def _refit_lines(refit: dict | None) -> list[str]:
     if refit.get("dropped"):
         lines += ["", f"This refit plan was then dropped: {refit['dropped']}; the plan written keeps every layer dense."]
     return lines
+
+
+def _extend_lines(rows: list | None) -> list[str]:
+    """The report's section on the candidates tried after fine-tuning (``optimizer.trained_extend``)."""
+    if not rows:
+        return []
+    lines = ["", "## Trained extension (candidates left dense, each trained into the fine-tuned plan)", "",
+             "| layer | option | saving ms | loss alone (untrained) | compiled loss | loss + margin | kept | s |",
+             "|---|---|---:|---:|---:|---:|---|---:|"]
+    return lines + [f"| {r['layer']} | {r['option']} | {r['saving_ms']:.4f} | {r['loss_alone']:.2f} | {r['loss']:.2f} | "
+                    f"{r['guarded_loss']:.2f} | {'yes' if r['kept'] else 'no'} | {r['seconds']:.0f} |" for r in rows]
 
 
 def plot_frontier(report: dict, path: Path) -> Path | None:
