@@ -160,6 +160,12 @@ def int8_layout_for_target(target, act_bits: int = 8) -> Int8Layout:
         return Int8Layout(8, 4, INT8_DOT4_AVX2) if seven else Int8Layout(8, 2, INT8_DOT_AVX2)
     return FALLBACK
 
+def preferred_act_bits(target) -> int:
+    """The int8 dense layer's activation width to offer on ``target``: 7 where 7-bit activations get
+    a faster exact kernel (``vpmaddubsw`` instead of widening to ``vpmaddwd``: AVX2 or AVX-512BW
+    without VNNI), else 8 (VNNI's ``vpdpbusd`` takes 0..255 at the same speed; other CPUs run
+    plain loops either way)."""
+    return 7 if int8_layout_for_target(target, 7).intrin in (INT8_DOT4_AVX2, INT8_DOT4_AVX512BW) else 8
 
 
 def encode_dot_for_target(target) -> Int8Layout:
