@@ -93,7 +93,8 @@ class LutOption(int):
 class Int8Option(LutOption):
     """The choice of running a dense layer as an int8 matmul (``plan.LayerMode.INT8_DENSE``) instead
     of a LUT: no codebooks (V = 0, K = 0), activations of ``act_bits`` (8 or 7). Printed ``int8``
-    (8 bits) or ``int8-7bit``."""
+    at either width (the name reports and caches give the choice; the plan carries the width),
+    labelled ``int8 7-bit`` by ``option_label``."""
 
     act_bits: int
 
@@ -106,9 +107,10 @@ class Int8Option(LutOption):
         return (self.act_bits,)
 
     def __str__(self) -> str:
-        return "int8" if self.act_bits == 8 else f"int8-{self.act_bits}bit"
+        return "int8"
 
-    __repr__ = __str__
+    def __repr__(self) -> str:
+        return "int8" if self.act_bits == 8 else f"int8-{self.act_bits}bit"
 
 
 INT8_DENSE = Int8Option()
@@ -129,7 +131,9 @@ def is_int8(option) -> bool:
 
 def option_label(option) -> str:
     """``int8`` or ``V=4`` / ``V=4 K=32``: an option as the report and progress lines name it."""
-    return str(option) if is_int8(option) else f"V={option}"
+    if is_int8(option):
+        return "int8" if option.act_bits == 8 else f"int8 {option.act_bits}-bit"
+    return f"V={option}"
 
 
 def _option_key(value: int) -> tuple[int, int, int]:
