@@ -19,6 +19,11 @@ one per tensor (no slower, and an outlier row no longer coarsens every other row
 weight scale per output column. uint8 x int8 is what x86's ``vpdpbusd`` (VNNI) multiplies; the
 kernels without VNNI widen both to int16 and use ``vpmaddwd``, which is exact where
 ``vpmaddubsw`` could saturate its int16 pair sums (2 * 255 * 127 > 32767).
+
+``act_bits`` 7 (plan field ``act_bits``) quantizes the activations to 0..127 instead (``ACT_QMAX``
+becomes ``2 ** act_bits - 1`` in every formula above): half the resolution, but every
+``vpmaddubsw`` pair sum fits int16 (2 * 127 * 127 = 32258), so CPUs without VNNI run the exact
+``vpmaddubsw`` kernel (oneDNN's choice on such CPUs). 8 is the default and what older plans mean.
 """
 
 from __future__ import annotations
@@ -27,6 +32,14 @@ import numpy as np
 
 WEIGHT_QMAX = 127
 ACT_QMAX = 255
+ACT_BITS = (7, 8)  # the activation widths a plan may ask for; 8 by default
+
+
+def act_qmax(act_bits: int = 8) -> int:
+    """The largest quantized activation, ``2 ** act_bits - 1`` (255 or 127)."""
+    if isinstance(act_bits, bool) or act_bits not in ACT_BITS:
+        raise ValueError(f"int8 dense: act_bits is {act_bits!r}, not one of {list(ACT_BITS)}")
+    return (1 << int(act_bits)) - 1
 
 
 def quantize_weight(weight_dn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,22 +51,24 @@ def quantize_weight(weight_dn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return wq, scale
 
 
-def row_scales(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(xs [M] float32, zp [M] float32)``: each row's uint8 scale and zero point."""
+def row_scales(x: np.ndarray, act_bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """``(xs [M] float32, zp [M] float32)``: each row's scale and zero point (``act_bits`` wide)."""
+    qmax = act_qmax(act_bits)
     x = np.asarray(x, dtype=np.float32)
     low = np.minimum(x.min(axis=1), np.float32(0.0))
     high = np.maximum(x.max(axis=1), np.float32(0.0))
-    span = (high - low) / np.float32(ACT_QMAX)
+    span = (high - low) / np.float32(qmax)
     scale = np.where(span > 0, span, np.float32(1.0)).astype(np.float32)
-    zero_point = np.clip(np.rint(-low / scale), 0, ACT_QMAX).astype(np.float32)
+    zero_point = np.clip(np.rint(-low / scale), 0, qmax).astype(np.float32)
     return scale, zero_point
 
 
-def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(xq [M, D] uint8, xs [M] float32, zp [M] int32)``: ``x [M, D]`` quantized per row."""
+def quantize_rows(x: np.ndarray, act_bits: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(xq [M, D] uint8, xs [M] float32, zp [M] int32)``: ``x [M, D]`` quantized per row to
+    ``0 .. 2 ** act_bits - 1``."""
     x = np.asarray(x, dtype=np.float32)
-    scale, zero_point = row_scales(x)
-    xq = np.clip(np.rint(x / scale[:, None]) + zero_point[:, None], 0, ACT_QMAX).astype(np.uint8)
+    scale, zero_point = row_scales(x, act_bits)
+    xq = np.clip(np.rint(x / scale[:, None]) + zero_point[:, None], 0, act_qmax(act_bits)).astype(np.uint8)
     return xq, scale, zero_point.astype(np.int32)
 
 
@@ -74,12 +89,14 @@ def dequantize(acc: np.ndarray, xs: np.ndarray, zp: np.ndarray, colsum: np.ndarr
     return (centered * xs[:, None].astype(np.float32)) * ws[None, :].astype(np.float32)
 
 
-def int8_dense(x: np.ndarray, weight_dn: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """The int8 dense layer ``x [..., D] @ W [D, N] (+ bias)`` as the compiled kernel computes it."""
+def int8_dense(x: np.ndarray, weight_dn: np.ndarray, bias: np.ndarray | None = None,
+               act_bits: int = 8) -> np.ndarray:
+    """The int8 dense layer ``x [..., D] @ W [D, N] (+ bias)`` as the compiled kernel computes it,
+    activations quantized to ``act_bits`` (8: 0..255, 7: 0..127)."""
     x = np.asarray(x, dtype=np.float32)
     rows = x.reshape(-1, x.shape[-1])
     wq, ws = quantize_weight(weight_dn)
-    xq, xs, zp = quantize_rows(rows)
+    xq, xs, zp = quantize_rows(rows, act_bits)
     out = dequantize(accumulate(xq, wq), xs, zp, column_sums(wq), ws)
     if bias is not None:
         out = out + np.asarray(bias, dtype=np.float32)

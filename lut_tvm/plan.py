@@ -24,6 +24,9 @@ no centroids, K or V), written as version 5 so that older readers refuse it. Ver
 only for now), written as version 6 so that older readers refuse it rather than encode in float.
 All six load; versions 1 and 2 only with ``int8_per_layer``, versions before 4 only with ``groups`` 1,
 before 5 only with ``mode`` lut, before 6 only with ``encode`` float (``lut_tvm.plan_fields``).
+Version 7 adds an int8 dense layer's ``act_bits``: 8 (activations 0..255) or 7 (0..127, the exact
+``vpmaddubsw`` kernel on CPUs without VNNI; ``lut_tvm.int8_reference``), written as version 7 when a
+layer has 7 so that older readers refuse it rather than quantize to 8 bits; older files load as 8.
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ import numpy as np
 
 from .errors import PlanError
 from .npz_meta import META_KEY, checked_layer_entries, read_npz_with_meta, write_npz_with_meta
-from .plan_fields import (PLAN_VERSION, PLAN_VERSION_ENCODE, PLAN_VERSION_GROUPS,  # noqa: F401 (re-exported)
-                          PLAN_VERSION_MODES, PLAN_VERSION_TABLE_QUANT, PLAN_VERSION_TABLES, SUPPORTED_VERSIONS,
-                          EncodeMode, check_layer_shape_fields, checked_choice, load_choice, load_groups,
-                          load_tables)
+from .plan_fields import (DEFAULT_ACT_BITS, PLAN_VERSION, PLAN_VERSION_ACT_BITS,  # noqa: F401 (re-exported)
+                          PLAN_VERSION_ENCODE, PLAN_VERSION_GROUPS, PLAN_VERSION_MODES, PLAN_VERSION_TABLE_QUANT,
+                          PLAN_VERSION_TABLES, SUPPORTED_VERSIONS, EncodeMode, check_layer_shape_fields,
+                          checked_act_bits, checked_choice, load_act_bits, load_choice, load_groups, load_tables)
 from .weights import (LayerKind, check_distinct_weights, checked_layer_kind, output_length,
                       reduction_length)
 
@@ -81,6 +84,7 @@ class LayerPlan:
     ``mode``: ``LayerMode.INT8_DENSE`` for a dense layer run as an int8 matmul instead (no
     centroids, tables or groups: build it with ``LayerPlan.int8_dense``).
     ``encode``: ``EncodeMode.INT8`` computes the codes by integer distances (dense layers only).
+    ``act_bits`` (int8 dense only): the activations' width, 8 (0..255) or 7 (0..127).
     """
 
     name: str
@@ -93,12 +97,15 @@ class LayerPlan:
     groups: int = 1
     mode: LayerMode = LayerMode.LUT
     encode: EncodeMode = EncodeMode.FLOAT
+    act_bits: int = DEFAULT_ACT_BITS
 
     @classmethod
-    def int8_dense(cls, name: str, weight_shape, weight_fingerprint: str) -> "LayerPlan":
-        """The plan entry of a dense layer (weight ``[D, N]``, as ``LayerSite.weight``) run in int8."""
+    def int8_dense(cls, name: str, weight_shape, weight_fingerprint: str,
+                   act_bits: int = DEFAULT_ACT_BITS) -> "LayerPlan":
+        """The plan entry of a dense layer (weight ``[D, N]``, as ``LayerSite.weight``) run in int8,
+        its activations quantized to ``act_bits`` (8 or 7)."""
         return cls(name, LayerKind.DENSE, tuple(int(d) for d in weight_shape), weight_fingerprint,
-                   None, mode=LayerMode.INT8_DENSE)
+                   None, mode=LayerMode.INT8_DENSE, act_bits=act_bits)
 
     is_int8 = property(lambda self: self.mode == LayerMode.INT8_DENSE, doc="Whether the layer runs in int8.")
 
@@ -155,7 +162,10 @@ class LayerPlan:
         """Check ``mode``; True for an int8 dense layer (then fully checked: nothing else applies)."""
         mode = checked_choice(where, "mode", LayerMode, self.mode)
         if mode is LayerMode.LUT:
+            if self.act_bits != DEFAULT_ACT_BITS:
+                raise PlanError(f"{where}: field 'act_bits' must be absent in mode {mode.value}")
             return False
+        checked_act_bits(where, self.act_bits)
         if kind is not LayerKind.DENSE:
             raise PlanError(f"{where}: field 'mode' is {mode.value}, but the layer is {kind.value} "
                             "(only dense layers run in int8)")
@@ -262,6 +272,8 @@ class Plan(PlanKind):
     @property
     def version(self) -> int:
         """The format version ``save`` writes: the lowest that carries every layer's fields."""
+        if any(layer.act_bits != DEFAULT_ACT_BITS for layer in self.layers):
+            return PLAN_VERSION_ACT_BITS
         if any(EncodeMode(layer.encode) is not EncodeMode.FLOAT for layer in self.layers):
             return PLAN_VERSION_ENCODE
         if any(LayerMode(layer.mode) is not LayerMode.LUT for layer in self.layers):
@@ -303,7 +315,7 @@ class Plan(PlanKind):
             key = f"layer{index}.centroids"
             mode = load_choice(where, name, entry, version, "mode", LayerMode.LUT, PLAN_VERSION_MODES)
             if mode is LayerMode.INT8_DENSE:
-                layers.append(_load_int8_layer(where, index, entry, arrays))
+                layers.append(_load_int8_layer(where, index, entry, arrays, version))
                 continue
             if key not in arrays:
                 raise PlanError(f"{where}, layer {name!r}: missing array {key!r}")
@@ -343,7 +355,7 @@ def _layer_entry(layer: LayerPlan, version: int, with_tables: bool) -> dict:
         **({"mode": LayerMode(layer.mode).value} if version >= PLAN_VERSION_MODES else {}),
     }
     if layer.is_int8:
-        return entry
+        return {**entry, **({"act_bits": int(layer.act_bits)} if version >= PLAN_VERSION_ACT_BITS else {})}
     return {
         **entry,
         "table_quant": TableQuant(layer.table_quant).value,
@@ -355,7 +367,7 @@ def _layer_entry(layer: LayerPlan, version: int, with_tables: bool) -> dict:
     }
 
 
-def _load_int8_layer(where: str, index: int, entry: dict, arrays: dict) -> LayerPlan:
+def _load_int8_layer(where: str, index: int, entry: dict, arrays: dict, version: int) -> LayerPlan:
     """An int8 dense layer's entry: no centroid or table array, none of the LUT fields."""
     name = entry["name"]
     stray = [key for key in (f"layer{index}.centroids", f"layer{index}.tables", "num_centroids", "sub_vector_len",
@@ -363,7 +375,8 @@ def _load_int8_layer(where: str, index: int, entry: dict, arrays: dict) -> Layer
     if stray:
         raise PlanError(f"{where}, layer {name!r}: mode int8_dense has no {stray[0]!r}")
     return LayerPlan(name, entry["kind"], tuple(int(d) for d in entry["weight_shape"]),
-                     str(entry["weight_fingerprint"]), None, mode=LayerMode.INT8_DENSE)
+                     str(entry["weight_fingerprint"]), None, mode=LayerMode.INT8_DENSE,
+                     act_bits=load_act_bits(where, name, entry, version))
 
 
 _NEWER_TABLE_QUANTS = [q.value for q in TableQuant if q is not TableQuant.INT8_PER_LAYER]

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from enum import Enum
 
+import numpy as np
+
+from .int8_reference import ACT_BITS
+
 from .errors import PlanError
 from .npz_meta import check_int_field
 
@@ -17,8 +21,10 @@ PLAN_VERSION_TABLE_QUANT = 3  # plans with a layer whose table_quant is not int8
 PLAN_VERSION_GROUPS = 4  # plans with a grouped (or depthwise) conv layer
 PLAN_VERSION_MODES = 5  # plans with a layer whose mode is not lut (an int8 dense layer)
 PLAN_VERSION_ENCODE = 6  # plans with a layer whose encode is not float (the int8 encode)
+PLAN_VERSION_ACT_BITS = 7  # plans with an int8 dense layer whose activations are not 8 bits
 SUPPORTED_VERSIONS = (PLAN_VERSION, PLAN_VERSION_TABLES, PLAN_VERSION_TABLE_QUANT, PLAN_VERSION_GROUPS,
-                      PLAN_VERSION_MODES, PLAN_VERSION_ENCODE)
+                      PLAN_VERSION_MODES, PLAN_VERSION_ENCODE, PLAN_VERSION_ACT_BITS)
+DEFAULT_ACT_BITS = 8  # an int8 dense layer's activation width when the file does not say
 
 
 class EncodeMode(str, Enum):
@@ -44,6 +50,22 @@ def load_choice(where: str, name: str, entry: dict, version: int, field: str, de
         raise PlanError(f"{where}, layer {name!r}: field '{field}' {value.value} needs plan version "
                         f"{since}, but the file is version {version}")
     return value
+
+
+def checked_act_bits(at: str, value) -> int:
+    """An int8 dense layer's ``act_bits`` (7 or 8), or a ``PlanError`` naming it at ``at``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or int(value) not in ACT_BITS:
+        raise PlanError(f"{at}: field 'act_bits' is {value!r}, not one of {list(ACT_BITS)}")
+    return int(value)
+
+
+def load_act_bits(where: str, name: str, entry: dict, version: int) -> int:
+    """An int8 dense layer's ``act_bits`` (8 when absent); another value needs plan version 7."""
+    bits = checked_act_bits(f"{where}, layer {name!r}", entry.get("act_bits", DEFAULT_ACT_BITS))
+    if bits != DEFAULT_ACT_BITS and version < PLAN_VERSION_ACT_BITS:
+        raise PlanError(f"{where}, layer {name!r}: field 'act_bits' {bits} needs plan version "
+                        f"{PLAN_VERSION_ACT_BITS}, but the file is version {version}")
+    return bits
 
 
 def check_layer_shape_fields(at: str, entry: dict, centroids) -> None:

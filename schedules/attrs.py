@@ -11,9 +11,10 @@ BITS_ATTR = "lut_tvm.bits"  # exact LUT: weight bit width
 FLOAT_IO_ATTR = "lut_tvm.float_io"  # exact LUT: 1 for float input/output with in-kernel quantization
 INPUT_ATTR = "lut_tvm.input"  # exact LUT: the input's form (rows or conv2d windows)
 WORD_ATTR = "lut_tvm.word"  # exact shuffle: 1 where tables are looked up as int16 words
+ACT_BITS_ATTR = "lut_tvm.act_bits"  # int8 dense: activation width (8: 0..255, 7: 0..127)
 KERNEL_ATTRS = {"relu": RELU_ATTR, "epilogue": EPILOGUE_ATTR, "out_width": OUT_WIDTH_ATTR,
                 "input_layout": INPUT_LAYOUT_ATTR, "bits": BITS_ATTR, "float_io": FLOAT_IO_ATTR,
-                "input": INPUT_ATTR, "word": WORD_ATTR}
+                "input": INPUT_ATTR, "word": WORD_ATTR, "act_bits": ACT_BITS_ATTR}
 # Relax's operator-pattern attribute; kOpaque keeps FuseOps from fusing our kernels away.
 OP_PATTERN_ATTR = "op_pattern"
 OP_PATTERN_OPAQUE = 8

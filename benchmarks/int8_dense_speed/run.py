@@ -1,11 +1,13 @@
-"""Time one Linear at all-MiniLM-L6-v2's shapes: TVM int8 (plan mode ``int8_dense``), TVM fp32
-dense, ONNX Runtime fp32 and ONNX Runtime int8 (dynamic quantization), each in its own process.
+"""Time one Linear at all-MiniLM-L6-v2's shapes: TVM int8 (plan mode ``int8_dense``, 8- and 7-bit
+activations), TVM fp32 dense, ONNX Runtime fp32 and ONNX Runtime int8 (dynamic quantization), each
+in its own process.
 
 Usage: .venv/bin/python -m benchmarks.int8_dense_speed [--threads 1] [--rounds 3] [--minilm] [--out FILE]
 
 Per shape ``M x D x N`` (rows x in x out features, with bias): the torch ``Linear`` is exported
 once to ONNX (and quantized by ``quantize_dynamic``) and compiled by ``lut_tvm.compile`` with no
-plan and with a plan putting the layer in int8 (``LayerPlan.int8_dense``). Each TVM library is
+plan, with a plan putting the layer in int8 (``LayerPlan.int8_dense``) and with the same plan at
+7-bit activations (``act_bits`` 7: the ``vpmaddubsw`` kernel where the target has no VNNI). Each TVM library is
 timed in a fresh ``--worker`` process (``TVM_NUM_THREADS``), and so is each ONNX file (ONNX
 Runtime with ``intra_op_num_threads``); the whole set runs ``--rounds`` times and each figure is
 the median over rounds of the per-process medians. A process's figure is the median of single
@@ -42,7 +44,8 @@ from lut_tvm.target_features import host_features  # noqa: E402
 from lut_tvm.peers import ort_runner  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "int8_dense_speed.md"
-SHAPES = ((128, 384, 384), (128, 384, 1536), (128, 1536, 384))  # MiniLM at sequence 128
+SHAPES = ((128, 384, 384), (128, 384, 1536), (128, 1536, 384),  # MiniLM at sequence 128
+          (1, 384, 384), (1, 384, 1536), (1, 1536, 384))  # and one token
 ORT_LABELS = ("ort_fp32", "ort_int8")
 # "native" is x86-avx512 (skylake-avx512: AVX-512BW, no VNNI); where this CPU has VNNI the int8
 # plan is also compiled for the same CPU with VNNI (cascadelake), the vpdpbusd kernel.
@@ -116,10 +119,12 @@ def _build_case(model, example, folder: Path) -> dict:
     from lut_tvm.weights import LayerKind  # pylint: disable=import-outside-toplevel
 
     sites = [site for site in layer_sites(import_model(model, (example,))) if site.kind is LayerKind.DENSE]
-    plan = Plan([LayerPlan.int8_dense(f"dense{i}", site.weight.shape, site.fingerprint)
-                 for i, site in enumerate(sites)])
-    files = {"tvm_int8": folder / "tvm_int8.so", "tvm_fp32": folder / "tvm_fp32.so"}
+    plan, plan7 = (Plan([LayerPlan.int8_dense(f"dense{i}", site.weight.shape, site.fingerprint, bits)
+                         for i, site in enumerate(sites)]) for bits in (8, 7))
+    files = {"tvm_int8": folder / "tvm_int8.so", "tvm_int8_7bit": folder / "tvm_int8_7bit.so",
+             "tvm_fp32": folder / "tvm_fp32.so"}
     info = {"tvm_int8": compile_tvm(model, plan, example, files["tvm_int8"]),
+            "tvm_int8_7bit": compile_tvm(model, plan7, example, files["tvm_int8_7bit"]),
             "tvm_fp32": compile_tvm(model, None, example, files["tvm_fp32"])}
     if host_features().has("avx512vnni"):
         files["tvm_int8_vnni"] = folder / "tvm_int8_vnni.so"
@@ -161,8 +166,15 @@ def _measure(model, example, threads: int, rounds: int) -> dict:
                     kernels[label].append(result["kernels"])
     return {"ms": {label: statistics.median(values) for label, values in samples.items()},
             "kernels": {label: _kernel_split(runs) for label, runs in kernels.items()},
-            "cosine": {label: _cosine(outputs[label], outputs["tvm_fp32"]) for label in ("tvm_int8", "ort_int8")},
+            "cosine": {label: _cosine(outputs[label], outputs["tvm_fp32"])
+                       for label in ("tvm_int8", "tvm_int8_7bit", "ort_int8")},
             "schedule": info["tvm_fp32"]["schedule"], "int8_layers": info["int8_layers"]}
+
+
+def _native_name() -> str:
+    from lut_tvm.targets import resolve_target  # pylint: disable=import-outside-toplevel
+
+    return str(resolve_target("native"))
 
 
 def _markdown(results: dict, threads: int, rounds: int, machine_before: dict) -> list[str]:
@@ -174,16 +186,17 @@ def _markdown(results: dict, threads: int, rounds: int, machine_before: dict) ->
         "in its own process (the module docstring says why single calls). TVM int8 is",
         "the plan mode `int8_dense` (per-row uint8 activations quantized at run time, int8 weights per",
         "column, int32 accumulation: `lut_tvm.int8_reference`); ONNX Runtime int8 is `quantize_dynamic`",
-        "(QInt8 weights).", "",
+        "(QInt8 weights). TVM int8 7-bit is the same plan with `act_bits` 7 (activations 0..127), which",
+        "runs exactly on `vpmaddubsw` where the target has no VNNI.", "",
         f"CPU: {machine['cpu_model']} ({', '.join(machine['flags'])}); load average before "
         f"{machine_before['loadavg'][0]:.2f}, after {machine['loadavg'][0]:.2f} (2 cores, shared).",
         f"Versions: {', '.join(f'{k} {v}' for k, v in library_versions().items())}.", "",
-        "TVM int8 `native`: the `native` target (x86-avx512 = skylake-avx512: AVX-512BW, exact `vpmaddwd`);",
+        f"TVM int8 `native`: the `native` target ({_native_name()}; 8-bit: exact `vpmaddwd` without VNNI);",
         "TVM int8 VNNI: the same plan compiled for `cascadelake` (`vpdpbusd`), where this CPU has VNNI.",
-        "Speed-ups are TVM fp32 / TVM int8 and ORT int8 / TVM int8, each against the faster TVM int8.", "",
-        "| model | TVM int8 native | TVM int8 VNNI | TVM fp32 | ORT int8 | ORT fp32 | vs TVM fp32 | vs ORT int8 "
-        "| quantize / dense kernels (ms): native; VNNI | cosine to fp32: TVM int8 / ORT int8 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Speed-ups are TVM fp32 / TVM int8 and ORT int8 / TVM int8, each against the fastest TVM int8.", "",
+        "| model | TVM int8 native | TVM int8 7-bit | TVM int8 VNNI | TVM fp32 | ORT int8 | ORT fp32 | vs TVM fp32 "
+        "| vs ORT int8 | quantize / dense kernels (ms): native; 7-bit; VNNI | cosine to fp32: TVM int8 / 7-bit / ORT int8 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for shape, row in results.items():
         ms, kernels = row["ms"], row["kernels"]
@@ -191,9 +204,10 @@ def _markdown(results: dict, threads: int, rounds: int, machine_before: dict) ->
         vnni = f"{ms['tvm_int8_vnni']:.3f}" if "tvm_int8_vnni" in ms else "n/a"
         split = "; ".join(f"{quant:.3f} / {dense:.3f}" for quant, dense in kernels.values())
         lines.append(
-            f"| {shape} | {ms['tvm_int8']:.3f} | {vnni} | {ms['tvm_fp32']:.3f} | {ms['ort_int8']:.3f} "
-            f"| {ms['ort_fp32']:.3f} | {ms['tvm_fp32'] / best:.2f}x | {ms['ort_int8'] / best:.2f}x "
-            f"| {split} | {row['cosine']['tvm_int8']:.5f} / {row['cosine']['ort_int8']:.5f} |")
+            f"| {shape} | {ms['tvm_int8']:.3f} | {ms['tvm_int8_7bit']:.3f} | {vnni} | {ms['tvm_fp32']:.3f} "
+            f"| {ms['ort_int8']:.3f} | {ms['ort_fp32']:.3f} | {ms['tvm_fp32'] / best:.2f}x | {ms['ort_int8'] / best:.2f}x "
+            f"| {split} | " + " / ".join(f"{row['cosine'][k]:.5f}" for k in ("tvm_int8", "tvm_int8_7bit", "ort_int8"))
+            + " |")
     layers = {label: row["int8_layers"] for label, row in results.items() if row["int8_layers"] != 1}
     if layers:
         lines += ["", "Whole models: every Linear in int8 (" + ", ".join(f"{k}: {v}" for k, v in layers.items())

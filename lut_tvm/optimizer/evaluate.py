@@ -139,9 +139,9 @@ def _freeze(lut) -> None:
     lut.lut_rows = types.MethodType(_frozen_lut_rows, lut)
 
 
-def _int8_linear(linear):
+def _int8_linear(linear, act_bits: int = 8):
     """A module computing ``linear`` as the compiled int8 dense layer does (``lut_tvm.int8_reference``,
-    NumPy; inference only)."""
+    NumPy, activations of ``act_bits``; inference only)."""
     import torch  # pylint: disable=import-outside-toplevel
     from ..int8_reference import int8_dense  # pylint: disable=import-outside-toplevel
 
@@ -149,10 +149,10 @@ def _int8_linear(linear):
     bias = None if linear.bias is None else linear.bias.detach().numpy()
 
     class Int8Linear(torch.nn.Module):
-        """``int8_dense(x, W, bias)`` of the wrapped Linear."""
+        """``int8_dense(x, W, bias, act_bits)`` of the wrapped Linear."""
 
         def forward(self, x):
-            return torch.from_numpy(int8_dense(x.detach().numpy(), weight_dn, bias)).to(x.dtype)
+            return torch.from_numpy(int8_dense(x.detach().numpy(), weight_dn, bias, act_bits)).to(x.dtype)
 
     return Int8Linear()
 
@@ -168,7 +168,7 @@ def lut_modules(module, plan: Plan, frozen: bool = False) -> dict:
     for layer in plan.layers:
         original = module.get_submodule(layer.name)
         if layer.is_int8:
-            made[layer.name] = _int8_linear(original)
+            made[layer.name] = _int8_linear(original, layer.act_bits)
             continue
         make = LutConv2d.from_conv if isinstance(original, nn.Conv2d) else LutLinear.from_linear
         lut = make(original, layer.centroids).eval()

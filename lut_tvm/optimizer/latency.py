@@ -61,11 +61,11 @@ class KernelTimer:
         return (f"{self.host}|{site.kind.value}|w={list(site.weight.shape)}|x={list(site.input_shape)}"
                 f"|{geometry}|{candidate}")
 
-    def time_ms(self, site, centroids: np.ndarray | None, int8: bool = False) -> float:
-        """``centroids`` None: the dense kernel (``int8``: the int8 dense kernels); else the LUT kernel
-        with these centroids' (C, K, V)."""
+    def time_ms(self, site, centroids: np.ndarray | None, int8: bool = False, act_bits: int = 8) -> float:
+        """``centroids`` None: the dense kernel (``int8``: the int8 dense kernels, activations of
+        ``act_bits``); else the LUT kernel with these centroids' (C, K, V)."""
         if centroids is None:
-            candidate = "int8" if int8 else "dense"
+            candidate = ("int8" if act_bits == 8 else f"int8:a{act_bits}") if int8 else "dense"
         else:
             candidate = f"lut:V={centroids.shape[2]}:K={centroids.shape[1]}"
         key = self.key(site, candidate)
@@ -82,7 +82,7 @@ class KernelTimer:
             plan = Plan([LayerPlan("layer", site.kind, tuple(site.weight.shape), site.fingerprint, centroids,
                                    groups=site.groups)])
         elif int8:
-            plan = Plan([LayerPlan.int8_dense("layer", tuple(site.weight.shape), site.fingerprint)])
+            plan = Plan([LayerPlan.int8_dense("layer", tuple(site.weight.shape), site.fingerprint, act_bits)])
         compiled = compile_imported(imported, plan, self.target)
         compiled(x)  # warm up: the first run starts the thread pool and faults the tables in
         value = compiled.benchmark(x, number=self.number, repeat=self.repeat) * 1e3
@@ -102,7 +102,8 @@ class CostModel:
             if sub_len is None:
                 self.dense_ms[layer.name] = timer.time_ms(layer.site, None)
             elif is_int8(sub_len):
-                self.lut_ms[(layer.name, sub_len)] = timer.time_ms(layer.site, None, int8=True)
+                self.lut_ms[(layer.name, sub_len)] = timer.time_ms(layer.site, None, int8=True,
+                                                                   act_bits=sub_len.act_bits)
             else:
                 self.lut_ms[(layer.name, sub_len)] = timer.time_ms(layer.site, bank.centroids(layer, sub_len))
 

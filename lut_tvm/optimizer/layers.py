@@ -1,4 +1,4 @@
-"""The LUT-able layers of a model, their candidate choices (``LutOption``: V and K, or ``INT8_DENSE``
+"""The LUT-able layers of a model, their candidate choices (``LutOption``: V and K, or ``Int8Option``
 for a dense layer run as an int8 matmul) and their k-means centroids (cached)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schedules.intrin.int8_dot import preferred_act_bits
 from schedules.intrin.lut_vbmi import shuffle_centroids
 
 from ..compiler import layer_sites
@@ -16,6 +17,7 @@ from ..kmeans import kmeans_centroids
 from ..plan import LayerPlan, Plan, TableQuant
 from ..planner import collect_layer_rows, layer_name, refit_layer_tables
 from ..policy import TableRefit
+from ..targets import resolve_target
 from ..weights import LayerKind, reduction_length
 from .cache import MeasurementCache, digest
 
@@ -90,21 +92,36 @@ class LutOption(int):
 
 class Int8Option(LutOption):
     """The choice of running a dense layer as an int8 matmul (``plan.LayerMode.INT8_DENSE``) instead
-    of a LUT: no codebooks (V = 0, K = 0). Printed ``int8``."""
+    of a LUT: no codebooks (V = 0, K = 0), activations of ``act_bits`` (8 or 7). Printed ``int8``
+    at either width (the name reports and caches give the choice; the plan carries the width),
+    labelled ``int8 7-bit`` by ``option_label``."""
 
-    def __new__(cls):
-        return super().__new__(cls, 0, 0)
+    act_bits: int
+
+    def __new__(cls, act_bits: int = 8):
+        option = super().__new__(cls, 0, 0)
+        option.act_bits = int(act_bits)
+        return option
 
     def __getnewargs__(self):
-        return ()
+        return (self.act_bits,)
 
     def __str__(self) -> str:
         return "int8"
 
-    __repr__ = __str__
+    def __repr__(self) -> str:
+        return "int8" if self.act_bits == 8 else f"int8-{self.act_bits}bit"
 
 
 INT8_DENSE = Int8Option()
+INT8_DENSE_7BIT = Int8Option(7)
+
+
+def offered_int8(target=None) -> Int8Option:
+    """The int8 choice the optimizer offers on ``target`` (None: this machine's ``native``): 7-bit
+    activations where they run a faster exact kernel (no VNNI: ``vpmaddubsw``), else 8-bit
+    (``schedules.intrin.int8_dot.preferred_act_bits``)."""
+    return Int8Option(preferred_act_bits(resolve_target("native" if target is None else target)))
 
 
 def is_int8(option) -> bool:
@@ -114,12 +131,14 @@ def is_int8(option) -> bool:
 
 def option_label(option) -> str:
     """``int8`` or ``V=4`` / ``V=4 K=32``: an option as the report and progress lines name it."""
-    return "int8" if is_int8(option) else f"V={option}"
+    if is_int8(option):
+        return "int8" if option.act_bits == 8 else f"int8 {option.act_bits}-bit"
+    return f"V={option}"
 
 
-def _option_key(value: int) -> tuple[int, int]:
-    """``(V, K)`` of an option or of a plain V (K = 16)."""
-    return int(value), getattr(value, "num_centroids", NUM_CENTROIDS)
+def _option_key(value: int) -> tuple[int, int, int]:
+    """``(V, K, activation bits)`` of an option or of a plain V (K = 16; bits 0 but for int8)."""
+    return int(value), getattr(value, "num_centroids", NUM_CENTROIDS), getattr(value, "act_bits", 0)
 
 
 def num_centroids_of(option: int) -> int:
@@ -155,10 +174,12 @@ def valid_sub_lens(depth: int, sub_lens) -> tuple[int, ...]:
 
 
 def model_layers(imported, sub_lens=DEFAULT_SUB_LENS, only=None,
-                 centroids=(NUM_CENTROIDS,), int8: bool = False) -> list[Layer]:
+                 centroids=(NUM_CENTROIDS,), int8: bool | Int8Option = False) -> list[Layer]:
     """Every LUT-able layer (one per distinct weight, graph order) with at least one valid V, its
-    options every valid V with every K of ``centroids`` (``offered_centroids(target)``);
+    options every valid V with every K of ``centroids`` (``offered_centroids(target)``), and for a
+    dense layer the int8 choice ``int8`` (``offered_int8(target)``; True: this machine's);
     ``only``: just these layer names."""
+    int8 = offered_int8() if int8 is True else int8
     layers = []
     for index, site in enumerate(layer_sites(imported)):
         name = layer_name(imported, site, index)
@@ -166,8 +187,8 @@ def model_layers(imported, sub_lens=DEFAULT_SUB_LENS, only=None,
             continue
         valid = valid_sub_lens(reduction_length(site.kind, site.weight.shape), sub_lens)
         options = tuple(LutOption(v, k) for v in valid for k in sorted(set(centroids)))
-        if int8 and site.kind is LayerKind.DENSE:
-            options += (INT8_DENSE,)
+        if is_int8(int8) and site.kind is LayerKind.DENSE:  # (an Int8Option is falsy: its V is 0)
+            options += (int8,)
         if options:
             layers.append(Layer(name, site, options))
         else:
@@ -234,7 +255,7 @@ class CentroidBank:
     def layer_plan(self, layer: Layer, sub_len: int) -> LayerPlan:
         site = layer.site
         if is_int8(sub_len):
-            return LayerPlan.int8_dense(layer.name, tuple(site.weight.shape), site.fingerprint)
+            return LayerPlan.int8_dense(layer.name, tuple(site.weight.shape), site.fingerprint, sub_len.act_bits)
         quant = self.table_quant.get((layer.name, sub_len), TableQuant.INT8_PER_LAYER)
         tables = self.refit_tables(layer, sub_len) if (layer.name, sub_len) in self.refit else None
         return LayerPlan(layer.name, site.kind, tuple(site.weight.shape), site.fingerprint,

@@ -41,7 +41,7 @@ def _options_text(options) -> str:
     """``int8, V=2, 4`` for a list of options (the int8 option first)."""
     options = sorted(set(options))
     lut = [str(v) for v in options if not is_int8(v)]
-    return ", ".join(["int8"] * any(is_int8(v) for v in options) + (["V=" + ", ".join(lut)] if lut else []))
+    return ", ".join([option_label(v) for v in options if is_int8(v)][:1] + (["V=" + ", ".join(lut)] if lut else []))
 
 
 def build_report(*, source, metric, budget, target, threads, batch, evaluator, eval_samples, layers,

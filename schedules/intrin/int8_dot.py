@@ -10,9 +10,12 @@ Every intrinsic computes ``C[i] += int32(A[k]) * int32(B[i, k])`` for ``L`` outp
 * AVX2: ``vpmaddwd`` ymm the same way, ``L = 8``, ``R = 2``.
 
 The widened forms are exact for every uint8 x int8 pair; ``vpmaddubsw`` (TVM's
-``dot_16x4_avx512``) is not used by the dense layer because its int16 pair sums saturate
-(2 * 255 * 127 > 32767). A target with none of these gets the ``FALLBACK`` layout and no
-tensorization.
+``dot_16x4_avx512``) is not used by the dense layer on 8-bit activations because its int16 pair
+sums saturate (2 * 255 * 127 > 32767). On 7-bit activations (``act_bits`` 7: 0..127) they cannot
+(2 * 127 * 127 = 32258), so without VNNI such a layer gets ``INT8_DOT4_AVX2`` /
+``INT8_DOT4_AVX512BW`` below (``L = 8 / 16``, ``R = 4``), exact and with no widening of the
+weights (``int8_layout_for_target(target, act_bits=7)``). A target with none of these gets the
+``FALLBACK`` layout and no tensorization.
 
 Each implementation is one expression: a named binding in them (``x = ...``) lowers to a local
 allocation, i.e. a ``TVMBackendAllocWorkspace`` call per use (seen in the asm: three per row tile).
@@ -141,19 +144,28 @@ TensorIntrin.register(INT8_DOT4_AVX2, _desc(8, 4), _pmaddubsw_impl(8, INT8_DOT4_
 TensorIntrin.register(INT8_DOT4_AVX512BW, _desc(16, 4), _pmaddubsw_impl(16, INT8_DOT4_AVX512BW))
 
 
-def int8_layout_for_target(target) -> Int8Layout:
-    """The fastest exact layout ``target`` runs: VNNI, then AVX-512BW, then AVX2, else FALLBACK."""
+def int8_layout_for_target(target, act_bits: int = 8) -> Int8Layout:
+    """The fastest layout ``target`` runs exactly on activations of ``act_bits`` (8: 0..255, 7:
+    0..127): VNNI, then AVX-512BW, then AVX2 (``vpmaddwd`` on widened operands at 8 bits,
+    ``vpmaddubsw`` at 7), else FALLBACK."""
     features = target_features(target)
     if features.arch != "x86":
         return FALLBACK
     if features.has("avx512vnni") and features.has("avx512bw"):
         return Int8Layout(16, 4, INT8_DOT_VNNI)
+    seven = int(act_bits) == 7
     if features.has("avx512bw"):
-        return Int8Layout(16, 2, INT8_DOT_AVX512)
+        return Int8Layout(16, 4, INT8_DOT4_AVX512BW) if seven else Int8Layout(16, 2, INT8_DOT_AVX512)
     if features.has("avx2"):
-        return Int8Layout(8, 2, INT8_DOT_AVX2)
+        return Int8Layout(8, 4, INT8_DOT4_AVX2) if seven else Int8Layout(8, 2, INT8_DOT_AVX2)
     return FALLBACK
 
+def preferred_act_bits(target) -> int:
+    """The int8 dense layer's activation width to offer on ``target``: 7 where 7-bit activations get
+    a faster exact kernel (``vpmaddubsw`` instead of widening to ``vpmaddwd``: AVX2 or AVX-512BW
+    without VNNI), else 8 (VNNI's ``vpdpbusd`` takes 0..255 at the same speed; other CPUs run
+    plain loops either way)."""
+    return 7 if int8_layout_for_target(target, 7).intrin in (INT8_DOT4_AVX2, INT8_DOT4_AVX512BW) else 8
 
 
 def encode_dot_for_target(target) -> Int8Layout:

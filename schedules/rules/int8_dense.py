@@ -3,7 +3,8 @@
 ``int8_dense``: the int32 accumulator is tiled into ``row block x (col_vectors * L)`` tiles; the
 tiles run in parallel (rows) and each accumulates in registers (a ``local`` buffer that LLVM
 promotes) over the depth groups ``ko``, one dot-product instruction per (row, L columns, R
-depths), tensorized with the target's intrinsic (``schedules.intrin.int8_dot``); the weight
+depths), tensorized with the target's intrinsic (``schedules.intrin.int8_dot``) for the kernel's
+activation width (attribute ``act_bits``: ``vpmaddubsw`` only on 7-bit activations); the weight
 layout ``[L, R]`` is read from the packed weight's shape, so it always matches what the
 compiling pass packed. The dequantize runs under the tile, vectorized over its columns.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 
+from schedules.attrs import ACT_BITS_ATTR
 from schedules.int8_dense_compute import (
     ACC_BLOCK,
     INT8_DENSE,
@@ -46,26 +48,27 @@ class Int8DenseRule(ScheduleRule):
             return _schedule_quantize(s_tir.Schedule(func), target)
         if kind != INT8_DENSE:
             return None
-        return _schedule_dense(s_tir.Schedule(func), target)
+        act_bits = int(func.attrs[ACT_BITS_ATTR]) if ACT_BITS_ATTR in func.attrs else 8
+        return _schedule_dense(s_tir.Schedule(func), target, act_bits)
 
 
 def _divisor_up_to(extent: int, limit: int) -> int:
     return max(f for f in range(1, min(extent, limit) + 1) if extent % f == 0)
 
 
-def _layout_of(sch: s_tir.Schedule, target) -> Int8Layout:
+def _layout_of(sch: s_tir.Schedule, target, act_bits: int) -> Int8Layout:
     """The packed weight's ``[L, R]`` and the target's intrinsic for it (None if it has none)."""
     wpack = next(read.source for read in sch.get(sch.get_sblock(ACC_BLOCK)).reads
                  if len(read.source.shape) == 4)
     lanes, group = (int(d) for d in wpack.shape[2:])
-    layout = int8_layout_for_target(target)
+    layout = int8_layout_for_target(target, act_bits)
     if (layout.lanes, layout.group) == (lanes, group):
         return layout
     return Int8Layout(lanes, group, None)
 
 
-def _schedule_dense(sch: s_tir.Schedule, target) -> s_tir.Schedule:
-    layout = _layout_of(sch, target)
+def _schedule_dense(sch: s_tir.Schedule, target, act_bits: int) -> s_tir.Schedule:
+    layout = _layout_of(sch, target, act_bits)
     acc = sch.get_sblock(ACC_BLOCK)
     m, n, ko, ki = sch.get_loops(acc)
     rows, cols = int(sch.get(m).extent), int(sch.get(n).extent)

@@ -1,4 +1,4 @@
-"""Plan version 5: int8 dense layers (``LayerMode.INT8_DENSE``) beside LUT layers: round trip,
+"""Plan versions 5 and 7: int8 dense layers (``LayerMode.INT8_DENSE``, 7-bit activations in 7) beside LUT layers: round trip,
 refusal by an older reader, and every malformed int8 entry named by layer and field."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 from lut_tvm import plan as plan_module
 from lut_tvm.errors import PlanError
 from lut_tvm.npz_meta import META_KEY
-from lut_tvm.plan import PLAN_VERSION_GROUPS, PLAN_VERSION_MODES, LayerMode, LayerPlan, Plan
+from lut_tvm.plan import PLAN_VERSION_ACT_BITS, PLAN_VERSION_GROUPS, PLAN_VERSION_MODES, LayerMode, LayerPlan, Plan
 from lut_tvm.weights import LayerKind, fingerprint
 
 RNG = np.random.default_rng(0)
@@ -103,3 +103,59 @@ def test_lut_layer_still_needs_centroids():
     layer = LayerPlan("fc1", LayerKind.DENSE, DENSE_W.shape, fingerprint(DENSE_W), None)
     with pytest.raises(PlanError, match="field 'centroids' must be a 3-D array"):
         layer.validate()
+
+
+def _seven_bit_plan() -> Plan:
+    plan = _mixed_plan()
+    plan.layers[1] = LayerPlan.int8_dense("fc2", OTHER_W.shape, fingerprint(OTHER_W), act_bits=7)
+    return plan
+
+
+def test_7bit_round_trip_is_version_7(tmp_path):
+    plan = _seven_bit_plan()
+    assert plan.version == PLAN_VERSION_ACT_BITS
+    path = plan.save(tmp_path / "p.npz")
+    meta = json.loads(_read(path)[META_KEY].tobytes().decode())
+    assert meta["version"] == PLAN_VERSION_ACT_BITS and meta["layers"][1]["act_bits"] == 7
+    assert "act_bits" not in meta["layers"][0]  # a LUT layer has none
+    loaded = Plan.load(path)
+    assert loaded.layers[1].is_int8 and loaded.layers[1].act_bits == 7 and loaded.layers[0].act_bits == 8
+
+
+def test_8bit_int8_plan_stays_version_5_and_loads_as_8(tmp_path):
+    path = _mixed_plan().save(tmp_path / "p.npz")
+    meta = json.loads(_read(path)[META_KEY].tobytes().decode())
+    assert meta["version"] == PLAN_VERSION_MODES and "act_bits" not in meta["layers"][1]
+    assert Plan.load(path).layers[1].act_bits == 8
+
+
+def test_older_reader_refuses_7bit_plan(tmp_path, monkeypatch):
+    path = _seven_bit_plan().save(tmp_path / "p.npz")
+    monkeypatch.setattr(plan_module, "SUPPORTED_VERSIONS", tuple(range(1, PLAN_VERSION_ACT_BITS)))
+    with pytest.raises(PlanError, match="version 7"):
+        Plan.load(path)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda meta, arrays: meta.update(version=PLAN_VERSION_MODES),
+     r"layer 'fc2': field 'act_bits' 7 needs plan version 7, but the file is version 5"),
+    (lambda meta, arrays: meta["layers"][1].update(act_bits=4), r"layer 'fc2': field 'act_bits' is 4, not one of \[7, 8\]"),
+    (lambda meta, arrays: meta["layers"][1].update(act_bits="7"), r"field 'act_bits' is '7'"),
+    (lambda meta, arrays: meta["layers"][1].update(act_bits=True), r"field 'act_bits' is True"),
+])
+def test_malformed_act_bits_named(tmp_path, change, message):
+    path = _seven_bit_plan().save(tmp_path / "p.npz")
+    _rewrite(path, change)
+    with pytest.raises(PlanError, match=message):
+        Plan.load(path)
+
+
+def test_act_bits_checked_on_save(tmp_path):
+    plan = _seven_bit_plan()
+    plan.layers[1].act_bits = 6
+    with pytest.raises(PlanError, match=r"plan layer 'fc2': field 'act_bits' is 6"):
+        plan.save(tmp_path / "p.npz")
+    plan = _mixed_plan()
+    plan.layers[0].act_bits = 7
+    with pytest.raises(PlanError, match=r"plan layer 'fc1': field 'act_bits' must be absent in mode lut"):
+        plan.save(tmp_path / "p.npz")

@@ -43,16 +43,16 @@ def _params(model):
             for layer in (model.fc1, model.fc2, model.fc3)]
 
 
-def _int8_plan(model, x, names=("fc1", "fc2", "fc3")):
+def _int8_plan(model, x, names=("fc1", "fc2", "fc3"), act_bits=8):
     sites = layer_sites(import_model(model, (x,)))
-    return Plan([LayerPlan.int8_dense(name, site.weight.shape, site.fingerprint)
+    return Plan([LayerPlan.int8_dense(name, site.weight.shape, site.fingerprint, act_bits)
                  for name, site in zip(("fc1", "fc2", "fc3"), sites) if name in names])
 
 
-def _reference(params, x, int8=(True, True, True)):
+def _reference(params, x, int8=(True, True, True), act_bits=8):
     h = x.reshape(-1, x.shape[-1])
     for index, ((weight, bias), quantized) in enumerate(zip(params, int8)):
-        h = ref.int8_dense(h, weight, bias) if quantized else h @ weight + bias
+        h = ref.int8_dense(h, weight, bias, act_bits) if quantized else h @ weight + bias
         if index < 2:
             h = np.maximum(h, np.float32(0.0))
     return h.reshape(*x.shape[:-1], -1)
@@ -86,6 +86,20 @@ def test_each_weight_layout_equals_reference(target, needs):
     x = np.random.default_rng(9).standard_normal((7, 37)).astype(np.float32)
     y = lut_tvm.compile(model, _int8_plan(model, x), target=target, example_inputs=(x,), tuning_logs=False)(x)
     np.testing.assert_allclose(y, _reference(_params(model), x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 128])
+def test_7bit_plan_equals_7bit_reference(rows):
+    """A plan with ``act_bits`` 7 compiles (AVX2 where this CPU has it: the ``vpmaddubsw`` kernel) to
+    the 7-bit reference, which is not the 8-bit one."""
+    target = "x86-avx2" if host_features().has("avx2") else "native"
+    model = _model()
+    x = np.random.default_rng(rows + 50).standard_normal((rows, 37)).astype(np.float32)
+    y = lut_tvm.compile(model, _int8_plan(model, x, act_bits=7), target=target, example_inputs=(x,),
+                        tuning_logs=False)(x)
+    expected = _reference(_params(model), x, act_bits=7)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(expected, _reference(_params(model), x), rtol=1e-5, atol=1e-5)
 
 
 def test_onnx_mlp_with_leading_dims_equals_reference(tmp_path):

@@ -1,7 +1,8 @@
 """The int8 dense kernels (per-row quantization, uint8 x int8 dot products on a packed weight) under
 their default schedule, against the NumPy reference ``lut_tvm.int8_reference``: bit for bit, for
-every layout (VNNI, AVX-512BW, AVX2, plain loops), M = 1, 7, 128 and odd D, N. An ISA runs only
-where this CPU has it; the assembly checks name the instruction each layout must use."""
+every layout (VNNI, AVX-512BW, AVX2, plain loops), 8- and 7-bit activations, M = 1, 7, 128 and odd
+D, N. An ISA runs only where this CPU has it; the assembly checks (compile only) name the
+instruction each layout must use."""
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from lut_tvm.target_features import host_features
 from schedules.int8_dense_compute import int8_dense_func, int8_quantize_rows_func, padded_rows
 from schedules.intrin.int8_dot import (
     FALLBACK,
+    INT8_DOT4_AVX2,
+    INT8_DOT4_AVX512BW,
     INT8_DOT_AVX2,
     INT8_DOT_AVX512,
     INT8_DOT_VNNI,
@@ -25,14 +28,21 @@ TARGETS = {
     "avx512bw": ("skylake-avx512", ("avx512bw",), INT8_DOT_AVX512, "vpmaddwd"),
     "avx2": ("haswell", ("avx2",), INT8_DOT_AVX2, "vpmaddwd"),
 }
+# the same at 7-bit activations: vpmaddubsw where there is no VNNI
+TARGETS_7BIT = {
+    "vnni": (INT8_DOT_VNNI, "vpdpbusd"),
+    "avx512bw": (INT8_DOT4_AVX512BW, "vpmaddubsw"),
+    "avx2": (INT8_DOT4_AVX2, "vpmaddubsw"),
+}
 
 
-def _target(name: str):
+def _target(name: str, run: bool = True):
+    """The target of ``name``; with ``run``, skip where this CPU cannot run its code."""
     if name == "plain":
         return tvm.target.Target({"kind": "llvm", "num-cores": 2})
     mcpu, needs, _, _ = TARGETS[name]
     missing = [f for f in needs if not host_features().has(f)]
-    if missing:
+    if missing and run:
         pytest.skip(f"this CPU lacks {', '.join(missing)}")
     return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
 
@@ -47,19 +57,19 @@ def _tensor(array):
     return tvm.runtime.tensor(np.ascontiguousarray(array))
 
 
-def _run(target, x, weight):
+def _run(target, x, weight, act_bits=8):
     """``(xq, xs, zp, y)`` of the compiled kernels, rows and depth cut back to ``x``'s."""
-    layout = int8_layout_for_target(target)
+    layout = int8_layout_for_target(target, act_bits)
     rows, depth = x.shape
     wq, ws = ref.quantize_weight(weight)
     packed = ref.pack_weight(wq, layout.lanes, layout.group)
     padded_depth = packed.shape[1] * packed.shape[3]
     mp = padded_rows(rows)
-    quant = _build(int8_quantize_rows_func(rows, depth, padded_depth), target)
+    quant = _build(int8_quantize_rows_func(rows, depth, padded_depth, act_bits), target)
     xq, xs, zp = (_tensor(np.zeros((mp, padded_depth), np.uint8)), _tensor(np.zeros(mp, np.float32)),
                   _tensor(np.zeros(mp, np.float32)))
     quant(_tensor(x), xq, xs, zp)
-    dense = _build(int8_dense_func(rows, packed.shape, weight.shape[1]), target)
+    dense = _build(int8_dense_func(rows, packed.shape, weight.shape[1], act_bits), target)
     y = _tensor(np.zeros((rows, weight.shape[1]), np.float32))
     dense(xq, _tensor(packed), _tensor(ref.column_sums(wq)), xs, zp, _tensor(ws), y)
     return xq.numpy()[:rows, :depth], xs.numpy()[:rows], zp.numpy()[:rows], y.numpy()
@@ -68,17 +78,19 @@ def _run(target, x, weight):
 SHAPES = [(1, 50, 17), (7, 37, 29), (128, 96, 40), (5, 64, 16)]
 
 
+@pytest.mark.parametrize("act_bits", [8, 7])
 @pytest.mark.parametrize("name", ["vnni", "avx512bw", "avx2", "plain"])
 @pytest.mark.parametrize("rows,depth,cols", SHAPES)
-def test_kernels_bit_exact(name, rows, depth, cols):
+def test_kernels_bit_exact(name, rows, depth, cols, act_bits):
     target = _target(name)
     rng = np.random.default_rng(rows * 1000 + depth + cols)
     x = (rng.standard_normal((rows, depth)) * rng.uniform(0.1, 4.0, (rows, 1))).astype(np.float32)
     x[0] = np.abs(x[0])  # a row without negatives: zero point 0
     weight = rng.standard_normal((depth, cols)).astype(np.float32)
     weight[:, 0] = 0.0  # a zero column: scale 1
-    xq, xs, zp, y = _run(target, x, weight)
-    ref_xq, ref_xs, ref_zp = ref.quantize_rows(x)
+    xq, xs, zp, y = _run(target, x, weight, act_bits)
+    ref_xq, ref_xs, ref_zp = ref.quantize_rows(x, act_bits)
+    assert ref_xq.max() == ref.act_qmax(act_bits)
     np.testing.assert_array_equal(xq, ref_xq)
     np.testing.assert_array_equal(xs, ref_xs)
     np.testing.assert_array_equal(zp.astype(np.int32), ref_zp)
@@ -96,6 +108,37 @@ def test_extreme_values_do_not_saturate():
     weight = np.where(np.arange(cols) % 2 == 0, 1.0, -1.0).astype(np.float32) * np.ones((depth, 1), np.float32)
     _, _, _, y = _run(target, x, weight)
     np.testing.assert_array_equal(y, ref.int8_dense(x, weight))
+
+
+@pytest.mark.parametrize("name", ["vnni", "avx512bw", "avx2"])
+def test_7bit_worst_case_pairs_do_not_saturate(name):
+    """7-bit activations all 127 against weights all 127 or all -127 (every ``vpmaddubsw`` pair sum
+    +-32258, the largest there is), odd D: bit exact, and the exact integer sum reached."""
+    target = _target(name)
+    depth, cols = 75, 19
+    x = np.full((7, depth), 3.0, np.float32)  # no negatives: zero point 0, every entry quantizes to 127
+    x[1, 5] = 0.0  # one row with a 0: still zero point 0
+    weight = np.where(np.arange(cols) % 2 == 0, 0.5, -0.5).astype(np.float32) * np.ones((depth, 1), np.float32)
+    xq, _, zp, y = _run(target, x, weight, act_bits=7)
+    assert (xq[0] == 127).all() and not zp.any()
+    np.testing.assert_array_equal(y, ref.int8_dense(x, weight, act_bits=7))
+    wq, _ = ref.quantize_weight(weight)
+    assert abs(ref.accumulate(xq, wq)[0]).min() == 127 * 127 * depth  # no pair saturated
+
+
+def test_7bit_reference_range_and_error():
+    """7-bit rows span 0..127 with 0 exact, and stay a close quantization (error about twice 8 bits')."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((32, 120)).astype(np.float32)
+    weight = rng.standard_normal((120, 30)).astype(np.float32)
+    xq, xs, zp = ref.quantize_rows(x, 7)
+    assert xq.max() <= 127 and (xq.max(axis=1) == 127).any()
+    assert (np.abs((xq.astype(np.float32) - zp[:, None]) * xs[:, None] - x) <= xs[:, None] * 0.5001).all()
+    exact = x @ weight
+    errors = [np.linalg.norm(ref.int8_dense(x, weight, act_bits=b) - exact) for b in (8, 7)]
+    assert errors[0] < errors[1] < 4 * errors[0]
+    with pytest.raises(ValueError, match="act_bits"):
+        ref.int8_dense(x, weight, act_bits=6)
 
 
 def test_reference_against_float():
@@ -133,6 +176,22 @@ def test_assembly_uses_the_dot_instruction(name):
     asm = _build(func, target).mod.inspect_source("asm")
     assert instruction in asm
     assert "vpmaddubsw" not in asm
+
+
+@pytest.mark.parametrize("name", ["vnni", "avx512bw", "avx2"])
+def test_7bit_assembly_uses_vpmaddubsw_without_vnni(name):
+    """Compile only: 7-bit activations get ``vpmaddubsw`` (no widening ``vpmaddwd`` pairs of int16
+    weights) where the target has no VNNI, and still ``vpdpbusd`` where it has."""
+    target = _target(name, run=False)
+    intrin, instruction = TARGETS_7BIT[name]
+    layout = int8_layout_for_target(target, 7)
+    assert layout.intrin == intrin and layout.group == 4
+    func = int8_dense_func(8, (2, 8, layout.lanes, layout.group), 2 * layout.lanes, act_bits=7)
+    asm = _build(func, target).mod.inspect_source("asm")
+    assert instruction in asm
+    assert "vpmovsxbw" not in asm  # the weights are not widened
+    eight_bit = _build(int8_dense_func(8, (2, 8, layout.lanes, layout.group), 2 * layout.lanes), target)
+    assert "vpmaddubsw" not in eight_bit.mod.inspect_source("asm")  # the same packing at 8 bits never
 
 
 def test_arm_builds_with_plain_loops():
