@@ -21,7 +21,7 @@ from .evaluate import (MARGIN_STANDARD_ERRORS, CompiledEvaluator, TorchEvaluator
 from .inputs import (DEFAULT_REFIT, DEFAULT_VERIFY_FRACTION, check_eval, check_refit, check_settings,
                      check_verify_fraction, import_checked, is_torch_module)
 from .latency import CostModel, KernelTimer
-from .layers import DEFAULT_SUB_LENS, CentroidBank, is_int8, model_layers, offered_centroids
+from .layers import DEFAULT_SUB_LENS, CentroidBank, is_int8, model_layers, offered_centroids, offered_int8
 from .refit import can_refit, refit_and_extend
 from .search import Candidate, greedy_search, prefer_single_layer, uniform_start
 
@@ -126,7 +126,7 @@ def _re_timed_or_dense(choice, compiled_lut, dense, timing_input, measured_ms, d
 def _layer_key(layer) -> tuple:
     """A plan layer in the metrics cache key: name, V, K, table scales (and free tables, if any)."""
     if layer.is_int8:
-        return (layer.name, "int8")
+        return (layer.name, "int8", layer.act_bits)
     key = (layer.name, layer.sub_vector_len, layer.num_centroids, layer.table_quant.value)
     return key if layer.tables is None else (*key, digest(layer.tables))
 
@@ -192,7 +192,8 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
                           "latency is measured, so optimize on the target itself")
     imported, example = import_checked(model, calibration, eval_x, batch)
     model_batch = imported.input_shapes[0][0]
-    candidates_layers = model_layers(imported, sub_lens, layers, offered_centroids(tvm_target), int8)
+    candidates_layers = model_layers(imported, sub_lens, layers, offered_centroids(tvm_target),
+                                     offered_int8(tvm_target) if int8 else False)
     if not candidates_layers:
         raise LutTvmError(f"optimize: {imported.source} has no layer a LUT of V in {list(sub_lens)} can replace")
     bank = CentroidBank(imported, candidates_layers, calibration, cache_dir, max_rows, seed)
@@ -269,7 +270,7 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
         trained_lut = finetune_lut(model, lut_choice, calibration, finetune_data, finetune, seed)
         tuned_model, tuned_plan = exported(trained_lut, finetune)
         tuned_imported, _ = import_checked(tuned_model, calibration, eval_x, model_batch)
-        tuned_plan = _with_int8_layers(tuned_plan, tuned_imported, [n for n in choice if n not in lut_choice])
+        tuned_plan = _with_int8_layers(tuned_plan, tuned_imported, {n: v for n, v in choice.items() if is_int8(v)})
         tuned_lut = CompiledEvaluator(tuned_imported, eval_x, tvm_target, model_batch).compiled(tuned_plan)
         tuned_loss = metrics.original - metrics.of_outputs(run_batched(tuned_lut, eval_x, model_batch))
         tuned = {"epochs": finetune, "compiled_loss": tuned_loss, "kept": tuned_loss <= compiled_loss}
@@ -279,10 +280,10 @@ def optimize(model, calibration, eval_x, eval_y=None, budget: float = 1.0, metri
     if finetune and finetune_extend:  # candidates the search left out, each trained into the plan
         from .trained_extend import ExtendSetup, extend_trained  # pylint: disable=import-outside-toplevel
 
-        int8_names = [n for n in choice if n not in lut_choice]
+        int8_choice = {n: v for n, v in choice.items() if is_int8(v)}
         extension = extend_trained(ExtendSetup(model, calibration, finetune_data, eval_x, tvm_target, model_batch,
                                                metrics, finetune, seed, complete=lambda p, imp: _with_int8_layers(
-                                                   p, imp, int8_names)), trained_lut if lut_choice else None,
+                                                   p, imp, int8_choice)), trained_lut if lut_choice else None,
                                    choice, candidates, budget, finetune_extend)
         if extension.plan is not None:
             final_model, plan, compiled_loss, choice = extension.model, extension.plan, extension.loss, extension.choice
@@ -339,13 +340,14 @@ def _peer_rows(model, timing_input, eval_x, threads, metrics: _Metrics, number: 
     return rows
 
 
-def _with_int8_layers(plan: Plan, imported, names) -> Plan:
-    """``plan`` plus the int8 dense entries of the layers ``names`` of ``imported`` (a fine-tuned copy:
-    its weights, so its fingerprints)."""
-    if not names:
+def _with_int8_layers(plan: Plan, imported, int8_choice: dict) -> Plan:
+    """``plan`` plus the int8 dense entries (``{name: Int8Option}``, the width from it) of ``imported``'s
+    layers (a fine-tuned copy: its weights, so its fingerprints)."""
+    if not int8_choice:
         return plan
-    layers = model_layers(imported, sub_lens=(), only=set(names), int8=True)
-    extra = [LayerPlan.int8_dense(l.name, tuple(l.site.weight.shape), l.site.fingerprint) for l in layers]
+    layers = model_layers(imported, sub_lens=(), only=set(int8_choice), int8=True)
+    extra = [LayerPlan.int8_dense(l.name, tuple(l.site.weight.shape), l.site.fingerprint,
+                                  act_bits=int8_choice[l.name].act_bits) for l in layers]
     return Plan([*plan.layers, *extra], provenance=plan.provenance)
 
 

@@ -202,6 +202,7 @@ def open_database(path: Path):
     """
     # pylint: disable=import-outside-toplevel
     import schedules.intrin  # noqa: F401  (declares the intrinsics)  pylint: disable=unused-import
+    import schedules.intrin.int8_dot  # noqa: F401  pylint: disable=unused-import
     import schedules.intrin.transpose16  # noqa: F401  pylint: disable=unused-import
     from schedules.intrin.exact_shuffle import register_exact_shuffle_intrinsics
     from schedules.intrin.registry import ensure_named_in

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from lut_tvm.target_features import target_features
+
+from .registry import declare
 
 INT8_DOT_VNNI = "lut_tvm_int8_dot_16x4_vnni"
 INT8_DOT_AVX512 = "lut_tvm_int8_dot_16x2_avx512bw"
@@ -137,11 +138,12 @@ def _pmaddubsw_impl(lanes: int, name: str):
     return impl
 
 
-TensorIntrin.register(INT8_DOT_VNNI, _desc(16, 4), _vnni_impl())
-TensorIntrin.register(INT8_DOT_AVX512, _desc(16, 2), _pmaddwd_impl(16, LLVM_PMADDWD[INT8_DOT_AVX512]))
-TensorIntrin.register(INT8_DOT_AVX2, _desc(8, 2), _pmaddwd_impl(8, LLVM_PMADDWD[INT8_DOT_AVX2]))
-TensorIntrin.register(INT8_DOT4_AVX2, _desc(8, 4), _pmaddubsw_impl(8, INT8_DOT4_AVX2))
-TensorIntrin.register(INT8_DOT4_AVX512BW, _desc(16, 4), _pmaddubsw_impl(16, INT8_DOT4_AVX512BW))
+# Registered on first use (``registry.ensure``), each as (description, implementation).
+declare(INT8_DOT_VNNI, lambda: (_desc(16, 4), _vnni_impl()))
+declare(INT8_DOT_AVX512, lambda: (_desc(16, 2), _pmaddwd_impl(16, LLVM_PMADDWD[INT8_DOT_AVX512])))
+declare(INT8_DOT_AVX2, lambda: (_desc(8, 2), _pmaddwd_impl(8, LLVM_PMADDWD[INT8_DOT_AVX2])))
+declare(INT8_DOT4_AVX2, lambda: (_desc(8, 4), _pmaddubsw_impl(8, INT8_DOT4_AVX2)))
+declare(INT8_DOT4_AVX512BW, lambda: (_desc(16, 4), _pmaddubsw_impl(16, INT8_DOT4_AVX512BW)))
 
 
 def int8_layout_for_target(target, act_bits: int = 8) -> Int8Layout:

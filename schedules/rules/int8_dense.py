@@ -31,6 +31,7 @@ from schedules.int8_dense_compute import (
     ZP_BLOCK,
 )
 from schedules.intrin.int8_dot import Int8Layout, int8_layout_for_target
+from schedules.intrin.registry import ensure
 
 from .lut_kind import lut_kind, vector_lanes
 
@@ -90,7 +91,7 @@ def _schedule_dense(sch: s_tir.Schedule, target, act_bits: int) -> s_tir.Schedul
     init = sch.decompose_reduction(acc, ko)
     sch.vectorize(sch.get_loops(init)[-1])
     if layout.intrin is not None:
-        sch.tensorize(n_lane, layout.intrin)
+        sch.tensorize(n_lane, ensure(layout.intrin))
     sch.unroll(m_in)
     sch.unroll(n_vec)
     return sch

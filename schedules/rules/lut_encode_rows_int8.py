@@ -24,6 +24,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 
 from lut_tvm.int8_encode_reference import GROUP
 from schedules.intrin.int8_dot import encode_dot_for_target
+from schedules.intrin.registry import ensure
 from schedules.lut_encode_rows_compute import ARGMIN_BLOCK, CODES_BLOCK, DOT_BLOCK, PARTIAL_BLOCK
 from schedules.lut_encode_rows_int8_compute import ENCODE_DENSE_ROWS_INT8, XQ_BLOCK
 
@@ -68,7 +69,7 @@ def _annotate(sch: s_tir.Schedule, loops: tuple, m_in, j, intrin: str | None) ->
     dot_init = sch.decompose_reduction(dot, _present(d_g, d_r if intrin is None else d_m)[0])
     sch.vectorize(sch.get_loops(dot_init)[-1])
     if intrin is not None:
-        sch.tensorize(d_m, intrin)
+        sch.tensorize(d_m, ensure(intrin))
     p_init = sch.decompose_reduction(partial, _present(k_out, p_chain, p_m)[0])
     *init_chain, init_m = sch.get_loops(p_init)[-1 - (p_chain is not None):]
     sch.vectorize(init_m)
