@@ -11,6 +11,7 @@ from lut_tvm.errors import PlanError
 from lut_tvm.npz_meta import META_KEY
 from lut_tvm.plan import PLAN_VERSION_ENCODE, PLAN_VERSION_MODES, EncodeMode, LayerPlan, Plan
 from lut_tvm.weights import LayerKind, fingerprint
+from plan_files import assert_load_refused, rewrite
 
 RNG = np.random.default_rng(0)
 DENSE_W = RNG.standard_normal((12, 5)).astype(np.float32)
@@ -28,16 +29,6 @@ def _plan() -> Plan:
 def _meta(path):
     with np.load(path, allow_pickle=False) as npz:
         return json.loads(npz[META_KEY].tobytes().decode())
-
-
-def _rewrite(path, change):
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-    meta = json.loads(arrays.pop(META_KEY).tobytes().decode())
-    change(meta)
-    arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
 
 
 def test_round_trip_is_version_6(tmp_path):
@@ -73,10 +64,7 @@ def test_older_reader_refuses_version_6(tmp_path, monkeypatch):
     (lambda meta: meta["layers"][0].update(encode="int4"), r"layer 'fc1': field 'encode' is 'int4'"),
 ])
 def test_bad_encode_in_a_file_is_named(tmp_path, change, message):
-    path = _plan().save(tmp_path / "p.npz")
-    _rewrite(path, change)
-    with pytest.raises(PlanError, match=message):
-        Plan.load(path)
+    assert_load_refused(_plan(), tmp_path, lambda meta, _arrays: change(meta), message)
 
 
 def test_layers_that_cannot_have_the_int8_encode(tmp_path):

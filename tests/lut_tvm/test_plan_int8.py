@@ -11,6 +11,7 @@ from lut_tvm.errors import PlanError
 from lut_tvm.npz_meta import META_KEY
 from lut_tvm.plan import PLAN_VERSION_ACT_BITS, PLAN_VERSION_GROUPS, PLAN_VERSION_MODES, LayerMode, LayerPlan, Plan
 from lut_tvm.weights import LayerKind, fingerprint
+from plan_files import assert_load_refused, read_arrays, rewrite
 
 RNG = np.random.default_rng(0)
 DENSE_W = RNG.standard_normal((12, 5)).astype(np.float32)
@@ -24,25 +25,11 @@ def _mixed_plan() -> Plan:
                 provenance={"tool": "test"})
 
 
-def _read(path):
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
-
-
-def _rewrite(path, change):
-    arrays = _read(path)
-    meta = json.loads(arrays.pop(META_KEY).tobytes().decode())
-    change(meta, arrays)
-    arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
-
-
 def test_round_trip_is_version_5(tmp_path):
     plan = _mixed_plan()
     assert plan.version == PLAN_VERSION_MODES
     path = plan.save(tmp_path / "p.npz")
-    arrays = _read(path)
+    arrays = read_arrays(path)
     assert sorted(arrays) == [META_KEY, "layer0.centroids"]  # no array for the int8 layer
     meta = json.loads(arrays[META_KEY].tobytes().decode())
     assert meta["version"] == PLAN_VERSION_MODES
@@ -60,7 +47,7 @@ def test_lut_only_plan_keeps_its_older_version(tmp_path):
     plan = _mixed_plan()
     plan.layers.pop()
     assert plan.version < PLAN_VERSION_MODES
-    assert "mode" not in json.loads(_read(plan.save(tmp_path / "p.npz"))[META_KEY].tobytes())["layers"][0]
+    assert "mode" not in json.loads(read_arrays(plan.save(tmp_path / "p.npz"))[META_KEY].tobytes())["layers"][0]
 
 
 def test_older_reader_refuses_version_5(tmp_path, monkeypatch):
@@ -72,7 +59,7 @@ def test_older_reader_refuses_version_5(tmp_path, monkeypatch):
 
 def test_int8_mode_in_an_older_version_is_refused(tmp_path):
     path = _mixed_plan().save(tmp_path / "p.npz")
-    _rewrite(path, lambda meta, _arrays: meta.update(version=PLAN_VERSION_GROUPS))
+    rewrite(path, lambda meta, _arrays: meta.update(version=PLAN_VERSION_GROUPS))
     with pytest.raises(PlanError, match=r"layer 'fc2': field 'mode' int8_dense needs plan version 5"):
         Plan.load(path)
 
@@ -86,10 +73,7 @@ def test_int8_mode_in_an_older_version_is_refused(tmp_path):
      r"layer 'fc2': field 'mode' is int8_dense, but the layer is conv2d"),
 ])
 def test_malformed_int8_entry_named(tmp_path, change, message):
-    path = _mixed_plan().save(tmp_path / "p.npz")
-    _rewrite(path, change)
-    with pytest.raises(PlanError, match=message):
-        Plan.load(path)
+    assert_load_refused(_mixed_plan(), tmp_path, change, message)
 
 
 def test_int8_layer_with_centroids_rejected_on_save(tmp_path):
@@ -115,7 +99,7 @@ def test_7bit_round_trip_is_version_7(tmp_path):
     plan = _seven_bit_plan()
     assert plan.version == PLAN_VERSION_ACT_BITS
     path = plan.save(tmp_path / "p.npz")
-    meta = json.loads(_read(path)[META_KEY].tobytes().decode())
+    meta = json.loads(read_arrays(path)[META_KEY].tobytes().decode())
     assert meta["version"] == PLAN_VERSION_ACT_BITS and meta["layers"][1]["act_bits"] == 7
     assert "act_bits" not in meta["layers"][0]  # a LUT layer has none
     loaded = Plan.load(path)
@@ -124,7 +108,7 @@ def test_7bit_round_trip_is_version_7(tmp_path):
 
 def test_8bit_int8_plan_stays_version_5_and_loads_as_8(tmp_path):
     path = _mixed_plan().save(tmp_path / "p.npz")
-    meta = json.loads(_read(path)[META_KEY].tobytes().decode())
+    meta = json.loads(read_arrays(path)[META_KEY].tobytes().decode())
     assert meta["version"] == PLAN_VERSION_MODES and "act_bits" not in meta["layers"][1]
     assert Plan.load(path).layers[1].act_bits == 8
 
@@ -144,10 +128,7 @@ def test_older_reader_refuses_7bit_plan(tmp_path, monkeypatch):
     (lambda meta, arrays: meta["layers"][1].update(act_bits=True), r"field 'act_bits' is True"),
 ])
 def test_malformed_act_bits_named(tmp_path, change, message):
-    path = _seven_bit_plan().save(tmp_path / "p.npz")
-    _rewrite(path, change)
-    with pytest.raises(PlanError, match=message):
-        Plan.load(path)
+    assert_load_refused(_seven_bit_plan(), tmp_path, change, message)
 
 
 def test_act_bits_checked_on_save(tmp_path):
