@@ -103,7 +103,16 @@ def tapped_batches(imported, calibration: np.ndarray, sites, *, keep_tail: bool 
         if valid < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - valid, *chunk.shape[1:]), np.float32)])
         outputs = vm["main"](_tvm_compat.to_device(chunk))
-        yield [outputs[index].numpy()[:valid] for index in wanted]
+        yield [_without_padding(outputs[index].numpy(), valid, batch) for index in wanted]
+
+
+def _without_padding(layer_input: np.ndarray, valid: int, batch: int) -> np.ndarray:
+    """A layer's tapped input for the first ``valid`` of ``batch`` samples. Its axis 0 is the batch, or the
+    batch flattened with other axes before it (``[B * S, D]``: torch.export's view of a Linear on a 3-D
+    input), so each sample owns ``len / batch`` consecutive rows; a full batch is kept whole."""
+    if valid == batch:
+        return layer_input
+    return layer_input[: valid * (len(layer_input) // batch)]
 
 
 def collect_layer_rows(imported, calibration: np.ndarray, sites, max_rows: int, rng,

@@ -204,7 +204,9 @@ class CentroidBank:
         self.imported, self.layers, self.calibration = imported, layers, calibration
         self.max_rows, self.seed = max_rows, seed
         self.cache = MeasurementCache(cache_dir, "centroids")
-        self.data_key = digest(calibration, max_rows, seed, NUM_CENTROIDS)
+        # "rows v2": before it, a layer whose input torch.export flattens to [B * S, D] gave k-means only the
+        # first B of its B * S rows per batch; centroids and metrics cached then must not be reused
+        self.data_key = digest(calibration, max_rows, seed, NUM_CENTROIDS, "rows v2")
         self._rows: dict[str, np.ndarray] | None = None
         self._centroids: dict[tuple[str, int], np.ndarray] = {}
         # (layer, V) -> table scale granularity; the search sets it per candidate (default per layer)
