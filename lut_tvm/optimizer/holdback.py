@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..plan import Plan
-from .evaluate import CompiledEvaluator, loss_standard_error, metric_value
+from .evaluate import CompiledEvaluator, loss_standard_error, metric_value, run_batched
 from . import inputs
 
 # Standard errors added to the held-back loss before it is held to the budget. The search already adds two
@@ -86,9 +86,8 @@ class HeldBackCheck:
 
     def measure(self, imported, plan: Plan | None):
         """``(compiled, loss, standard error)`` of ``plan`` compiled for ``imported`` on the held-back samples."""
-        evaluator = CompiledEvaluator(imported, self.x, self.target, self.batch)
-        compiled = evaluator.compiled(plan)
-        outputs = evaluator.outputs(plan)
+        compiled = CompiledEvaluator(imported, self.x, self.target, self.batch).compiled(plan)
+        outputs = run_batched(compiled, self.x, self.batch)  # the compiled model once, not again by .outputs
         loss = self.original - metric_value(self.metric, outputs, self.reference, self.y)
         return compiled, loss, loss_standard_error(self.metric, outputs, self.reference, self.y)
 
